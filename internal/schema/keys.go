@@ -1,0 +1,8 @@
+package schema
+
+import (
+	"maps"
+	"slices"
+)
+
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,0 +1,245 @@
+// Package schema is the only Go view of the canonical schema in schema/canonical.yaml: it parses and
+// validates the file once, and builds the lookup tables the processor and the docs generator use.
+// Canonical names used in Go code come from the generated constants in names.go, never from literals.
+package schema
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"go.yaml.in/yaml/v3"
+
+	canonical "github.com/servescope/servescope/schema"
+)
+
+// Instrument is the kind of a canonical metric.
+type Instrument string
+
+const (
+	Counter   Instrument = "counter"
+	Gauge     Instrument = "gauge"
+	Histogram Instrument = "histogram"
+)
+
+// Schema is the parsed canonical schema.
+type Schema struct {
+	Version    int                `yaml:"version"`
+	Attributes []Attribute        `yaml:"attributes"`
+	Engines    map[string]*Engine `yaml:"engines"`
+	Metrics    []*Metric          `yaml:"metrics"`
+
+	// EngineNames lists the engines in a stable (sorted) order.
+	EngineNames []string `yaml:"-"`
+}
+
+// Attribute is a canonical attribute.
+type Attribute struct {
+	Name        string `yaml:"name"`
+	Level       string `yaml:"level"` // resource or datapoint
+	Description string `yaml:"description"`
+}
+
+// Engine is what the schema knows about one engine's naming.
+type Engine struct {
+	Description    string            `yaml:"description"`
+	MetricPrefixes []string          `yaml:"metric_prefixes"`
+	AliasPrefixes  []string          `yaml:"alias_prefixes"`
+	LabelRenames   map[string]string `yaml:"label_renames"`
+	Passthrough    []Passthrough     `yaml:"passthrough"`
+}
+
+// Passthrough names vendor families that deliberately have no canonical home, and why.
+type Passthrough struct {
+	Match  string `yaml:"match"` // a family name, or a prefix when it ends in '_' or ':'
+	Reason string `yaml:"reason"`
+}
+
+// Metric is one canonical metric.
+type Metric struct {
+	Name        string               `yaml:"name"`
+	Instrument  Instrument           `yaml:"instrument"`
+	Unit        string               `yaml:"unit"`
+	Description string               `yaml:"description"`
+	Attributes  []string             `yaml:"attributes"`
+	ProducedBy  string               `yaml:"produced_by"`
+	Sources     map[string][]*Source `yaml:"sources"`
+}
+
+// Source maps one vendor family onto a canonical metric.
+type Source struct {
+	Name     string            `yaml:"name"`
+	Unit     string            `yaml:"unit"`
+	Versions string            `yaml:"versions"`
+	Labels   map[string]string `yaml:"labels"`
+	Note     string            `yaml:"note"`
+}
+
+var (
+	loadOnce   sync.Once
+	loaded     *Schema
+	loadErr    error
+	metricName = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$`)
+)
+
+// Default returns the embedded canonical schema, parsed and validated once per process.
+func Default() (*Schema, error) {
+	loadOnce.Do(func() { loaded, loadErr = Parse(canonical.YAML) })
+	return loaded, loadErr
+}
+
+// Parse parses and validates a schema document. Unknown keys are errors, so a typo in the schema cannot
+// silently drop a mapping.
+func Parse(doc []byte) (*Schema, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	dec.KnownFields(true)
+	s := &Schema{}
+	if err := dec.Decode(s); err != nil {
+		return nil, fmt.Errorf("canonical schema: %w", err)
+	}
+	for name := range s.Engines {
+		s.EngineNames = append(s.EngineNames, name)
+	}
+	sort.Strings(s.EngineNames)
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("canonical schema: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Schema) validate() error {
+	var errs []error
+	attrs := map[string]bool{}
+	for _, a := range s.Attributes {
+		if attrs[a.Name] {
+			errs = append(errs, fmt.Errorf("attribute %q declared twice", a.Name))
+		}
+		attrs[a.Name] = true
+		if a.Level != "resource" && a.Level != "datapoint" {
+			errs = append(errs, fmt.Errorf("attribute %q: level must be resource or datapoint, not %q", a.Name, a.Level))
+		}
+	}
+	for name, e := range s.Engines {
+		for from, to := range e.LabelRenames {
+			if !attrs[to] {
+				errs = append(errs, fmt.Errorf("engine %s: label %q renamed to undeclared attribute %q", name, from, to))
+			}
+		}
+		if len(e.MetricPrefixes) == 0 {
+			errs = append(errs, fmt.Errorf("engine %s: no metric_prefixes", name))
+		}
+	}
+	seenMetric := map[string]bool{}
+	seenSource := map[string]string{}
+	for _, m := range s.Metrics {
+		if seenMetric[m.Name] {
+			errs = append(errs, fmt.Errorf("metric %q declared twice", m.Name))
+		}
+		seenMetric[m.Name] = true
+		if !metricName.MatchString(m.Name) {
+			errs = append(errs, fmt.Errorf("metric %q: not a dotted lower-case name", m.Name))
+		}
+		switch m.Instrument {
+		case Counter, Gauge, Histogram:
+		default:
+			errs = append(errs, fmt.Errorf("metric %q: unknown instrument %q", m.Name, m.Instrument))
+		}
+		if m.Unit == "" || m.Description == "" {
+			errs = append(errs, fmt.Errorf("metric %q: unit and description are required", m.Name))
+		}
+		for _, a := range m.Attributes {
+			if !attrs[a] {
+				errs = append(errs, fmt.Errorf("metric %q: undeclared attribute %q", m.Name, a))
+			}
+		}
+		if len(m.Sources) == 0 && m.ProducedBy == "" {
+			errs = append(errs, fmt.Errorf("metric %q: needs sources or produced_by", m.Name))
+		}
+		for engine, sources := range m.Sources {
+			if s.Engines[engine] == nil {
+				errs = append(errs, fmt.Errorf("metric %q: unknown engine %q", m.Name, engine))
+				continue
+			}
+			for _, src := range sources {
+				if prev, dup := seenSource[engine+"/"+src.Name]; dup {
+					errs = append(errs, fmt.Errorf("source %s %q mapped twice (%s and %s)", engine, src.Name, prev, m.Name))
+				}
+				seenSource[engine+"/"+src.Name] = m.Name
+				if src.Versions == "" {
+					errs = append(errs, fmt.Errorf("metric %q: source %q: versions is required", m.Name, src.Name))
+				}
+				if _, err := src.Scale(m.Unit); err != nil {
+					errs = append(errs, fmt.Errorf("metric %q: source %q: %w", m.Name, src.Name, err))
+				}
+				for from, to := range src.Labels {
+					if !attrs[to] {
+						errs = append(errs, fmt.Errorf("metric %q: source %q renames %q to undeclared attribute %q", m.Name, src.Name, from, to))
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unitScales are the conversions the processor knows: source unit -> canonical unit -> factor.
+var unitScales = map[string]map[string]float64{
+	"ms":  {"s": 1e-3},
+	"us":  {"s": 1e-6},
+	"ns":  {"s": 1e-9},
+	"MiB": {"By": 1 << 20},
+	"mJ":  {"J": 1e-3},
+	"%":   {"1": 1e-2},
+}
+
+// Scale is the factor that converts a value in the source's unit into the canonical unit.
+func (src *Source) Scale(canonicalUnit string) (float64, error) {
+	if src.Unit == "" || src.Unit == canonicalUnit {
+		return 1, nil
+	}
+	if f, ok := unitScales[src.Unit][canonicalUnit]; ok {
+		return f, nil
+	}
+	return 0, fmt.Errorf("no conversion from %q to %q", src.Unit, canonicalUnit)
+}
+
+// Metric returns the canonical metric with the given name, or nil.
+func (s *Schema) Metric(name string) *Metric {
+	for _, m := range s.Metrics {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// PassthroughReason says why a vendor family of an engine is deliberately left unmapped ("" if it is not).
+func (e *Engine) PassthroughReason(family string) string {
+	for _, p := range e.Passthrough {
+		if p.Match == family || (strings.HasSuffix(p.Match, "_") || strings.HasSuffix(p.Match, ":")) && strings.HasPrefix(family, p.Match) {
+			return p.Reason
+		}
+	}
+	return ""
+}
+
+// Spellings returns every wire name under which an engine may expose a source family: the name itself and
+// its spellings under the engine's alias prefixes (for example Ray Serve LLM's `ray_vllm:` and `ray_vllm_`).
+func (e *Engine) Spellings(sourceName string) []string {
+	names := []string{sourceName}
+	for _, prefix := range e.MetricPrefixes {
+		rest, ok := strings.CutPrefix(sourceName, prefix)
+		if !ok {
+			continue
+		}
+		for _, alias := range e.AliasPrefixes {
+			names = append(names, alias+rest)
+		}
+	}
+	return slices.Compact(names)
+}

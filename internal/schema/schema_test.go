@@ -1,0 +1,126 @@
+package schema
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func repoFile(t *testing.T, rel string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", rel))
+	require.NoError(t, err)
+	return string(b)
+}
+
+// The generated files must match what the schema renders today; `make generate` refreshes them.
+func TestGeneratedFilesAreFresh(t *testing.T) {
+	s, err := Default()
+	require.NoError(t, err)
+	goSrc, err := RenderGo(s)
+	require.NoError(t, err)
+	assert.Equal(t, string(goSrc), repoFile(t, GeneratedGoPath), "names.go is stale: run `make generate`")
+	assert.Equal(t, string(RenderMarkdown(s)), repoFile(t, GeneratedDocPath), "docs/schema.md is stale: run `make generate`")
+}
+
+// The names fixed by the spine issue must be in the schema with these vLLM sources, and in docs/schema.md.
+func TestSpineNamesAndVLLMSources(t *testing.T) {
+	s, err := Default()
+	require.NoError(t, err)
+	doc := repoFile(t, GeneratedDocPath)
+	want := []struct{ canonical, instrument, unit, source string }{
+		{"gen_ai.server.request.duration", "histogram", "s", "vllm:e2e_request_latency_seconds"},
+		{"gen_ai.server.time_to_first_token", "histogram", "s", "vllm:time_to_first_token_seconds"},
+		{"gen_ai.server.time_per_output_token", "histogram", "s", "vllm:request_time_per_output_token_seconds"},
+		{"gen_ai.server.time_per_output_token", "histogram", "s", "vllm:time_per_output_token_seconds"},
+		{"llm.request.inter_token_latency", "histogram", "s", "vllm:inter_token_latency_seconds"},
+		{"llm.request.queue_time", "histogram", "s", "vllm:request_queue_time_seconds"},
+		{"llm.request.prefill_time", "histogram", "s", "vllm:request_prefill_time_seconds"},
+		{"llm.request.decode_time", "histogram", "s", "vllm:request_decode_time_seconds"},
+		{"llm.request.inference_time", "histogram", "s", "vllm:request_inference_time_seconds"},
+		{"llm.request.prompt_tokens", "histogram", "{token}", "vllm:request_prompt_tokens"},
+		{"llm.request.generation_tokens", "histogram", "{token}", "vllm:request_generation_tokens"},
+		{"llm.requests.finished", "counter", "{request}", "vllm:request_success_total"},
+		{"llm.tokens.prompt", "counter", "{token}", "vllm:prompt_tokens_total"},
+		{"llm.tokens.generation", "counter", "{token}", "vllm:generation_tokens_total"},
+		{"llm.tokens.prompt_cached", "counter", "{token}", "vllm:prompt_tokens_cached_total"},
+		{"llm.scheduler.requests.waiting", "gauge", "{request}", "vllm:num_requests_waiting"},
+		{"llm.scheduler.requests.running", "gauge", "{request}", "vllm:num_requests_running"},
+		{"llm.scheduler.preemptions", "counter", "{preemption}", "vllm:num_preemptions_total"},
+		{"llm.scheduler.batch.tokens", "histogram", "{token}", "vllm:iteration_tokens_total"},
+		{"llm.kv_cache.utilization", "gauge", "1", "vllm:kv_cache_usage_perc"},
+		{"llm.kv_cache.utilization", "gauge", "1", "vllm:gpu_cache_usage_perc"},
+		{"llm.prefix_cache.queries", "counter", "{token}", "vllm:prefix_cache_queries_total"},
+		{"llm.prefix_cache.hits", "counter", "{token}", "vllm:prefix_cache_hits_total"},
+		{"llm.prefix_cache.queries", "counter", "{token}", "vllm:gpu_prefix_cache_queries_total"},
+		{"llm.prefix_cache.hits", "counter", "{token}", "vllm:gpu_prefix_cache_hits_total"},
+	}
+	for _, w := range want {
+		m := s.Metric(w.canonical)
+		require.NotNil(t, m, w.canonical)
+		assert.Equal(t, Instrument(w.instrument), m.Instrument, w.canonical)
+		assert.Equal(t, w.unit, m.Unit, w.canonical)
+		var found bool
+		for _, src := range m.Sources[EngineVLLM] {
+			found = found || src.Name == w.source
+		}
+		assert.True(t, found, "%s should map from %s", w.canonical, w.source)
+		assert.Contains(t, doc, "| `"+w.canonical+"` | `"+w.source+"` |", "docs/schema.md row")
+	}
+	up := s.Metric(MetricLLMEngineUp)
+	require.NotNil(t, up)
+	assert.Contains(t, doc, "`llm.engine.up`")
+	assert.Contains(t, s.Metric(MetricLLMRequestsFinished).Attributes, AttrLLMFinishReason)
+}
+
+func TestParseRejectsBrokenSchemas(t *testing.T) {
+	base := `
+version: 1
+attributes:
+  - {name: gen_ai.request.model, level: datapoint, description: d}
+engines:
+  vllm: {description: d, metric_prefixes: ["vllm:"]}
+metrics:
+`
+	cases := map[string]struct{ metrics, wantErr string }{
+		"unknown key": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sorces: {}}`, "field sorces not found"},
+		"bad instrument": {`  - {name: llm.a.b, instrument: meter, unit: "1", description: d, produced_by: x}`, `unknown instrument "meter"`},
+		"no conversion": {`  - {name: llm.a.b, instrument: gauge, unit: s, description: d, sources: {vllm: [{name: "vllm:x", unit: MiB, versions: all}]}}`, `no conversion from "MiB" to "s"`},
+		"undeclared attribute": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, attributes: [nope], produced_by: x}`, `undeclared attribute "nope"`},
+		"unknown engine": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {tgi: [{name: "x", versions: all}]}}`, `unknown engine "tgi"`},
+		"source mapped twice": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", versions: all}]}}\n" +
+			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", versions: all}]}}`, "mapped twice"},
+		"missing versions": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x"}]}}`, "versions is required"},
+		"bad name":         {`  - {name: Bad-Name, instrument: gauge, unit: "1", description: d, produced_by: x}`, "not a dotted lower-case name"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(base + c.metrics + "\n"))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.wantErr)
+		})
+	}
+}
+
+func TestSpellingsCoverRayPrefixes(t *testing.T) {
+	s, err := Default()
+	require.NoError(t, err)
+	got := s.Engines[EngineVLLM].Spellings("vllm:num_requests_waiting")
+	assert.Equal(t, []string{"vllm:num_requests_waiting", "ray_vllm:num_requests_waiting", "ray_vllm_num_requests_waiting"}, got)
+}
+
+func TestScaleConversions(t *testing.T) {
+	for _, c := range []struct {
+		from, to string
+		want     float64
+	}{{"ms", "s", 1e-3}, {"us", "s", 1e-6}, {"MiB", "By", 1048576}, {"%", "1", 0.01}, {"", "s", 1}, {"s", "s", 1}} {
+		got, err := (&Source{Unit: c.from}).Scale(c.to)
+		require.NoError(t, err)
+		assert.InDelta(t, c.want, got, 1e-15, "%s->%s", c.from, c.to)
+	}
+	assert.True(t, strings.Contains(GoIdentifier("gen_ai.server.time_to_first_token"), "GenAI"))
+}
