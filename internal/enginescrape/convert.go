@@ -1,0 +1,433 @@
+package enginescrape
+
+import (
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/promtext"
+)
+
+// converter turns parsed exposition families into OTLP metrics with cumulative semantics: start times come
+// from `_created` series where the engine exposes them (vLLM does), otherwise from the first observation, and
+// a counter that goes down (an engine restart) starts a new cumulative run instead of producing a negative rate.
+type converter struct {
+	series map[string]*seriesState
+	gen    uint64
+}
+
+type seriesState struct {
+	start pcommon.Timestamp
+	last  float64 // counter value, histogram/summary count
+	at    pcommon.Timestamp
+	gen   uint64
+}
+
+// conversion reports what a scrape's conversion noticed, for the caller to log once.
+type conversion struct {
+	points     int
+	nanDropped map[string]int // family -> NaN samples dropped
+	resets     []string       // families with a counter reset
+	malformed  map[string]string
+}
+
+func newConverter() *converter { return &converter{series: map[string]*seriesState{}} }
+
+func (c *converter) convert(families []*promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice) conversion {
+	c.gen++
+	out := conversion{nanDropped: map[string]int{}, malformed: map[string]string{}}
+	byName := make(map[string]*promtext.Family, len(families))
+	for _, f := range families {
+		byName[f.Name] = f
+	}
+	consumed := map[string]bool{} // `_created` families used as start times
+	for _, f := range families {
+		switch f.Type {
+		case promtext.TypeCounter, promtext.TypeHistogram, promtext.TypeSummary:
+			if created := createdFamily(f, byName); created != nil {
+				consumed[created.Name] = true
+			}
+		}
+	}
+	for _, f := range families {
+		if consumed[f.Name] || len(f.Samples) == 0 {
+			continue
+		}
+		switch f.Type {
+		case promtext.TypeCounter:
+			c.counter(f, createdFamily(f, byName), now, ms, &out)
+		case promtext.TypeHistogram:
+			c.histogram(f, createdFamily(f, byName), now, ms, &out)
+		case promtext.TypeSummary:
+			c.summary(f, createdFamily(f, byName), now, ms, &out)
+		default:
+			c.gauge(f, now, ms, &out)
+		}
+	}
+	for key, st := range c.series {
+		if st.gen != c.gen {
+			delete(c.series, key) // series gone from the scrape: bounded by what the engine exposes now
+		}
+	}
+	return out
+}
+
+// createdFamily finds the `_created` family prometheus_client writes next to a counter, histogram or
+// summary (vllm:prompt_tokens_total -> vllm:prompt_tokens_created; a histogram H -> H_created).
+func createdFamily(f *promtext.Family, byName map[string]*promtext.Family) *promtext.Family {
+	if created := byName[strings.TrimSuffix(f.Name, "_total")+"_created"]; created != nil && created != f {
+		return created
+	}
+	if created := byName[f.Name+"_created"]; created != nil && created != f {
+		return created
+	}
+	return nil
+}
+
+// labelKey is a series identity independent of label order, leaving out the labels that split one series
+// into samples (le, quantile).
+func labelKey(name string, labels []promtext.Label) string {
+	kept := make([]string, 0, len(labels))
+	for _, l := range labels {
+		if l.Name == "le" || l.Name == "quantile" {
+			continue
+		}
+		kept = append(kept, l.Name+"\xfe"+l.Value)
+	}
+	sort.Strings(kept)
+	return name + "\xff" + strings.Join(kept, "\xff")
+}
+
+func createdTimes(f, created *promtext.Family) map[string]pcommon.Timestamp {
+	times := map[string]pcommon.Timestamp{}
+	add := func(s promtext.Sample) {
+		if !strings.HasSuffix(s.Name, "_created") || math.IsNaN(s.Value) || s.Value <= 0 {
+			return
+		}
+		times[labelKey("", s.Labels)] = pcommon.Timestamp(s.Value * 1e9)
+	}
+	for _, s := range f.Samples {
+		add(s)
+	}
+	if created != nil {
+		for _, s := range created.Samples {
+			add(s)
+		}
+	}
+	return times
+}
+
+func sampleTime(s promtext.Sample, now pcommon.Timestamp) pcommon.Timestamp {
+	if s.HasTimestamp {
+		return pcommon.Timestamp(s.TimestampMs * 1e6)
+	}
+	return now
+}
+
+// startFor decides a cumulative series' start time and notices resets.
+func (c *converter) startFor(key string, value float64, created pcommon.Timestamp, hasCreated bool, at pcommon.Timestamp) (start pcommon.Timestamp, reset bool) {
+	st, known := c.series[key]
+	if !known {
+		st = &seriesState{start: at}
+		c.series[key] = st
+	}
+	switch {
+	case known && value < st.last:
+		reset = true
+		st.start = st.at // the restart happened after the previous scrape; count all of the new value
+	case known && hasCreated && created > st.start:
+		reset = true // restarted and already past the old value; the new `_created` says so
+	}
+	if hasCreated {
+		st.start = created
+	}
+	st.last, st.at, st.gen = value, at, c.gen
+	return st.start, reset
+}
+
+func newMetric(ms pmetric.MetricSlice, f *promtext.Family) pmetric.Metric {
+	m := ms.AppendEmpty()
+	m.SetName(f.Name)
+	m.SetDescription(f.Help)
+	return m
+}
+
+func putLabels(attrs pcommon.Map, labels []promtext.Label) {
+	attrs.EnsureCapacity(len(labels))
+	for _, l := range labels {
+		if l.Name == "le" || l.Name == "quantile" {
+			continue
+		}
+		attrs.PutStr(l.Name, l.Value)
+	}
+}
+
+func (c *converter) gauge(f *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
+	var m pmetric.Metric
+	for _, s := range f.Samples {
+		if math.IsNaN(s.Value) {
+			out.nanDropped[f.Name]++
+			continue
+		}
+		if m == (pmetric.Metric{}) {
+			m = newMetric(ms, f)
+			m.SetEmptyGauge()
+		}
+		dp := m.Gauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(sampleTime(s, now))
+		dp.SetDoubleValue(s.Value)
+		putLabels(dp.Attributes(), s.Labels)
+		out.points++
+	}
+}
+
+func (c *converter) counter(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
+	created := createdTimes(f, createdFam)
+	var m pmetric.Metric
+	reset := false
+	for _, s := range f.Samples {
+		if strings.HasSuffix(s.Name, "_created") {
+			continue
+		}
+		if math.IsNaN(s.Value) {
+			out.nanDropped[f.Name]++
+			continue
+		}
+		if m == (pmetric.Metric{}) {
+			m = newMetric(ms, f)
+			sum := m.SetEmptySum()
+			sum.SetIsMonotonic(true)
+			sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		}
+		key := labelKey(f.Name, s.Labels)
+		at := sampleTime(s, now)
+		createdAt, hasCreated := created[labelKey("", s.Labels)]
+		start, r := c.startFor(key, s.Value, createdAt, hasCreated, at)
+		reset = reset || r
+		dp := m.Sum().DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(at)
+		dp.SetDoubleValue(s.Value)
+		putLabels(dp.Attributes(), s.Labels)
+		out.points++
+	}
+	if reset {
+		out.resets = append(out.resets, f.Name)
+	}
+}
+
+type histSeries struct {
+	labels  []promtext.Label
+	bounds  []float64
+	cumul   []float64
+	count   float64
+	sum     float64
+	hasCnt  bool
+	hasSum  bool
+	at      pcommon.Timestamp
+	created bool
+}
+
+func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
+	created := createdTimes(f, createdFam)
+	series, order := groupSeries(f, now)
+	var m pmetric.Metric
+	reset := false
+	for _, key := range order {
+		h := series[key]
+		if !h.hasCnt && len(h.cumul) > 0 && math.IsInf(h.bounds[len(h.bounds)-1], 1) {
+			h.count, h.hasCnt = h.cumul[len(h.cumul)-1], true
+		}
+		if !h.hasCnt || math.IsNaN(h.count) {
+			out.malformed[f.Name] = "histogram series without a count"
+			continue
+		}
+		sort.Sort(byBound{h})
+		counts, ok := bucketCounts(h)
+		if !ok {
+			out.malformed[f.Name] = "histogram buckets are not cumulative"
+			continue
+		}
+		if m == (pmetric.Metric{}) {
+			m = newMetric(ms, f)
+			m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		}
+		createdAt, hasCreated := created[labelKey("", h.labels)]
+		start, r := c.startFor(f.Name+"\xff"+key, h.count, createdAt, hasCreated, h.at)
+		reset = reset || r
+		dp := m.Histogram().DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(h.at)
+		dp.SetCount(uint64(h.count))
+		if h.hasSum && !math.IsNaN(h.sum) {
+			dp.SetSum(h.sum)
+		}
+		finite := h.bounds
+		if len(finite) > 0 && math.IsInf(finite[len(finite)-1], 1) {
+			finite = finite[:len(finite)-1]
+		}
+		dp.ExplicitBounds().FromRaw(finite)
+		dp.BucketCounts().FromRaw(counts)
+		putLabels(dp.Attributes(), h.labels)
+		out.points++
+	}
+	if reset {
+		out.resets = append(out.resets, f.Name)
+	}
+}
+
+// groupSeries collects a histogram's _bucket/_count/_sum samples per label set, in order of appearance.
+func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSeries, []string) {
+	series := map[string]*histSeries{}
+	var order []string
+	for _, s := range f.Samples {
+		suffix := strings.TrimPrefix(s.Name, f.Name)
+		if suffix == "_created" {
+			continue
+		}
+		key := labelKey("", s.Labels)
+		h := series[key]
+		if h == nil {
+			h = &histSeries{labels: s.Labels, at: sampleTime(s, now)}
+			series[key] = h
+			order = append(order, key)
+		}
+		switch suffix {
+		case "_bucket":
+			le, err := leBound(s.Labels)
+			if err != nil || math.IsNaN(s.Value) {
+				continue
+			}
+			h.bounds = append(h.bounds, le)
+			h.cumul = append(h.cumul, s.Value)
+		case "_count":
+			h.count, h.hasCnt = s.Value, true
+		case "_sum":
+			h.sum, h.hasSum = s.Value, true
+		}
+	}
+	return series, order
+}
+
+func leBound(labels []promtext.Label) (float64, error) {
+	for _, l := range labels {
+		if l.Name == "le" {
+			return strconv.ParseFloat(l.Value, 64)
+		}
+	}
+	return 0, strconv.ErrSyntax
+}
+
+type byBound struct{ h *histSeries }
+
+func (b byBound) Len() int           { return len(b.h.bounds) }
+func (b byBound) Less(i, j int) bool { return b.h.bounds[i] < b.h.bounds[j] }
+func (b byBound) Swap(i, j int) {
+	b.h.bounds[i], b.h.bounds[j] = b.h.bounds[j], b.h.bounds[i]
+	b.h.cumul[i], b.h.cumul[j] = b.h.cumul[j], b.h.cumul[i]
+}
+
+// bucketCounts turns Prometheus' cumulative buckets into OTLP per-bucket counts; the last OTLP bucket
+// (above the largest finite bound) takes what the count has beyond the last finite bucket.
+func bucketCounts(h *histSeries) ([]uint64, bool) {
+	counts := make([]uint64, 0, len(h.cumul)+1)
+	prev := 0.0
+	for i, cum := range h.cumul {
+		if math.IsInf(h.bounds[i], 1) {
+			break
+		}
+		if cum < prev {
+			return nil, false
+		}
+		counts = append(counts, uint64(cum-prev))
+		prev = cum
+	}
+	if h.count < prev {
+		return nil, false
+	}
+	return append(counts, uint64(h.count-prev)), true
+}
+
+func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
+	created := createdTimes(f, createdFam)
+	type sumSeries struct {
+		labels    []promtext.Label
+		quantiles [][2]float64
+		count     float64
+		sum       float64
+		at        pcommon.Timestamp
+	}
+	series := map[string]*sumSeries{}
+	var order []string
+	for _, s := range f.Samples {
+		suffix := strings.TrimPrefix(s.Name, f.Name)
+		if suffix == "_created" {
+			continue
+		}
+		key := labelKey("", s.Labels)
+		ss := series[key]
+		if ss == nil {
+			ss = &sumSeries{labels: s.Labels, at: sampleTime(s, now)}
+			series[key] = ss
+			order = append(order, key)
+		}
+		switch suffix {
+		case "":
+			for _, l := range s.Labels {
+				if l.Name == "quantile" {
+					if q, err := strconv.ParseFloat(l.Value, 64); err == nil && !math.IsNaN(s.Value) {
+						ss.quantiles = append(ss.quantiles, [2]float64{q, s.Value})
+					}
+				}
+			}
+		case "_count":
+			ss.count = s.Value
+		case "_sum":
+			ss.sum = s.Value
+		}
+	}
+	var m pmetric.Metric
+	for _, key := range order {
+		ss := series[key]
+		if math.IsNaN(ss.count) {
+			out.nanDropped[f.Name]++
+			continue
+		}
+		if m == (pmetric.Metric{}) {
+			m = newMetric(ms, f)
+			m.SetEmptySummary()
+		}
+		createdAt, hasCreated := created[labelKey("", ss.labels)]
+		start, _ := c.startFor(f.Name+"\xff"+key, ss.count, createdAt, hasCreated, ss.at)
+		dp := m.Summary().DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(ss.at)
+		dp.SetCount(uint64(ss.count))
+		if !math.IsNaN(ss.sum) {
+			dp.SetSum(ss.sum)
+		}
+		slices.SortFunc(ss.quantiles, func(a, b [2]float64) int { return compareFloat(a[0], b[0]) })
+		for _, q := range ss.quantiles {
+			qv := dp.QuantileValues().AppendEmpty()
+			qv.SetQuantile(q[0])
+			qv.SetValue(q[1])
+		}
+		putLabels(dp.Attributes(), ss.labels)
+		out.points++
+	}
+}
+
+func compareFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,266 @@
+// Package enginescrape is what every engine receiver shares: scrape one engine's Prometheus endpoint over
+// HTTP with a tolerant parser, keep cumulative start times, poll the engine's version endpoint, stamp the
+// replica's resource attributes and report llm.engine.up. Engine receivers only describe their engine.
+package enginescrape
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/promtext"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// Engine describes what is peculiar about one engine's endpoints.
+type Engine struct {
+	// Name is the value of llm.engine.name.
+	Name string
+	// VersionPath is polled for llm.engine.version ("" when the engine has none).
+	VersionPath string
+	// ParseVersion extracts the version from the VersionPath response body.
+	ParseVersion func(body []byte) (string, error)
+}
+
+// Scraper scrapes one engine endpoint. It is not safe for concurrent scrapes; the scraper controller
+// calls it from one goroutine.
+type Scraper struct {
+	cfg       *Config
+	engine    Engine
+	target    target
+	settings  receiver.Settings
+	logger    *zap.Logger
+	client    *http.Client
+	problems  *problemLog
+	converter *converter
+	version   string
+	wasUp     bool
+	telemetry scrapeTelemetry
+}
+
+type scrapeTelemetry struct {
+	failures      metric.Int64Counter
+	rejectedLines metric.Int64Counter
+	droppedPoints metric.Int64Counter
+	attrs         metric.MeasurementOption
+}
+
+// NewScraper builds a scraper for one endpoint; the HTTP client is created at Start.
+func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scraper, error) {
+	t, err := newTarget(cfg.Endpoint, cfg.MetricsPath)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", cfg.Endpoint, err)
+	}
+	logger := settings.Logger.With(zap.String("endpoint", t.metricsURL))
+	s := &Scraper{cfg: cfg, engine: engine, target: t, settings: settings, logger: logger,
+		problems: newProblemLog(logger), converter: newConverter()}
+	if err := s.initTelemetry(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Scraper) initTelemetry() error {
+	meter := s.settings.MeterProvider.Meter("github.com/servescope/servescope/internal/enginescrape")
+	var errs [3]error
+	s.telemetry.failures, errs[0] = meter.Int64Counter("servescope_engine_scrape_failures",
+		metric.WithDescription("Scrapes of an engine endpoint that returned no usable series."), metric.WithUnit("{scrape}"))
+	s.telemetry.rejectedLines, errs[1] = meter.Int64Counter("servescope_engine_scrape_rejected_lines",
+		metric.WithDescription("Exposition lines skipped because they could not be parsed."), metric.WithUnit("{line}"))
+	s.telemetry.droppedPoints, errs[2] = meter.Int64Counter("servescope_engine_scrape_dropped_points",
+		metric.WithDescription("Samples dropped because their value was NaN or their series was malformed."), metric.WithUnit("{point}"))
+	s.telemetry.attrs = metric.WithAttributeSet(attributeSet(s.settings.ID, s.engine.Name, s.target.instance))
+	return errors.Join(errs[:]...)
+}
+
+// Start creates the HTTP client (TLS, auth and headers come from confighttp).
+func (s *Scraper) Start(ctx context.Context, host component.Host) error {
+	client, err := s.cfg.ToClient(ctx, host.GetExtensions(), s.settings.TelemetrySettings)
+	if err != nil {
+		return fmt.Errorf("%s: building HTTP client: %w", s.target.metricsURL, err)
+	}
+	s.client = client
+	return nil
+}
+
+// Shutdown releases idle connections.
+func (s *Scraper) Shutdown(context.Context) error {
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Scrape fetches and converts one scrape. It never returns an error for an engine problem: an unreachable or
+// broken engine is data (llm.engine.up = 0) and is logged once, not on every scrape.
+func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
+	defer s.problems.endScrape()
+	now := pcommon.NewTimestampFromTime(time.Now())
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	sm := rm.ScopeMetrics().AppendEmpty()
+	sm.Scope().SetName("github.com/servescope/servescope/receiver/" + s.settings.ID.Type().String() + "receiver")
+	sm.Scope().SetVersion(s.settings.BuildInfo.Version)
+
+	up := s.scrapeMetrics(ctx, now, sm.Metrics())
+	if up && (!s.wasUp || s.version == "") {
+		s.refreshVersion(ctx) // at first contact and after every outage: a restart may have upgraded the engine
+	}
+	s.wasUp = up
+	s.fillResource(rm.Resource().Attributes())
+	appendUp(sm.Metrics(), up, now)
+	if !up {
+		s.telemetry.failures.Add(ctx, 1, s.telemetry.attrs)
+	}
+	return md, nil
+}
+
+func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms pmetric.MetricSlice) bool {
+	body, contentType, err := s.fetch(ctx, s.target.metricsURL, s.cfg.MaxBodySize)
+	var status statusError
+	switch {
+	case errors.As(err, &status):
+		s.problems.report(problemHTTPStatus, "Engine metrics endpoint answered with an error status; llm.engine.up=0 until it recovers",
+			zap.Int("status", status.code), zap.String("content_type", contentType))
+		return false
+	case errors.Is(err, errBodyTooLarge):
+		s.problems.report(problemTooLarge, "Engine metrics body exceeds max_body_size; parsing only the first max_body_size bytes",
+			zap.Int64("max_body_size", s.cfg.MaxBodySize))
+	case err != nil:
+		s.problems.report(problemUnreachable, "Engine metrics endpoint unreachable; llm.engine.up=0, retrying every collection_interval",
+			zap.Error(err))
+		return false
+	}
+
+	parsed := promtext.Parse(body)
+	if parsed.ErrorCount > 0 {
+		s.telemetry.rejectedLines.Add(ctx, int64(parsed.ErrorCount), s.telemetry.attrs)
+	}
+	if len(parsed.Families) == 0 {
+		fields := []zap.Field{zap.String("content_type", contentType), zap.Int("bytes", len(body))}
+		if len(parsed.Errors) > 0 {
+			fields = append(fields, zap.String("first_error", parsed.Errors[0].Error()))
+		}
+		s.problems.report(problemNoSeries, "Engine metrics endpoint returned no Prometheus series (not the exposition format?); llm.engine.up=0", fields...)
+		return false
+	}
+	if parsed.ErrorCount > 0 {
+		s.problems.report(problemBadLines, "Skipped unparseable lines in the engine's metrics; the other series are kept",
+			zap.Int("skipped_lines", parsed.ErrorCount), zap.String("first_error", parsed.Errors[0].Error()))
+	}
+
+	conv := s.converter.convert(parsed.Families, now, ms)
+	for family, n := range conv.nanDropped {
+		s.telemetry.droppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
+		s.problems.report("nan:"+family, "Dropped NaN samples; the engine has no value for them yet", zap.String("family", family), zap.Int("samples", n))
+	}
+	for family, why := range conv.malformed {
+		s.telemetry.droppedPoints.Add(ctx, 1, s.telemetry.attrs)
+		s.problems.report("malformed:"+family, "Dropped a malformed series", zap.String("family", family), zap.String("reason", why))
+	}
+	if len(conv.resets) > 0 {
+		// One line per scrape that saw a restart, which is once per restart.
+		s.logger.Info("Counters went back to zero (engine restart?); started new cumulative series",
+			zap.Strings("families", conv.resets))
+	}
+	return true
+}
+
+var errBodyTooLarge = errors.New("body exceeds max_body_size")
+
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return "HTTP " + strconv.Itoa(e.code) }
+
+// fetch GETs url and returns at most limit bytes of the body. A body over the limit comes back cut at the
+// limit together with errBodyTooLarge, so the caller can keep what arrived.
+func (s *Scraper) fetch(ctx context.Context, url string, limit int64) ([]byte, string, error) {
+	if s.client == nil {
+		return nil, "", errors.New("scraper not started")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	contentType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // let the connection be reused
+		return nil, contentType, statusError{resp.StatusCode}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		// A connection cut mid-body still leaves the complete lines before the cut.
+		if len(body) == 0 {
+			return nil, contentType, err
+		}
+		s.problems.report("read", "Engine metrics body ended early; keeping what arrived", zap.Error(err), zap.Int("bytes", len(body)))
+		return body, contentType, nil
+	}
+	if int64(len(body)) > limit {
+		return body[:limit], contentType, errBodyTooLarge
+	}
+	return body, contentType, nil
+}
+
+func (s *Scraper) refreshVersion(ctx context.Context) {
+	if s.engine.VersionPath == "" || s.engine.ParseVersion == nil {
+		return
+	}
+	body, _, err := s.fetch(ctx, s.target.baseURL+s.engine.VersionPath, 64<<10)
+	if err == nil {
+		var v string
+		if v, err = s.engine.ParseVersion(body); err == nil {
+			s.version = v
+			return
+		}
+	}
+	s.problems.report(problemVersion, "Could not read the engine version; llm.engine.version stays unset",
+		zap.String("path", s.engine.VersionPath), zap.Error(err))
+}
+
+func (s *Scraper) fillResource(attrs pcommon.Map) {
+	attrs.PutStr(schema.AttrLLMEngineName, s.engine.Name)
+	if s.version != "" {
+		attrs.PutStr(schema.AttrLLMEngineVersion, s.version)
+	}
+	attrs.PutStr(schema.AttrServiceInstanceID, s.target.instance)
+	attrs.PutStr(schema.AttrServerAddress, s.target.host)
+	if port, err := strconv.Atoi(s.target.port); err == nil {
+		attrs.PutInt(schema.AttrServerPort, int64(port))
+	}
+	for k, v := range s.cfg.ResourceAttributes {
+		attrs.PutStr(k, v)
+	}
+}
+
+func appendUp(ms pmetric.MetricSlice, up bool, now pcommon.Timestamp) {
+	m := ms.AppendEmpty()
+	m.SetName(schema.MetricLLMEngineUp)
+	m.SetUnit("1")
+	m.SetDescription("1 when the last scrape of the engine's metrics endpoint succeeded, else 0.")
+	dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+	dp.SetTimestamp(now)
+	if up {
+		dp.SetIntValue(1)
+	} else {
+		dp.SetIntValue(0)
+	}
+}

@@ -1,0 +1,284 @@
+package llmnormalizeprocessor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+type normalizer struct {
+	cfg    *Config
+	rules  *ruleSet
+	logger *zap.Logger
+
+	warnedMu sync.Mutex
+	warned   map[string]bool // metric names whose instrument did not fit, reported once
+
+	points metric.Int64Counter
+	mapped metric.MeasurementOption
+	passed metric.MeasurementOption
+	drop   metric.MeasurementOption
+}
+
+func newNormalizer(cfg *Config, set component.TelemetrySettings) (*normalizer, error) {
+	s, err := schema.Default()
+	if err != nil {
+		return nil, err
+	}
+	meter := set.MeterProvider.Meter("github.com/servescope/servescope/processor/llmnormalizeprocessor")
+	points, err := meter.Int64Counter("servescope_normalize_datapoints",
+		metric.WithDescription("Data points seen by llm_normalize, by outcome (mapped, passthrough, dropped)."),
+		metric.WithUnit("{datapoint}"))
+	if err != nil {
+		return nil, err
+	}
+	outcome := func(v string) metric.MeasurementOption {
+		return metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", v)))
+	}
+	return &normalizer{cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{},
+		points: points, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped")}, nil
+}
+
+// counts accumulates one batch's outcomes so telemetry costs three calls per batch, not one per metric.
+type counts struct{ mapped, passed, dropped int64 }
+
+func (n *normalizer) processMetrics(ctx context.Context, md pmetric.Metrics) (pmetric.Metrics, error) {
+	var c counts
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		rm := rms.At(i)
+		rules := n.rulesFor(rm)
+		sms := rm.ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			n.processScope(sms.At(j).Metrics(), rules, &c)
+		}
+	}
+	if c.mapped > 0 {
+		n.points.Add(ctx, c.mapped, n.mapped)
+	}
+	if c.passed > 0 {
+		n.points.Add(ctx, c.passed, n.passed)
+	}
+	if c.dropped > 0 {
+		n.points.Add(ctx, c.dropped, n.drop)
+	}
+	return md, nil
+}
+
+// rulesFor picks the engine of a resource: its llm.engine.name when that names a mapped engine, else the
+// first metric name that carries an engine prefix (the stock prometheus receiver sets no engine attribute).
+func (n *normalizer) rulesFor(rm pmetric.ResourceMetrics) engineRules {
+	if v, ok := rm.Resource().Attributes().Get(schema.AttrLLMEngineName); ok {
+		if rules := n.rules.byEngine[v.Str()]; rules != nil {
+			return rules
+		}
+	}
+	sms := rm.ScopeMetrics()
+	for j := 0; j < sms.Len(); j++ {
+		ms := sms.At(j).Metrics()
+		for k := 0; k < ms.Len(); k++ {
+			if engine := n.rules.detect(ms.At(k).Name()); engine != "" {
+				return n.rules.byEngine[engine]
+			}
+		}
+	}
+	return nil
+}
+
+func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *counts) {
+	// winner remembers, per canonical name, the index and rank of the source that produced it in this
+	// scope, so an older spelling of the same quantity does not become a duplicate series.
+	type produced struct{ index, rank int }
+	var winner map[string]produced
+	var drop map[int]bool
+	original := ms.Len()
+	for i := 0; i < original; i++ {
+		m := ms.At(i)
+		r := rules[m.Name()]
+		if r == nil || !n.fits(m, r) {
+			if n.cfg.DropUnmapped {
+				markDrop(&drop, i)
+				c.dropped += int64(dataPointCount(m))
+			} else {
+				c.passed += int64(dataPointCount(m))
+			}
+			continue
+		}
+		target := m
+		if n.cfg.KeepOriginals {
+			target = ms.AppendEmpty()
+			m.CopyTo(target)
+		}
+		idx := i
+		if n.cfg.KeepOriginals {
+			idx = ms.Len() - 1
+		}
+		if winner == nil {
+			winner = map[string]produced{}
+		}
+		if prev, seen := winner[r.metric.Name]; seen {
+			if prev.rank <= r.rank { // the one we already have is newer: this older spelling goes
+				markDrop(&drop, idx)
+				c.dropped += int64(dataPointCount(m))
+				continue
+			}
+			markDrop(&drop, prev.index)
+		}
+		winner[r.metric.Name] = produced{idx, r.rank}
+		c.mapped += int64(dataPointCount(m))
+		apply(target, r)
+	}
+	if len(drop) > 0 {
+		i := -1
+		ms.RemoveIf(func(pmetric.Metric) bool { i++; return drop[i] })
+	}
+}
+
+func markDrop(drop *map[int]bool, i int) {
+	if *drop == nil {
+		*drop = map[int]bool{}
+	}
+	(*drop)[i] = true
+}
+
+// fits reports whether a metric's data type can carry the canonical instrument; a histogram cannot be made
+// from a gauge, for example. A misfit stays under its vendor name and is reported once.
+func (n *normalizer) fits(m pmetric.Metric, r *rule) bool {
+	t := m.Type()
+	ok := false
+	switch r.metric.Instrument {
+	case schema.Histogram:
+		ok = t == pmetric.MetricTypeHistogram
+	case schema.Counter, schema.Gauge:
+		ok = t == pmetric.MetricTypeSum || t == pmetric.MetricTypeGauge
+	}
+	if !ok {
+		n.warnOnce(m.Name(), fmt.Sprintf("%s arrives as %s but %s is a %s; leaving it unmapped", m.Name(), t, r.metric.Name, r.metric.Instrument))
+	}
+	return ok
+}
+
+func (n *normalizer) warnOnce(key, msg string) {
+	n.warnedMu.Lock()
+	defer n.warnedMu.Unlock()
+	if n.warned[key] {
+		return
+	}
+	n.warned[key] = true
+	n.logger.Warn(msg)
+}
+
+// apply rewrites one metric in place onto its canonical form.
+func apply(m pmetric.Metric, r *rule) {
+	m.SetName(r.metric.Name)
+	m.SetUnit(r.metric.Unit)
+	m.SetDescription(r.metric.Description)
+	switch r.metric.Instrument {
+	case schema.Counter:
+		if m.Type() == pmetric.MetricTypeGauge { // an untyped or gauge-typed counter on the wire
+			points := pmetric.NewNumberDataPointSlice()
+			m.Gauge().DataPoints().MoveAndAppendTo(points)
+			sum := m.SetEmptySum()
+			sum.SetIsMonotonic(true)
+			sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+			points.MoveAndAppendTo(sum.DataPoints())
+		}
+	case schema.Gauge:
+		if m.Type() == pmetric.MetricTypeSum {
+			points := pmetric.NewNumberDataPointSlice()
+			m.Sum().DataPoints().MoveAndAppendTo(points)
+			points.MoveAndAppendTo(m.SetEmptyGauge().DataPoints())
+		}
+	}
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		rewriteNumbers(m.Gauge().DataPoints(), r)
+	case pmetric.MetricTypeSum:
+		rewriteNumbers(m.Sum().DataPoints(), r)
+	case pmetric.MetricTypeHistogram:
+		rewriteHistograms(m.Histogram().DataPoints(), r)
+	}
+}
+
+func rewriteNumbers(points pmetric.NumberDataPointSlice, r *rule) {
+	for i := 0; i < points.Len(); i++ {
+		dp := points.At(i)
+		renameAttributes(dp.Attributes(), r.renames)
+		if r.scale == 1 {
+			continue
+		}
+		switch dp.ValueType() {
+		case pmetric.NumberDataPointValueTypeInt:
+			dp.SetDoubleValue(float64(dp.IntValue()) * r.scale)
+		case pmetric.NumberDataPointValueTypeDouble:
+			dp.SetDoubleValue(dp.DoubleValue() * r.scale)
+		}
+	}
+}
+
+func rewriteHistograms(points pmetric.HistogramDataPointSlice, r *rule) {
+	for i := 0; i < points.Len(); i++ {
+		dp := points.At(i)
+		renameAttributes(dp.Attributes(), r.renames)
+		if r.scale == 1 {
+			continue
+		}
+		bounds := dp.ExplicitBounds()
+		for b := 0; b < bounds.Len(); b++ {
+			bounds.SetAt(b, bounds.At(b)*r.scale)
+		}
+		if dp.HasSum() {
+			dp.SetSum(dp.Sum() * r.scale)
+		}
+		if dp.HasMin() {
+			dp.SetMin(dp.Min() * r.scale)
+		}
+		if dp.HasMax() {
+			dp.SetMax(dp.Max() * r.scale)
+		}
+	}
+}
+
+func renameAttributes(attrs pcommon.Map, renames [][2]string) {
+	for _, rn := range renames {
+		v, ok := attrs.Get(rn[0])
+		if !ok {
+			continue
+		}
+		if v.Type() == pcommon.ValueTypeStr { // every Prometheus label; no copy of the value needed
+			s := v.Str()
+			attrs.Remove(rn[0])
+			attrs.PutStr(rn[1], s)
+			continue
+		}
+		moved := pcommon.NewValueEmpty()
+		v.CopyTo(moved)
+		attrs.Remove(rn[0])
+		moved.CopyTo(attrs.PutEmpty(rn[1]))
+	}
+}
+
+func dataPointCount(m pmetric.Metric) int {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		return m.Gauge().DataPoints().Len()
+	case pmetric.MetricTypeSum:
+		return m.Sum().DataPoints().Len()
+	case pmetric.MetricTypeHistogram:
+		return m.Histogram().DataPoints().Len()
+	case pmetric.MetricTypeSummary:
+		return m.Summary().DataPoints().Len()
+	case pmetric.MetricTypeExponentialHistogram:
+		return m.ExponentialHistogram().DataPoints().Len()
+	}
+	return 0
+}

@@ -1,0 +1,107 @@
+package llmnormalizeprocessor
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// rule is everything needed to rewrite one vendor family, resolved once from the schema at start.
+type rule struct {
+	metric  *schema.Metric
+	rank    int     // position among the canonical metric's sources: lower is newer and wins
+	scale   float64 // multiply values by this to get the canonical unit
+	renames [][2]string
+}
+
+// engineRules maps every accepted wire spelling of an engine's families to its rule.
+type engineRules map[string]*rule
+
+// ruleSet holds the rules per engine and what identifies an engine from a metric name.
+type ruleSet struct {
+	byEngine map[string]engineRules
+	prefixes []enginePrefix // longest first, so ray_vllm_ wins over a shorter prefix
+}
+
+type enginePrefix struct{ prefix, engine string }
+
+func buildRules(s *schema.Schema, only []string) *ruleSet {
+	enabled := map[string]bool{}
+	for _, e := range only {
+		enabled[e] = true
+	}
+	rs := &ruleSet{byEngine: map[string]engineRules{}}
+	for _, name := range s.EngineNames {
+		if len(only) > 0 && !enabled[name] {
+			continue
+		}
+		e := s.Engines[name]
+		rs.byEngine[name] = engineRules{}
+		for _, p := range append(append([]string{}, e.MetricPrefixes...), e.AliasPrefixes...) {
+			rs.prefixes = append(rs.prefixes, enginePrefix{p, name})
+		}
+	}
+	for i := 1; i < len(rs.prefixes); i++ { // insertion sort by prefix length, descending; the list is tiny
+		for j := i; j > 0 && len(rs.prefixes[j].prefix) > len(rs.prefixes[j-1].prefix); j-- {
+			rs.prefixes[j], rs.prefixes[j-1] = rs.prefixes[j-1], rs.prefixes[j]
+		}
+	}
+	for _, m := range s.Metrics {
+		for engineName, sources := range m.Sources {
+			rules := rs.byEngine[engineName]
+			if rules == nil {
+				continue
+			}
+			e := s.Engines[engineName]
+			for rank, src := range sources {
+				scale, _ := src.Scale(m.Unit) // validated at schema load
+				r := &rule{metric: m, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels)}
+				for _, spelling := range e.Spellings(src.Name) {
+					rules[spelling] = r
+				}
+			}
+		}
+	}
+	// Counters also arrive without their `_total` suffix (OTLP push, or a Prometheus receiver that trims
+	// suffixes); accept that spelling where it does not collide with another family.
+	for _, rules := range rs.byEngine {
+		for name, r := range rules {
+			if r.metric.Instrument != schema.Counter {
+				continue
+			}
+			if trimmed, ok := strings.CutSuffix(name, "_total"); ok {
+				if _, taken := rules[trimmed]; !taken {
+					rules[trimmed] = r
+				}
+			}
+		}
+	}
+	return rs
+}
+
+func renames(engineLevel, sourceLevel map[string]string) [][2]string {
+	merged := map[string]string{}
+	for from, to := range engineLevel {
+		merged[from] = to
+	}
+	for from, to := range sourceLevel {
+		merged[from] = to
+	}
+	out := make([][2]string, 0, len(merged))
+	for _, from := range slices.Sorted(maps.Keys(merged)) {
+		out = append(out, [2]string{from, merged[from]})
+	}
+	return out
+}
+
+// detect names the engine whose prefix the metric name carries, or "".
+func (rs *ruleSet) detect(metricName string) string {
+	for _, p := range rs.prefixes {
+		if strings.HasPrefix(metricName, p.prefix) {
+			return p.engine
+		}
+	}
+	return ""
+}

@@ -1,0 +1,61 @@
+// Package vllmreceiver scrapes a vLLM OpenAI-compatible server: its Prometheus /metrics (vllm:* families,
+// and Ray Serve LLM's ray_vllm:* / ray_vllm_* re-exports) and /version for llm.engine.version.
+// Vendor names pass through unchanged; the llm_normalize processor maps them onto the canonical schema.
+package vllmreceiver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+
+	"github.com/servescope/servescope/internal/enginescrape"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+var componentType = component.MustNewType("vllm")
+
+// vLLM's OpenAI-compatible server listens on 8000 and serves /metrics and /version there.
+const (
+	defaultEndpoint    = "http://localhost:8000"
+	defaultMetricsPath = "/metrics"
+	versionPath        = "/version"
+)
+
+var engine = enginescrape.Engine{
+	Name:         schema.EngineVLLM,
+	VersionPath:  versionPath,
+	ParseVersion: parseVersion,
+}
+
+// parseVersion reads vLLM's `{"version": "0.11.0"}`.
+func parseVersion(body []byte) (string, error) {
+	var v struct {
+		Version *string `json:"version"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return "", fmt.Errorf("version response: %w", err)
+	}
+	if v.Version == nil || *v.Version == "" {
+		return "", errors.New(`version response: no "version" field`)
+	}
+	return *v.Version, nil
+}
+
+// NewFactory creates the vllm receiver factory.
+func NewFactory() receiver.Factory {
+	return receiver.NewFactory(componentType, createDefaultConfig,
+		receiver.WithMetrics(createMetrics, component.StabilityLevelAlpha))
+}
+
+func createDefaultConfig() component.Config {
+	return &Config{Config: enginescrape.NewDefaultConfig(defaultEndpoint, defaultMetricsPath)}
+}
+
+func createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
+	return enginescrape.NewMetricsReceiver(set, &cfg.(*Config).Config, engine, next)
+}
