@@ -139,7 +139,9 @@ func (c *converter) startFor(key string, value float64, created pcommon.Timestam
 	switch {
 	case known && value < st.last:
 		reset = true
-		st.start = st.at // the restart happened after the previous scrape; count all of the new value
+		// The restart happened after the previous scrape: start just after it, so the whole new value
+		// counts and the start still differs from the old run's (a consumer sees the reset).
+		st.start = st.at + 1
 	case known && hasCreated && created > st.start:
 		reset = true // restarted and already past the old value; the new `_created` says so
 	}

@@ -87,11 +87,11 @@ engines:
 metrics:
 `
 	cases := map[string]struct{ metrics, wantErr string }{
-		"unknown key": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sorces: {}}`, "field sorces not found"},
-		"bad instrument": {`  - {name: llm.a.b, instrument: meter, unit: "1", description: d, produced_by: x}`, `unknown instrument "meter"`},
-		"no conversion": {`  - {name: llm.a.b, instrument: gauge, unit: s, description: d, sources: {vllm: [{name: "vllm:x", unit: MiB, versions: all}]}}`, `no conversion from "MiB" to "s"`},
+		"unknown key":          {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sorces: {}}`, "field sorces not found"},
+		"bad instrument":       {`  - {name: llm.a.b, instrument: meter, unit: "1", description: d, produced_by: x}`, `unknown instrument "meter"`},
+		"no conversion":        {`  - {name: llm.a.b, instrument: gauge, unit: s, description: d, sources: {vllm: [{name: "vllm:x", unit: MiB, versions: all}]}}`, `no conversion from "MiB" to "s"`},
 		"undeclared attribute": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, attributes: [nope], produced_by: x}`, `undeclared attribute "nope"`},
-		"unknown engine": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {tgi: [{name: "x", versions: all}]}}`, `unknown engine "tgi"`},
+		"unknown engine":       {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {tgi: [{name: "x", versions: all}]}}`, `unknown engine "tgi"`},
 		"source mapped twice": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", versions: all}]}}\n" +
 			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", versions: all}]}}`, "mapped twice"},
 		"missing versions": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x"}]}}`, "versions is required"},
