@@ -6,11 +6,15 @@ package main
 import (
 	"os"
 	"strings"
+	"testing"
 
 	"github.com/servescope/servescope/config"
 )
 
 func init() {
+	if testing.Testing() { // a test binary's flags are not the collector's
+		return
+	}
 	os.Args = withDefaultConfig(os.Args)
 }
 

@@ -265,7 +265,8 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 		dp := m.Histogram().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(h.at)
-		dp.SetCount(uint64(h.count))
+		total, _ := wholeCount(h.count) // validated by bucketCounts
+		dp.SetCount(total)
 		if h.hasSum && !math.IsNaN(h.sum) {
 			dp.SetSum(h.sum)
 		}
@@ -335,24 +336,38 @@ func (b byBound) Swap(i, j int) {
 }
 
 // bucketCounts turns Prometheus' cumulative buckets into OTLP per-bucket counts; the last OTLP bucket
-// (above the largest finite bound) takes what the count has beyond the last finite bucket.
+// (above the largest finite bound) takes what the count has beyond the last finite bucket. Counts are
+// rounded to whole observations first, so the buckets always add up to the count.
 func bucketCounts(h *histSeries) ([]uint64, bool) {
+	count, ok := wholeCount(h.count)
+	if !ok {
+		return nil, false
+	}
 	counts := make([]uint64, 0, len(h.cumul)+1)
-	prev := 0.0
+	var prev uint64
 	for i, cum := range h.cumul {
 		if math.IsInf(h.bounds[i], 1) {
 			break
 		}
-		if cum < prev {
+		c, ok := wholeCount(cum)
+		if !ok || c < prev {
 			return nil, false
 		}
-		counts = append(counts, uint64(cum-prev))
-		prev = cum
+		counts = append(counts, c-prev)
+		prev = c
 	}
-	if h.count < prev {
+	if count < prev {
 		return nil, false
 	}
-	return append(counts, uint64(h.count-prev)), true
+	return append(counts, count-prev), true
+}
+
+// wholeCount converts an exposition count to an observation count; negative or non-finite is malformed.
+func wholeCount(v float64) (uint64, bool) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > 1<<62 {
+		return 0, false
+	}
+	return uint64(math.Round(v)), true
 }
 
 func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
@@ -396,8 +411,9 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 	var m pmetric.Metric
 	for _, key := range order {
 		ss := series[key]
-		if math.IsNaN(ss.count) {
-			out.nanDropped[f.Name]++
+		total, ok := wholeCount(ss.count)
+		if !ok {
+			out.malformed[f.Name] = "summary series without a valid count"
 			continue
 		}
 		if m == (pmetric.Metric{}) {
@@ -409,7 +425,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 		dp := m.Summary().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(ss.at)
-		dp.SetCount(uint64(ss.count))
+		dp.SetCount(total)
 		if !math.IsNaN(ss.sum) {
 			dp.SetSum(ss.sum)
 		}

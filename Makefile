@@ -1,0 +1,64 @@
+# servescope: an OpenTelemetry Collector distribution for LLM inference engines.
+#   make run    build the collector and run it with the embedded default configuration
+#   make test   build, check generated files, vet, and run every test (unit, fuzz for a bounded time, e2e)
+
+GO            ?= go
+BUILDER       := go.opentelemetry.io/collector/cmd/builder@v0.165.0
+BUILD_TAGS    := grpcnotrace,remove_all_sd,enable_kubernetes_sd
+BIN           := bin/otelcol-servescope
+FUZZTIME      ?= 15s
+# go-nvml (a later receiver) needs cgo; its headers warn under -O2 without this.
+export CGO_ENABLED := 1
+export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
+
+.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean
+
+build:
+	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
+
+run: build
+	./$(BIN)
+
+test: build check-generated vet unit fuzz e2e
+
+vet:
+	$(GO) vet ./...
+
+# Our packages with the race detector; the generated main and e2e run without it (e2e has its own target).
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /cmd/otelcol-servescope)
+	$(GO) test -count=1 ./cmd/otelcol-servescope
+
+# Every parser of engine responses has a fuzz target; each runs for FUZZTIME.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+e2e: build
+	SERVESCOPE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./test/e2e/
+
+# Regenerate everything generated: the collector's main from builder-config.yaml, and the Go constants and
+# docs/schema.md from schema/canonical.yaml.
+generate:
+	$(GO) run $(BUILDER) --config builder-config.yaml --skip-get-modules --skip-compilation
+	$(GO) run ./internal/schema/gen
+
+# Regenerating must be a no-op: generate into a scratch copy and compare with what is committed.
+check-generated:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	sed 's#output_path: ./cmd/otelcol-servescope#output_path: '"$$tmp"'#' builder-config.yaml > $$tmp/builder-config.yaml && \
+	$(GO) run $(BUILDER) --config $$tmp/builder-config.yaml --skip-get-modules --skip-compilation >/dev/null 2>&1 && \
+	for f in components.go main.go main_others.go main_windows.go; do \
+	  diff -u cmd/otelcol-servescope/$$f $$tmp/$$f || { echo "cmd/otelcol-servescope/$$f is stale: run make generate"; exit 1; }; \
+	done && echo "generated collector sources are up to date"
+	$(GO) test -count=1 -run TestGeneratedFilesAreFresh ./internal/schema/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/promtext/ ./processor/llmnormalizeprocessor/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,89 @@
+package vllmreceiver
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	load := func(t *testing.T, name string) (*Config, error) {
+		cfg := NewFactory().CreateDefaultConfig().(*Config)
+		id := component.NewID(componentType)
+		if name != "" {
+			id = component.NewIDWithName(componentType, name)
+		}
+		sub, err := cm.Sub(id.String())
+		require.NoError(t, err)
+		require.NoError(t, sub.Unmarshal(cfg))
+		return cfg, confmap.Validate(cfg)
+	}
+
+	t.Run("defaults", func(t *testing.T) {
+		cfg, err := load(t, "")
+		require.NoError(t, err)
+		assert.Equal(t, "http://localhost:8000", cfg.Endpoint)
+		assert.Equal(t, "/metrics", cfg.MetricsPath)
+		assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
+		assert.Equal(t, 5*time.Second, cfg.ClientConfig.Timeout)
+		assert.EqualValues(t, 16<<20, cfg.MaxBodySize)
+	})
+	t.Run("custom", func(t *testing.T) {
+		cfg, err := load(t, "custom")
+		require.NoError(t, err)
+		assert.Equal(t, "https://vllm.inference.svc:8443", cfg.Endpoint)
+		assert.Equal(t, 5*time.Second, cfg.CollectionInterval)
+		assert.Equal(t, 2*time.Second, cfg.ClientConfig.Timeout)
+		assert.Equal(t, "/custom/metrics", cfg.MetricsPath)
+		assert.EqualValues(t, 1<<20, cfg.MaxBodySize)
+		assert.True(t, cfg.TLS.InsecureSkipVerify)
+		header, ok := cfg.Headers.Get("X-Scope")
+		assert.True(t, ok)
+		assert.Equal(t, configopaque.String("servescope"), header)
+		assert.Equal(t, map[string]string{"service.instance.id": "llama-70b-replica-3", "k8s.pod.name": "vllm-0"}, cfg.ResourceAttributes)
+	})
+	t.Run("no scheme", func(t *testing.T) {
+		_, err := load(t, "no_scheme")
+		assert.ErrorContains(t, err, `endpoint "localhost:8000": scheme must be http or https`)
+	})
+	t.Run("bad path", func(t *testing.T) {
+		_, err := load(t, "bad_path")
+		assert.ErrorContains(t, err, `metrics_path "metrics": must start with /`)
+	})
+}
+
+func TestParseVersion(t *testing.T) {
+	v, err := parseVersion([]byte(`{"version": "0.11.2", "extra": {"ignored": true}}`))
+	require.NoError(t, err)
+	assert.Equal(t, "0.11.2", v)
+	for body, want := range map[string]string{
+		`{}`:                `no "version" field`,
+		`{"version": 11}`:   "field .version of type string",
+		`<html>oops</html>`: "version response",
+		`{"version": ""}`:   `no "version" field`,
+	} {
+		_, err := parseVersion([]byte(body))
+		assert.ErrorContains(t, err, want, body)
+	}
+}
+
+func FuzzParseVersion(f *testing.F) {
+	for _, seed := range []string{`{"version":"0.11.2"}`, `{"version":11}`, `{}`, `<html></html>`, `{"version":"` + "\xff" + `"}`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		v, err := parseVersion(body)
+		if err == nil && v == "" {
+			t.Fatal("no error and no version")
+		}
+	})
+}

@@ -1,0 +1,220 @@
+// Package e2e runs the built otelcol-servescope binary against local engine servers and reads what it
+// exports. `make test` builds the binary and passes it in SERVESCOPE_BIN; without it, TestMain builds one.
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	binary = os.Getenv("SERVESCOPE_BIN")
+	if binary == "" {
+		dir, err := os.MkdirTemp("", "servescope-e2e")
+		if err != nil {
+			panic(err)
+		}
+		binary = filepath.Join(dir, "otelcol-servescope")
+		build := exec.Command("go", "build", "-tags", "grpcnotrace,remove_all_sd,enable_kubernetes_sd", "-o", binary, "../../cmd/otelcol-servescope")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building the collector for e2e tests:", err)
+			os.Exit(1)
+		}
+		code := m.Run()
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// engine serves one capture as an engine's /metrics (and vLLM's /version).
+func engine(t *testing.T, body []byte) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics":
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+			_, _ = w.Write(body)
+		case "/version":
+			_, _ = w.Write([]byte(`{"version":"0.11.2"}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// otlpSink is an OTLP/HTTP metrics endpoint that keeps what the collector exports.
+type otlpSink struct {
+	*httptest.Server
+	mu      sync.Mutex
+	batches []pmetric.Metrics
+}
+
+func newOTLPSink(t *testing.T) *otlpSink {
+	s := &otlpSink{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			gz, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = gz
+		}
+		raw, err := io.ReadAll(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req := pmetricotlp.NewExportRequest()
+		if err := req.UnmarshalProto(raw); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.batches = append(s.batches, req.Metrics())
+		s.mu.Unlock()
+		resp, _ := pmetricotlp.NewExportResponse().MarshalProto()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(resp)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// waitFor returns the first exported batch that has metric name, failing after timeout.
+func (s *otlpSink) waitFor(t *testing.T, name string, timeout time.Duration) pmetric.Metrics {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		for _, md := range s.batches {
+			if len(find(md, name)) > 0 {
+				s.mu.Unlock()
+				return md
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no exported batch with %s within %s", name, timeout)
+	return pmetric.Metrics{}
+}
+
+func find(md pmetric.Metrics, name string) []pmetric.Metric {
+	var out []pmetric.Metric
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				if ms.At(k).Name() == name {
+					out = append(out, ms.At(k))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// collector is one running otelcol-servescope process.
+type collector struct {
+	cmd    *exec.Cmd
+	output *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startCollector runs the binary with the given config (none: the embedded default) and environment, and
+// stops it gracefully at the end of the test, failing the test if it does not exit cleanly.
+func startCollector(t *testing.T, config string, env ...string) *collector {
+	t.Helper()
+	var args []string
+	if config != "" {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		require.NoError(t, os.WriteFile(path, []byte(config), 0o600))
+		args = append(args, "--config", path)
+	}
+	c := &collector{cmd: exec.Command(binary, args...), output: &syncBuffer{}, done: make(chan error, 1)}
+	c.cmd.Env = append(os.Environ(), env...)
+	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output
+	require.NoError(t, c.cmd.Start())
+	go func() { c.done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("collector output:\n%s", c.output.String())
+		}
+		c.stop(t)
+	})
+	return c
+}
+
+// stop sends SIGTERM and expects a clean exit within 10 s (graceful shutdown).
+func (c *collector) stop(t *testing.T) {
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		if err != nil {
+			t.Errorf("collector exited with %v after SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		t.Errorf("collector did not shut down within 10s of SIGTERM")
+	}
+}
+
+// count returns how many output lines contain substr.
+func (c *collector) count(substr string) int {
+	return strings.Count(c.output.String(), substr)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
