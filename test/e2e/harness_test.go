@@ -27,6 +27,11 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// The sigv4auth extension resolves AWS credentials when it starts: give it static ones so it never asks
+	// the EC2 metadata service (tests talk to loopback only).
+	for k, v := range map[string]string{"AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"} {
+		_ = os.Setenv(k, v)
+	}
 	binary = os.Getenv("SERVESCOPE_BIN")
 	if binary == "" {
 		dir, err := os.MkdirTemp("", "servescope-e2e")
