@@ -58,7 +58,8 @@ check-generated:
 	$(GO) test -count=1 -run TestGeneratedFilesAreFresh ./internal/schema/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/promtext/ ./processor/llmnormalizeprocessor/
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/promtext/ ./internal/enginescrape/
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 -benchtime 20000x ./processor/llmnormalizeprocessor/
 
 clean:
 	rm -rf bin

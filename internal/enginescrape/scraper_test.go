@@ -376,4 +376,3 @@ func TestConfigValidate(t *testing.T) {
 	cfg = NewDefaultConfig("http://localhost:8000", "/metrics")
 	assert.NoError(t, cfg.Validate())
 }
-

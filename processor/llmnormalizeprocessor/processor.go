@@ -95,59 +95,56 @@ func (n *normalizer) rulesFor(rm pmetric.ResourceMetrics) engineRules {
 }
 
 func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *counts) {
-	// winner remembers, per canonical name, the index and rank of the source that produced it in this
-	// scope, so an older spelling of the same quantity does not become a duplicate series.
+	// winner remembers, per canonical metric, which metric of this scope carries it and from which source
+	// rank, so an older spelling of the same quantity does not become a duplicate series. Indexes are
+	// stored plus one, so the zero value means "none yet". Slices, not maps: this runs once per scope.
 	type produced struct{ index, rank int }
-	var winner map[string]produced
-	var drop map[int]bool
+	var winner []produced
+	var drop []bool
+	markDrop := func(i int) {
+		for len(drop) <= i {
+			drop = append(drop, false)
+		}
+		drop[i] = true
+	}
 	original := ms.Len()
 	for i := 0; i < original; i++ {
 		m := ms.At(i)
 		r := rules[m.Name()]
 		if r == nil || !n.fits(m, r) {
 			if n.cfg.DropUnmapped {
-				markDrop(&drop, i)
+				markDrop(i)
 				c.dropped += int64(dataPointCount(m))
 			} else {
 				c.passed += int64(dataPointCount(m))
 			}
 			continue
 		}
-		target := m
+		target, idx := m, i
 		if n.cfg.KeepOriginals {
 			target = ms.AppendEmpty()
 			m.CopyTo(target)
-		}
-		idx := i
-		if n.cfg.KeepOriginals {
 			idx = ms.Len() - 1
 		}
 		if winner == nil {
-			winner = map[string]produced{}
+			winner = make([]produced, n.rules.metrics)
 		}
-		if prev, seen := winner[r.metric.Name]; seen {
+		if prev := winner[r.id]; prev.index > 0 {
 			if prev.rank <= r.rank { // the one we already have is newer: this older spelling goes
-				markDrop(&drop, idx)
+				markDrop(idx)
 				c.dropped += int64(dataPointCount(m))
 				continue
 			}
-			markDrop(&drop, prev.index)
+			markDrop(prev.index - 1)
 		}
-		winner[r.metric.Name] = produced{idx, r.rank}
+		winner[r.id] = produced{idx + 1, r.rank}
 		c.mapped += int64(dataPointCount(m))
 		apply(target, r)
 	}
-	if len(drop) > 0 {
+	if drop != nil {
 		i := -1
-		ms.RemoveIf(func(pmetric.Metric) bool { i++; return drop[i] })
+		ms.RemoveIf(func(pmetric.Metric) bool { i++; return i < len(drop) && drop[i] })
 	}
-}
-
-func markDrop(drop *map[int]bool, i int) {
-	if *drop == nil {
-		*drop = map[int]bool{}
-	}
-	(*drop)[i] = true
 }
 
 // fits reports whether a metric's data type can carry the canonical instrument; a histogram cannot be made

@@ -290,4 +290,3 @@ func TestNonStringAttributesAreRenamedToo(t *testing.T) {
 	assert.Equal(t, pcommon.ValueTypeInt, v.Type())
 	assert.EqualValues(t, 3, v.Int())
 }
-

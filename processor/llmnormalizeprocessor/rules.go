@@ -11,6 +11,7 @@ import (
 // rule is everything needed to rewrite one vendor family, resolved once from the schema at start.
 type rule struct {
 	metric  *schema.Metric
+	id      int     // the canonical metric's index in the schema, for per-batch bookkeeping without maps
 	rank    int     // position among the canonical metric's sources: lower is newer and wins
 	scale   float64 // multiply values by this to get the canonical unit
 	renames [][2]string
@@ -22,7 +23,8 @@ type engineRules map[string]*rule
 // ruleSet holds the rules per engine and what identifies an engine from a metric name.
 type ruleSet struct {
 	byEngine map[string]engineRules
-	prefixes []enginePrefix // longest first, so ray_vllm_ wins over a shorter prefix
+	prefixes []enginePrefix
+	metrics  int // number of canonical metrics // longest first, so ray_vllm_ wins over a shorter prefix
 }
 
 type enginePrefix struct{ prefix, engine string }
@@ -32,7 +34,7 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 	for _, e := range only {
 		enabled[e] = true
 	}
-	rs := &ruleSet{byEngine: map[string]engineRules{}}
+	rs := &ruleSet{byEngine: map[string]engineRules{}, metrics: len(s.Metrics)}
 	for _, name := range s.EngineNames {
 		if len(only) > 0 && !enabled[name] {
 			continue
@@ -48,7 +50,7 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 			rs.prefixes[j], rs.prefixes[j-1] = rs.prefixes[j-1], rs.prefixes[j]
 		}
 	}
-	for _, m := range s.Metrics {
+	for id, m := range s.Metrics {
 		for engineName, sources := range m.Sources {
 			rules := rs.byEngine[engineName]
 			if rules == nil {
@@ -57,7 +59,7 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 			e := s.Engines[engineName]
 			for rank, src := range sources {
 				scale, _ := src.Scale(m.Unit) // validated at schema load
-				r := &rule{metric: m, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels)}
+				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels)}
 				for _, spelling := range e.Spellings(src.Name) {
 					rules[spelling] = r
 				}
