@@ -38,6 +38,7 @@ import (
 	prometheusreceiver "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
 	hostmetricsreceiver "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver"
 	vllmreceiver "github.com/servescope/servescope/receiver/vllmreceiver"
+	nvmlreceiver "github.com/servescope/servescope/receiver/nvmlreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -83,6 +84,7 @@ func components() (otelcol.Factories, error) {
 		prometheusreceiver.NewFactory(),
 		hostmetricsreceiver.NewFactory(),
 		vllmreceiver.NewFactory(),
+		nvmlreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -92,6 +94,7 @@ func components() (otelcol.Factories, error) {
 		prometheusreceiver.NewFactory().Type(): "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver v0.165.1",
 		hostmetricsreceiver.NewFactory().Type(): "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver v0.160.0",
 		vllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		nvmlreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

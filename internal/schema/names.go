@@ -124,6 +124,48 @@ const (
 	MetricLLMEngineCacheConfig = "llm.engine.cache_config"
 	// MetricLLMLoRARequestsInfo: Info metric for LoRA adapters in use; the value is the Unix time of the last update.
 	MetricLLMLoRARequestsInfo = "llm.lora.requests_info"
+	// MetricHwGPUUtilization: Fraction of time (0-1) the GPU was busy, averaged over the collection interval from NVML's samples.
+	MetricHwGPUUtilization = "hw.gpu.utilization"
+	// MetricHwGPUMemoryUsage: GPU memory in use.
+	MetricHwGPUMemoryUsage = "hw.gpu.memory.usage"
+	// MetricHwGPUMemoryLimit: Total GPU memory.
+	MetricHwGPUMemoryLimit = "hw.gpu.memory.limit"
+	// MetricHwGPUMemoryUtilization: Fraction (0-1) of GPU memory in use.
+	MetricHwGPUMemoryUtilization = "hw.gpu.memory.utilization"
+	// MetricHwPower: Power draw of the GPU.
+	MetricHwPower = "hw.power"
+	// MetricNvidiaGPUPowerLimit: The power limit the driver enforces.
+	MetricNvidiaGPUPowerLimit = "nvidia.gpu.power.limit"
+	// MetricHwEnergy: Energy the GPU consumed since the driver loaded.
+	MetricHwEnergy = "hw.energy"
+	// MetricHwTemperature: GPU core temperature.
+	MetricHwTemperature = "hw.temperature"
+	// MetricNvidiaGPUClockFrequency: Current clock frequency.
+	MetricNvidiaGPUClockFrequency = "nvidia.gpu.clock.frequency"
+	// MetricNvidiaGPUClockThrottled: 1 while the reason holds the clocks down, else 0 (one series per reason).
+	MetricNvidiaGPUClockThrottled = "nvidia.gpu.clock.throttled"
+	// MetricHwErrors: Hardware errors by class (ECC counters since boot, PCIe replays, NVLink CRC errors, XID events seen by the receiver).
+	MetricHwErrors = "hw.errors"
+	// MetricNvidiaGPUMemoryRemappedRows: Memory rows remapped after errors, by cause.
+	MetricNvidiaGPUMemoryRemappedRows = "nvidia.gpu.memory.remapped_rows"
+	// MetricNvidiaGPUPcieThroughput: PCIe throughput over NVML's short sampling window.
+	MetricNvidiaGPUPcieThroughput = "nvidia.gpu.pcie.throughput"
+	// MetricNvidiaGPUNvlinkIo: Data moved over NVLink, all links together.
+	MetricNvidiaGPUNvlinkIo = "nvidia.gpu.nvlink.io"
+	// MetricNvidiaGPUSmActivity: Fraction (0-1) of time SMs were active over the interval (GPM, Hopper and later).
+	MetricNvidiaGPUSmActivity = "nvidia.gpu.sm.activity"
+	// MetricNvidiaGPUSmOccupancy: Fraction (0-1) of warp slots occupied over the interval (GPM, Hopper and later).
+	MetricNvidiaGPUSmOccupancy = "nvidia.gpu.sm.occupancy"
+	// MetricNvidiaGPUTensorActivity: Fraction (0-1) of time tensor cores were active over the interval (GPM, Hopper and later).
+	MetricNvidiaGPUTensorActivity = "nvidia.gpu.tensor.activity"
+	// MetricNvidiaGPUDramActivity: Fraction (0-1) of peak DRAM bandwidth used over the interval (GPM, Hopper and later).
+	MetricNvidiaGPUDramActivity = "nvidia.gpu.dram.activity"
+	// MetricNvidiaGPUProcessMemoryUsage: GPU memory used by one process.
+	MetricNvidiaGPUProcessMemoryUsage = "nvidia.gpu.process.memory.usage"
+	// MetricNvidiaGPUProcessSmUtilization: Fraction (0-1) of SM time one process used over the interval.
+	MetricNvidiaGPUProcessSmUtilization = "nvidia.gpu.process.sm.utilization"
+	// MetricNvidiaGPUMigMemoryUsage: Memory in use in one MIG instance.
+	MetricNvidiaGPUMigMemoryUsage = "nvidia.gpu.mig.memory.usage"
 )
 
 // Canonical attribute names.
@@ -158,6 +200,32 @@ const (
 	AttrLLMLoRARunningAdapters = "llm.lora.running_adapters"
 	// AttrLLMLoRAWaitingAdapters: Comma-separated LoRA adapters of waiting requests.
 	AttrLLMLoRAWaitingAdapters = "llm.lora.waiting_adapters"
+	// AttrHwID: The GPU's UUID.
+	AttrHwID = "hw.id"
+	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
+	AttrHwName = "hw.name"
+	// AttrHwVendor: The GPU's vendor (nvidia).
+	AttrHwVendor = "hw.vendor"
+	// AttrNvidiaGPUIndex: The GPU's NVML index on its node.
+	AttrNvidiaGPUIndex = "nvidia.gpu.index"
+	// AttrNvidiaDriverVersion: The NVIDIA driver version.
+	AttrNvidiaDriverVersion = "nvidia.driver.version"
+	// AttrHwGPUTask: What the utilization measures (general).
+	AttrHwGPUTask = "hw.gpu.task"
+	// AttrNetworkIoDirection: transmit or receive.
+	AttrNetworkIoDirection = "network.io.direction"
+	// AttrErrorType: The class of hardware error (ecc_corrected, ecc_uncorrected, pcie_replay, nvlink_crc, xid).
+	AttrErrorType = "error.type"
+	// AttrNvidiaGPUClockType: Which clock (sm, memory).
+	AttrNvidiaGPUClockType = "nvidia.gpu.clock.type"
+	// AttrNvidiaGPUThrottleReason: Why clocks are held down (sw_power_cap, hw_slowdown, sw_thermal, hw_thermal, hw_power_brake, ...).
+	AttrNvidiaGPUThrottleReason = "nvidia.gpu.throttle.reason"
+	// AttrNvidiaGPURemapCause: Why memory rows were remapped (correctable, uncorrectable).
+	AttrNvidiaGPURemapCause = "nvidia.gpu.remap.cause"
+	// AttrProcessPid: The process using the GPU.
+	AttrProcessPid = "process.pid"
+	// AttrNvidiaGPUMigInstance: The MIG GPU-instance id.
+	AttrNvidiaGPUMigInstance = "nvidia.gpu.mig.instance"
 )
 
 // Engine names, the values of llm.engine.name.

@@ -83,10 +83,6 @@ func RenderMarkdown(s *Schema) []byte {
 		}
 		b.WriteString("| canonical | source | source unit | versions | notes |\n|---|---|---|---|---|\n")
 		for _, m := range s.Metrics {
-			if m.ProducedBy != "" && len(m.Sources[engine]) == 0 {
-				fmt.Fprintf(&b, "| `%s` | produced by the %s | | | |\n", m.Name, m.ProducedBy)
-				continue
-			}
 			for i, src := range m.Sources[engine] {
 				unit := src.Unit
 				if unit == "" {
@@ -114,6 +110,14 @@ func RenderMarkdown(s *Schema) []byte {
 				}
 				fmt.Fprintf(&b, "| %s | %s |\n", match, cell(p.Reason))
 			}
+		}
+	}
+
+	b.WriteString("\n## Produced by servescope receivers\n\nThese have no vendor source family: a servescope receiver emits them under the canonical name.\n\n")
+	b.WriteString("| canonical | produced by |\n|---|---|\n")
+	for _, m := range s.Metrics {
+		if m.ProducedBy != "" {
+			fmt.Fprintf(&b, "| `%s` | the %s |\n", m.Name, m.ProducedBy)
 		}
 	}
 
