@@ -124,6 +124,32 @@ const (
 	MetricLLMEngineCacheConfig = "llm.engine.cache_config"
 	// MetricLLMLoRARequestsInfo: Info metric for LoRA adapters in use; the value is the Unix time of the last update.
 	MetricLLMLoRARequestsInfo = "llm.lora.requests_info"
+	// MetricLLMRequestsAborted: Requests aborted before they finished (client disconnects, cancellations).
+	MetricLLMRequestsAborted = "llm.requests.aborted"
+	// MetricLLMTokensPromptComputed: Prompt tokens the engine computed (cached prompt tokens excluded).
+	MetricLLMTokensPromptComputed = "llm.tokens.prompt_computed"
+	// MetricLLMEnginePrefillDuration: Total time the engine spent processing prompts.
+	MetricLLMEnginePrefillDuration = "llm.engine.prefill.duration"
+	// MetricLLMEngineDecodeDuration: Total time the engine spent generating tokens.
+	MetricLLMEngineDecodeDuration = "llm.engine.decode.duration"
+	// MetricLLMEngineIterations: Engine steps (decode calls).
+	MetricLLMEngineIterations = "llm.engine.iterations"
+	// MetricLLMSchedulerBatchMeanRequests: Mean number of requests per engine step.
+	MetricLLMSchedulerBatchMeanRequests = "llm.scheduler.batch.mean_requests"
+	// MetricLLMSchedulerRequestsRetracted: Requests currently retracted (preempted) for want of KV cache.
+	MetricLLMSchedulerRequestsRetracted = "llm.scheduler.requests.retracted"
+	// MetricLLMKVCacheUsedTokens: Tokens held in the KV cache.
+	MetricLLMKVCacheUsedTokens = "llm.kv_cache.used_tokens"
+	// MetricLLMKVCacheCapacity: Tokens the KV cache can hold.
+	MetricLLMKVCacheCapacity = "llm.kv_cache.capacity"
+	// MetricLLMThroughputGeneration: Generation throughput as the engine averages it itself (prefer the rate of llm.tokens.generation where it exists).
+	MetricLLMThroughputGeneration = "llm.throughput.generation"
+	// MetricLLMPrefixCacheHitRatio: Fraction (0-1) of prompt tokens found in the prefix cache, as the engine reports it.
+	MetricLLMPrefixCacheHitRatio = "llm.prefix_cache.hit_ratio"
+	// MetricLLMSpecDecodeAcceptLength: Mean accepted draft length per verification step.
+	MetricLLMSpecDecodeAcceptLength = "llm.spec_decode.accept_length"
+	// MetricLLMSpecDecodeAcceptRate: Fraction (0-1) of draft tokens accepted.
+	MetricLLMSpecDecodeAcceptRate = "llm.spec_decode.accept_rate"
 	// MetricHwGPUUtilization: Fraction of time (0-1) the GPU was busy, averaged over the collection interval from NVML's samples.
 	MetricHwGPUUtilization = "hw.gpu.utilization"
 	// MetricHwGPUMemoryUsage: GPU memory in use.
@@ -200,6 +226,14 @@ const (
 	AttrLLMLoRARunningAdapters = "llm.lora.running_adapters"
 	// AttrLLMLoRAWaitingAdapters: Comma-separated LoRA adapters of waiting requests.
 	AttrLLMLoRAWaitingAdapters = "llm.lora.waiting_adapters"
+	// AttrLLMEngineRole: The engine's role in prefill/decode disaggregation (unified, prefill, decode).
+	AttrLLMEngineRole = "llm.engine.role"
+	// AttrLLMParallelTpRank: Tensor-parallel rank that reported the series.
+	AttrLLMParallelTpRank = "llm.parallel.tp_rank"
+	// AttrLLMParallelPpRank: Pipeline-parallel rank (stage) that reported the series.
+	AttrLLMParallelPpRank = "llm.parallel.pp_rank"
+	// AttrLLMParallelEpRank: Expert-parallel rank that reported the series.
+	AttrLLMParallelEpRank = "llm.parallel.ep_rank"
 	// AttrHwID: The GPU's UUID.
 	AttrHwID = "hw.id"
 	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
@@ -230,5 +264,7 @@ const (
 
 // Engine names, the values of llm.engine.name.
 const (
-	EngineVLLM = "vllm"
+	EngineLlamaCpp = "llama_cpp"
+	EngineSglang   = "sglang"
+	EngineVLLM     = "vllm"
 )

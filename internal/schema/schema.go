@@ -51,7 +51,10 @@ type Engine struct {
 	MetricPrefixes []string          `yaml:"metric_prefixes"`
 	AliasPrefixes  []string          `yaml:"alias_prefixes"`
 	LabelRenames   map[string]string `yaml:"label_renames"`
-	Passthrough    []Passthrough     `yaml:"passthrough"`
+	// ReplicatedLabels name labels whose series repeat the same state once per value (each tensor-parallel
+	// rank reporting the scheduler's queue): only the series with the given value is kept.
+	ReplicatedLabels map[string]string `yaml:"replicated_labels"`
+	Passthrough      []Passthrough     `yaml:"passthrough"`
 }
 
 // Passthrough names vendor families that deliberately have no canonical home, and why.

@@ -206,7 +206,20 @@ func apply(m pmetric.Metric, r *rule) {
 	}
 }
 
+// replica reports whether a data point repeats another one's state (a tensor-parallel rank other than 0).
+func (r *rule) replica(attrs pcommon.Map) bool {
+	for _, rl := range r.replicated {
+		if v, ok := attrs.Get(rl[0]); ok && v.AsString() != rl[1] {
+			return true
+		}
+	}
+	return false
+}
+
 func rewriteNumbers(points pmetric.NumberDataPointSlice, r *rule) {
+	if len(r.replicated) > 0 {
+		points.RemoveIf(func(dp pmetric.NumberDataPoint) bool { return r.replica(dp.Attributes()) })
+	}
 	for i := 0; i < points.Len(); i++ {
 		dp := points.At(i)
 		renameAttributes(dp.Attributes(), r.renames)
@@ -223,6 +236,9 @@ func rewriteNumbers(points pmetric.NumberDataPointSlice, r *rule) {
 }
 
 func rewriteHistograms(points pmetric.HistogramDataPointSlice, r *rule) {
+	if len(r.replicated) > 0 {
+		points.RemoveIf(func(dp pmetric.HistogramDataPoint) bool { return r.replica(dp.Attributes()) })
+	}
 	for i := 0; i < points.Len(); i++ {
 		dp := points.At(i)
 		renameAttributes(dp.Attributes(), r.renames)

@@ -15,6 +15,8 @@ type rule struct {
 	rank    int     // position among the canonical metric's sources: lower is newer and wins
 	scale   float64 // multiply values by this to get the canonical unit
 	renames [][2]string
+	// replicated are (label, value to keep) pairs: series with another value repeat the kept one's state.
+	replicated [][2]string
 }
 
 // engineRules maps every accepted wire spelling of an engine's families to its rule.
@@ -59,7 +61,8 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 			e := s.Engines[engineName]
 			for rank, src := range sources {
 				scale, _ := src.Scale(m.Unit) // validated at schema load
-				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels)}
+				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
+					replicated: renames(e.ReplicatedLabels, nil)}
 				for _, spelling := range e.Spellings(src.Name) {
 					rules[spelling] = r
 				}
@@ -83,6 +86,7 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 	return rs
 }
 
+// renames merges label maps into sorted (from, to) pairs; the source level wins.
 func renames(engineLevel, sourceLevel map[string]string) [][2]string {
 	merged := map[string]string{}
 	for from, to := range engineLevel {

@@ -1,0 +1,74 @@
+package llmnormalizeprocessor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/enginescrape"
+	"github.com/servescope/servescope/internal/fixtures"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// For the captures of the other engines: the scheduler gauges equal the capture's, and every family left
+// under an engine prefix is a documented pass-through (the schema maps or explains every family).
+func TestNormalizesOtherEngineCaptures(t *testing.T) {
+	s := mustSchema(t)
+	cases := []struct {
+		glob, engine, prefix, waiting, running string
+	}{
+		{"sglang/*.txt", schema.EngineSglang, "sglang:", "sglang:num_queue_reqs", "sglang:num_running_reqs"},
+		{"llamacpp/*.txt", schema.EngineLlamaCpp, "llamacpp:", "llamacpp:requests_deferred", "llamacpp:requests_processing"},
+	}
+	for _, c := range cases {
+		for _, rel := range fixtures.Glob(t, c.glob) {
+			t.Run(rel, func(t *testing.T) {
+				body := fixtures.Read(t, rel)
+				out := normalize(t, &Config{}, enginescrape.ExpositionToMetrics(body, time.Now())).out // engine detected from names
+				got := metrics(out)
+				for wire, canonical := range map[string]string{c.waiting: schema.MetricLLMSchedulerRequestsWaiting, c.running: schema.MetricLLMSchedulerRequestsRunning} {
+					want := fixtures.Samples(body, wire)
+					require.NotEmpty(t, want, wire)
+					m := single(t, out, canonical)
+					require.Equal(t, len(want), m.Gauge().DataPoints().Len(), canonical)
+					for i, w := range want {
+						assert.Equal(t, w.Value, m.Gauge().DataPoints().At(i).DoubleValue(), canonical)
+					}
+				}
+				for name := range got {
+					if strings.HasPrefix(name, c.prefix) {
+						assert.NotEmpty(t, s.Engines[c.engine].PassthroughReason(name), "%s is neither mapped nor a documented pass-through", name)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestSGLangLabelsAndTensorParallelDedup(t *testing.T) {
+	body := []byte(`# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{engine_type="unified",model_name="m",pp_rank="0",tp_rank="0",dp_rank="1"} 12
+sglang:num_running_reqs{engine_type="unified",model_name="m",pp_rank="0",tp_rank="1",dp_rank="1"} 12
+sglang:num_running_reqs{engine_type="unified",model_name="m",pp_rank="0",tp_rank="2",dp_rank="1"} 12
+sglang:num_running_reqs{engine_type="unified",model_name="m",pp_rank="0",tp_rank="3",dp_rank="1"} 12
+# TYPE sglang:time_to_first_token_seconds histogram
+sglang:time_to_first_token_seconds_bucket{model_name="m",le="0.1"} 1
+sglang:time_to_first_token_seconds_bucket{model_name="m",le="+Inf"} 2
+sglang:time_to_first_token_seconds_count{model_name="m"} 2
+sglang:time_to_first_token_seconds_sum{model_name="m"} 0.4
+`)
+	out := normalize(t, &Config{}, enginescrape.ExpositionToMetrics(body, time.Now())).out
+	running := single(t, out, schema.MetricLLMSchedulerRequestsRunning)
+	require.Equal(t, 1, running.Gauge().DataPoints().Len(), "four TP ranks report one scheduler")
+	assert.Equal(t, map[string]any{
+		schema.AttrGenAIRequestModel: "m", schema.AttrLLMEngineRole: "unified", schema.AttrLLMParallelTpRank: "0",
+		schema.AttrLLMParallelPpRank: "0", schema.AttrLLMEngineIndex: "1",
+	}, running.Gauge().DataPoints().At(0).Attributes().AsRaw())
+	ttft := single(t, out, schema.MetricGenAIServerTimeToFirstToken)
+	assert.Equal(t, pmetric.MetricTypeHistogram, ttft.Type())
+	assert.EqualValues(t, 2, ttft.Histogram().DataPoints().At(0).Count(), "series without tp_rank are kept")
+}
