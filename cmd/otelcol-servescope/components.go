@@ -39,6 +39,7 @@ import (
 	hostmetricsreceiver "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver"
 	vllmreceiver "github.com/servescope/servescope/receiver/vllmreceiver"
 	nvmlreceiver "github.com/servescope/servescope/receiver/nvmlreceiver"
+	llamacppreceiver "github.com/servescope/servescope/receiver/llamacppreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -85,6 +86,7 @@ func components() (otelcol.Factories, error) {
 		hostmetricsreceiver.NewFactory(),
 		vllmreceiver.NewFactory(),
 		nvmlreceiver.NewFactory(),
+		llamacppreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -95,6 +97,7 @@ func components() (otelcol.Factories, error) {
 		hostmetricsreceiver.NewFactory().Type(): "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver v0.160.0",
 		vllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		nvmlreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		llamacppreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -32,6 +32,10 @@ type Engine struct {
 	VersionPath string
 	// ParseVersion extracts the version from the VersionPath response body.
 	ParseVersion func(body []byte) (string, error)
+	// StatusHints explain an HTTP status of the metrics endpoint (llama.cpp answers 501 without --metrics).
+	StatusHints map[int]string
+	// State are JSON runtime-state endpoints polled with every scrape.
+	State []StateEndpoint
 }
 
 // Scraper scrapes one engine endpoint. It is not safe for concurrent scrapes; the scraper controller
@@ -47,6 +51,7 @@ type Scraper struct {
 	converter *converter
 	version   string
 	wasUp     bool
+	state     []*stateEndpoint
 	telemetry scrapeTelemetry
 }
 
@@ -66,6 +71,9 @@ func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scrape
 	logger := settings.Logger.With(zap.String("endpoint", t.metricsURL))
 	s := &Scraper{cfg: cfg, engine: engine, target: t, settings: settings, logger: logger,
 		problems: newProblemLog(logger), converter: newConverter()}
+	for _, e := range engine.State {
+		s.state = append(s.state, &stateEndpoint{StateEndpoint: e})
+	}
 	if err := s.initTelemetry(); err != nil {
 		return nil, err
 	}
@@ -119,6 +127,9 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 		s.refreshVersion(ctx) // at first contact and after every outage: a restart may have upgraded the engine
 	}
 	s.wasUp = up
+	if up {
+		s.pollState(ctx, now, sm.Metrics(), rm.Resource().Attributes())
+	}
 	s.fillResource(rm.Resource().Attributes())
 	appendUp(sm.Metrics(), up, now)
 	if !up {
@@ -132,8 +143,11 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 	var status statusError
 	switch {
 	case errors.As(err, &status):
-		s.problems.report(problemHTTPStatus, "Engine metrics endpoint answered with an error status; llm.engine.up=0 until it recovers",
-			zap.Int("status", status.code), zap.String("content_type", contentType))
+		fields := []zap.Field{zap.Int("status", status.code), zap.String("content_type", contentType)}
+		if hint := s.engine.StatusHints[status.code]; hint != "" {
+			fields = append(fields, zap.String("hint", hint))
+		}
+		s.problems.report(problemHTTPStatus, "Engine metrics endpoint answered with an error status; llm.engine.up=0 until it recovers", fields...)
 		return false
 	case errors.Is(err, errBodyTooLarge):
 		s.problems.report(problemTooLarge, "Engine metrics body exceeds max_body_size; parsing only the first max_body_size bytes",

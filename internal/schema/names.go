@@ -140,7 +140,7 @@ const (
 	MetricLLMSchedulerRequestsRetracted = "llm.scheduler.requests.retracted"
 	// MetricLLMKVCacheUsedTokens: Tokens held in the KV cache.
 	MetricLLMKVCacheUsedTokens = "llm.kv_cache.used_tokens"
-	// MetricLLMKVCacheCapacity: Tokens the KV cache can hold.
+	// MetricLLMKVCacheCapacity: Tokens the KV cache can hold (llama.cpp, from /slots, the sum of the slots' context sizes).
 	MetricLLMKVCacheCapacity = "llm.kv_cache.capacity"
 	// MetricLLMThroughputGeneration: Generation throughput as the engine averages it itself (prefer the rate of llm.tokens.generation where it exists).
 	MetricLLMThroughputGeneration = "llm.throughput.generation"
@@ -150,6 +150,14 @@ const (
 	MetricLLMSpecDecodeAcceptLength = "llm.spec_decode.accept_length"
 	// MetricLLMSpecDecodeAcceptRate: Fraction (0-1) of draft tokens accepted.
 	MetricLLMSpecDecodeAcceptRate = "llm.spec_decode.accept_rate"
+	// MetricLLMEngineReady: 1 when the engine's health endpoint says it serves, 0 while it loads or is unhealthy.
+	MetricLLMEngineReady = "llm.engine.ready"
+	// MetricLLMSchedulerSlots: Serving slots by state (llama.cpp serves one request per slot).
+	MetricLLMSchedulerSlots = "llm.scheduler.slots"
+	// MetricLLMEngineLoadRequests: Requests per data-parallel rank, by state, from the engine's load endpoint (what a router balances on).
+	MetricLLMEngineLoadRequests = "llm.engine.load.requests"
+	// MetricLLMEngineLoadTokens: KV tokens in use per data-parallel rank, from the engine's load endpoint.
+	MetricLLMEngineLoadTokens = "llm.engine.load.tokens"
 	// MetricHwGPUUtilization: Fraction of time (0-1) the GPU was busy, averaged over the collection interval from NVML's samples.
 	MetricHwGPUUtilization = "hw.gpu.utilization"
 	// MetricHwGPUMemoryUsage: GPU memory in use.
@@ -234,6 +242,14 @@ const (
 	AttrLLMParallelPpRank = "llm.parallel.pp_rank"
 	// AttrLLMParallelEpRank: Expert-parallel rank that reported the series.
 	AttrLLMParallelEpRank = "llm.parallel.ep_rank"
+	// AttrLLMParallelTpSize: Tensor-parallel size of the replica, as the engine's server info reports it.
+	AttrLLMParallelTpSize = "llm.parallel.tp_size"
+	// AttrLLMParallelDpSize: Data-parallel size of the replica, as the engine's server info reports it.
+	AttrLLMParallelDpSize = "llm.parallel.dp_size"
+	// AttrLLMSlotState: Whether a serving slot is busy or idle.
+	AttrLLMSlotState = "llm.slot.state"
+	// AttrLLMRequestState: running or waiting.
+	AttrLLMRequestState = "llm.request.state"
 	// AttrHwID: The GPU's UUID.
 	AttrHwID = "hw.id"
 	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
