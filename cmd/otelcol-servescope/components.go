@@ -40,6 +40,7 @@ import (
 	vllmreceiver "github.com/servescope/servescope/receiver/vllmreceiver"
 	nvmlreceiver "github.com/servescope/servescope/receiver/nvmlreceiver"
 	llamacppreceiver "github.com/servescope/servescope/receiver/llamacppreceiver"
+	sglangreceiver "github.com/servescope/servescope/receiver/sglangreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -87,6 +88,7 @@ func components() (otelcol.Factories, error) {
 		vllmreceiver.NewFactory(),
 		nvmlreceiver.NewFactory(),
 		llamacppreceiver.NewFactory(),
+		sglangreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -98,6 +100,7 @@ func components() (otelcol.Factories, error) {
 		vllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		nvmlreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		llamacppreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		sglangreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
