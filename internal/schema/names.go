@@ -144,7 +144,7 @@ const (
 	MetricLLMKVCacheCapacity = "llm.kv_cache.capacity"
 	// MetricLLMThroughputGeneration: Generation throughput as the engine averages it itself (prefer the rate of llm.tokens.generation where it exists).
 	MetricLLMThroughputGeneration = "llm.throughput.generation"
-	// MetricLLMPrefixCacheHitRatio: Fraction (0-1) of prompt tokens found in the prefix cache, as the engine reports it.
+	// MetricLLMPrefixCacheHitRatio: Fraction (0-1) of prompt tokens found in the prefix cache. SGLang reports it as a ratio over its recent prefill batches; where an engine exposes hit and query counters (vLLM) llm_normalize derives it as hits / queries of the cumulative counters.
 	MetricLLMPrefixCacheHitRatio = "llm.prefix_cache.hit_ratio"
 	// MetricLLMSpecDecodeAcceptLength: Mean accepted draft length per verification step.
 	MetricLLMSpecDecodeAcceptLength = "llm.spec_decode.accept_length"
@@ -250,6 +250,8 @@ const (
 	AttrLLMSlotState = "llm.slot.state"
 	// AttrLLMRequestState: running or waiting.
 	AttrLLMRequestState = "llm.request.state"
+	// AttrHostName: The node's host name.
+	AttrHostName = "host.name"
 	// AttrHwID: The GPU's UUID.
 	AttrHwID = "hw.id"
 	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
@@ -280,7 +282,8 @@ const (
 
 // Engine names, the values of llm.engine.name.
 const (
-	EngineLlamaCpp = "llama_cpp"
-	EngineSglang   = "sglang"
-	EngineVLLM     = "vllm"
+	EngineDcgmExporter = "dcgm_exporter"
+	EngineLlamaCpp     = "llama_cpp"
+	EngineSglang       = "sglang"
+	EngineVLLM         = "vllm"
 )

@@ -66,6 +66,8 @@ func RenderMarkdown(s *Schema) []byte {
 		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s |\n", m.Name, m.Instrument, m.Unit, strings.Join(attrs, ", "), cell(m.Description))
 	}
 
+	renderCoverage(&b, s)
+
 	for _, engine := range s.EngineNames {
 		e := s.Engines[engine]
 		fmt.Fprintf(&b, "\n## Engine `%s`\n\n%s\n\n", engine, cell(e.Description))
@@ -126,6 +128,43 @@ func RenderMarkdown(s *Schema) []byte {
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", a.Name, a.Level, cell(a.Description))
 	}
 	return b.Bytes()
+}
+
+// renderCoverage writes the canonical metric × engine matrix: the source family, "receiver" when the
+// engine's servescope receiver emits it, "derived" when llm_normalize computes it from the engine's
+// counters, or "—" when the engine does not expose it.
+func renderCoverage(b *bytes.Buffer, s *Schema) {
+	b.WriteString("\n## Coverage\n\nWhich engine provides each canonical metric: its source family, `receiver` (emitted by the engine's servescope receiver), `derived` (computed by `llm_normalize` from the engine's counters), or — (not exposed by that engine).\n\n")
+	b.WriteString("| canonical |")
+	for _, e := range s.EngineNames {
+		fmt.Fprintf(b, " %s |", e)
+	}
+	b.WriteString("\n|---|")
+	for range s.EngineNames {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, m := range s.Metrics {
+		fmt.Fprintf(b, "| `%s` |", m.Name)
+		for _, e := range s.EngineNames {
+			fmt.Fprintf(b, " %s |", coverageCell(s, m, e))
+		}
+		b.WriteString("\n")
+	}
+}
+
+func coverageCell(s *Schema, m *Metric, engine string) string {
+	if srcs := m.Sources[engine]; len(srcs) > 0 {
+		return "`" + srcs[0].Name + "`"
+	}
+	if m.Name == MetricLLMPrefixCacheHitRatio && len(s.Metric(MetricLLMPrefixCacheHits).Sources[engine]) > 0 &&
+		len(s.Metric(MetricLLMPrefixCacheQueries).Sources[engine]) > 0 {
+		return "derived"
+	}
+	if strings.Contains(m.ProducedBy, engine) || (m.Name == MetricLLMEngineUp && engine != "dcgm_exporter") {
+		return "receiver"
+	}
+	return "—"
 }
 
 func cell(s string) string { return strings.ReplaceAll(oneLine(s), "|", `\|`) }

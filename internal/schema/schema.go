@@ -80,7 +80,10 @@ type Source struct {
 	Unit     string            `yaml:"unit"`
 	Versions string            `yaml:"versions"`
 	Labels   map[string]string `yaml:"labels"`
-	Note     string            `yaml:"note"`
+	// SetAttributes are constant attributes the canonical data points get (DCGM's SM clock is
+	// nvidia.gpu.clock.frequency with nvidia.gpu.clock.type=sm).
+	SetAttributes map[string]string `yaml:"set_attributes"`
+	Note          string            `yaml:"note"`
 }
 
 var (
@@ -179,6 +182,11 @@ func (s *Schema) validate() error {
 				if _, err := src.Scale(m.Unit); err != nil {
 					errs = append(errs, fmt.Errorf("metric %q: source %q: %w", m.Name, src.Name, err))
 				}
+				for attr := range src.SetAttributes {
+					if !attrs[attr] {
+						errs = append(errs, fmt.Errorf("metric %q: source %q sets undeclared attribute %q", m.Name, src.Name, attr))
+					}
+				}
 				for from, to := range src.Labels {
 					if !attrs[to] {
 						errs = append(errs, fmt.Errorf("metric %q: source %q renames %q to undeclared attribute %q", m.Name, src.Name, from, to))
@@ -198,6 +206,7 @@ var unitScales = map[string]map[string]float64{
 	"MiB": {"By": 1 << 20},
 	"mJ":  {"J": 1e-3},
 	"%":   {"1": 1e-2},
+	"MHz": {"Hz": 1e6},
 }
 
 // Scale is the factor that converts a value in the source's unit into the canonical unit.

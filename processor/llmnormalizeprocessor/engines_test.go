@@ -72,3 +72,22 @@ sglang:time_to_first_token_seconds_sum{model_name="m"} 0.4
 	assert.Equal(t, pmetric.MetricTypeHistogram, ttft.Type())
 	assert.EqualValues(t, 2, ttft.Histogram().DataPoints().At(0).Count(), "series without tp_rank are kept")
 }
+
+// vLLM exposes prefix-cache hit and query counters; llm_normalize derives the ratio SGLang reports directly.
+func TestHitRatioDerivedFromCounters(t *testing.T) {
+	body := fixtures.Read(t, "vllm/stormlog_vllm_v1_q05_c08_metrics_post.txt")
+	out := normalize(t, &Config{}, enginescrape.ExpositionToMetrics(body, time.Now())).out
+	ratio := single(t, out, schema.MetricLLMPrefixCacheHitRatio)
+	assert.Equal(t, "1", ratio.Unit())
+	require.Equal(t, 1, ratio.Gauge().DataPoints().Len())
+	want := fixtures.Sum(body, "vllm:prefix_cache_hits_total") / fixtures.Sum(body, "vllm:prefix_cache_queries_total")
+	assert.InDelta(t, want, ratio.Gauge().DataPoints().At(0).DoubleValue(), 1e-12)
+	model, _ := ratio.Gauge().DataPoints().At(0).Attributes().Get(schema.AttrGenAIRequestModel)
+	assert.Contains(t, model.Str(), "Qwen2.5")
+
+	// SGLang's own ratio is mapped, not derived.
+	sg := fixtures.Read(t, "sglang/datadog_sglang_metrics.txt")
+	out = normalize(t, &Config{}, enginescrape.ExpositionToMetrics(sg, time.Now())).out
+	assert.Equal(t, fixtures.Samples(sg, "sglang:cache_hit_rate")[0].Value,
+		single(t, out, schema.MetricLLMPrefixCacheHitRatio).Gauge().DataPoints().At(0).DoubleValue())
+}

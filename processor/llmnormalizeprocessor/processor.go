@@ -3,6 +3,8 @@ package llmnormalizeprocessor
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 
 	"go.opentelemetry.io/collector/component"
@@ -95,11 +97,7 @@ func (n *normalizer) rulesFor(rm pmetric.ResourceMetrics) engineRules {
 }
 
 func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *counts) {
-	// winner remembers, per canonical metric, which metric of this scope carries it and from which source
-	// rank, so an older spelling of the same quantity does not become a duplicate series. Indexes are
-	// stored plus one, so the zero value means "none yet". Slices, not maps: this runs once per scope.
-	type produced struct{ index, rank int }
-	var winner []produced
+	original := ms.Len()
 	var drop []bool
 	markDrop := func(i int) {
 		for len(drop) <= i {
@@ -107,7 +105,10 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 		}
 		drop[i] = true
 	}
-	original := ms.Len()
+	// Pass 1: find each mapped metric's rule, and among alternative spellings of the same series keep the
+	// newest (lowest rank). Slices indexed by canonical metric, not maps: this runs for every scope.
+	var chosen [][]choice // per canonical metric id
+	var ruleOf []*rule    // per original index; nil = unmapped
 	for i := 0; i < original; i++ {
 		m := ms.At(i)
 		r := rules[m.Name()]
@@ -120,30 +121,136 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 			}
 			continue
 		}
+		if ruleOf == nil {
+			ruleOf = make([]*rule, original)
+			chosen = make([][]choice, n.rules.metrics)
+		}
+		ruleOf[i] = r
+		kept := true
+		for k, prev := range chosen[r.id] {
+			if prev.series != r.series {
+				continue
+			}
+			if prev.rank <= r.rank { // the one we have is newer: this older spelling goes
+				kept = false
+			} else {
+				ruleOf[prev.index] = nil
+				markDrop(prev.index)
+				c.dropped += int64(dataPointCount(ms.At(prev.index)))
+				chosen[r.id][k] = choice{r.series, i, r.rank}
+			}
+			break
+		}
+		switch {
+		case !kept:
+			ruleOf[i] = nil
+			markDrop(i)
+			c.dropped += int64(dataPointCount(m))
+		case !hasSeries(chosen[r.id], r.series):
+			chosen[r.id] = append(chosen[r.id], choice{r.series, i, r.rank})
+		}
+	}
+	// Pass 2: rewrite the kept metrics; series of the same canonical metric from different sources are
+	// merged into the first one, so each canonical name appears once per scope.
+	var home []int // per canonical metric id: index+1 of the metric that carries it
+	for i := 0; i < original && ruleOf != nil; i++ {
+		r := ruleOf[i]
+		if r == nil {
+			continue
+		}
+		m := ms.At(i)
+		c.mapped += int64(dataPointCount(m))
 		target, idx := m, i
 		if n.cfg.KeepOriginals {
 			target = ms.AppendEmpty()
 			m.CopyTo(target)
 			idx = ms.Len() - 1
 		}
-		if winner == nil {
-			winner = make([]produced, n.rules.metrics)
-		}
-		if prev := winner[r.id]; prev.index > 0 {
-			if prev.rank <= r.rank { // the one we already have is newer: this older spelling goes
-				markDrop(idx)
-				c.dropped += int64(dataPointCount(m))
-				continue
-			}
-			markDrop(prev.index - 1)
-		}
-		winner[r.id] = produced{idx + 1, r.rank}
-		c.mapped += int64(dataPointCount(m))
 		apply(target, r)
+		if home == nil {
+			home = make([]int, n.rules.metrics)
+		}
+		if home[r.id] == 0 {
+			home[r.id] = idx + 1
+			continue
+		}
+		mergeInto(ms.At(home[r.id]-1), target)
+		markDrop(idx)
+	}
+	if home != nil && home[n.rules.hitsID] > 0 && home[n.rules.queriesID] > 0 && home[n.rules.ratioID] == 0 {
+		deriveHitRatio(ms, ms.At(home[n.rules.hitsID]-1), ms.At(home[n.rules.queriesID]-1), n.rules.ratio)
 	}
 	if drop != nil {
 		i := -1
 		ms.RemoveIf(func(pmetric.Metric) bool { i++; return i < len(drop) && drop[i] })
+	}
+}
+
+// deriveHitRatio adds llm.prefix_cache.hit_ratio = hits / queries for each series present in both counters:
+// a ratio of the cumulative sums, so it is the hit ratio since the engine started (rate it in the backend
+// for a windowed ratio: rate(hits) / rate(queries)).
+func deriveHitRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *schema.Metric) {
+	if hits.Type() != pmetric.MetricTypeSum || queries.Type() != pmetric.MetricTypeSum {
+		return
+	}
+	queriesBySeries := map[string]pmetric.NumberDataPoint{}
+	for _, q := range queries.Sum().DataPoints().All() {
+		queriesBySeries[seriesKey(q.Attributes())] = q
+	}
+	var ratio pmetric.Metric
+	for _, h := range hits.Sum().DataPoints().All() {
+		q, ok := queriesBySeries[seriesKey(h.Attributes())]
+		if !ok || q.DoubleValue() <= 0 {
+			continue // no lookups yet: the ratio is undefined, not 0
+		}
+		if ratio == (pmetric.Metric{}) {
+			ratio = ms.AppendEmpty()
+			ratio.SetName(def.Name)
+			ratio.SetUnit(def.Unit)
+			ratio.SetDescription(def.Description)
+			ratio.SetEmptyGauge()
+		}
+		dp := ratio.Gauge().DataPoints().AppendEmpty()
+		h.Attributes().CopyTo(dp.Attributes())
+		dp.SetTimestamp(h.Timestamp())
+		dp.SetDoubleValue(h.DoubleValue() / q.DoubleValue())
+	}
+}
+
+func seriesKey(attrs pcommon.Map) string {
+	keys := make([]string, 0, attrs.Len())
+	for k, v := range attrs.All() {
+		keys = append(keys, k+"\xfe"+v.AsString())
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, "\xff")
+}
+
+// choice is the metric kept, so far in a scope, for one series of a canonical metric.
+type choice struct {
+	series      string
+	index, rank int
+}
+
+func hasSeries(choices []choice, series string) bool {
+	for _, ch := range choices {
+		if ch.series == series {
+			return true
+		}
+	}
+	return false
+}
+
+// mergeInto moves the data points of from into into; both carry the same canonical metric, so after apply
+// they have the same type.
+func mergeInto(into, from pmetric.Metric) {
+	switch from.Type() {
+	case pmetric.MetricTypeGauge:
+		from.Gauge().DataPoints().MoveAndAppendTo(into.Gauge().DataPoints())
+	case pmetric.MetricTypeSum:
+		from.Sum().DataPoints().MoveAndAppendTo(into.Sum().DataPoints())
+	case pmetric.MetricTypeHistogram:
+		from.Histogram().DataPoints().MoveAndAppendTo(into.Histogram().DataPoints())
 	}
 }
 
@@ -223,6 +330,7 @@ func rewriteNumbers(points pmetric.NumberDataPointSlice, r *rule) {
 	for i := 0; i < points.Len(); i++ {
 		dp := points.At(i)
 		renameAttributes(dp.Attributes(), r.renames)
+		setAttributes(dp.Attributes(), r.set)
 		if r.scale == 1 {
 			continue
 		}
@@ -242,6 +350,7 @@ func rewriteHistograms(points pmetric.HistogramDataPointSlice, r *rule) {
 	for i := 0; i < points.Len(); i++ {
 		dp := points.At(i)
 		renameAttributes(dp.Attributes(), r.renames)
+		setAttributes(dp.Attributes(), r.set)
 		if r.scale == 1 {
 			continue
 		}
@@ -277,6 +386,12 @@ func renameAttributes(attrs pcommon.Map, renames [][2]string) {
 		v.CopyTo(moved)
 		attrs.Remove(rn[0])
 		moved.CopyTo(attrs.PutEmpty(rn[1]))
+	}
+}
+
+func setAttributes(attrs pcommon.Map, set [][2]string) {
+	for _, kv := range set {
+		attrs.PutStr(kv[0], kv[1])
 	}
 }
 

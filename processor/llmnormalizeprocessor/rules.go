@@ -1,6 +1,7 @@
 package llmnormalizeprocessor
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -17,6 +18,12 @@ type rule struct {
 	renames [][2]string
 	// replicated are (label, value to keep) pairs: series with another value repeat the kept one's state.
 	replicated [][2]string
+	// set are constant attributes added to every data point.
+	set [][2]string
+	// series tells sources of one canonical metric apart: sources with the same value are alternative
+	// spellings of one series (the lower rank wins); different values are different series (DCGM's SM and
+	// memory clocks) merged into one canonical metric.
+	series string
 }
 
 // engineRules maps every accepted wire spelling of an engine's families to its rule.
@@ -25,8 +32,11 @@ type engineRules map[string]*rule
 // ruleSet holds the rules per engine and what identifies an engine from a metric name.
 type ruleSet struct {
 	byEngine map[string]engineRules
-	prefixes []enginePrefix
-	metrics  int // number of canonical metrics // longest first, so ray_vllm_ wins over a shorter prefix
+	prefixes []enginePrefix // longest first, so ray_vllm_ wins over a shorter prefix
+	metrics  int            // number of canonical metrics
+	// The derived ratio: the ids of the hit and query counters and of the ratio gauge made from them.
+	hitsID, queriesID, ratioID int
+	ratio                      *schema.Metric
 }
 
 type enginePrefix struct{ prefix, engine string }
@@ -36,7 +46,17 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 	for _, e := range only {
 		enabled[e] = true
 	}
-	rs := &ruleSet{byEngine: map[string]engineRules{}, metrics: len(s.Metrics)}
+	rs := &ruleSet{byEngine: map[string]engineRules{}, metrics: len(s.Metrics), hitsID: -1, queriesID: -1, ratioID: -1}
+	for id, m := range s.Metrics {
+		switch m.Name {
+		case schema.MetricLLMPrefixCacheHits:
+			rs.hitsID = id
+		case schema.MetricLLMPrefixCacheQueries:
+			rs.queriesID = id
+		case schema.MetricLLMPrefixCacheHitRatio:
+			rs.ratioID, rs.ratio = id, m
+		}
+	}
 	for _, name := range s.EngineNames {
 		if len(only) > 0 && !enabled[name] {
 			continue
@@ -62,7 +82,8 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 			for rank, src := range sources {
 				scale, _ := src.Scale(m.Unit) // validated at schema load
 				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
-					replicated: renames(e.ReplicatedLabels, nil)}
+					replicated: renames(e.ReplicatedLabels, nil), set: renames(src.SetAttributes, nil)}
+				r.series = fmt.Sprint(r.set)
 				for _, spelling := range e.Spellings(src.Name) {
 					rules[spelling] = r
 				}
