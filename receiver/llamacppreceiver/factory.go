@@ -4,13 +4,11 @@
 package llamacppreceiver
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -21,11 +19,6 @@ var componentType = component.MustNewType("llama_cpp")
 
 // llama-server listens on 8080 by default.
 const defaultEndpoint = "http://localhost:8080"
-
-// Config is the shared engine-scrape configuration; llama.cpp adds nothing of its own.
-type Config struct {
-	enginescrape.Config `mapstructure:",squash"`
-}
 
 var engine = enginescrape.Engine{
 	Name:         schema.EngineLlamaCpp,
@@ -40,16 +33,7 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the llama_cpp receiver factory.
 func NewFactory() receiver.Factory {
-	return receiver.NewFactory(componentType, createDefaultConfig,
-		receiver.WithMetrics(createMetrics, component.StabilityLevelAlpha))
-}
-
-func createDefaultConfig() component.Config {
-	return &Config{Config: enginescrape.NewDefaultConfig(defaultEndpoint, "/metrics")}
-}
-
-func createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	return enginescrape.NewMetricsReceiver(set, &cfg.(*Config).Config, engine, next)
+	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
 }
 
 // parseBuild reads the build from /props: `build_info` (e.g. "b6123-4a5b6c7d").

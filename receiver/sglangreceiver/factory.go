@@ -4,13 +4,11 @@
 package sglangreceiver
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
 
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -21,11 +19,6 @@ var componentType = component.MustNewType("sglang")
 
 // SGLang's server listens on 30000 by default.
 const defaultEndpoint = "http://localhost:30000"
-
-// Config is the shared engine-scrape configuration; SGLang adds nothing of its own.
-type Config struct {
-	enginescrape.Config `mapstructure:",squash"`
-}
 
 var engine = enginescrape.Engine{
 	Name:        schema.EngineSglang,
@@ -39,16 +32,7 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the sglang receiver factory.
 func NewFactory() receiver.Factory {
-	return receiver.NewFactory(componentType, createDefaultConfig,
-		receiver.WithMetrics(createMetrics, component.StabilityLevelAlpha))
-}
-
-func createDefaultConfig() component.Config {
-	return &Config{Config: enginescrape.NewDefaultConfig(defaultEndpoint, "/metrics")}
-}
-
-func createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	return enginescrape.NewMetricsReceiver(set, &cfg.(*Config).Config, engine, next)
+	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
 }
 
 // parseServerInfo reads the version and the parallel layout from /server_info, a flat dict of the server

@@ -2,11 +2,8 @@ package sglangreceiver
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,35 +13,25 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/servescope/servescope/internal/enginescrape"
+	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
 )
 
-type server struct {
-	*httptest.Server
-	mu     sync.Mutex
-	routes map[string][]byte // path -> body; absent paths answer 404 as an older SGLang would
-}
+type route = enginescrapetest.Route
 
-func newServer(t *testing.T, routes map[string][]byte) *server {
-	s := &server{routes: routes}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		body, ok := s.routes[r.URL.Path]
-		s.mu.Unlock()
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		_, _ = w.Write(body)
-	}))
-	t.Cleanup(s.Close)
-	return s
+var points = enginescrapetest.Gauges
+
+func newServer(t *testing.T, routes map[string][]byte) *enginescrapetest.Server {
+	rs := map[string]route{}
+	for path, body := range routes {
+		rs[path] = route{Body: body}
+	}
+	return enginescrapetest.NewServer(t, rs)
 }
 
 func testdata(t *testing.T, name string) []byte {
@@ -58,51 +45,13 @@ func currentServer(t *testing.T) map[string][]byte {
 		"/metrics":     fixtures.Read(t, "sglang/datadog_sglang_metrics.txt"),
 		"/server_info": testdata(t, "server_info_v0.5.json"),
 		"/v1/loads":    testdata(t, "loads_v0.5.json"),
-		"/health":      nil,
+		"/health":      {},
 	}
 }
 
 func scrape(t *testing.T, endpoint string, times int) (pmetric.Metrics, *observer.ObservedLogs) {
-	cfg := createDefaultConfig().(*Config)
-	cfg.Endpoint = endpoint
-	require.NoError(t, cfg.Validate())
-	core, logs := observer.New(zapcore.InfoLevel)
-	set := receivertest.NewNopSettings(componentType)
-	set.Logger = zap.New(core)
-	s, err := enginescrape.NewScraper(&cfg.Config, engine, set)
-	require.NoError(t, err)
-	require.NoError(t, s.Start(context.Background(), componenttest.NewNopHost()))
-	defer func() { _ = s.Shutdown(context.Background()) }()
-	var md pmetric.Metrics
-	for range times {
-		md, err = s.Scrape(context.Background())
-		require.NoError(t, err)
-	}
-	return md, logs
-}
-
-func points(md pmetric.Metrics, name string) map[string]float64 {
-	out := map[string]float64{}
-	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
-	for i := 0; i < ms.Len(); i++ {
-		m := ms.At(i)
-		if m.Name() != name || m.Type() != pmetric.MetricTypeGauge {
-			continue
-		}
-		for j := 0; j < m.Gauge().DataPoints().Len(); j++ {
-			dp := m.Gauge().DataPoints().At(j)
-			key := ""
-			for k, v := range dp.Attributes().All() {
-				key += k + "=" + v.AsString() + ";"
-			}
-			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
-				out[key] = float64(dp.IntValue())
-			} else {
-				out[key] = dp.DoubleValue()
-			}
-		}
-	}
-	return out
+	r := enginescrapetest.NewRig(t, componentType, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
+	return r.Scrape(t, times), r.Logs
 }
 
 func TestCurrentSGLang(t *testing.T) {
@@ -174,7 +123,7 @@ func TestLoadsProblems(t *testing.T) {
 func TestReceiverLifecycle(t *testing.T) {
 	srv := newServer(t, currentServer(t))
 	f := NewFactory()
-	cfg := f.CreateDefaultConfig().(*Config)
+	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
 	cfg.Endpoint = srv.URL
 	cfg.CollectionInterval = 50 * time.Millisecond
 	cfg.InitialDelay = 0

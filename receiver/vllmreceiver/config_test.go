@@ -11,13 +11,15 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/servescope/servescope/internal/enginescrape"
 )
 
 func TestLoadConfig(t *testing.T) {
 	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
 	require.NoError(t, err)
-	load := func(t *testing.T, name string) (*Config, error) {
-		cfg := NewFactory().CreateDefaultConfig().(*Config)
+	load := func(t *testing.T, name string) (*enginescrape.Config, error) {
+		cfg := NewFactory().CreateDefaultConfig().(*enginescrape.Config)
 		id := component.NewID(componentType)
 		if name != "" {
 			id = component.NewIDWithName(componentType, name)

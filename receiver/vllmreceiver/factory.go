@@ -4,13 +4,11 @@
 package vllmreceiver
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -21,9 +19,8 @@ var componentType = component.MustNewType("vllm")
 
 // vLLM's OpenAI-compatible server listens on 8000 and serves /metrics and /version there.
 const (
-	defaultEndpoint    = "http://localhost:8000"
-	defaultMetricsPath = "/metrics"
-	versionPath        = "/version"
+	defaultEndpoint = "http://localhost:8000"
+	versionPath     = "/version"
 )
 
 var engine = enginescrape.Engine{
@@ -48,14 +45,5 @@ func parseVersion(body []byte) (string, error) {
 
 // NewFactory creates the vllm receiver factory.
 func NewFactory() receiver.Factory {
-	return receiver.NewFactory(componentType, createDefaultConfig,
-		receiver.WithMetrics(createMetrics, component.StabilityLevelAlpha))
-}
-
-func createDefaultConfig() component.Config {
-	return &Config{Config: enginescrape.NewDefaultConfig(defaultEndpoint, defaultMetricsPath)}
-}
-
-func createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	return enginescrape.NewMetricsReceiver(set, &cfg.(*Config).Config, engine, next)
+	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
 }

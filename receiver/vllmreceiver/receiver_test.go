@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -34,7 +35,7 @@ func TestReceiverScrapesOnInterval(t *testing.T) {
 	defer srv.Close()
 
 	f := NewFactory()
-	cfg := f.CreateDefaultConfig().(*Config)
+	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
 	cfg.Endpoint = srv.URL
 	cfg.CollectionInterval = 50 * time.Millisecond
 	cfg.InitialDelay = 0
@@ -62,7 +63,7 @@ func TestReceiverScrapesOnInterval(t *testing.T) {
 
 func TestLifecycleWithoutEngine(t *testing.T) {
 	f := NewFactory()
-	cfg := f.CreateDefaultConfig().(*Config)
+	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
 	cfg.Endpoint = "http://127.0.0.1:1" // nothing listens; start and shutdown must still be clean
 	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, consumertest.NewNop())
 	require.NoError(t, err)

@@ -1,0 +1,124 @@
+// Package enginescrapetest is what engine receivers' tests share: a stand-in engine HTTP server with
+// settable routes, a scraper wired to an observed logger, and a compact view of the emitted gauges.
+package enginescrapetest
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/servescope/servescope/internal/enginescrape"
+)
+
+// Route is one path's answer.
+type Route struct {
+	Status int // 0 means 200
+	Body   []byte
+}
+
+// Server is an engine stand-in; paths without a route answer 404, as an engine without that endpoint does.
+type Server struct {
+	*httptest.Server
+	mu     sync.Mutex
+	routes map[string]Route
+}
+
+// NewServer starts a server with the given routes, closed at the end of the test.
+func NewServer(t testing.TB, routes map[string]Route) *Server {
+	s := &Server{routes: routes}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		rt, ok := s.routes[r.URL.Path]
+		s.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if rt.Status != 0 {
+			w.WriteHeader(rt.Status)
+		}
+		_, _ = w.Write(rt.Body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Set changes a path's answer; a nil body with status 0 removes the route.
+func (s *Server) Set(path string, rt Route) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rt.Status == 0 && rt.Body == nil {
+		delete(s.routes, path)
+		return
+	}
+	s.routes[path] = rt
+}
+
+// Rig is a started scraper whose log lines the test can count.
+type Rig struct {
+	Scraper *enginescrape.Scraper
+	Logs    *observer.ObservedLogs
+}
+
+// NewRig starts a scraper for endpoint with the receiver type's default configuration.
+func NewRig(t testing.TB, typ component.Type, cfg *enginescrape.Config, engine enginescrape.Engine, endpoint string) *Rig {
+	cfg.Endpoint = endpoint
+	require.NoError(t, cfg.Validate())
+	core, logs := observer.New(zapcore.InfoLevel)
+	set := receivertest.NewNopSettings(typ)
+	set.Logger = zap.New(core)
+	s, err := enginescrape.NewScraper(cfg, engine, set)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return &Rig{Scraper: s, Logs: logs}
+}
+
+// Scrape runs n scrapes and returns the last one's metrics.
+func (r *Rig) Scrape(t testing.TB, n int) pmetric.Metrics {
+	var md pmetric.Metrics
+	for range n {
+		var err error
+		md, err = r.Scraper.Scrape(context.Background())
+		require.NoError(t, err, "engine problems are data, never a scrape error")
+	}
+	return md
+}
+
+// Warnings counts warning lines.
+func (r *Rig) Warnings() int { return r.Logs.FilterLevelExact(zapcore.WarnLevel).Len() }
+
+// Gauges returns a gauge's data points keyed by their attributes as "k=v;" in order ("" for none).
+func Gauges(md pmetric.Metrics, name string) map[string]float64 {
+	out := map[string]float64{}
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < ms.Len(); i++ {
+		m := ms.At(i)
+		if m.Name() != name || m.Type() != pmetric.MetricTypeGauge {
+			continue
+		}
+		for _, dp := range m.Gauge().DataPoints().All() {
+			key := ""
+			for k, v := range dp.Attributes().All() {
+				key += k + "=" + v.AsString() + ";"
+			}
+			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
+				out[key] = float64(dp.IntValue())
+			} else {
+				out[key] = dp.DoubleValue()
+			}
+		}
+	}
+	return out
+}
