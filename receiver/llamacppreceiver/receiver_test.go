@@ -1,18 +1,13 @@
 package llamacppreceiver
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
@@ -116,18 +111,7 @@ func TestSlotsProblems(t *testing.T) {
 
 func TestReceiverLifecycle(t *testing.T) {
 	srv := newServer(t)
-	f := NewFactory()
-	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
-	cfg.Endpoint = srv.URL
-	cfg.CollectionInterval = 50 * time.Millisecond
-	cfg.InitialDelay = 0
-	require.NoError(t, componenttest.CheckConfigStruct(cfg))
-	sink := new(consumertest.MetricsSink)
-	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 2 }, 10*time.Second, 20*time.Millisecond)
-	require.NoError(t, rcv.Shutdown(context.Background()))
+	enginescrapetest.CheckLifecycle(t, NewFactory(), srv.URL)
 }
 
 func FuzzParseSlots(f *testing.F) {

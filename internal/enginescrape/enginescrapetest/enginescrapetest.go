@@ -8,11 +8,14 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -121,4 +124,21 @@ func Gauges(md pmetric.Metrics, name string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// CheckLifecycle builds the receiver through its factory, lets the scraper controller deliver two scrapes
+// of endpoint, and shuts it down: the path a collector takes.
+func CheckLifecycle(t *testing.T, f receiver.Factory, endpoint string) []pmetric.Metrics {
+	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
+	cfg.Endpoint = endpoint
+	cfg.CollectionInterval = 50 * time.Millisecond
+	cfg.InitialDelay = 0
+	require.NoError(t, componenttest.CheckConfigStruct(cfg))
+	sink := new(consumertest.MetricsSink)
+	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(f.Type()), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 2 }, 10*time.Second, 20*time.Millisecond)
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	return sink.AllMetrics()
 }
