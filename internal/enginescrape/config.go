@@ -3,6 +3,7 @@ package enginescrape
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -95,6 +96,6 @@ func newTarget(endpoint, metricsPath string) (target, error) {
 		baseURL:    base,
 		host:       u.Hostname(),
 		port:       port,
-		instance:   u.Hostname() + ":" + port,
+		instance:   net.JoinHostPort(u.Hostname(), port), // [::1]:8000, unambiguous for IPv6
 	}, nil
 }

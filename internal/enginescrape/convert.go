@@ -36,6 +36,9 @@ type conversion struct {
 	malformed  map[string]string
 }
 
+// forgetAfterScrapes is how many scrapes a series may be missing before its start time is forgotten.
+const forgetAfterScrapes = 5
+
 func newConverter() *converter { return &converter{series: map[string]*seriesState{}} }
 
 func (c *converter) convert(families []*promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice) conversion {
@@ -70,8 +73,10 @@ func (c *converter) convert(families []*promtext.Family, now pcommon.Timestamp, 
 		}
 	}
 	for key, st := range c.series {
-		if st.gen != c.gen {
-			delete(c.series, key) // series gone from the scrape: bounded by what the engine exposes now
+		// A series gone for a few scrapes is forgotten, bounding the map by what the engine exposes. One
+		// missed scrape (a cut body, a NaN) must not make the series look new, and so reset, next time.
+		if c.gen-st.gen > forgetAfterScrapes {
+			delete(c.series, key)
 		}
 	}
 	return out
@@ -89,12 +94,13 @@ func createdFamily(f *promtext.Family, byName map[string]*promtext.Family) *prom
 	return nil
 }
 
-// labelKey is a series identity independent of label order, leaving out the labels that split one series
-// into samples (le, quantile).
-func labelKey(name string, labels []promtext.Label) string {
+// labelKey is a series identity independent of label order. For histograms and summaries (split) it
+// leaves out the labels that split one series into samples (le, quantile); a gauge may use those names for
+// its own labels.
+func labelKey(name string, labels []promtext.Label, split bool) string {
 	kept := make([]string, 0, len(labels))
 	for _, l := range labels {
-		if l.Name == "le" || l.Name == "quantile" {
+		if split && (l.Name == "le" || l.Name == "quantile") {
 			continue
 		}
 		kept = append(kept, l.Name+"\xfe"+l.Value)
@@ -103,13 +109,13 @@ func labelKey(name string, labels []promtext.Label) string {
 	return name + "\xff" + strings.Join(kept, "\xff")
 }
 
-func createdTimes(f, created *promtext.Family) map[string]pcommon.Timestamp {
+func createdTimes(f, created *promtext.Family, split bool) map[string]pcommon.Timestamp {
 	times := map[string]pcommon.Timestamp{}
 	add := func(s promtext.Sample) {
 		if !strings.HasSuffix(s.Name, "_created") || math.IsNaN(s.Value) || s.Value <= 0 {
 			return
 		}
-		times[labelKey("", s.Labels)] = pcommon.Timestamp(s.Value * 1e9)
+		times[labelKey("", s.Labels, split)] = pcommon.Timestamp(s.Value * 1e9)
 	}
 	for _, s := range f.Samples {
 		add(s)
@@ -159,10 +165,10 @@ func newMetric(ms pmetric.MetricSlice, f *promtext.Family) pmetric.Metric {
 	return m
 }
 
-func putLabels(attrs pcommon.Map, labels []promtext.Label) {
+func putLabels(attrs pcommon.Map, labels []promtext.Label, split bool) {
 	attrs.EnsureCapacity(len(labels))
 	for _, l := range labels {
-		if l.Name == "le" || l.Name == "quantile" {
+		if split && (l.Name == "le" || l.Name == "quantile") {
 			continue
 		}
 		attrs.PutStr(l.Name, l.Value)
@@ -183,13 +189,13 @@ func (c *converter) gauge(f *promtext.Family, now pcommon.Timestamp, ms pmetric.
 		dp := m.Gauge().DataPoints().AppendEmpty()
 		dp.SetTimestamp(sampleTime(s, now))
 		dp.SetDoubleValue(s.Value)
-		putLabels(dp.Attributes(), s.Labels)
+		putLabels(dp.Attributes(), s.Labels, false)
 		out.points++
 	}
 }
 
 func (c *converter) counter(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
-	created := createdTimes(f, createdFam)
+	created := createdTimes(f, createdFam, false)
 	var m pmetric.Metric
 	reset := false
 	for _, s := range f.Samples {
@@ -206,16 +212,16 @@ func (c *converter) counter(f, createdFam *promtext.Family, now pcommon.Timestam
 			sum.SetIsMonotonic(true)
 			sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 		}
-		key := labelKey(f.Name, s.Labels)
+		key := labelKey(f.Name, s.Labels, false)
 		at := sampleTime(s, now)
-		createdAt, hasCreated := created[labelKey("", s.Labels)]
+		createdAt, hasCreated := created[labelKey("", s.Labels, false)]
 		start, r := c.startFor(key, s.Value, createdAt, hasCreated, at)
 		reset = reset || r
 		dp := m.Sum().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(at)
 		dp.SetDoubleValue(s.Value)
-		putLabels(dp.Attributes(), s.Labels)
+		putLabels(dp.Attributes(), s.Labels, false)
 		out.points++
 	}
 	if reset {
@@ -236,7 +242,7 @@ type histSeries struct {
 }
 
 func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
-	created := createdTimes(f, createdFam)
+	created := createdTimes(f, createdFam, true)
 	series, order := groupSeries(f, now)
 	var m pmetric.Metric
 	reset := false
@@ -250,6 +256,10 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 			continue
 		}
 		sort.Sort(byBound{h})
+		if !distinctBounds(h.bounds) {
+			out.malformed[f.Name] = "histogram repeats a bucket bound (le=\"1\" and le=\"1.0\")"
+			continue
+		}
 		counts, ok := bucketCounts(h)
 		if !ok {
 			out.malformed[f.Name] = "histogram buckets are not cumulative"
@@ -259,7 +269,7 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 			m = newMetric(ms, f)
 			m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 		}
-		createdAt, hasCreated := created[labelKey("", h.labels)]
+		createdAt, hasCreated := created[labelKey("", h.labels, true)]
 		start, r := c.startFor(f.Name+"\xff"+key, h.count, createdAt, hasCreated, h.at)
 		reset = reset || r
 		dp := m.Histogram().DataPoints().AppendEmpty()
@@ -276,7 +286,7 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 		}
 		dp.ExplicitBounds().FromRaw(finite)
 		dp.BucketCounts().FromRaw(counts)
-		putLabels(dp.Attributes(), h.labels)
+		putLabels(dp.Attributes(), h.labels, true)
 		out.points++
 	}
 	if reset {
@@ -293,7 +303,7 @@ func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSer
 		if suffix == "_created" {
 			continue
 		}
-		key := labelKey("", s.Labels)
+		key := labelKey("", s.Labels, true)
 		h := series[key]
 		if h == nil {
 			h = &histSeries{labels: s.Labels, at: sampleTime(s, now)}
@@ -303,7 +313,7 @@ func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSer
 		switch suffix {
 		case "_bucket":
 			le, err := leBound(s.Labels)
-			if err != nil || math.IsNaN(s.Value) {
+			if err != nil || math.IsNaN(le) || math.IsNaN(s.Value) {
 				continue
 			}
 			h.bounds = append(h.bounds, le)
@@ -324,6 +334,15 @@ func leBound(labels []promtext.Label) (float64, error) {
 		}
 	}
 	return 0, strconv.ErrSyntax
+}
+
+func distinctBounds(sorted []float64) bool {
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			return false
+		}
+	}
+	return true
 }
 
 type byBound struct{ h *histSeries }
@@ -371,11 +390,12 @@ func wholeCount(v float64) (uint64, bool) {
 }
 
 func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
-	created := createdTimes(f, createdFam)
+	created := createdTimes(f, createdFam, true)
 	type sumSeries struct {
 		labels    []promtext.Label
 		quantiles [][2]float64
 		count     float64
+		hasCount  bool
 		sum       float64
 		at        pcommon.Timestamp
 	}
@@ -386,7 +406,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 		if suffix == "_created" {
 			continue
 		}
-		key := labelKey("", s.Labels)
+		key := labelKey("", s.Labels, true)
 		ss := series[key]
 		if ss == nil {
 			ss = &sumSeries{labels: s.Labels, at: sampleTime(s, now)}
@@ -403,7 +423,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 				}
 			}
 		case "_count":
-			ss.count = s.Value
+			ss.count, ss.hasCount = s.Value, true
 		case "_sum":
 			ss.sum = s.Value
 		}
@@ -412,7 +432,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 	for _, key := range order {
 		ss := series[key]
 		total, ok := wholeCount(ss.count)
-		if !ok {
+		if !ok || !ss.hasCount {
 			out.malformed[f.Name] = "summary series without a valid count"
 			continue
 		}
@@ -420,7 +440,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 			m = newMetric(ms, f)
 			m.SetEmptySummary()
 		}
-		createdAt, hasCreated := created[labelKey("", ss.labels)]
+		createdAt, hasCreated := created[labelKey("", ss.labels, true)]
 		start, _ := c.startFor(f.Name+"\xff"+key, ss.count, createdAt, hasCreated, ss.at)
 		dp := m.Summary().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
@@ -435,7 +455,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 			qv.SetQuantile(q[0])
 			qv.SetValue(q[1])
 		}
-		putLabels(dp.Attributes(), ss.labels)
+		putLabels(dp.Attributes(), ss.labels, true)
 		out.points++
 	}
 }

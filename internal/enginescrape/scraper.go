@@ -4,6 +4,7 @@
 package enginescrape
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,7 @@ type Scraper struct {
 	converter *converter
 	version   string
 	wasUp     bool
+	scrapes   uint64
 	state     []*stateEndpoint
 	telemetry scrapeTelemetry
 }
@@ -123,8 +125,11 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	sm.Scope().SetVersion(s.settings.BuildInfo.Version)
 
 	up := s.scrapeMetrics(ctx, now, sm.Metrics())
-	if up && (!s.wasUp || s.version == "") {
-		s.refreshVersion(ctx) // at first contact and after every outage: a restart may have upgraded the engine
+	s.scrapes++
+	// At first contact and after every outage (a restart may have upgraded the engine); while the version
+	// endpoint fails, every 30th scrape rather than every scrape.
+	if up && (!s.wasUp || (s.version == "" && s.scrapes%30 == 0)) {
+		s.refreshVersion(ctx)
 	}
 	s.wasUp = up
 	if up {
@@ -222,16 +227,23 @@ func (s *Scraper) fetch(ctx context.Context, url string, limit int64) ([]byte, s
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		// A connection cut mid-body still leaves the complete lines before the cut.
+		body = completeLines(body)
 		if len(body) == 0 {
 			return nil, contentType, err
 		}
-		s.problems.report("read", "Engine metrics body ended early; keeping what arrived", zap.Error(err), zap.Int("bytes", len(body)))
+		s.problems.report("read", "Engine metrics body ended early; keeping the complete lines that arrived", zap.Error(err), zap.Int("bytes", len(body)))
 		return body, contentType, nil
 	}
 	if int64(len(body)) > limit {
-		return body[:limit], contentType, errBodyTooLarge
+		return completeLines(body[:limit]), contentType, errBodyTooLarge
 	}
 	return body, contentType, nil
+}
+
+// completeLines drops a cut-off last line: "c_total 10001" cut to "c_total 100" would parse as a valid,
+// wrong value (and fake a counter reset).
+func completeLines(body []byte) []byte {
+	return body[:bytes.LastIndexByte(body, '\n')+1]
 }
 
 func (s *Scraper) refreshVersion(ctx context.Context) {
