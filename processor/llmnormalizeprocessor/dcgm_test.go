@@ -47,8 +47,14 @@ func TestDCGMExporterMapsOntoTheGPUNames(t *testing.T) {
 		}
 		return want
 	}
+	// Per series, the profiling field wins over GPU_UTIL; a GPU without it keeps GPU_UTIL. (In this partly
+	// hand-written capture the profiling fields carry no labels, so both kinds of series appear.)
+	wantUtil := byGPU("DCGM_FI_DEV_GPU_UTIL", 0.01)
+	for gpu, v := range byGPU("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1) {
+		wantUtil[gpu] = v
+	}
 	util := single(t, out, schema.MetricHwGPUUtilization)
-	assert.Equal(t, byGPU("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1), numbers(util, schema.AttrHwID), "the profiling field wins over GPU_UTIL")
+	assert.Equal(t, wantUtil, numbers(util, schema.AttrHwID))
 	assert.Equal(t, byGPU("DCGM_FI_DEV_FB_USED", 1<<20), numbers(single(t, out, schema.MetricHwGPUMemoryUsage), schema.AttrHwID), "MiB to bytes")
 	assert.Equal(t, byGPU("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1e-3), numbers(single(t, out, schema.MetricHwEnergy), schema.AttrHwID), "mJ to J")
 

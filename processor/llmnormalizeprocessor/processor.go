@@ -105,10 +105,11 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 		}
 		drop[i] = true
 	}
-	// Pass 1: find each mapped metric's rule, and among alternative spellings of the same series keep the
-	// newest (lowest rank). Slices indexed by canonical metric, not maps: this runs for every scope.
-	var chosen [][]choice // per canonical metric id
-	var ruleOf []*rule    // per original index; nil = unmapped
+	// Pass 1: find each metric's rule and group the metrics by canonical metric. Slices indexed by the
+	// canonical metric's position in the schema, not maps: this runs for every scope.
+	var ruleOf []*rule
+	var groups [][]int // per canonical metric: the original indexes mapped onto it
+	var order []int    // canonical metrics in order of first appearance
 	for i := 0; i < original; i++ {
 		m := ms.At(i)
 		r := rules[m.Name()]
@@ -123,67 +124,97 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 		}
 		if ruleOf == nil {
 			ruleOf = make([]*rule, original)
-			chosen = make([][]choice, n.rules.metrics)
+			groups = make([][]int, n.rules.metrics)
 		}
 		ruleOf[i] = r
-		kept := true
-		for k, prev := range chosen[r.id] {
-			if prev.series != r.series {
+		if len(groups[r.id]) == 0 {
+			order = append(order, r.id)
+		}
+		groups[r.id] = append(groups[r.id], i)
+	}
+	// Pass 2: rewrite. When several families map onto one canonical metric (a release in transition that
+	// exposes two spellings; DCGM's SM and memory clocks), their series merge into one metric, and where two
+	// spellings carry the same series (same attributes after the rewrite) the newer spelling's point wins.
+	var homes []pmetric.Metric
+	for _, id := range order {
+		idxs := groups[id]
+		sort.SliceStable(idxs, func(a, b int) bool { return ruleOf[idxs[a]].rank < ruleOf[idxs[b]].rank })
+		var home pmetric.Metric
+		for k, i := range idxs {
+			m, r := ms.At(i), ruleOf[i]
+			target, idx := m, i
+			if n.cfg.KeepOriginals {
+				target = ms.AppendEmpty()
+				m.CopyTo(target)
+				idx = ms.Len() - 1
+			}
+			apply(target, r)
+			if k == 0 {
+				home = target
+				c.mapped += int64(dataPointCount(target))
 				continue
 			}
-			if prev.rank <= r.rank { // the one we have is newer: this older spelling goes
-				kept = false
-			} else {
-				ruleOf[prev.index] = nil
-				markDrop(prev.index)
-				c.dropped += int64(dataPointCount(ms.At(prev.index)))
-				chosen[r.id][k] = choice{r.series, i, r.rank}
-			}
-			break
+			moved, duplicates := mergeNewSeries(home, target)
+			c.mapped += int64(moved)
+			c.dropped += int64(duplicates)
+			markDrop(idx)
 		}
-		switch {
-		case !kept:
-			ruleOf[i] = nil
-			markDrop(i)
-			c.dropped += int64(dataPointCount(m))
-		case !hasSeries(chosen[r.id], r.series):
-			chosen[r.id] = append(chosen[r.id], choice{r.series, i, r.rank})
+		if homes == nil {
+			homes = make([]pmetric.Metric, n.rules.metrics)
 		}
+		homes[id] = home
 	}
-	// Pass 2: rewrite the kept metrics; series of the same canonical metric from different sources are
-	// merged into the first one, so each canonical name appears once per scope.
-	var home []int // per canonical metric id: index+1 of the metric that carries it
-	for i := 0; i < original && ruleOf != nil; i++ {
-		r := ruleOf[i]
-		if r == nil {
-			continue
-		}
-		m := ms.At(i)
-		c.mapped += int64(dataPointCount(m))
-		target, idx := m, i
-		if n.cfg.KeepOriginals {
-			target = ms.AppendEmpty()
-			m.CopyTo(target)
-			idx = ms.Len() - 1
-		}
-		apply(target, r)
-		if home == nil {
-			home = make([]int, n.rules.metrics)
-		}
-		if home[r.id] == 0 {
-			home[r.id] = idx + 1
-			continue
-		}
-		mergeInto(ms.At(home[r.id]-1), target)
-		markDrop(idx)
-	}
-	if home != nil && home[n.rules.hitsID] > 0 && home[n.rules.queriesID] > 0 && home[n.rules.ratioID] == 0 {
-		deriveHitRatio(ms, ms.At(home[n.rules.hitsID]-1), ms.At(home[n.rules.queriesID]-1), n.rules.ratio)
+	none := pmetric.Metric{}
+	if homes != nil && homes[n.rules.hitsID] != none && homes[n.rules.queriesID] != none && homes[n.rules.ratioID] == none {
+		deriveHitRatio(ms, homes[n.rules.hitsID], homes[n.rules.queriesID], n.rules.ratio)
 	}
 	if drop != nil {
 		i := -1
 		ms.RemoveIf(func(pmetric.Metric) bool { i++; return i < len(drop) && drop[i] })
 	}
+}
+
+// mergeNewSeries copies into home the points of other whose series home does not have yet; both carry the
+// same canonical metric, so after apply they have the same type.
+func mergeNewSeries(home, other pmetric.Metric) (moved, duplicates int) {
+	switch home.Type() {
+	case pmetric.MetricTypeGauge:
+		return mergePoints(home.Gauge().DataPoints(), other.Gauge().DataPoints())
+	case pmetric.MetricTypeSum:
+		return mergePoints(home.Sum().DataPoints(), other.Sum().DataPoints())
+	case pmetric.MetricTypeHistogram:
+		return mergePoints(home.Histogram().DataPoints(), other.Histogram().DataPoints())
+	}
+	return 0, dataPointCount(other)
+}
+
+type pointSlice[P interface {
+	Attributes() pcommon.Map
+	CopyTo(P)
+}] interface {
+	Len() int
+	At(int) P
+	AppendEmpty() P
+}
+
+func mergePoints[P interface {
+	Attributes() pcommon.Map
+	CopyTo(P)
+}, S pointSlice[P]](home, other S) (moved, duplicates int) {
+	have := make(map[string]bool, home.Len())
+	for i := 0; i < home.Len(); i++ {
+		have[seriesKey(home.At(i).Attributes())] = true
+	}
+	for i := 0; i < other.Len(); i++ {
+		p := other.At(i)
+		if have[seriesKey(p.Attributes())] {
+			duplicates++
+			continue
+		}
+		p.CopyTo(home.AppendEmpty())
+		moved++
+	}
+	return moved, duplicates
 }
 
 // deriveHitRatio adds llm.prefix_cache.hit_ratio = hits / queries for each series present in both counters:
@@ -200,7 +231,7 @@ func deriveHitRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *s
 	var ratio pmetric.Metric
 	for _, h := range hits.Sum().DataPoints().All() {
 		q, ok := queriesBySeries[seriesKey(h.Attributes())]
-		if !ok || q.DoubleValue() <= 0 {
+		if !ok || numberValue(q) <= 0 {
 			continue // no lookups yet: the ratio is undefined, not 0
 		}
 		if ratio == (pmetric.Metric{}) {
@@ -213,8 +244,15 @@ func deriveHitRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *s
 		dp := ratio.Gauge().DataPoints().AppendEmpty()
 		h.Attributes().CopyTo(dp.Attributes())
 		dp.SetTimestamp(h.Timestamp())
-		dp.SetDoubleValue(h.DoubleValue() / q.DoubleValue())
+		dp.SetDoubleValue(numberValue(h) / numberValue(q))
 	}
+}
+
+func numberValue(dp pmetric.NumberDataPoint) float64 {
+	if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
+		return float64(dp.IntValue())
+	}
+	return dp.DoubleValue()
 }
 
 func seriesKey(attrs pcommon.Map) string {
@@ -224,34 +262,6 @@ func seriesKey(attrs pcommon.Map) string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, "\xff")
-}
-
-// choice is the metric kept, so far in a scope, for one series of a canonical metric.
-type choice struct {
-	series      string
-	index, rank int
-}
-
-func hasSeries(choices []choice, series string) bool {
-	for _, ch := range choices {
-		if ch.series == series {
-			return true
-		}
-	}
-	return false
-}
-
-// mergeInto moves the data points of from into into; both carry the same canonical metric, so after apply
-// they have the same type.
-func mergeInto(into, from pmetric.Metric) {
-	switch from.Type() {
-	case pmetric.MetricTypeGauge:
-		from.Gauge().DataPoints().MoveAndAppendTo(into.Gauge().DataPoints())
-	case pmetric.MetricTypeSum:
-		from.Sum().DataPoints().MoveAndAppendTo(into.Sum().DataPoints())
-	case pmetric.MetricTypeHistogram:
-		from.Histogram().DataPoints().MoveAndAppendTo(into.Histogram().DataPoints())
-	}
 }
 
 // fits reports whether a metric's data type can carry the canonical instrument; a histogram cannot be made
@@ -374,6 +384,10 @@ func renameAttributes(attrs pcommon.Map, renames [][2]string) {
 	for _, rn := range renames {
 		v, ok := attrs.Get(rn[0])
 		if !ok {
+			continue
+		}
+		if _, taken := attrs.Get(rn[1]); taken { // the point already says it under the canonical name
+			attrs.Remove(rn[0])
 			continue
 		}
 		if v.Type() == pcommon.ValueTypeStr { // every Prometheus label; no copy of the value needed

@@ -176,7 +176,7 @@ func TestNewestSpellingWins(t *testing.T) {
 	kv := single(t, out, schema.MetricLLMKVCacheUtilization)
 	require.Equal(t, 1, kv.Gauge().DataPoints().Len())
 	assert.Equal(t, want[0].Value, kv.Gauge().DataPoints().At(0).DoubleValue())
-	assert.Empty(t, metrics(out)["vllm:gpu_cache_usage_perc"], "the older spelling does not linger")
+	assert.Empty(t, metrics(out)["vllm:gpu_cache_usage_perc"], "the older spelling does not linger as a vendor metric either")
 }
 
 func histogramMetrics(name string, bounds []float64, counts []uint64, sum float64) pmetric.Metrics {
@@ -289,4 +289,61 @@ func TestNonStringAttributesAreRenamedToo(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, pcommon.ValueTypeInt, v.Type())
 	assert.EqualValues(t, 3, v.Int())
+}
+
+// Review cases: per-series precedence, keep_originals with two spellings, no overwrite on rename.
+func TestSpellingsInTransitionPerSeries(t *testing.T) {
+	md := pmetric.NewMetrics()
+	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	add := func(name, model string, v float64) {
+		m := ms.AppendEmpty()
+		m.SetName(name)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetDoubleValue(v)
+		dp.Attributes().PutStr("model_name", model)
+	}
+	add("ray_vllm:gpu_cache_usage_perc", "old-replica", 0.3) // older spelling first in the scrape
+	add("ray_vllm:kv_cache_usage_perc", "new-replica", 0.5)
+	add("ray_vllm:gpu_cache_usage_perc", "new-replica", 0.9) // same series as the newer spelling: loses
+
+	got := numbersByModel(single(t, normalize(t, &Config{}, md).out, schema.MetricLLMKVCacheUtilization))
+	assert.Equal(t, map[string]float64{"old-replica": 0.3, "new-replica": 0.5}, got)
+
+	kept := metrics(normalize(t, &Config{KeepOriginals: true}, func() pmetric.Metrics {
+		md := gaugeMetrics("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+		return md
+	}()).out)
+	assert.Len(t, kept["vllm:gpu_cache_usage_perc"], 1, "keep_originals keeps every original")
+	assert.Len(t, kept["vllm:kv_cache_usage_perc"], 1)
+	assert.Len(t, kept[schema.MetricLLMKVCacheUtilization], 1)
+}
+
+func numbersByModel(m pmetric.Metric) map[string]float64 {
+	out := map[string]float64{}
+	for _, dp := range m.Gauge().DataPoints().All() {
+		v, _ := dp.Attributes().Get(schema.AttrGenAIRequestModel)
+		out[v.Str()] = dp.DoubleValue()
+	}
+	return out
+}
+
+func TestRenameDoesNotOverwrite(t *testing.T) {
+	md := gaugeMetrics("vllm:num_requests_running")
+	dp := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Gauge().DataPoints().At(0)
+	dp.Attributes().PutStr(schema.AttrGenAIRequestModel, "served-name")
+	got := single(t, normalize(t, &Config{}, md).out, schema.MetricLLMSchedulerRequestsRunning).Gauge().DataPoints().At(0).Attributes().AsRaw()
+	assert.Equal(t, map[string]any{schema.AttrGenAIRequestModel: "served-name"}, got)
+}
+
+func TestHitRatioFromIntegerCounters(t *testing.T) {
+	md := pmetric.NewMetrics()
+	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	for name, v := range map[string]int64{"vllm:prefix_cache_hits_total": 30, "vllm:prefix_cache_queries_total": 120} {
+		m := ms.AppendEmpty()
+		m.SetName(name)
+		m.SetEmptySum().SetIsMonotonic(true)
+		m.Sum().DataPoints().AppendEmpty().SetIntValue(v)
+	}
+	ratio := single(t, normalize(t, &Config{}, md).out, schema.MetricLLMPrefixCacheHitRatio)
+	assert.Equal(t, 0.25, ratio.Gauge().DataPoints().At(0).DoubleValue())
 }

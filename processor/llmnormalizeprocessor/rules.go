@@ -1,7 +1,6 @@
 package llmnormalizeprocessor
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -20,10 +19,6 @@ type rule struct {
 	replicated [][2]string
 	// set are constant attributes added to every data point.
 	set [][2]string
-	// series tells sources of one canonical metric apart: sources with the same value are alternative
-	// spellings of one series (the lower rank wins); different values are different series (DCGM's SM and
-	// memory clocks) merged into one canonical metric.
-	series string
 }
 
 // engineRules maps every accepted wire spelling of an engine's families to its rule.
@@ -83,7 +78,6 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 				scale, _ := src.Scale(m.Unit) // validated at schema load
 				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
 					replicated: renames(e.ReplicatedLabels, nil), set: renames(src.SetAttributes, nil)}
-				r.series = fmt.Sprint(r.set)
 				for _, spelling := range e.Spellings(src.Name) {
 					rules[spelling] = r
 				}
