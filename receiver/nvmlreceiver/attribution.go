@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -16,6 +17,22 @@ type replica struct{ instance, engine string }
 type attributor struct {
 	root  string
 	rules []ReplicaRule
+}
+
+// newAttributor compiles the rules' patterns itself, so attribution does not depend on Validate having run.
+func newAttributor(root string, rules []ReplicaRule) *attributor {
+	compiled := make([]ReplicaRule, 0, len(rules))
+	for _, r := range rules {
+		if r.ProcessName != "" && r.nameRE == nil {
+			re, err := regexp.Compile(r.ProcessName)
+			if err != nil {
+				continue // Validate reports it; an uncompilable rule matches nothing rather than everything
+			}
+			r.nameRE = re
+		}
+		compiled = append(compiled, r)
+	}
+	return &attributor{root: root, rules: compiled}
 }
 
 func (a *attributor) resolve(pid uint32) (replica, bool) {

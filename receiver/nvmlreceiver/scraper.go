@@ -31,7 +31,7 @@ type gpuScraper struct {
 	devices  map[string]*gpu // by UUID
 	events   nvml.EventSet
 	reported map[string]bool // one log line per problem
-	started  pcommon.Timestamp
+	lost     map[string]bool // UUIDs NVML reported lost: not rediscovered until the collector restarts
 }
 
 // gpu is what the receiver remembers about one device between scrapes.
@@ -47,12 +47,13 @@ type gpu struct {
 	gpmPrimed  bool // gpmPrev holds a sample taken at the previous scrape
 	xids       uint64
 	lost       bool
+	since      pcommon.Timestamp // discovery time: the start of this GPU's counters
 }
 
 func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) *gpuScraper {
 	s, _ := schema.Default() // validated by the config
 	return &gpuScraper{cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
-		attr: &attributor{root: cfg.ProcRoot, rules: cfg.Replicas}, devices: map[string]*gpu{}, reported: map[string]bool{}}
+		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, reported: map[string]bool{}, lost: map[string]bool{}}
 }
 
 func (s *gpuScraper) once(key string, log func(string, ...zap.Field), msg string, fields ...zap.Field) {
@@ -64,7 +65,6 @@ func (s *gpuScraper) once(key string, log func(string, ...zap.Field), msg string
 }
 
 func (s *gpuScraper) start(context.Context, component.Host) error {
-	s.started = pcommon.NewTimestampFromTime(time.Now())
 	if ret := s.lib.Init(); ret != nvml.SUCCESS {
 		what := "NVML library not found: no NVIDIA driver on this node"
 		if ret != nvml.ERROR_LIBRARY_NOT_FOUND {
@@ -99,11 +99,7 @@ func (s *gpuScraper) shutdown(context.Context) error {
 		return nil
 	}
 	for _, g := range s.devices {
-		for _, sample := range []nvml.GpmSample{g.gpmPrev, g.gpmCur} {
-			if sample != nil {
-				_ = sample.Free()
-			}
-		}
+		g.free()
 	}
 	if s.events != nil {
 		_ = s.events.Free()
@@ -139,9 +135,12 @@ func (s *gpuScraper) scrape(context.Context) (pmetric.Metrics, error) {
 			s.once(fmt.Sprintf("uuid/%d", i), s.logger.Warn, "GPU unavailable; skipping it", zap.Int("index", i), zap.String("nvml", nvml.ErrorString(ret)))
 			continue
 		}
+		if s.lost[uuid] {
+			continue
+		}
 		g := s.devices[uuid]
 		if g == nil {
-			g = s.discover(dev, uuid, i)
+			g = s.discover(dev, uuid, i, now)
 			s.devices[uuid] = g
 		}
 		seen[uuid] = true
@@ -149,15 +148,29 @@ func (s *gpuScraper) scrape(context.Context) (pmetric.Metrics, error) {
 	}
 	for uuid, g := range s.devices {
 		if !seen[uuid] || g.lost {
-			s.logger.Warn("GPU disappeared (fell off the bus, or unbound); its metrics stop", zap.String("hw.id", uuid), zap.Int("index", g.index))
+			s.logger.Warn("GPU disappeared (fell off the bus, lost, or unbound); its metrics stop until the collector restarts",
+				zap.String("hw.id", uuid), zap.Int("index", g.index))
+			g.free()
 			delete(s.devices, uuid)
+			if g.lost {
+				s.lost[uuid] = true // it still enumerates but answers nothing: do not rediscover it every scrape
+			}
 		}
 	}
 	return md, nil
 }
 
-func (s *gpuScraper) discover(dev nvml.Device, uuid string, index int) *gpu {
-	g := &gpu{uuid: uuid, index: index, off: map[string]bool{}}
+func (g *gpu) free() {
+	for _, sample := range []nvml.GpmSample{g.gpmPrev, g.gpmCur} {
+		if sample != nil {
+			_ = sample.Free()
+		}
+	}
+	g.gpmPrev, g.gpmCur, g.gpmOK = nil, nil, false
+}
+
+func (s *gpuScraper) discover(dev nvml.Device, uuid string, index int, now pcommon.Timestamp) *gpu {
+	g := &gpu{uuid: uuid, index: index, off: map[string]bool{}, since: now}
 	if name, ret := dev.GetName(); ret == nvml.SUCCESS {
 		g.name = name
 	}
@@ -192,7 +205,9 @@ func (s *gpuScraper) drainXIDs() {
 		if g := s.devices[uuid]; g != nil {
 			g.xids++
 		}
-		s.logger.Warn("GPU reported an XID error", zap.String("hw.id", uuid), zap.Uint64("xid", data.EventData))
+		// An XID storm repeats one code many times a second: say each code once per GPU; hw.errors counts all.
+		s.once(fmt.Sprintf("xid/%s/%d", uuid, data.EventData), s.logger.Warn, "GPU reported an XID error (further ones with this code are counted in hw.errors, not logged)",
+			zap.String("hw.id", uuid), zap.Uint64("xid", data.EventData))
 	}
 }
 
@@ -223,6 +238,7 @@ type points struct {
 	ms     pmetric.MetricSlice
 	byName map[string]pmetric.Metric
 	now    pcommon.Timestamp
+	start  pcommon.Timestamp // counters' start: when this receiver first saw the GPU
 }
 
 func (p *points) metric(name string) pmetric.Metric {
@@ -250,7 +266,7 @@ func (p *points) add(name string, value float64, attrs ...string) {
 	var dp pmetric.NumberDataPoint
 	if m.Type() == pmetric.MetricTypeSum {
 		dp = m.Sum().DataPoints().AppendEmpty()
-		dp.SetStartTimestamp(p.s.started)
+		dp.SetStartTimestamp(p.start)
 	} else {
 		dp = m.Gauge().DataPoints().AppendEmpty()
 	}
@@ -288,7 +304,7 @@ func (s *gpuScraper) collect(dev nvml.Device, g *gpu, rm pmetric.ResourceMetrics
 	sm := rm.ScopeMetrics().AppendEmpty()
 	sm.Scope().SetName("github.com/servescope/servescope/receiver/nvmlreceiver")
 	sm.Scope().SetVersion(s.set.BuildInfo.Version)
-	p := &points{s: s, ms: sm.Metrics(), byName: map[string]pmetric.Metric{}, now: now}
+	p := &points{s: s, ms: sm.Metrics(), byName: map[string]pmetric.Metric{}, now: now, start: g.since}
 
 	s.utilization(dev, g, p)
 	if s.want(g, "memory") {
@@ -529,6 +545,10 @@ func (s *gpuScraper) processes(dev nvml.Device, g *gpu, p *points, res pcommon.M
 		return attrs
 	}
 	for _, proc := range procs {
+		if proc.UsedGpuMemory == math.MaxUint64 { // NVML_VALUE_NOT_AVAILABLE (e.g. Windows WDDM)
+			attrsFor(proc.Pid) // still counts towards the GPU's owner
+			continue
+		}
 		p.add(schema.MetricNvidiaGPUProcessMemoryUsage, float64(proc.UsedGpuMemory), attrsFor(proc.Pid)...)
 	}
 	if s.want(g, "process_utilization") {

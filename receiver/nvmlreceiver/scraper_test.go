@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -293,7 +294,7 @@ func TestEveryFamilyOnH100(t *testing.T) {
 		values(t, md, 0, schema.MetricNvidiaGPUPcieThroughput))
 	assert.Equal(t, map[string]float64{"network.io.direction=transmit;": 300 * 1024, "network.io.direction=receive;": 700 * 1024},
 		values(t, md, 0, schema.MetricNvidiaGPUNvlinkIo), "all links summed, KiB to bytes")
-	assert.Equal(t, 1, st.calls["fields"]/2, "NVLink counters come from one batched field-value call per scrape")
+	assert.Equal(t, 2, st.calls["fields"], "NVLink counters come from one batched field-value call per scrape")
 	assert.InDelta(t, 0.80, single(t, md, 0, schema.MetricNvidiaGPUSmActivity), 1e-12, "GPM over the interval between two scrapes")
 	assert.InDelta(t, 0.40, single(t, md, 0, schema.MetricNvidiaGPUSmOccupancy), 1e-12)
 	assert.InDelta(t, 0.55, single(t, md, 0, schema.MetricNvidiaGPUTensorActivity), 1e-12)
@@ -367,8 +368,61 @@ func TestGPUThatDisappears(t *testing.T) {
 	r.srv.Devices[3].(*server.Device).GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) {
 		return 0, nvml.ERROR_GPU_IS_LOST
 	}
+	assert.Equal(t, 7, r.scrape(t).ResourceMetrics().Len(), "what the GPU said before it was lost still goes out")
+	for range 3 {
+		assert.Equal(t, 6, r.scrape(t).ResourceMetrics().Len(), "a lost GPU is not rediscovered")
+	}
+	assert.Equal(t, 2, r.logs.FilterMessageSnippet("GPU disappeared").Len(), "once per GPU")
+}
+
+// GPM samples are freed when a GPU goes and at shutdown: none leak.
+func TestGPMSamplesAreFreed(t *testing.T) {
+	r := newRig(t, dgxh100.New())
+	var allocated, freed int
+	r.srv.GpmSampleAllocFunc = func() (nvml.GpmSample, nvml.Return) {
+		allocated++
+		return &mock.GpmSample{FreeFunc: func() nvml.Return { freed++; return nvml.SUCCESS }}, nvml.SUCCESS
+	}
+	require.NoError(t, r.s.start(context.Background(), componenttest.NewNopHost()))
 	r.scrape(t)
-	assert.Equal(t, 2, r.logs.FilterMessageSnippet("GPU disappeared").Len())
+	r.srv.Devices[2].(*server.Device).GetPowerUsageFunc = func() (uint32, nvml.Return) { return 0, nvml.ERROR_GPU_IS_LOST }
+	for range 3 {
+		r.scrape(t)
+	}
+	require.NoError(t, r.s.shutdown(context.Background()))
+	assert.Equal(t, 16, allocated, "two per GPU, once")
+	assert.Equal(t, allocated, freed)
+}
+
+func TestXIDStormLogsEachCodeOnce(t *testing.T) {
+	r := newRig(t, dgxh100.New())
+	r.start(t)
+	r.scrape(t)
+	for range 50 {
+		r.events = append(r.events, nvml.EventData{Device: r.srv.Devices[0], EventType: nvml.EventTypeXidCriticalError, EventData: 31})
+	}
+	md := r.scrape(t)
+	assert.Equal(t, 50.0, values(t, md, 0, schema.MetricHwErrors)["error.type=xid;"])
+	assert.Equal(t, 1, r.logs.FilterMessageSnippet("XID").Len())
+}
+
+func TestUnavailableProcessMemoryIsSkipped(t *testing.T) {
+	r := newRig(t, dgxh100.New())
+	r.start(t)
+	r.states[0].procs = []nvml.ProcessInfo{{Pid: 1, UsedGpuMemory: math.MaxUint64}, {Pid: 2, UsedGpuMemory: 1 << 30}}
+	assert.Equal(t, map[string]float64{"process.pid=2;": 1 << 30}, values(t, r.scrape(t), 0, schema.MetricNvidiaGPUProcessMemoryUsage))
+}
+
+func TestAttributionWithoutValidate(t *testing.T) {
+	root := t.TempDir()
+	fakeProc(t, root, 7, "python3\x00-m\x00sglang.launch_server\x00", "0::/x", 30000)
+	fakeProc(t, root, 8, "other\x00", "0::/x", 1)
+	a := newAttributor(root, []ReplicaRule{{ProcessName: `sglang`, ServiceInstanceID: "s"}})
+	_, ok := a.resolve(8)
+	assert.False(t, ok, "an unvalidated process_name rule still matches only its processes")
+	r, ok := a.resolve(7)
+	assert.True(t, ok)
+	assert.Equal(t, "s", r.instance)
 }
 
 func TestNoDriverNoGPU(t *testing.T) {
