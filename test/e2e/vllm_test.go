@@ -71,6 +71,14 @@ func wireName(body []byte, family string) string {
 	return ""
 }
 
+func labelValue(labels, name string) string {
+	m := regexp.MustCompile(`(?:^|,)` + name + `="([^"]*)"`).FindStringSubmatch(labels)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
 func gaugeValues(m pmetric.Metric) []float64 {
 	var out []float64
 	dps := m.Gauge().DataPoints()
@@ -113,14 +121,25 @@ func TestVLLMCapturesThroughTheBinary(t *testing.T) {
 			assert.Equal(t, "{request}", waiting.Unit())
 			assert.Equal(t, rawValues(fixtures.Samples(body, wireName(body, "num_requests_waiting"))), gaugeValues(waiting))
 
-			kvWire := wireName(body, "kv_cache_usage_perc")
-			if kvWire == "" {
-				kvWire = wireName(body, "gpu_cache_usage_perc")
+			// KV usage per model: the current spelling where the capture has it, else the older one (the
+			// hand-extended captures carry both spellings, for different models).
+			want := map[string]float64{}
+			for _, family := range []string{"gpu_cache_usage_perc", "kv_cache_usage_perc"} {
+				if wire := wireName(body, family); wire != "" {
+					for _, s := range fixtures.Samples(body, wire) {
+						want[labelValue(s.Labels, "model_name")] = s.Value
+					}
+				}
 			}
 			kv := find(md, schema.MetricLLMKVCacheUtilization)
 			require.Len(t, kv, 1)
 			assert.Equal(t, "1", kv[0].Unit())
-			assert.Equal(t, rawValues(fixtures.Samples(body, kvWire)), gaugeValues(kv[0]))
+			got := map[string]float64{}
+			for _, dp := range kv[0].Gauge().DataPoints().All() {
+				model, _ := dp.Attributes().Get(schema.AttrGenAIRequestModel)
+				got[model.Str()] = dp.DoubleValue()
+			}
+			assert.Equal(t, want, got)
 
 			e2e := find(md, schema.MetricGenAIServerRequestDuration)
 			require.Len(t, e2e, 1)
