@@ -41,6 +41,7 @@ import (
 	nvmlreceiver "github.com/servescope/servescope/receiver/nvmlreceiver"
 	llamacppreceiver "github.com/servescope/servescope/receiver/llamacppreceiver"
 	sglangreceiver "github.com/servescope/servescope/receiver/sglangreceiver"
+	tensorrtllmreceiver "github.com/servescope/servescope/receiver/tensorrtllmreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -89,6 +90,7 @@ func components() (otelcol.Factories, error) {
 		nvmlreceiver.NewFactory(),
 		llamacppreceiver.NewFactory(),
 		sglangreceiver.NewFactory(),
+		tensorrtllmreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -101,6 +103,7 @@ func components() (otelcol.Factories, error) {
 		nvmlreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		llamacppreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		sglangreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		tensorrtllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -124,6 +124,14 @@ const (
 	MetricLLMEngineCacheConfig = "llm.engine.cache_config"
 	// MetricLLMLoRARequestsInfo: Info metric for LoRA adapters in use; the value is the Unix time of the last update.
 	MetricLLMLoRARequestsInfo = "llm.lora.requests_info"
+	// MetricLLMRequestsErrors: Requests that failed, by HTTP status.
+	MetricLLMRequestsErrors = "llm.requests.errors"
+	// MetricLLMEngineIterationDuration: Duration of the engine's latest step (iteration).
+	MetricLLMEngineIterationDuration = "llm.engine.iteration.duration"
+	// MetricLLMSchedulerRequestsMaxRunning: Most requests the engine runs at once (its configured capacity).
+	MetricLLMSchedulerRequestsMaxRunning = "llm.scheduler.requests.max_running"
+	// MetricLLMSchedulerRequestsPaused: Requests paused by the in-flight batcher (TensorRT-LLM's form of preemption).
+	MetricLLMSchedulerRequestsPaused = "llm.scheduler.requests.paused"
 	// MetricLLMRequestsAborted: Requests aborted before they finished (client disconnects, cancellations).
 	MetricLLMRequestsAborted = "llm.requests.aborted"
 	// MetricLLMTokensPromptComputed: Prompt tokens the engine computed (cached prompt tokens excluded).
@@ -252,6 +260,8 @@ const (
 	AttrLLMRequestState = "llm.request.state"
 	// AttrHostName: The node's host name.
 	AttrHostName = "host.name"
+	// AttrHttpResponseStatusCode: HTTP status of a failed request.
+	AttrHttpResponseStatusCode = "http.response.status_code"
 	// AttrHwID: The GPU's UUID.
 	AttrHwID = "hw.id"
 	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
@@ -285,5 +295,6 @@ const (
 	EngineDcgmExporter = "dcgm_exporter"
 	EngineLlamaCpp     = "llama_cpp"
 	EngineSglang       = "sglang"
+	EngineTensorrtLLM  = "tensorrt_llm"
 	EngineVLLM         = "vllm"
 )

@@ -231,10 +231,21 @@ func (s *Schema) Metric(name string) *Metric {
 }
 
 // PassthroughReason says why a vendor family of an engine is deliberately left unmapped ("" if it is not).
+// A family spelled with an alias prefix is looked up under the engine's own prefix.
 func (e *Engine) PassthroughReason(family string) string {
-	for _, p := range e.Passthrough {
-		if p.Match == family || (strings.HasSuffix(p.Match, "_") || strings.HasSuffix(p.Match, ":")) && strings.HasPrefix(family, p.Match) {
-			return p.Reason
+	names := []string{family}
+	for _, alias := range e.AliasPrefixes {
+		if rest, ok := strings.CutPrefix(family, alias); ok {
+			for _, prefix := range e.MetricPrefixes {
+				names = append(names, prefix+rest)
+			}
+		}
+	}
+	for _, name := range names {
+		for _, p := range e.Passthrough {
+			if p.Match == name || (strings.HasSuffix(p.Match, "_") || strings.HasSuffix(p.Match, ":")) && strings.HasPrefix(name, p.Match) {
+				return p.Reason
+			}
 		}
 	}
 	return ""

@@ -59,7 +59,9 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 		e := s.Engines[name]
 		rs.byEngine[name] = engineRules{}
 		for _, p := range append(append([]string{}, e.MetricPrefixes...), e.AliasPrefixes...) {
-			rs.prefixes = append(rs.prefixes, enginePrefix{p, name})
+			if p != "" { // an unprefixed spelling identifies no engine: it maps only when the resource says the engine
+				rs.prefixes = append(rs.prefixes, enginePrefix{p, name})
+			}
 		}
 	}
 	for i := 1; i < len(rs.prefixes); i++ { // insertion sort by prefix length, descending; the list is tiny

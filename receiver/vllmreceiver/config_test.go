@@ -64,7 +64,7 @@ func TestLoadConfig(t *testing.T) {
 }
 
 func TestParseVersion(t *testing.T) {
-	v, err := parseVersion([]byte(`{"version": "0.11.2", "extra": {"ignored": true}}`))
+	v, err := enginescrape.ParseVersionField([]byte(`{"version": "0.11.2", "extra": {"ignored": true}}`))
 	require.NoError(t, err)
 	assert.Equal(t, "0.11.2", v)
 	for body, want := range map[string]string{
@@ -73,7 +73,7 @@ func TestParseVersion(t *testing.T) {
 		`<html>oops</html>`: "version response",
 		`{"version": ""}`:   `no "version" field`,
 	} {
-		_, err := parseVersion([]byte(body))
+		_, err := enginescrape.ParseVersionField([]byte(body))
 		assert.ErrorContains(t, err, want, body)
 	}
 }
@@ -83,7 +83,7 @@ func FuzzParseVersion(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		v, err := parseVersion(body)
+		v, err := enginescrape.ParseVersionField(body)
 		if err == nil && v == "" {
 			t.Fatal("no error and no version")
 		}

@@ -4,10 +4,6 @@
 package vllmreceiver
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
@@ -26,21 +22,7 @@ const (
 var engine = enginescrape.Engine{
 	Name:         schema.EngineVLLM,
 	VersionPath:  versionPath,
-	ParseVersion: parseVersion,
-}
-
-// parseVersion reads vLLM's `{"version": "0.11.0"}`.
-func parseVersion(body []byte) (string, error) {
-	var v struct {
-		Version *string `json:"version"`
-	}
-	if err := json.Unmarshal(body, &v); err != nil {
-		return "", fmt.Errorf("version response: %w", err)
-	}
-	if v.Version == nil || *v.Version == "" {
-		return "", errors.New(`version response: no "version" field`)
-	}
-	return *v.Version, nil
+	ParseVersion: enginescrape.ParseVersionField,
 }
 
 // NewFactory creates the vllm receiver factory.

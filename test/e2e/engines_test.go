@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
@@ -43,4 +48,55 @@ func TestOtherEngineCapturesThroughTheBinary(t *testing.T) {
 			})
 		}
 	}
+}
+
+// trtllm-serve under each of its three spellings (trtllm_, Dynamo's trtllm:, early release candidates'
+// bare names) comes out of the binary under the same canonical names.
+func TestTensorRTLLMSpellingsThroughTheBinary(t *testing.T) {
+	for _, file := range []string{"prometheus_metrics_2026.txt", "prometheus_metrics_dynamo.txt", "prometheus_metrics_rc.txt"} {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			body, err := os.ReadFile(filepath.Join("..", "..", "receiver", "tensorrtllmreceiver", "testdata", file))
+			require.NoError(t, err)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/prometheus/metrics":
+					_, _ = w.Write(body)
+				case "/version":
+					_, _ = w.Write([]byte(`{"version":"1.2.0"}`))
+				case "/health":
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			sink := newOTLPSink(t)
+			block := fmt.Sprintf("tensorrt_llm:\n    endpoint: %s\n    collection_interval: 300ms", srv.URL)
+			startCollector(t, pipelineConfig("tensorrt_llm", block, sink.URL))
+			md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
+			wire := map[string]string{"prometheus_metrics_2026.txt": "trtllm_", "prometheus_metrics_dynamo.txt": "trtllm:", "prometheus_metrics_rc.txt": ""}[file]
+			for family, canonical := range map[string]string{"num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+				"num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting} {
+				got := find(md, canonical)
+				require.Len(t, got, 1, canonical)
+				assert.Equal(t, rawValues(fixtures.Samples(body, wire+family)), gaugeValues(got[0]))
+			}
+			finished := find(md, schema.MetricLLMRequestsFinished)
+			require.Len(t, finished, 1)
+			assert.Equal(t, fixtures.Sum(body, wire+"request_success_total"), sumValues(finished[0]))
+			reason, _ := finished[0].Sum().DataPoints().At(0).Attributes().Get(schema.AttrLLMFinishReason)
+			assert.Equal(t, "stop", reason.Str())
+			e2e := find(md, schema.MetricGenAIServerRequestDuration)
+			require.Len(t, e2e, 1)
+			assert.Equal(t, uint64(fixtures.Sum(body, wire+"e2e_request_latency_seconds_count")), e2e[0].Histogram().DataPoints().At(0).Count())
+		})
+	}
+}
+
+func sumValues(m pmetric.Metric) float64 {
+	var total float64
+	for _, dp := range m.Sum().DataPoints().All() {
+		total += dp.DoubleValue()
+	}
+	return total
 }
