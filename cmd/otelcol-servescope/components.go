@@ -42,6 +42,7 @@ import (
 	llamacppreceiver "github.com/servescope/servescope/receiver/llamacppreceiver"
 	sglangreceiver "github.com/servescope/servescope/receiver/sglangreceiver"
 	tensorrtllmreceiver "github.com/servescope/servescope/receiver/tensorrtllmreceiver"
+	rayservereceiver "github.com/servescope/servescope/receiver/rayservereceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -91,6 +92,7 @@ func components() (otelcol.Factories, error) {
 		llamacppreceiver.NewFactory(),
 		sglangreceiver.NewFactory(),
 		tensorrtllmreceiver.NewFactory(),
+		rayservereceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -104,6 +106,7 @@ func components() (otelcol.Factories, error) {
 		llamacppreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		sglangreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		tensorrtllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		rayservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -22,6 +23,8 @@ type StateEndpoint struct {
 	// Paths are tried in order until one answers: the current spelling first, then older ones. The path that
 	// answered is kept until it stops answering.
 	Paths []string
+	// BaseURL is where the paths live when not on the engine's endpoint (Ray's dashboard); "" = the endpoint.
+	BaseURL string
 	// MaxBodySize bounds the response; 0 means 1 MiB.
 	MaxBodySize int64
 	// Parse turns a response into canonical metrics and resource attributes. A wrong type is an error that
@@ -114,7 +117,11 @@ func (s *Scraper) fetchState(ctx context.Context, e *stateEndpoint) ([]byte, str
 	for i := range e.Paths {
 		idx := (e.current + i) % len(e.Paths)
 		path := e.Paths[idx]
-		body, _, err := s.fetch(ctx, s.target.baseURL+path, limit)
+		base := s.target.baseURL
+		if e.BaseURL != "" {
+			base = strings.TrimRight(e.BaseURL, "/")
+		}
+		body, _, err := s.fetch(ctx, base+path, limit)
 		if err == nil {
 			e.current = idx
 			return body, path, nil

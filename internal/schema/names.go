@@ -132,6 +132,24 @@ const (
 	MetricLLMSchedulerRequestsMaxRunning = "llm.scheduler.requests.max_running"
 	// MetricLLMSchedulerRequestsPaused: Requests paused by the in-flight batcher (TensorRT-LLM's form of preemption).
 	MetricLLMSchedulerRequestsPaused = "llm.scheduler.requests.paused"
+	// MetricLLMServeRequestsQueued: Requests waiting in Ray Serve's router for a replica slot (before any engine queue).
+	MetricLLMServeRequestsQueued = "llm.serve.requests.queued"
+	// MetricLLMServeRequestsProcessing: Requests a Ray Serve replica is executing (the engine inside may queue some of them).
+	MetricLLMServeRequestsProcessing = "llm.serve.requests.processing"
+	// MetricLLMServeRequestDuration: End-to-end request latency measured at the Ray Serve HTTP proxy.
+	MetricLLMServeRequestDuration = "llm.serve.request.duration"
+	// MetricLLMServeRequests: Requests a Ray Serve replica processed.
+	MetricLLMServeRequests = "llm.serve.requests"
+	// MetricLLMServeProcessingTime: Time a Ray Serve replica spent processing each request (the whole replica call).
+	MetricLLMServeProcessingTime = "llm.serve.processing_time"
+	// MetricLLMServeReplicaHealthy: 1 while a Ray Serve replica passes its health check, else 0.
+	MetricLLMServeReplicaHealthy = "llm.serve.replica.healthy"
+	// MetricLLMServeReplicas: Ray Serve replicas per deployment and state, from the Serve REST API.
+	MetricLLMServeReplicas = "llm.serve.replicas"
+	// MetricLLMServeReplicasTarget: Replicas a Ray Serve deployment is scaling to, from the Serve REST API.
+	MetricLLMServeReplicasTarget = "llm.serve.replicas.target"
+	// MetricLLMServeDeploymentUp: 1 for a Ray Serve deployment's current status, from the Serve REST API (one series per status seen).
+	MetricLLMServeDeploymentUp = "llm.serve.deployment.up"
 	// MetricLLMRequestsAborted: Requests aborted before they finished (client disconnects, cancellations).
 	MetricLLMRequestsAborted = "llm.requests.aborted"
 	// MetricLLMTokensPromptComputed: Prompt tokens the engine computed (cached prompt tokens excluded).
@@ -262,6 +280,14 @@ const (
 	AttrHostName = "host.name"
 	// AttrHttpResponseStatusCode: HTTP status of a failed request.
 	AttrHttpResponseStatusCode = "http.response.status_code"
+	// AttrLLMServeApplication: Ray Serve application.
+	AttrLLMServeApplication = "llm.serve.application"
+	// AttrLLMServeDeployment: Ray Serve deployment.
+	AttrLLMServeDeployment = "llm.serve.deployment"
+	// AttrLLMServeReplicaState: Ray Serve replica state (STARTING, UPDATING, RECOVERING, RUNNING, STOPPING).
+	AttrLLMServeReplicaState = "llm.serve.replica.state"
+	// AttrLLMServeDeploymentStatus: Ray Serve deployment status (UPDATING, HEALTHY, UNHEALTHY, UPSCALING, DOWNSCALING).
+	AttrLLMServeDeploymentStatus = "llm.serve.deployment.status"
 	// AttrHwID: The GPU's UUID.
 	AttrHwID = "hw.id"
 	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
@@ -294,6 +320,7 @@ const (
 const (
 	EngineDcgmExporter = "dcgm_exporter"
 	EngineLlamaCpp     = "llama_cpp"
+	EngineRayServe     = "ray_serve"
 	EngineSglang       = "sglang"
 	EngineTensorrtLLM  = "tensorrt_llm"
 	EngineVLLM         = "vllm"

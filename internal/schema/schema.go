@@ -54,6 +54,9 @@ type Engine struct {
 	// ReplicatedLabels name labels whose series repeat the same state once per value (each tensor-parallel
 	// rank reporting the scheduler's queue): only the series with the given value is kept.
 	ReplicatedLabels map[string]string `yaml:"replicated_labels"`
+	// Embeds names engines whose families also appear in this one's scrapes (Ray Serve LLM re-exports
+	// vLLM's); their rules apply too, after this engine's own.
+	Embeds []string `yaml:"embeds"`
 	Passthrough      []Passthrough     `yaml:"passthrough"`
 }
 
@@ -134,6 +137,11 @@ func (s *Schema) validate() error {
 		for from, to := range e.LabelRenames {
 			if !attrs[to] {
 				errs = append(errs, fmt.Errorf("engine %s: label %q renamed to undeclared attribute %q", name, from, to))
+			}
+		}
+		for _, embedded := range e.Embeds {
+			if s.Engines[embedded] == nil {
+				errs = append(errs, fmt.Errorf("engine %s: embeds unknown engine %q", name, embedded))
 			}
 		}
 		if len(e.MetricPrefixes) == 0 {

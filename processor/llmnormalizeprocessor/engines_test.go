@@ -1,6 +1,8 @@
 package llmnormalizeprocessor
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +92,39 @@ func TestHitRatioDerivedFromCounters(t *testing.T) {
 	out = normalize(t, &Config{}, enginescrape.ExpositionToMetrics(sg, time.Now())).out
 	assert.Equal(t, fixtures.Samples(sg, "sglang:cache_hit_rate")[0].Value,
 		single(t, out, schema.MetricLLMPrefixCacheHitRatio).Gauge().DataPoints().At(0).DoubleValue())
+}
+
+// Ray Serve's own families map onto serve-level names, and the vLLM families its LLM replicas re-export map
+// like vLLM's, with Ray's ReplicaId as the replica.
+func TestRayServeAndItsVLLMReplicas(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("..", "..", "receiver", "rayservereceiver", "testdata", "metrics_ray_serve_2.4x.txt"))
+	require.NoError(t, err)
+	md := enginescrape.ExpositionToMetrics(body, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineRayServe)
+	out := normalize(t, &Config{}, md).out
+
+	waiting := single(t, out, schema.MetricLLMSchedulerRequestsWaiting)
+	require.Equal(t, 1, waiting.Gauge().DataPoints().Len(), "only the engine's queue; Serve's router queue has its own name")
+	attrs := waiting.Gauge().DataPoints().At(0).Attributes().AsRaw()
+	assert.Equal(t, "LLMServer#abc12", attrs[schema.AttrServiceInstanceID])
+	assert.Equal(t, "qwen-7b", attrs[schema.AttrGenAIRequestModel])
+
+	queued := single(t, out, schema.MetricLLMServeRequestsQueued)
+	assert.Equal(t, fixtures.Samples(body, "ray_serve_deployment_queued_queries")[0].Value, queued.Gauge().DataPoints().At(0).DoubleValue())
+	healthy := single(t, out, schema.MetricLLMServeReplicaHealthy)
+	assert.Equal(t, 2, healthy.Gauge().DataPoints().Len())
+	processing := single(t, out, schema.MetricLLMServeProcessingTime)
+	assert.Equal(t, "s", processing.Unit())
+	assert.InDelta(t, fixtures.Sum(body, "ray_serve_deployment_processing_latency_ms_sum")/1000, processing.Histogram().DataPoints().At(0).Sum(), 1e-9)
+	assert.Equal(t, []float64{0.5, 5}, processing.Histogram().DataPoints().At(0).ExplicitBounds().AsRaw())
+	dp := processing.Histogram().DataPoints().At(0).Attributes().AsRaw()
+	assert.Equal(t, "llm-app", dp[schema.AttrLLMServeApplication])
+	assert.Equal(t, "LLMServer#abc12", dp[schema.AttrServiceInstanceID])
+
+	s := mustSchema(t)
+	for name := range metrics(out) {
+		if strings.HasPrefix(name, "ray_serve_") {
+			assert.NotEmpty(t, s.Engines[schema.EngineRayServe].PassthroughReason(name), "%s is neither mapped nor a documented pass-through", name)
+		}
+	}
 }

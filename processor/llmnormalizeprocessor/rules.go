@@ -86,6 +86,21 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 			}
 		}
 	}
+	// An engine that embeds another (Ray Serve and the vLLM replicas it runs) also maps the embedded
+	// engine's families, its own rules first.
+	for _, name := range s.EngineNames {
+		rules := rs.byEngine[name]
+		if rules == nil {
+			continue
+		}
+		for _, embedded := range s.Engines[name].Embeds {
+			for spelling, r := range rs.byEngine[embedded] {
+				if _, own := rules[spelling]; !own {
+					rules[spelling] = r
+				}
+			}
+		}
+	}
 	// Counters also arrive without their `_total` suffix (OTLP push, or a Prometheus receiver that trims
 	// suffixes); accept that spelling where it does not collide with another family.
 	for _, rules := range rs.byEngine {

@@ -22,10 +22,12 @@ import (
 // llm_normalize in the built binary and come out under canonical names with the capture's values.
 func TestOtherEngineCapturesThroughTheBinary(t *testing.T) {
 	cases := []struct {
-		receiver, glob, waiting, running, kv string
+		receiver, glob, waiting, running, third, thirdCanonical string
 	}{
-		{"sglang", "sglang/*.txt", "sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage"},
-		{"llama_cpp", "llamacpp/*.txt", "llamacpp:requests_deferred", "llamacpp:requests_processing", "llamacpp:kv_cache_usage_ratio"},
+		{"sglang", "sglang/*.txt", "sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", schema.MetricLLMKVCacheUtilization},
+		{"llama_cpp", "llamacpp/*.txt", "llamacpp:requests_deferred", "llamacpp:requests_processing", "llamacpp:kv_cache_usage_ratio", schema.MetricLLMKVCacheUtilization},
+		// Ray Serve LLM: the real capture of a Ray metrics endpoint with vLLM's re-exported families.
+		{"ray_serve", "vllm/datadog_ray_vllm_metrics.txt", "ray_vllm:num_requests_waiting", "ray_vllm:num_requests_running", "ray_vllm:num_requests_swapped", schema.MetricLLMSchedulerRequestsSwapped},
 	}
 	for _, c := range cases {
 		for _, rel := range fixtures.Glob(t, c.glob) {
@@ -35,11 +37,14 @@ func TestOtherEngineCapturesThroughTheBinary(t *testing.T) {
 				srv := engine(t, body)
 				sink := newOTLPSink(t)
 				block := fmt.Sprintf("%s:\n    endpoint: %s\n    collection_interval: 300ms", c.receiver, srv.URL)
+				if c.receiver == "ray_serve" {
+					block += "\n    dashboard_endpoint: \"\"" // no dashboard in this test
+				}
 				startCollector(t, pipelineConfig(c.receiver, block, sink.URL))
 				md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
 				assert.Equal(t, strings.ReplaceAll(c.receiver, "-", "_"), md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])
 				for wire, canonical := range map[string]string{c.waiting: schema.MetricLLMSchedulerRequestsWaiting,
-					c.running: schema.MetricLLMSchedulerRequestsRunning, c.kv: schema.MetricLLMKVCacheUtilization} {
+					c.running: schema.MetricLLMSchedulerRequestsRunning, c.third: c.thirdCanonical} {
 					got := find(md, canonical)
 					require.Len(t, got, 1, canonical)
 					assert.Equal(t, rawValues(fixtures.Samples(body, wire)), gaugeValues(got[0]), "%s from %s", canonical, wire)
