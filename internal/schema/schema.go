@@ -56,8 +56,8 @@ type Engine struct {
 	ReplicatedLabels map[string]string `yaml:"replicated_labels"`
 	// Embeds names engines whose families also appear in this one's scrapes (Ray Serve LLM re-exports
 	// vLLM's); their rules apply too, after this engine's own.
-	Embeds []string `yaml:"embeds"`
-	Passthrough      []Passthrough     `yaml:"passthrough"`
+	Embeds      []string      `yaml:"embeds"`
+	Passthrough []Passthrough `yaml:"passthrough"`
 }
 
 // Passthrough names vendor families that deliberately have no canonical home, and why.
