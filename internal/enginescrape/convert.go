@@ -296,7 +296,29 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 
 // groupSeries collects a histogram's _bucket/_count/_sum samples per label set, in order of appearance.
 func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSeries, []string) {
-	series := map[string]*histSeries{}
+	return bySeries(f, func(s promtext.Sample) *histSeries { return &histSeries{labels: s.Labels, at: sampleTime(s, now)} },
+		func(h *histSeries, suffix string, s promtext.Sample) {
+			switch suffix {
+			case "_bucket":
+				le, err := leBound(s.Labels)
+				if err != nil || math.IsNaN(le) || math.IsNaN(s.Value) {
+					return
+				}
+				h.bounds = append(h.bounds, le)
+				h.cumul = append(h.cumul, s.Value)
+			case "_count":
+				h.count, h.hasCnt = s.Value, true
+			case "_sum":
+				h.sum, h.hasSum = s.Value, true
+			}
+		})
+}
+
+// bySeries hands every sample of a histogram or summary family (its _created samples aside) to add, with the
+// series it belongs to (one per label set without le/quantile, created by newSeries in order of appearance)
+// and its name's suffix after the family name.
+func bySeries[S any](f *promtext.Family, newSeries func(promtext.Sample) *S, add func(*S, string, promtext.Sample)) (map[string]*S, []string) {
+	series := map[string]*S{}
 	var order []string
 	for _, s := range f.Samples {
 		suffix := strings.TrimPrefix(s.Name, f.Name)
@@ -304,25 +326,13 @@ func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSer
 			continue
 		}
 		key := labelKey("", s.Labels, true)
-		h := series[key]
-		if h == nil {
-			h = &histSeries{labels: s.Labels, at: sampleTime(s, now)}
-			series[key] = h
+		ser := series[key]
+		if ser == nil {
+			ser = newSeries(s)
+			series[key] = ser
 			order = append(order, key)
 		}
-		switch suffix {
-		case "_bucket":
-			le, err := leBound(s.Labels)
-			if err != nil || math.IsNaN(le) || math.IsNaN(s.Value) {
-				continue
-			}
-			h.bounds = append(h.bounds, le)
-			h.cumul = append(h.cumul, s.Value)
-		case "_count":
-			h.count, h.hasCnt = s.Value, true
-		case "_sum":
-			h.sum, h.hasSum = s.Value, true
-		}
+		add(ser, suffix, s)
 	}
 	return series, order
 }
@@ -399,35 +409,23 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 		sum       float64
 		at        pcommon.Timestamp
 	}
-	series := map[string]*sumSeries{}
-	var order []string
-	for _, s := range f.Samples {
-		suffix := strings.TrimPrefix(s.Name, f.Name)
-		if suffix == "_created" {
-			continue
-		}
-		key := labelKey("", s.Labels, true)
-		ss := series[key]
-		if ss == nil {
-			ss = &sumSeries{labels: s.Labels, at: sampleTime(s, now)}
-			series[key] = ss
-			order = append(order, key)
-		}
-		switch suffix {
-		case "":
-			for _, l := range s.Labels {
-				if l.Name == "quantile" {
-					if q, err := strconv.ParseFloat(l.Value, 64); err == nil && !math.IsNaN(s.Value) {
-						ss.quantiles = append(ss.quantiles, [2]float64{q, s.Value})
+	series, order := bySeries(f, func(s promtext.Sample) *sumSeries { return &sumSeries{labels: s.Labels, at: sampleTime(s, now)} },
+		func(ss *sumSeries, suffix string, s promtext.Sample) {
+			switch suffix {
+			case "":
+				for _, l := range s.Labels {
+					if l.Name == "quantile" {
+						if q, err := strconv.ParseFloat(l.Value, 64); err == nil && !math.IsNaN(s.Value) {
+							ss.quantiles = append(ss.quantiles, [2]float64{q, s.Value})
+						}
 					}
 				}
+			case "_count":
+				ss.count, ss.hasCount = s.Value, true
+			case "_sum":
+				ss.sum = s.Value
 			}
-		case "_count":
-			ss.count, ss.hasCount = s.Value, true
-		case "_sum":
-			ss.sum = s.Value
-		}
-	}
+		})
 	var m pmetric.Metric
 	for _, key := range order {
 		ss := series[key]
