@@ -43,6 +43,7 @@ import (
 	sglangreceiver "github.com/servescope/servescope/receiver/sglangreceiver"
 	tensorrtllmreceiver "github.com/servescope/servescope/receiver/tensorrtllmreceiver"
 	rayservereceiver "github.com/servescope/servescope/receiver/rayservereceiver"
+	tritonreceiver "github.com/servescope/servescope/receiver/tritonreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -93,6 +94,7 @@ func components() (otelcol.Factories, error) {
 		sglangreceiver.NewFactory(),
 		tensorrtllmreceiver.NewFactory(),
 		rayservereceiver.NewFactory(),
+		tritonreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -107,6 +109,7 @@ func components() (otelcol.Factories, error) {
 		sglangreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		tensorrtllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		rayservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		tritonreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

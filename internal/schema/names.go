@@ -150,6 +150,12 @@ const (
 	MetricLLMServeReplicasTarget = "llm.serve.replicas.target"
 	// MetricLLMServeDeploymentUp: 1 for a Ray Serve deployment's current status, from the Serve REST API (one series per status seen).
 	MetricLLMServeDeploymentUp = "llm.serve.deployment.up"
+	// MetricLLMRequestsDuration: Sum of request durations (its rate over the rate of llm.requests.finished is the mean latency).
+	MetricLLMRequestsDuration = "llm.requests.duration"
+	// MetricLLMRequestsQueueDuration: Sum of the time requests waited in the scheduler queue.
+	MetricLLMRequestsQueueDuration = "llm.requests.queue_duration"
+	// MetricLLMRequestsInferenceDuration: Sum of the time spent computing inferences.
+	MetricLLMRequestsInferenceDuration = "llm.requests.inference_duration"
 	// MetricLLMRequestsAborted: Requests aborted before they finished (client disconnects, cancellations).
 	MetricLLMRequestsAborted = "llm.requests.aborted"
 	// MetricLLMTokensPromptComputed: Prompt tokens the engine computed (cached prompt tokens excluded).
@@ -288,6 +294,8 @@ const (
 	AttrLLMServeReplicaState = "llm.serve.replica.state"
 	// AttrLLMServeDeploymentStatus: Ray Serve deployment status (UPDATING, HEALTHY, UNHEALTHY, UPSCALING, DOWNSCALING).
 	AttrLLMServeDeploymentStatus = "llm.serve.deployment.status"
+	// AttrLLMModelVersion: The model version a serving system reports (Triton's version label).
+	AttrLLMModelVersion = "llm.model.version"
 	// AttrHwID: The GPU's UUID.
 	AttrHwID = "hw.id"
 	// AttrHwName: The GPU's product name (e.g. NVIDIA H100 80GB HBM3).
@@ -323,5 +331,6 @@ const (
 	EngineRayServe     = "ray_serve"
 	EngineSglang       = "sglang"
 	EngineTensorrtLLM  = "tensorrt_llm"
+	EngineTriton       = "triton"
 	EngineVLLM         = "vllm"
 )

@@ -128,3 +128,45 @@ func TestRayServeAndItsVLLMReplicas(t *testing.T) {
 		}
 	}
 }
+
+// Triton's captures: microsecond duration counters become seconds, GPU gauges take the GPU names, and every
+// nv_ family is mapped or a documented pass-through.
+func TestTritonCaptures(t *testing.T) {
+	s := mustSchema(t)
+	for _, rel := range fixtures.Glob(t, "triton_trtllm/*.txt") {
+		t.Run(rel, func(t *testing.T) {
+			body := fixtures.Read(t, rel)
+			md := enginescrape.ExpositionToMetrics(body, time.Now())
+			md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineTriton)
+			out := normalize(t, &Config{}, md).out
+			got := metrics(out)
+			if want := fixtures.Samples(body, "nv_inference_request_success"); len(want) > 0 {
+				assert.Equal(t, fixtures.Sum(body, "nv_inference_request_success"), sumOf(single(t, out, schema.MetricLLMRequestsFinished)))
+				duration := single(t, out, schema.MetricLLMRequestsDuration)
+				assert.Equal(t, "s", duration.Unit())
+				assert.InDelta(t, fixtures.Sum(body, "nv_inference_request_duration_us")/1e6, sumOf(duration), 1e-6)
+				model, _ := duration.Sum().DataPoints().At(0).Attributes().Get(schema.AttrGenAIRequestModel)
+				assert.NotEmpty(t, model.Str())
+			}
+			if want := fixtures.Samples(body, "nv_gpu_memory_used_bytes"); len(want) > 0 {
+				mem := single(t, out, schema.MetricHwGPUMemoryUsage)
+				assert.Equal(t, want[0].Value, mem.Gauge().DataPoints().At(0).DoubleValue())
+				id, _ := mem.Gauge().DataPoints().At(0).Attributes().Get(schema.AttrHwID)
+				assert.Equal(t, labelValue(want[0].Labels, "gpu_uuid"), id.Str())
+			}
+			for name := range got {
+				if strings.HasPrefix(name, "nv_") {
+					assert.NotEmpty(t, s.Engines[schema.EngineTriton].PassthroughReason(name), "%s is neither mapped nor a documented pass-through", name)
+				}
+			}
+		})
+	}
+}
+
+func sumOf(m pmetric.Metric) float64 {
+	var total float64
+	for _, dp := range m.Sum().DataPoints().All() {
+		total += dp.DoubleValue()
+	}
+	return total
+}

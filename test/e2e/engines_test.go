@@ -105,3 +105,18 @@ func sumValues(m pmetric.Metric) float64 {
 	}
 	return total
 }
+
+// Triton's real capture through the triton receiver: microsecond counters come out as seconds.
+func TestTritonCaptureThroughTheBinary(t *testing.T) {
+	body := fixtures.Read(t, "triton_trtllm/datadog_nvidia_triton_metrics.txt")
+	srv := engine(t, body)
+	sink := newOTLPSink(t)
+	startCollector(t, pipelineConfig("triton", fmt.Sprintf("triton:\n    endpoint: %s\n    collection_interval: 300ms", srv.URL), sink.URL))
+	md := sink.waitFor(t, schema.MetricLLMRequestsDuration, 30*time.Second)
+	duration := find(md, schema.MetricLLMRequestsDuration)
+	require.Len(t, duration, 1)
+	assert.Equal(t, "s", duration[0].Unit())
+	assert.InDelta(t, fixtures.Sum(body, "nv_inference_request_duration_us")/1e6, sumValues(duration[0]), 1e-6)
+	assert.Equal(t, fixtures.Sum(body, "nv_inference_request_success"), sumValues(find(md, schema.MetricLLMRequestsFinished)[0]))
+	assert.Equal(t, "triton", md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])
+}
