@@ -71,9 +71,24 @@ func RenderMarkdown(s *Schema) []byte {
 	for _, engine := range s.EngineNames {
 		e := s.Engines[engine]
 		fmt.Fprintf(&b, "\n## Engine `%s`\n\n%s\n\n", engine, cell(e.Description))
+		if e.Receiver != "" {
+			fmt.Fprintf(&b, "Scraped by the `%s` receiver. ", e.Receiver)
+		}
 		fmt.Fprintf(&b, "Families start with %s.", codeList(e.MetricPrefixes))
-		if len(e.AliasPrefixes) > 0 {
-			fmt.Fprintf(&b, " The same families are also accepted under %s.", codeList(e.AliasPrefixes))
+		var aliases []string
+		unprefixed := false
+		for _, a := range e.AliasPrefixes {
+			if a == "" {
+				unprefixed = true
+				continue
+			}
+			aliases = append(aliases, a)
+		}
+		if len(aliases) > 0 {
+			fmt.Fprintf(&b, " The same families are also accepted under %s.", codeList(aliases))
+		}
+		if unprefixed {
+			b.WriteString(" They are also accepted without a prefix, when the resource's `llm.engine.name` says the engine.")
 		}
 		b.WriteString("\n\n")
 		if len(e.LabelRenames) > 0 {
@@ -118,8 +133,11 @@ func RenderMarkdown(s *Schema) []byte {
 	b.WriteString("\n## Produced by servescope receivers\n\nThese have no vendor source family: a servescope receiver emits them under the canonical name.\n\n")
 	b.WriteString("| canonical | produced by |\n|---|---|\n")
 	for _, m := range s.Metrics {
-		if m.ProducedBy != "" {
+		switch {
+		case m.ProducedBy != "":
 			fmt.Fprintf(&b, "| `%s` | the %s |\n", m.Name, m.ProducedBy)
+		case len(m.RatioOf) == 2:
+			fmt.Fprintf(&b, "| `%s` | `llm_normalize`, as `%s` / `%s` where an engine has both counters |\n", m.Name, m.RatioOf[0], m.RatioOf[1])
 		}
 	}
 
@@ -157,14 +175,24 @@ func coverageCell(s *Schema, m *Metric, engine string) string {
 	if srcs := m.Sources[engine]; len(srcs) > 0 {
 		return "`" + srcs[0].Name + "`"
 	}
-	if m.Name == MetricLLMPrefixCacheHitRatio && len(s.Metric(MetricLLMPrefixCacheHits).Sources[engine]) > 0 &&
-		len(s.Metric(MetricLLMPrefixCacheQueries).Sources[engine]) > 0 {
+	if len(m.RatioOf) == 2 && len(s.Metric(m.RatioOf[0]).Sources[engine]) > 0 && len(s.Metric(m.RatioOf[1]).Sources[engine]) > 0 {
 		return "derived"
 	}
-	if strings.Contains(m.ProducedBy, engine) || (m.Name == MetricLLMEngineUp && engine != "dcgm_exporter") {
+	receiver := s.Engines[engine].Receiver
+	if receiver != "" && (mentions(m.ProducedBy, receiver) || m.ProducedBy == "engine receivers") {
 		return "receiver"
 	}
 	return "—"
+}
+
+// mentions reports whether text names word as a whole word (sglang, not sglang_router).
+func mentions(text, word string) bool {
+	for _, w := range strings.FieldsFunc(text, func(r rune) bool { return !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
+		if w == word {
+			return true
+		}
+	}
+	return false
 }
 
 func cell(s string) string { return strings.ReplaceAll(oneLine(s), "|", `\|`) }

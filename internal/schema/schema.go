@@ -47,7 +47,9 @@ type Attribute struct {
 
 // Engine is what the schema knows about one engine's naming.
 type Engine struct {
-	Description    string            `yaml:"description"`
+	Description string `yaml:"description"`
+	// Receiver is the servescope receiver that scrapes the engine ("" when a stock receiver does).
+	Receiver       string            `yaml:"receiver"`
 	MetricPrefixes []string          `yaml:"metric_prefixes"`
 	AliasPrefixes  []string          `yaml:"alias_prefixes"`
 	LabelRenames   map[string]string `yaml:"label_renames"`
@@ -68,13 +70,16 @@ type Passthrough struct {
 
 // Metric is one canonical metric.
 type Metric struct {
-	Name        string               `yaml:"name"`
-	Instrument  Instrument           `yaml:"instrument"`
-	Unit        string               `yaml:"unit"`
-	Description string               `yaml:"description"`
-	Attributes  []string             `yaml:"attributes"`
-	ProducedBy  string               `yaml:"produced_by"`
-	Sources     map[string][]*Source `yaml:"sources"`
+	Name        string     `yaml:"name"`
+	Instrument  Instrument `yaml:"instrument"`
+	Unit        string     `yaml:"unit"`
+	Description string     `yaml:"description"`
+	Attributes  []string   `yaml:"attributes"`
+	ProducedBy  string     `yaml:"produced_by"`
+	// RatioOf names the counters (numerator, denominator) this gauge is derived from where an engine maps
+	// both and not the gauge itself.
+	RatioOf []string             `yaml:"ratio_of"`
+	Sources map[string][]*Source `yaml:"sources"`
 }
 
 // Source maps one vendor family onto a canonical metric.
@@ -171,8 +176,8 @@ func (s *Schema) validate() error {
 				errs = append(errs, fmt.Errorf("metric %q: undeclared attribute %q", m.Name, a))
 			}
 		}
-		if len(m.Sources) == 0 && m.ProducedBy == "" {
-			errs = append(errs, fmt.Errorf("metric %q: needs sources or produced_by", m.Name))
+		if len(m.Sources) == 0 && m.ProducedBy == "" && len(m.RatioOf) == 0 {
+			errs = append(errs, fmt.Errorf("metric %q: needs sources, produced_by or ratio_of", m.Name))
 		}
 		for engine, sources := range m.Sources {
 			if s.Engines[engine] == nil {
@@ -200,6 +205,20 @@ func (s *Schema) validate() error {
 						errs = append(errs, fmt.Errorf("metric %q: source %q renames %q to undeclared attribute %q", m.Name, src.Name, from, to))
 					}
 				}
+			}
+		}
+	}
+	for _, m := range s.Metrics {
+		if len(m.RatioOf) == 0 {
+			continue
+		}
+		if len(m.RatioOf) != 2 || m.Instrument != Gauge {
+			errs = append(errs, fmt.Errorf("metric %q: ratio_of needs a gauge and exactly two counters", m.Name))
+			continue
+		}
+		for _, part := range m.RatioOf {
+			if c := s.Metric(part); c == nil || c.Instrument != Counter {
+				errs = append(errs, fmt.Errorf("metric %q: ratio_of %q is not a canonical counter", m.Name, part))
 			}
 		}
 	}

@@ -95,7 +95,9 @@ metrics:
 		"source mapped twice": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", versions: all}]}}\n" +
 			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", versions: all}]}}`, "mapped twice"},
 		"missing versions": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x"}]}}`, "versions is required"},
-		"bad name":         {`  - {name: Bad-Name, instrument: gauge, unit: "1", description: d, produced_by: x}`, "not a dotted lower-case name"},
+		"ratio of a gauge": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, produced_by: x}\n" +
+			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, ratio_of: [llm.a.b, llm.a.b]}`, `ratio_of "llm.a.b" is not a canonical counter`},
+		"bad name": {`  - {name: Bad-Name, instrument: gauge, unit: "1", description: d, produced_by: x}`, "not a dotted lower-case name"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

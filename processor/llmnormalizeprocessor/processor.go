@@ -165,8 +165,10 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 		homes[id] = home
 	}
 	none := pmetric.Metric{}
-	if homes != nil && homes[n.rules.hitsID] != none && homes[n.rules.queriesID] != none && homes[n.rules.ratioID] == none {
-		deriveHitRatio(ms, homes[n.rules.hitsID], homes[n.rules.queriesID], n.rules.ratio)
+	for _, d := range n.rules.ratios {
+		if homes != nil && homes[d.numeratorID] != none && homes[d.denominatorID] != none && homes[d.id] == none {
+			deriveRatio(ms, homes[d.numeratorID], homes[d.denominatorID], d.def)
+		}
 	}
 	if drop != nil {
 		i := -1
@@ -217,10 +219,10 @@ func mergePoints[P interface {
 	return moved, duplicates
 }
 
-// deriveHitRatio adds llm.prefix_cache.hit_ratio = hits / queries for each series present in both counters:
-// a ratio of the cumulative sums, so it is the hit ratio since the engine started (rate it in the backend
-// for a windowed ratio: rate(hits) / rate(queries)).
-func deriveHitRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *schema.Metric) {
+// deriveRatio adds def = numerator / denominator for each series present in both counters (for example
+// llm.prefix_cache.hit_ratio = hits / queries): a ratio of the cumulative sums, so it holds since the engine
+// started (rate both in the backend for a windowed ratio).
+func deriveRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *schema.Metric) {
 	if hits.Type() != pmetric.MetricTypeSum || queries.Type() != pmetric.MetricTypeSum {
 		return
 	}

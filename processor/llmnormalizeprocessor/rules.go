@@ -29,9 +29,13 @@ type ruleSet struct {
 	byEngine map[string]engineRules
 	prefixes []enginePrefix // longest first, so ray_vllm_ wins over a shorter prefix
 	metrics  int            // number of canonical metrics
-	// The derived ratio: the ids of the hit and query counters and of the ratio gauge made from them.
-	hitsID, queriesID, ratioID int
-	ratio                      *schema.Metric
+	ratios   []derivedRatio // gauges computed from two counters (schema ratio_of)
+}
+
+// derivedRatio is a canonical gauge computed as numerator / denominator of two canonical counters.
+type derivedRatio struct {
+	id, numeratorID, denominatorID int
+	def                            *schema.Metric
 }
 
 type enginePrefix struct{ prefix, engine string }
@@ -41,15 +45,14 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 	for _, e := range only {
 		enabled[e] = true
 	}
-	rs := &ruleSet{byEngine: map[string]engineRules{}, metrics: len(s.Metrics), hitsID: -1, queriesID: -1, ratioID: -1}
+	rs := &ruleSet{byEngine: map[string]engineRules{}, metrics: len(s.Metrics)}
+	index := map[string]int{}
 	for id, m := range s.Metrics {
-		switch m.Name {
-		case schema.MetricLLMPrefixCacheHits:
-			rs.hitsID = id
-		case schema.MetricLLMPrefixCacheQueries:
-			rs.queriesID = id
-		case schema.MetricLLMPrefixCacheHitRatio:
-			rs.ratioID, rs.ratio = id, m
+		index[m.Name] = id
+	}
+	for id, m := range s.Metrics {
+		if len(m.RatioOf) == 2 { // validated at schema load
+			rs.ratios = append(rs.ratios, derivedRatio{id: id, numeratorID: index[m.RatioOf[0]], denominatorID: index[m.RatioOf[1]], def: m})
 		}
 	}
 	for _, name := range s.EngineNames {
