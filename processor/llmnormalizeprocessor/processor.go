@@ -335,14 +335,19 @@ func (r *rule) replica(attrs pcommon.Map) bool {
 	return false
 }
 
+// rewriteAttributes renames the vendor labels and adds the source's constant attributes.
+func (r *rule) rewriteAttributes(attrs pcommon.Map) {
+	renameAttributes(attrs, r.renames)
+	setAttributes(attrs, r.set)
+}
+
 func rewriteNumbers(points pmetric.NumberDataPointSlice, r *rule) {
 	if len(r.replicated) > 0 {
 		points.RemoveIf(func(dp pmetric.NumberDataPoint) bool { return r.replica(dp.Attributes()) })
 	}
 	for i := 0; i < points.Len(); i++ {
 		dp := points.At(i)
-		renameAttributes(dp.Attributes(), r.renames)
-		setAttributes(dp.Attributes(), r.set)
+		r.rewriteAttributes(dp.Attributes())
 		if r.scale == 1 {
 			continue
 		}
@@ -361,8 +366,7 @@ func rewriteHistograms(points pmetric.HistogramDataPointSlice, r *rule) {
 	}
 	for i := 0; i < points.Len(); i++ {
 		dp := points.At(i)
-		renameAttributes(dp.Attributes(), r.renames)
-		setAttributes(dp.Attributes(), r.set)
+		r.rewriteAttributes(dp.Attributes())
 		if r.scale == 1 {
 			continue
 		}

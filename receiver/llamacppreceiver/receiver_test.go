@@ -19,11 +19,7 @@ type route = enginescrapetest.Route
 
 var gauges = enginescrapetest.Gauges
 
-func testdata(t *testing.T, name string) []byte {
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
+var testdata = enginescrapetest.Testdata
 
 // newServer is a current llama-server started with --metrics.
 func newServer(t *testing.T) *enginescrapetest.Server {

@@ -21,11 +21,7 @@ import (
 
 type route = enginescrapetest.Route
 
-func testdata(t *testing.T, name string) []byte {
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
+var testdata = enginescrapetest.Testdata
 
 // rig serves the metrics endpoint and the dashboard on separate servers, as Ray does.
 func rig(t *testing.T, dashboardBody []byte, dashboard bool) *enginescrapetest.Rig {

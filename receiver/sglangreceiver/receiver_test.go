@@ -29,11 +29,7 @@ func newServer(t *testing.T, routes map[string][]byte) *enginescrapetest.Server 
 	return enginescrapetest.NewServer(t, rs)
 }
 
-func testdata(t *testing.T, name string) []byte {
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
+var testdata = enginescrapetest.Testdata
 
 func currentServer(t *testing.T) map[string][]byte {
 	return map[string][]byte{

@@ -1,8 +1,6 @@
 package tensorrtllmreceiver
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -15,11 +13,7 @@ import (
 
 type route = enginescrapetest.Route
 
-func testdata(t *testing.T, name string) []byte {
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
+var testdata = enginescrapetest.Testdata
 
 func newServer(t *testing.T, metrics string) *enginescrapetest.Server {
 	return enginescrapetest.NewServer(t, map[string]route{

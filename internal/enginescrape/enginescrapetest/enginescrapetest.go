@@ -6,6 +6,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -141,4 +143,12 @@ func CheckLifecycle(t *testing.T, f receiver.Factory, endpoint string) []pmetric
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 2 }, 10*time.Second, 20*time.Millisecond)
 	require.NoError(t, rcv.Shutdown(context.Background()))
 	return sink.AllMetrics()
+}
+
+// Testdata reads a file from the calling package's testdata folder.
+func Testdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	require.NoError(t, err)
+	return b
 }
