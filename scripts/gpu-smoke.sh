@@ -5,13 +5,16 @@
 # `nvidia-smi --query-gpu` within tolerance. Needs only the binary, the driver (nvidia-smi) and a shell
 # with awk/grep. Prints one verdict line: "gpu-smoke: PASS ..." or "gpu-smoke: FAIL ...".
 #   usage: scripts/gpu-smoke.sh [path/to/otelcol-servescope]
+# Set GPU_SMOKE_KEEP=<dir> to keep the collector's output (metrics.jsonl, collector.log, smi.csv) for review.
 set -u
 bin=${1:-bin/otelcol-servescope}
 if [ ! -x "$bin" ]; then
   echo "building $bin"; make build >/dev/null || { echo "gpu-smoke: FAIL cannot build $bin"; exit 1; }
 fi
 command -v nvidia-smi >/dev/null || { echo "gpu-smoke: FAIL nvidia-smi not found (no driver?)"; exit 1; }
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d)
+keep_output() { [ -n "${GPU_SMOKE_KEEP:-}" ] && mkdir -p "$GPU_SMOKE_KEEP" && cp "$work"/*.jsonl "$work"/*.log "$work"/*.csv "$GPU_SMOKE_KEEP"/ 2>/dev/null; rm -rf "$work"; }
+trap keep_output EXIT
 cat > "$work/config.yaml" <<YAML
 receivers:
   nvml:

@@ -232,6 +232,25 @@ func (s *gpuScraper) ok(g *gpu, query string, ret nvml.Return) bool {
 
 func (s *gpuScraper) want(g *gpu, query string) bool { return !g.off[query] && !g.lost }
 
+// memoryInfo prefers the v2 query, whose "used" leaves out the memory the driver reserves for itself (about
+// 480 MiB on an idle H100 with driver 580), so the figure matches nvidia-smi and what processes can allocate.
+// Drivers without v2 get the v1 figure; the fallback is remembered per GPU and not logged, since v1 is fine.
+func (s *gpuScraper) memoryInfo(dev nvml.Device, g *gpu) (used, total uint64, ret nvml.Return) {
+	if !g.off["memory_v2"] {
+		mem, ret := dev.GetMemoryInfo_v2()
+		switch ret {
+		case nvml.SUCCESS:
+			return mem.Used, mem.Total, ret
+		case nvml.ERROR_NOT_SUPPORTED, nvml.ERROR_FUNCTION_NOT_FOUND, nvml.ERROR_ARGUMENT_VERSION_MISMATCH:
+			g.off["memory_v2"] = true
+		default:
+			return 0, 0, ret
+		}
+	}
+	mem, ret := dev.GetMemoryInfo()
+	return mem.Used, mem.Total, ret
+}
+
 // points writes one resource's metrics, one metric per canonical name, units and descriptions from the schema.
 type points struct {
 	s      *gpuScraper
@@ -308,11 +327,11 @@ func (s *gpuScraper) collect(dev nvml.Device, g *gpu, rm pmetric.ResourceMetrics
 
 	s.utilization(dev, g, p)
 	if s.want(g, "memory") {
-		if mem, ret := dev.GetMemoryInfo(); s.ok(g, "memory", ret) {
-			p.add(schema.MetricHwGPUMemoryUsage, float64(mem.Used))
-			p.add(schema.MetricHwGPUMemoryLimit, float64(mem.Total))
-			if mem.Total > 0 {
-				p.add(schema.MetricHwGPUMemoryUtilization, float64(mem.Used)/float64(mem.Total))
+		if used, total, ret := s.memoryInfo(dev, g); s.ok(g, "memory", ret) {
+			p.add(schema.MetricHwGPUMemoryUsage, float64(used))
+			p.add(schema.MetricHwGPUMemoryLimit, float64(total))
+			if total > 0 {
+				p.add(schema.MetricHwGPUMemoryUtilization, float64(used)/float64(total))
 			}
 		}
 	}

@@ -48,6 +48,7 @@ type gpuState struct {
 	gpm            map[nvml.GpmMetricId]float64 // percent; nil = GPM unsupported
 	procs          []nvml.ProcessInfo
 	procUtil       []nvml.ProcessUtilizationSample
+	memV2          *nvml.Memory_v2 // nil = a driver without the v2 memory query
 	unsupported    map[string]bool
 	calls          map[string]int
 }
@@ -93,6 +94,13 @@ func arm(d *server.Device, st *gpuState) {
 	}
 	d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
 		return nvml.Utilization{Gpu: st.utilRate}, st.ret("utilization")
+	}
+	d.GetMemoryInfo_v2Func = func() (nvml.Memory_v2, nvml.Return) {
+		st.calls["memory_v2"]++
+		if st.memV2 == nil {
+			return nvml.Memory_v2{}, nvml.ERROR_FUNCTION_NOT_FOUND
+		}
+		return *st.memV2, st.ret("memory")
 	}
 	d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return st.powerMW, st.ret("power") }
 	d.GetEnforcedPowerLimitFunc = func() (uint32, nvml.Return) { return st.powerLimitMW, st.ret("power_limit") }
@@ -322,6 +330,24 @@ func TestUtilizationFallsBackToTheRateWithoutSamples(t *testing.T) {
 	md = r.scrape(t)
 	assert.InDelta(t, 0.07, single(t, md, 0, schema.MetricHwGPUUtilization), 1e-12)
 	assert.Empty(t, values(t, md, 0, schema.MetricNvidiaGPUSmActivity), "no GPM below Hopper")
+}
+
+func TestMemoryLeavesOutDriverReservedMemoryWhereTheDriverSaysHowMuch(t *testing.T) {
+	r := newRig(t, dgxh100.New())
+	// The figures an idle H100 with driver 580 gave: v1 counts the driver's reservation as used, v2 does not.
+	const mib = 1 << 20
+	r.states[0].memV2 = &nvml.Memory_v2{Total: 81559 * mib, Reserved: 480 * mib, Used: 0, Free: 81079 * mib}
+	r.start(t)
+	md := r.scrape(t)
+	assert.Equal(t, 0.0, single(t, md, 0, schema.MetricHwGPUMemoryUsage), "what nvidia-smi shows as used")
+	assert.Equal(t, float64(81559*mib), single(t, md, 0, schema.MetricHwGPUMemoryLimit))
+
+	// A driver without the v2 query: the v1 figure, asked once for v2 and never again, nothing logged.
+	dev := r.srv.Devices[1].(*server.Device)
+	md = r.scrape(t)
+	assert.Equal(t, float64(dev.MemoryInfo.Used), single(t, md, 1, schema.MetricHwGPUMemoryUsage))
+	assert.Equal(t, 1, r.states[1].calls["memory_v2"])
+	assert.Empty(t, r.logs.FilterMessageSnippet("not supported").All())
 }
 
 func TestThrottleReasons(t *testing.T) {
