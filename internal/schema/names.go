@@ -116,6 +116,14 @@ const (
 	MetricLLMKVTransferFailedNotifications = "llm.kv_transfer.failed_notifications"
 	// MetricLLMKVTransferExpiredRequests: Requests whose transferred KV expired before use.
 	MetricLLMKVTransferExpiredRequests = "llm.kv_transfer.expired_requests"
+	// MetricLLMRequestPhaseDuration: Seconds each request spent in each phase; queue + prefill + decode + other = end to end. Exemplars carry trace ids.
+	MetricLLMRequestPhaseDuration = "llm.request.phase.duration"
+	// MetricLLMRequestRootCause: Requests by root cause (none for requests that were not slow).
+	MetricLLMRequestRootCause = "llm.request.root_cause"
+	// MetricLLMRequestSlow: Slow requests by the limit they broke.
+	MetricLLMRequestSlow = "llm.request.slow"
+	// MetricLLMTenantPromptTokens: Prompt tokens per tenant, cached or computed, where requests report cached tokens.
+	MetricLLMTenantPromptTokens = "llm.tenant.prompt_tokens"
 	// MetricLLMEngineUp: 1 when the last scrape of the engine's metrics endpoint succeeded, else 0. Set by the engine receivers.
 	MetricLLMEngineUp = "llm.engine.up"
 	// MetricLLMEngineSleepState: 1 for the engine's current sleep state, 0 for the others.
@@ -282,6 +290,104 @@ const (
 	AttrLLMSlotState = "llm.slot.state"
 	// AttrLLMRequestState: running or waiting.
 	AttrLLMRequestState = "llm.request.state"
+	// AttrGenAILatencyTimeInQueue: Seconds the request waited in the scheduler's queue.
+	AttrGenAILatencyTimeInQueue = "gen_ai.latency.time_in_queue"
+	// AttrGenAILatencyTimeToFirstToken: Seconds from arrival to the first output token.
+	AttrGenAILatencyTimeToFirstToken = "gen_ai.latency.time_to_first_token"
+	// AttrGenAILatencyE2e: Seconds from arrival to the last output token.
+	AttrGenAILatencyE2e = "gen_ai.latency.e2e"
+	// AttrGenAILatencyTimeInModelPrefill: Seconds from being scheduled to the first token (prefill, including chunked-prefill rounds).
+	AttrGenAILatencyTimeInModelPrefill = "gen_ai.latency.time_in_model_prefill"
+	// AttrGenAILatencyTimeInModelDecode: Seconds from the first to the last token.
+	AttrGenAILatencyTimeInModelDecode = "gen_ai.latency.time_in_model_decode"
+	// AttrGenAILatencyTimeInModelInference: Seconds from being scheduled to the last token (prefill plus decode).
+	AttrGenAILatencyTimeInModelInference = "gen_ai.latency.time_in_model_inference"
+	// AttrGenAIUsagePromptTokens: Prompt length in tokens.
+	AttrGenAIUsagePromptTokens = "gen_ai.usage.prompt_tokens"
+	// AttrGenAIUsageCompletionTokens: Generated tokens.
+	AttrGenAIUsageCompletionTokens = "gen_ai.usage.completion_tokens"
+	// AttrGenAIUsageCachedTokens: Prompt tokens served from the prefix cache (SGLang sets it; vLLM spans do not).
+	AttrGenAIUsageCachedTokens = "gen_ai.usage.cached_tokens"
+	// AttrGenAIRequestID: The engine's or gateway's request id (cmpl-..., chatcmpl-...).
+	AttrGenAIRequestID = "gen_ai.request.id"
+	// AttrGenAIResponseModel: The model that served the request, where the engine sets it.
+	AttrGenAIResponseModel = "gen_ai.response.model"
+	// AttrLLMLatencyQueue: Seconds in the scheduler's queue.
+	AttrLLMLatencyQueue = "llm.latency.queue"
+	// AttrLLMLatencyPrefill: Seconds of prefill.
+	AttrLLMLatencyPrefill = "llm.latency.prefill"
+	// AttrLLMLatencyDecode: Seconds of decode.
+	AttrLLMLatencyDecode = "llm.latency.decode"
+	// AttrLLMLatencyOther: Seconds of end-to-end latency outside queue, prefill and decode (tokenization, detokenization, network to the engine); queue + prefill + decode + other = e2e.
+	AttrLLMLatencyOther = "llm.latency.other"
+	// AttrLLMLatencyTtft: Seconds to the first token.
+	AttrLLMLatencyTtft = "llm.latency.ttft"
+	// AttrLLMLatencyTpot: Seconds per output token after the first (decode / (generated tokens - 1)).
+	AttrLLMLatencyTpot = "llm.latency.tpot"
+	// AttrLLMLatencyE2e: End-to-end seconds.
+	AttrLLMLatencyE2e = "llm.latency.e2e"
+	// AttrLLMTokensPrompt: Prompt tokens.
+	AttrLLMTokensPrompt = "llm.tokens.prompt"
+	// AttrLLMTokensGeneration: Generated tokens.
+	AttrLLMTokensGeneration = "llm.tokens.generation"
+	// AttrLLMTokensCached: Prompt tokens served from the prefix cache, where the engine reports it per request.
+	AttrLLMTokensCached = "llm.tokens.cached"
+	// AttrLLMTenant: Who sent the request (from configurable span, parent-span or resource keys; `unknown` when none; `_other` beyond the cardinality cap). Also set on the span.
+	AttrLLMTenant = "llm.tenant"
+	// AttrLLMPromptFamily: A label for prompts that share a prefix (set by a gateway), used to judge prefix-cache misses per family.
+	AttrLLMPromptFamily = "llm.prompt.family"
+	// AttrLLMSlow: Whether the request broke its SLO (or, with no SLO configured, its model's rolling p95).
+	AttrLLMSlow = "llm.slow"
+	// AttrLLMSlowReason: Which limit a slow request broke (ttft, tpot, e2e). Also set on the span.
+	AttrLLMSlowReason = "llm.slow.reason"
+	// AttrLLMRootCause: Why a request was slow (queue_saturation, tenant_contention, kv_cache_pressure, prefix_cache_miss, long_prompt, long_generation, decode_contention, gpu_throttling, collective_wait, unknown, none). Also set on the span.
+	AttrLLMRootCause = "llm.root_cause"
+	// AttrLLMRootCauseSecondary: A second cause that also held, with the smaller share of the excess latency.
+	AttrLLMRootCauseSecondary = "llm.root_cause.secondary"
+	// AttrLLMRootCauseEvidence: One sentence a person reads, with the breakdown and the numbers behind the cause.
+	AttrLLMRootCauseEvidence = "llm.root_cause.evidence"
+	// AttrLLMPhase: A phase of a request (queue, prefill, decode, other).
+	AttrLLMPhase = "llm.phase"
+	// AttrLLMPromptCache: Whether prompt tokens came from the prefix cache (cached) or were computed (uncached).
+	AttrLLMPromptCache = "llm.prompt.cache"
+	// AttrLLMEvidenceQueueWaitingAtArrival: Requests waiting on the replica at the snapshot nearest before the request arrived.
+	AttrLLMEvidenceQueueWaitingAtArrival = "llm.evidence.queue.waiting_at_arrival"
+	// AttrLLMEvidenceQueueWaitingMax: Most requests waiting on the replica during the request.
+	AttrLLMEvidenceQueueWaitingMax = "llm.evidence.queue.waiting_max"
+	// AttrLLMEvidenceQueueGrowthPerMinute: How fast the replica's queue grew before the request arrived (ratio per minute; 1 = flat).
+	AttrLLMEvidenceQueueGrowthPerMinute = "llm.evidence.queue.growth_per_minute"
+	// AttrLLMEvidenceKVUtilizationMax: Highest KV-cache utilization (0-1) on the replica during the request.
+	AttrLLMEvidenceKVUtilizationMax = "llm.evidence.kv.utilization_max"
+	// AttrLLMEvidenceKVPreemptions: Preemptions on the replica during the request.
+	AttrLLMEvidenceKVPreemptions = "llm.evidence.kv.preemptions"
+	// AttrLLMEvidencePrefixCacheHitRatio: The replica's prefix-cache hit ratio over the request's window.
+	AttrLLMEvidencePrefixCacheHitRatio = "llm.evidence.prefix_cache.hit_ratio"
+	// AttrLLMEvidencePrefixCacheHitRatioUsual: The replica's prefix-cache hit ratio over the state window (its usual level).
+	AttrLLMEvidencePrefixCacheHitRatioUsual = "llm.evidence.prefix_cache.hit_ratio_usual"
+	// AttrLLMEvidenceTenantHitRatioUsual: The tenant's (or prompt family's) usual share of cached prompt tokens, where requests report cached tokens.
+	AttrLLMEvidenceTenantHitRatioUsual = "llm.evidence.tenant.hit_ratio_usual"
+	// AttrLLMEvidenceTenantTopOther: The other tenant that held most admitted work while the request queued.
+	AttrLLMEvidenceTenantTopOther = "llm.evidence.tenant.top_other"
+	// AttrLLMEvidenceTenantTopOtherShare: That tenant's share (0-1) of the prompt and generation tokens admitted while the request queued.
+	AttrLLMEvidenceTenantTopOtherShare = "llm.evidence.tenant.top_other_share"
+	// AttrLLMEvidenceBatchRunningMax: Most requests running on the replica during the request.
+	AttrLLMEvidenceBatchRunningMax = "llm.evidence.batch.running_max"
+	// AttrLLMEvidenceBatchRunningUsual: The replica's median running requests over the state window.
+	AttrLLMEvidenceBatchRunningUsual = "llm.evidence.batch.running_usual"
+	// AttrLLMEvidenceTpotUsual: The model's median seconds per output token over the baseline window.
+	AttrLLMEvidenceTpotUsual = "llm.evidence.tpot_usual"
+	// AttrLLMEvidencePromptTokensP90: The model's 90th-percentile prompt length over the baseline window.
+	AttrLLMEvidencePromptTokensP90 = "llm.evidence.prompt_tokens_p90"
+	// AttrLLMEvidenceGenerationTokensP90: The model's 90th-percentile generation length over the baseline window.
+	AttrLLMEvidenceGenerationTokensP90 = "llm.evidence.generation_tokens_p90"
+	// AttrLLMEvidenceGPUUtilizationMean: Mean utilization (0-1) of the replica's GPUs during the request.
+	AttrLLMEvidenceGPUUtilizationMean = "llm.evidence.gpu.utilization_mean"
+	// AttrLLMEvidenceGPUThrottleReasons: Clock-throttle reasons seen on the replica's GPUs during the request (comma-separated).
+	AttrLLMEvidenceGPUThrottleReasons = "llm.evidence.gpu.throttle_reasons"
+	// AttrLLMEvidenceGPUXidErrors: XID errors on the replica's GPUs during the request.
+	AttrLLMEvidenceGPUXidErrors = "llm.evidence.gpu.xid_errors"
+	// AttrLLMEvidenceSlo: The limit (s) the slow reason was judged against, configured SLO or rolling p95.
+	AttrLLMEvidenceSlo = "llm.evidence.slo"
 	// AttrHostName: The node's host name.
 	AttrHostName = "host.name"
 	// AttrHttpResponseStatusCode: HTTP status of a failed request.

@@ -41,7 +41,7 @@ type Schema struct {
 // Attribute is a canonical attribute.
 type Attribute struct {
 	Name        string `yaml:"name"`
-	Level       string `yaml:"level"` // resource or datapoint
+	Level       string `yaml:"level"` // resource, datapoint, or span (an attribute of a request span)
 	Description string `yaml:"description"`
 }
 
@@ -134,8 +134,8 @@ func (s *Schema) validate() error {
 			errs = append(errs, fmt.Errorf("attribute %q declared twice", a.Name))
 		}
 		attrs[a.Name] = true
-		if a.Level != "resource" && a.Level != "datapoint" {
-			errs = append(errs, fmt.Errorf("attribute %q: level must be resource or datapoint, not %q", a.Name, a.Level))
+		if a.Level != "resource" && a.Level != "datapoint" && a.Level != "span" {
+			errs = append(errs, fmt.Errorf("attribute %q: level must be resource, datapoint or span, not %q", a.Name, a.Level))
 		}
 	}
 	for name, e := range s.Engines {
