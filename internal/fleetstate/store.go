@@ -1,0 +1,325 @@
+// Package fleetstate keeps a bounded, time-indexed window of each replica's canonical state (scheduler,
+// KV cache, prefix cache, GPUs) and summarizes it over an interval, such as one request's lifetime.
+//
+// It reads canonical names only: what llm_normalize and the nvml receiver produce. Everything it holds is
+// bounded by Config: snapshots per replica and per GPU, the age of a snapshot, the number of replicas and GPUs.
+package fleetstate
+
+import (
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// Config bounds the store.
+type Config struct {
+	// ReplicaKeys are the resource attributes that name a replica, first present wins.
+	ReplicaKeys []string
+	// Window is how long a snapshot is kept.
+	Window time.Duration
+	// MaxSnapshots caps the snapshots kept per replica and per GPU (the oldest go first).
+	MaxSnapshots int
+	// MaxReplicas caps replicas and GPUs each; the one seen longest ago is forgotten first.
+	MaxReplicas int
+}
+
+// Store is safe for concurrent use.
+type Store struct {
+	cfg      Config
+	mu       sync.RWMutex
+	replicas map[string]*replica
+	gpus     map[string]*gpu
+}
+
+// EngineSnapshot is one scrape of one replica's engine state. NaN means the engine did not report it.
+type EngineSnapshot struct {
+	Time          int64 // unix ns
+	Waiting       float64
+	Running       float64
+	KVUtilization float64
+	// Cumulative counters, summed over the replica's series; deltas are taken reset-aware.
+	Preemptions   float64
+	PrefixQueries float64
+	PrefixHits    float64
+}
+
+// GPUSnapshot is one scrape of one GPU.
+type GPUSnapshot struct {
+	Time        int64
+	Utilization float64 // 0-1, NaN when unknown
+	// Throttle lists the clock-throttle reasons active at this scrape that slow work down (idle and
+	// application-clock settings are not throttling).
+	Throttle []string
+	XIDErrors float64 // cumulative
+}
+
+type replica struct {
+	snaps    ring[EngineSnapshot]
+	model    string
+	engine   string
+	lastSeen int64
+
+	runningUsual, hitRatioUsual float64 // window-wide levels, recomputed per scrape
+}
+
+type gpu struct {
+	snaps    ring[GPUSnapshot]
+	owner    string // replica key, "" when not attributed
+	lastSeen int64
+}
+
+// New returns an empty store.
+func New(cfg Config) *Store {
+	if cfg.MaxSnapshots <= 0 {
+		cfg.MaxSnapshots = 512
+	}
+	if cfg.MaxReplicas <= 0 {
+		cfg.MaxReplicas = 4096
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 15 * time.Minute
+	}
+	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}}
+}
+
+// ReplicaKey names the replica a resource belongs to, "" when none of the configured keys is present.
+func (s *Store) ReplicaKey(res pcommon.Map) string {
+	for _, k := range s.cfg.ReplicaKeys {
+		if v, ok := res.Get(k); ok && v.AsString() != "" {
+			return v.AsString()
+		}
+	}
+	return ""
+}
+
+// benignThrottle are clock-event reasons that do not slow a busy GPU down.
+var benignThrottle = map[string]bool{"gpu_idle": true, "applications_clocks": true, "display_clock": true, "sync_boost": true}
+
+// Observe records the canonical state in md. Metrics it does not use are ignored.
+func (s *Store) Observe(md pmetric.Metrics) {
+	rms := md.ResourceMetrics()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i < rms.Len(); i++ {
+		rm := rms.At(i)
+		res := rm.Resource().Attributes()
+		if id, ok := res.Get(schema.AttrHwID); ok {
+			s.observeGPU(id.AsString(), s.ReplicaKey(res), rm)
+			continue
+		}
+		if key := s.ReplicaKey(res); key != "" {
+			s.observeEngine(key, res, rm)
+		}
+	}
+}
+
+func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMetrics) {
+	snap := EngineSnapshot{Waiting: math.NaN(), Running: math.NaN(), KVUtilization: math.NaN(),
+		Preemptions: math.NaN(), PrefixQueries: math.NaN(), PrefixHits: math.NaN()}
+	var model string
+	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) {
+		var field *float64
+		max := false
+		switch name {
+		case schema.MetricLLMSchedulerRequestsWaiting:
+			field = &snap.Waiting
+		case schema.MetricLLMSchedulerRequestsRunning:
+			field = &snap.Running
+		case schema.MetricLLMKVCacheUtilization:
+			field, max = &snap.KVUtilization, true
+		case schema.MetricLLMSchedulerPreemptions:
+			field = &snap.Preemptions
+		case schema.MetricLLMPrefixCacheQueries:
+			field = &snap.PrefixQueries
+		case schema.MetricLLMPrefixCacheHits:
+			field = &snap.PrefixHits
+		default:
+			return
+		}
+		if ts > snap.Time {
+			snap.Time = ts
+		}
+		if m, ok := attrs.Get(schema.AttrGenAIRequestModel); ok && model == "" {
+			model = m.AsString()
+		}
+		switch {
+		case math.IsNaN(*field):
+			*field = v
+		case max:
+			*field = math.Max(*field, v)
+		default: // several models or engine cores on one replica: their queues add up
+			*field += v
+		}
+	})
+	if snap.Time == 0 {
+		return
+	}
+	r := s.replicas[key]
+	if r == nil {
+		s.makeRoom(len(s.replicas), func() { s.forgetOldestReplica() })
+		r = &replica{snaps: newRing[EngineSnapshot](s.cfg.MaxSnapshots)}
+		s.replicas[key] = r
+	}
+	if model != "" {
+		r.model = model
+	}
+	if e, ok := res.Get(schema.AttrLLMEngineName); ok {
+		r.engine = e.AsString()
+	}
+	r.lastSeen = snap.Time
+	r.snaps.push(snap, engineTime, snap.Time-s.cfg.Window.Nanoseconds())
+	r.usual()
+}
+
+func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
+	snap := GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN()}
+	processOwners := map[string]bool{}
+	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) {
+		switch name {
+		case schema.MetricHwGPUUtilization:
+			snap.Utilization = v
+		case schema.MetricNvidiaGPUClockThrottled:
+			if r, ok := attrs.Get(schema.AttrNvidiaGPUThrottleReason); ok && v > 0 && !benignThrottle[r.AsString()] {
+				snap.Throttle = append(snap.Throttle, r.AsString())
+			}
+		case schema.MetricHwErrors:
+			if t, ok := attrs.Get(schema.AttrErrorType); ok && t.AsString() == "xid" {
+				snap.XIDErrors = v
+			}
+		case schema.MetricNvidiaGPUProcessMemoryUsage:
+			if r, ok := attrs.Get(schema.AttrServiceInstanceID); ok {
+				processOwners[r.AsString()] = true
+			}
+			return
+		default:
+			return
+		}
+		if ts > snap.Time {
+			snap.Time = ts
+		}
+	})
+	if snap.Time == 0 {
+		return
+	}
+	g := s.gpus[id]
+	if g == nil {
+		s.makeRoom(len(s.gpus), func() { s.forgetOldestGPU() })
+		g = &gpu{snaps: newRing[GPUSnapshot](s.cfg.MaxSnapshots)}
+		s.gpus[id] = g
+	}
+	if owner == "" && len(processOwners) == 1 {
+		for o := range processOwners {
+			owner = o
+		}
+	}
+	if owner != "" {
+		g.owner = owner
+	}
+	g.lastSeen = snap.Time
+	g.snaps.push(snap, gpuTime, snap.Time-s.cfg.Window.Nanoseconds())
+}
+
+func (s *Store) makeRoom(n int, forget func()) {
+	if n >= s.cfg.MaxReplicas {
+		forget()
+	}
+}
+
+func (s *Store) forgetOldestReplica() {
+	oldest, at := "", int64(math.MaxInt64)
+	for k, r := range s.replicas {
+		if r.lastSeen < at {
+			oldest, at = k, r.lastSeen
+		}
+	}
+	delete(s.replicas, oldest)
+}
+
+func (s *Store) forgetOldestGPU() {
+	oldest, at := "", int64(math.MaxInt64)
+	for k, g := range s.gpus {
+		if g.lastSeen < at {
+			oldest, at = k, g.lastSeen
+		}
+	}
+	delete(s.gpus, oldest)
+}
+
+// forEachPoint calls fn for every gauge and sum data point (histograms carry no state the summaries use).
+func forEachPoint(rm pmetric.ResourceMetrics, fn func(name string, attrs pcommon.Map, ts int64, v float64)) {
+	sms := rm.ScopeMetrics()
+	for i := 0; i < sms.Len(); i++ {
+		ms := sms.At(i).Metrics()
+		for j := 0; j < ms.Len(); j++ {
+			m := ms.At(j)
+			var dps pmetric.NumberDataPointSlice
+			switch m.Type() {
+			case pmetric.MetricTypeGauge:
+				dps = m.Gauge().DataPoints()
+			case pmetric.MetricTypeSum:
+				dps = m.Sum().DataPoints()
+			default:
+				continue
+			}
+			for k := 0; k < dps.Len(); k++ {
+				dp := dps.At(k)
+				if dp.Flags().NoRecordedValue() {
+					continue
+				}
+				v := dp.DoubleValue()
+				if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
+					v = float64(dp.IntValue())
+				}
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					continue
+				}
+				fn(m.Name(), dp.Attributes(), int64(dp.Timestamp()), v)
+			}
+		}
+	}
+}
+
+// Replicas lists the replicas the store knows, sorted.
+func (s *Store) Replicas() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.replicas))
+	for k := range s.replicas {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Newest is the time of the replica's newest engine snapshot (unix ns) and whether the replica is known.
+func (s *Store) Newest(key string) (int64, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.replicas[key]
+	if r == nil {
+		return 0, false
+	}
+	return r.lastSeen, true
+}
+
+// Resolve maps a span's replica key onto a known replica: the key itself when known, else, when the store
+// holds exactly one replica (a sidecar), that one. ok is false when neither applies.
+func (s *Store) Resolve(key string) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if _, ok := s.replicas[key]; ok {
+		return key, true
+	}
+	if len(s.replicas) == 1 {
+		for k := range s.replicas {
+			return k, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,199 @@
+package fleetstate
+
+import (
+	"math"
+	"sort"
+	"time"
+)
+
+// Summary is a replica's state over one interval (a request's lifetime). NaN means unknown: the engine or
+// GPU did not report that quantity, or no snapshot covered the interval.
+type Summary struct {
+	Replica string
+	Model   string
+	Engine  string
+
+	// HasEngine is true when an engine snapshot covers the interval's start (at or before it, within the window).
+	HasEngine bool
+	// Complete is true when a snapshot at or after the interval's end was seen: nothing later can change it.
+	Complete bool
+
+	WaitingAtArrival float64
+	WaitingMax       float64
+	// QueueGrowthPerMinute compares the queue at arrival with the queue up to a minute earlier, as a ratio
+	// per minute ((waiting+1) / (earlier waiting+1), scaled to 60 s); 1 is flat.
+	QueueGrowthPerMinute float64
+	RunningMax           float64
+	RunningUsual         float64 // median over the window
+	KVUtilizationMax     float64
+	Preemptions          float64
+	// PrefixHitRatio covers the interval widened to RecentLookback before it; PrefixHitRatioUsual the window.
+	PrefixHitRatio      float64
+	PrefixHitRatioUsual float64
+
+	HasGPU             bool
+	GPUUtilizationMean float64
+	ThrottleReasons    []string
+	XIDErrors          float64
+}
+
+// RecentLookback widens short intervals for rates: a 300 ms request sees no counter move between two scrapes.
+const RecentLookback = time.Minute
+
+func engineTime(s EngineSnapshot) int64 { return s.Time }
+func gpuTime(s GPUSnapshot) int64       { return s.Time }
+
+// Summarize describes replica key over [from, to] (unix ns).
+func (s *Store) Summarize(key string, from, to int64) Summary {
+	nan := math.NaN()
+	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, RunningMax: nan,
+		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
+		GPUUtilizationMean: nan, XIDErrors: nan}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.replicas[key]
+	if r != nil {
+		sum.Model, sum.Engine = r.model, r.engine
+		sum.RunningUsual, sum.PrefixHitRatioUsual = r.runningUsual, r.hitRatioUsual
+		summarizeEngine(&r.snaps, from, to, &sum)
+	}
+	var gpus []*gpu
+	for _, g := range s.gpus {
+		if g.owner == key || (g.owner == "" && len(s.replicas) <= 1) {
+			gpus = append(gpus, g)
+		}
+	}
+	summarizeGPUs(gpus, from, to, &sum)
+	return sum
+}
+
+func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) {
+	first, last, ok := snaps.span(engineTime, from, to)
+	if !ok {
+		return
+	}
+	arrival := snaps.at(first)
+	sum.HasEngine = arrival.Time <= from
+	sum.Complete = snaps.at(last).Time >= to
+	sum.WaitingAtArrival = arrival.Waiting
+	for i := first; i <= last; i++ {
+		sn := snaps.at(i)
+		sum.WaitingMax = nanMax(sum.WaitingMax, sn.Waiting)
+		sum.RunningMax = nanMax(sum.RunningMax, sn.Running)
+		sum.KVUtilizationMax = nanMax(sum.KVUtilizationMax, sn.KVUtilization)
+	}
+	sum.Preemptions = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.Preemptions })
+
+	// Queue trend: the snapshot nearest a minute before arrival, at least 10 s before it.
+	for i := first - 1; i >= 0; i-- {
+		earlier := snaps.at(i)
+		dt := arrival.Time - earlier.Time
+		if dt >= int64(10*time.Second) && (dt >= int64(time.Minute) || i == 0) && !math.IsNaN(earlier.Waiting) && !math.IsNaN(arrival.Waiting) {
+			ratio := (arrival.Waiting + 1) / (earlier.Waiting + 1)
+			sum.QueueGrowthPerMinute = math.Pow(ratio, float64(time.Minute)/float64(dt))
+			break
+		}
+	}
+
+	recentFirst, _, _ := snaps.span(engineTime, from-int64(RecentLookback), to)
+	sum.PrefixHitRatio = hitRatio(snaps, recentFirst, last)
+}
+
+// usual computes the replica's window-wide levels; Observe calls it once per scrape, not per request.
+func (r *replica) usual() {
+	r.hitRatioUsual = hitRatio(&r.snaps, 0, r.snaps.n-1)
+	running := make([]float64, 0, r.snaps.n)
+	for i := 0; i < r.snaps.n; i++ {
+		if v := r.snaps.at(i).Running; !math.IsNaN(v) {
+			running = append(running, v)
+		}
+	}
+	r.runningUsual = math.NaN()
+	if len(running) > 0 {
+		sort.Float64s(running)
+		r.runningUsual = running[len(running)/2]
+	}
+}
+
+func hitRatio(snaps *ring[EngineSnapshot], first, last int) float64 {
+	q := counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.PrefixQueries })
+	h := counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.PrefixHits })
+	if math.IsNaN(q) || math.IsNaN(h) || q <= 0 {
+		return math.NaN()
+	}
+	return math.Min(1, h/q)
+}
+
+// counterDelta is how much a cumulative counter grew between snapshots first and last; a drop is an engine
+// restart, after which the new value is all growth.
+func counterDelta[T any](snaps *ring[T], first, last int, value func(T) float64) float64 {
+	delta, prev, seen := 0.0, math.NaN(), false
+	for i := first; i <= last; i++ {
+		v := value(snaps.at(i))
+		if math.IsNaN(v) {
+			continue
+		}
+		switch {
+		case math.IsNaN(prev):
+		case v >= prev:
+			delta += v - prev
+			seen = true
+		default:
+			delta += v
+			seen = true
+		}
+		prev = v
+	}
+	if !seen {
+		if first == last || math.IsNaN(prev) {
+			return math.NaN()
+		}
+		return 0
+	}
+	return delta
+}
+
+func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
+	utilSum, utilN := 0.0, 0
+	reasons := map[string]bool{}
+	for _, g := range gpus {
+		first, last, ok := g.snaps.span(gpuTime, from, to)
+		if !ok || g.snaps.at(last).Time < from-int64(RecentLookback) {
+			continue
+		}
+		sum.HasGPU = true
+		for i := first; i <= last; i++ {
+			sn := g.snaps.at(i)
+			if !math.IsNaN(sn.Utilization) {
+				utilSum += sn.Utilization
+				utilN++
+			}
+			for _, r := range sn.Throttle {
+				reasons[r] = true
+			}
+		}
+		if x := counterDelta(&g.snaps, first, last, func(s GPUSnapshot) float64 { return s.XIDErrors }); !math.IsNaN(x) {
+			if math.IsNaN(sum.XIDErrors) {
+				sum.XIDErrors = 0
+			}
+			sum.XIDErrors += x
+		}
+	}
+	if utilN > 0 {
+		sum.GPUUtilizationMean = utilSum / float64(utilN)
+	}
+	for r := range reasons {
+		sum.ThrottleReasons = append(sum.ThrottleReasons, r)
+	}
+	sort.Strings(sum.ThrottleReasons)
+}
+
+func nanMax(a, b float64) float64 {
+	switch {
+	case math.IsNaN(a):
+		return b
+	case math.IsNaN(b):
+		return a
+	}
+	return math.Max(a, b)
+}
