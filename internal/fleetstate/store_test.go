@@ -8,74 +8,19 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
 
-var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+var at = fleetstatetest.At
 
-func at(sec float64) int64 { return t0.Add(time.Duration(sec * float64(time.Second))).UnixNano() }
-
-// engineScrape is one replica's canonical scrape at t seconds; keys are canonical metric names.
 func engineScrape(replica string, sec float64, values map[string]float64) pmetric.Metrics {
-	md := pmetric.NewMetrics()
-	rm := md.ResourceMetrics().AppendEmpty()
-	rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, replica)
-	rm.Resource().Attributes().PutStr(schema.AttrLLMEngineName, "vllm")
-	ms := rm.ScopeMetrics().AppendEmpty().Metrics()
-	for name, v := range values {
-		m := ms.AppendEmpty()
-		m.SetName(name)
-		var dp pmetric.NumberDataPoint
-		if name == schema.MetricLLMSchedulerPreemptions || name == schema.MetricLLMPrefixCacheQueries || name == schema.MetricLLMPrefixCacheHits {
-			dp = m.SetEmptySum().DataPoints().AppendEmpty()
-		} else {
-			dp = m.SetEmptyGauge().DataPoints().AppendEmpty()
-		}
-		dp.SetTimestamp(pcommon.Timestamp(at(sec)))
-		dp.SetDoubleValue(v)
-		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, "llama-70b")
-	}
-	return md
+	return fleetstatetest.Engine(replica, "llama-70b", sec, values)
 }
 
-func gpuScrape(id, owner string, sec, util float64, throttle []string, xid float64, processOwners ...string) pmetric.Metrics {
-	md := pmetric.NewMetrics()
-	rm := md.ResourceMetrics().AppendEmpty()
-	rm.Resource().Attributes().PutStr(schema.AttrHwID, id)
-	if owner != "" {
-		rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, owner)
-	}
-	ms := rm.ScopeMetrics().AppendEmpty().Metrics()
-	point := func(name string) pmetric.NumberDataPoint {
-		m := ms.AppendEmpty()
-		m.SetName(name)
-		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
-		dp.SetTimestamp(pcommon.Timestamp(at(sec)))
-		return dp
-	}
-	point(schema.MetricHwGPUUtilization).SetDoubleValue(util)
-	for _, r := range []string{"gpu_idle", "hw_slowdown", "sw_thermal"} {
-		dp := point(schema.MetricNvidiaGPUClockThrottled)
-		dp.Attributes().PutStr(schema.AttrNvidiaGPUThrottleReason, r)
-		for _, on := range throttle {
-			if on == r {
-				dp.SetIntValue(1)
-			}
-		}
-	}
-	dp := point(schema.MetricHwErrors)
-	dp.Attributes().PutStr(schema.AttrErrorType, "xid")
-	dp.SetDoubleValue(xid)
-	for _, o := range processOwners {
-		dp := point(schema.MetricNvidiaGPUProcessMemoryUsage)
-		dp.Attributes().PutStr(schema.AttrServiceInstanceID, o)
-		dp.SetDoubleValue(1 << 30)
-	}
-	return md
-}
+var gpuScrape = fleetstatetest.GPU
 
 func newStore() *Store {
 	return New(Config{ReplicaKeys: []string{schema.AttrServiceInstanceID, schema.AttrServerAddress}, Window: 10 * time.Minute})

@@ -59,7 +59,8 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 	}
 	var gpus []*gpu
 	for _, g := range s.gpus {
-		if g.owner == key || (g.owner == "" && len(s.replicas) <= 1) {
+		// A GPU joins the replica it is attributed to; unattributed GPUs belong to a lone replica (a sidecar).
+		if (g.owner != "" && g.owner == key) || (g.owner == "" && r != nil && len(s.replicas) == 1) {
 			gpus = append(gpus, g)
 		}
 	}

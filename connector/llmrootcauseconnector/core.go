@@ -1,0 +1,548 @@
+package llmrootcauseconnector
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+const scopeName = "github.com/servescope/servescope/connector/llmrootcauseconnector"
+
+// core is the state one component ID shares across its pipeline pairs: the fleet state fed by the metrics
+// input, the baselines, the spans waiting for state, and the outputs. Each pipeline pair is its own instance
+// in front of it; exactly one traces input and one metrics input do the work, since the collector hands every
+// instance of the same input type the same data.
+type core struct {
+	cfg    *Config
+	logger *zap.Logger
+	schema *schema.Schema
+	store  *fleetstate.Store
+	now    func() time.Time
+
+	mu             sync.Mutex
+	tracesOut      consumer.Traces
+	metricsOut     consumer.Metrics
+	logsOut        consumer.Logs
+	tracesInputs   []*tracesInput
+	metricsInputs  []*metricsInput
+	primaryTraces  *tracesInput
+	primaryMetrics *metricsInput
+
+	baselines  map[string]*modelBaseline
+	shares     map[string]*shareBaseline // "t/" + tenant, "f/" + prompt family
+	tenants    map[string]bool
+	work       map[string]*workLog
+	origins    *fifoCache[spanKey, who]
+	byRequest  *fifoCache[string, who]
+	agg        *aggregator
+	pending    []*batch
+	pendingN   int
+	started    time.Time
+	refs       int
+	stop       chan struct{}
+	done       sync.WaitGroup
+	warnedOnce map[string]bool
+
+	requests metric.Int64Counter
+	forced   metric.Int64Counter
+	waiting  metric.Int64UpDownCounter
+}
+
+// batch is one ConsumeTraces call's data, held until the state after its requests' ends is known.
+type batch struct {
+	td       ptrace.Traces
+	requests []*request
+	deadline time.Time
+	ctx      context.Context
+}
+
+func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
+	sch, err := schema.Default()
+	if err != nil {
+		return nil, err
+	}
+	c := &core{cfg: cfg, logger: set.Logger, schema: sch, now: time.Now,
+		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
+			MaxReplicas: cfg.MaxReplicas}),
+		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, tenants: map[string]bool{},
+		work: map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
+		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{}}
+	meter := set.MeterProvider.Meter(scopeName)
+	var errs [3]error
+	c.requests, errs[0] = meter.Int64Counter("servescope_root_cause_requests",
+		metric.WithDescription("Request spans explained, by root cause."), metric.WithUnit("{request}"))
+	c.forced, errs[1] = meter.Int64Counter("servescope_root_cause_forced_spans",
+		metric.WithDescription("Request spans sent before the state after their end arrived (max_wait passed, the wait buffer was full, or shutdown)."),
+		metric.WithUnit("{span}"))
+	c.waiting, errs[2] = meter.Int64UpDownCounter("servescope_root_cause_waiting_spans",
+		metric.WithDescription("Spans held for the state after their end."), metric.WithUnit("{span}"))
+	return c, errors.Join(errs[:]...)
+}
+
+func (c *core) start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refs++
+	if c.refs > 1 {
+		return
+	}
+	c.started = c.now()
+	c.agg = newAggregator(c.cfg, c.started)
+	c.stop = make(chan struct{})
+	c.done.Add(1)
+	go c.loop()
+}
+
+func (c *core) shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	c.refs--
+	if c.refs != 0 || c.stop == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	close(c.stop)
+	c.mu.Unlock()
+	c.done.Wait()
+	// Nothing is dropped on the way out: held spans go with what is known, and the last metrics are sent.
+	return errors.Join(c.release(ctx, func(*batch) bool { return true }, "shutdown"), c.flushMetrics(ctx))
+}
+
+func (c *core) loop() {
+	defer c.done.Done()
+	tick := c.cfg.MaxWait / 4
+	if tick <= 0 || tick > time.Second {
+		tick = time.Second
+	}
+	waits := time.NewTicker(tick)
+	flushes := time.NewTicker(c.cfg.MetricsFlushInterval)
+	defer waits.Stop()
+	defer flushes.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-waits.C:
+			now := c.now()
+			c.logError(c.release(context.Background(), func(b *batch) bool { return !now.Before(b.deadline) }, "max_wait"))
+		case <-flushes.C:
+			c.logError(c.flushMetrics(context.Background()))
+		}
+	}
+}
+
+func (c *core) logError(err error) {
+	if err != nil {
+		c.warnOnce("downstream:"+err.Error(), "llm_root_cause could not hand data to the next component", zap.Error(err))
+	}
+}
+
+func (c *core) warnOnce(key, msg string, fields ...zap.Field) {
+	c.mu.Lock()
+	seen := c.warnedOnce[key]
+	if !seen && len(c.warnedOnce) < 1000 {
+		c.warnedOnce[key] = true
+	}
+	c.mu.Unlock()
+	if !seen {
+		c.logger.Warn(msg, fields...)
+	}
+}
+
+// consumeMetrics feeds the state and releases the held spans whose state is now complete.
+func (c *core) consumeMetrics(ctx context.Context, md pmetric.Metrics, from *metricsInput) error {
+	c.mu.Lock()
+	if c.primaryMetrics == nil {
+		c.primaryMetrics = from
+	}
+	primary := c.primaryMetrics == from
+	c.mu.Unlock()
+	if !primary {
+		return nil
+	}
+	c.store.Observe(md)
+	return c.release(ctx, c.readyLocked, "")
+}
+
+func (c *core) consumeTraces(ctx context.Context, td ptrace.Traces, from *tracesInput) error {
+	c.mu.Lock()
+	if c.primaryTraces == nil {
+		c.primaryTraces = c.choosePrimaryTraces()
+	}
+	if c.primaryTraces != from {
+		c.mu.Unlock()
+		return nil
+	}
+	b := &batch{td: td, requests: c.collect(td), deadline: c.now().Add(c.cfg.MaxWait), ctx: context.WithoutCancel(ctx)}
+	if len(b.requests) == 0 || c.readyLocked(b) {
+		out := c.finish(b)
+		c.mu.Unlock()
+		return c.emit(ctx, out)
+	}
+	c.pending = append(c.pending, b)
+	c.pendingN += b.td.SpanCount()
+	c.waiting.Add(ctx, int64(b.td.SpanCount()))
+	var overflow []*batch
+	for c.pendingN > c.cfg.MaxPendingSpans && len(c.pending) > 0 {
+		overflow = append(overflow, c.pending[0])
+		c.pendingN -= c.pending[0].td.SpanCount()
+		c.pending = c.pending[1:]
+	}
+	outs := c.finishForced(overflow, "buffer_full")
+	c.mu.Unlock()
+	var errs []error
+	for _, o := range outs {
+		errs = append(errs, c.emit(o.ctx, o))
+	}
+	return errors.Join(errs...)
+}
+
+// choosePrimaryTraces prefers the instance whose output is traces, since only it may change the spans.
+func (c *core) choosePrimaryTraces() *tracesInput {
+	var best *tracesInput
+	for _, in := range c.tracesInputs {
+		if best == nil || in.rank < best.rank {
+			best = in
+		}
+	}
+	return best
+}
+
+// readyLocked: every request's replica has state after the request's end, or waiting cannot help (no metrics
+// input, max_wait zero, or a replica the state has never seen once the start-up grace of max_wait is over).
+func (c *core) readyLocked(b *batch) bool {
+	if len(c.metricsInputs) == 0 || c.cfg.MaxWait == 0 {
+		return true
+	}
+	for _, r := range b.requests {
+		key, known := c.store.Resolve(r.replicaKey)
+		if !known {
+			if c.now().Sub(c.started) < c.cfg.MaxWait {
+				return false
+			}
+			continue
+		}
+		if newest, _ := c.store.Newest(key); newest < r.end {
+			return false
+		}
+	}
+	return true
+}
+
+type output struct {
+	ctx    context.Context
+	traces ptrace.Traces
+	logs   plog.Logs
+	hasLog bool
+}
+
+// release sends the held batches that pick selects (called with c.mu held), oldest first.
+func (c *core) release(ctx context.Context, pick func(*batch) bool, forcedReason string) error {
+	c.mu.Lock()
+	var keep, go_ []*batch
+	for _, b := range c.pending {
+		if pick(b) {
+			go_ = append(go_, b)
+		} else {
+			keep = append(keep, b)
+		}
+	}
+	c.pending = keep
+	for _, b := range go_ {
+		c.pendingN -= b.td.SpanCount()
+	}
+	var outs []output
+	if forcedReason != "" {
+		outs = c.finishForced(go_, forcedReason)
+	} else {
+		for _, b := range go_ {
+			c.waiting.Add(ctx, -int64(b.td.SpanCount()))
+			outs = append(outs, c.finish(b))
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, o := range outs {
+		errs = append(errs, c.emit(o.ctx, o))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *core) finishForced(bs []*batch, reason string) []output {
+	var outs []output
+	for _, b := range bs {
+		n := int64(b.td.SpanCount())
+		c.waiting.Add(b.ctx, -n)
+		c.forced.Add(b.ctx, int64(len(b.requests)), metric.WithAttributes(attribute.String("reason", reason)))
+		outs = append(outs, c.finish(b))
+	}
+	return outs
+}
+
+func (c *core) emit(ctx context.Context, o output) error {
+	var errs []error
+	if c.tracesOut != nil && o.traces.SpanCount() > 0 {
+		errs = append(errs, c.tracesOut.ConsumeTraces(ctx, o.traces))
+	}
+	if c.logsOut != nil && o.hasLog {
+		errs = append(errs, c.logsOut.ConsumeLogs(ctx, o.logs))
+	}
+	return errors.Join(errs...)
+}
+
+// collect indexes who sent what (tenants by span and by request id) and reads the batch's request spans.
+func (c *core) collect(td ptrace.Traces) []*request {
+	var reqs []*request
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		res := rss.At(i).Resource().Attributes()
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				span := spans.At(k)
+				w := who{tenant: lookup(c.cfg.TenantKeys, span.Attributes(), res), family: lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res),
+					traceID: span.TraceID(), spanID: span.SpanID()}
+				if w.tenant != "" || w.family != "" {
+					c.origins.put(spanKey{span.TraceID(), span.SpanID()}, w)
+				}
+				if !isEngineRequest(span) {
+					if id := text(span.Attributes(), schema.AttrGenAIRequestID); id != "" && (w.tenant != "" || w.family != "") {
+						c.byRequest.put(id, w)
+					}
+					continue
+				}
+				r := readRequest(span, res)
+				r.replicaKey = c.store.ReplicaKey(res)
+				reqs = append(reqs, r)
+			}
+		}
+	}
+	return reqs
+}
+
+// finish explains every request of a batch, records metrics and builds the outputs. Called with c.mu held.
+func (c *core) finish(b *batch) output {
+	out := output{ctx: b.ctx, traces: b.td}
+	if len(b.requests) == 0 {
+		return out
+	}
+	if c.logsOut != nil {
+		out.logs = plog.NewLogs()
+	}
+	enrichSpans := c.tracesOut != nil
+	// Resolve everyone first, so contention sees the whole batch's admitted work.
+	for _, r := range b.requests {
+		c.resolve(r, enrichSpans)
+		if math.IsNaN(r.queue) || r.replica == "" && r.replicaKey == "" {
+			continue
+		}
+		wl := c.work[firstNonEmpty(r.replica, r.replicaKey)]
+		if wl == nil {
+			if len(c.work) >= c.cfg.MaxReplicas {
+				clear(c.work)
+			}
+			wl = &workLog{}
+			c.work[firstNonEmpty(r.replica, r.replicaKey)] = wl
+		}
+		tokens := sumKnown(r.promptTokens, r.genTokens)
+		if tokens == 0 {
+			tokens = 1
+		}
+		wl.add(admitted{from: r.start + int64(r.queue*1e9), to: r.end, tenant: r.tenant, tokens: tokens, traceID: r.span.TraceID(), spanID: r.span.SpanID()})
+	}
+	for _, r := range b.requests {
+		circ := &circumstances{limits: c.cfg.limits(r.model), usualCachedShare: math.NaN()}
+		circ.state = c.store.Summarize(r.replica, r.start, r.end) // "" (no replica joined): all unknown
+		circ.baseline = c.baselineFor(r.model)
+		if wl := c.work[firstNonEmpty(r.replica, r.replicaKey)]; wl != nil && !math.IsNaN(r.queue) {
+			circ.topOther, circ.topOtherShare, circ.otherRequests = wl.contention(r.tenant, r.start, r.start+int64(r.queue*1e9), r.span.SpanID())
+		}
+		circ.usualCachedShare = c.usualShare(r)
+		v := judge(r, circ, c.cfg)
+		if enrichSpans {
+			enrich(r, v)
+		}
+		c.agg.record(r, v)
+		c.learn(r)
+		c.requests.Add(b.ctx, 1, metric.WithAttributes(attribute.String(schema.AttrLLMRootCause, v.cause)))
+		if v.slow && c.logsOut != nil {
+			c.appendLog(out.logs, r, v)
+			out.hasLog = true
+		}
+	}
+	return out
+}
+
+// resolve settles a request's replica, model, tenant and prompt family, linking it to the gateway span that
+// shares its request id.
+func (c *core) resolve(r *request, link bool) {
+	if key, ok := c.store.Resolve(r.replicaKey); ok {
+		r.replica = key
+	}
+	if r.model == "" || r.engine == "" {
+		st := c.store.Summarize(r.replica, 0, 0)
+		r.model = firstNonEmpty(r.model, st.Model)
+		r.engine = firstNonEmpty(r.engine, st.Engine)
+	}
+	span := r.span
+	w := who{tenant: lookup(c.cfg.TenantKeys, span.Attributes(), r.resource), family: lookup(c.cfg.PromptFamilyKeys, span.Attributes(), r.resource)}
+	fill := func(o who) {
+		w.tenant = firstNonEmpty(w.tenant, o.tenant)
+		w.family = firstNonEmpty(w.family, o.family)
+	}
+	if !span.ParentSpanID().IsEmpty() {
+		if parent, ok := c.origins.get(spanKey{span.TraceID(), span.ParentSpanID()}); ok {
+			fill(parent)
+		}
+	}
+	if r.requestID != "" {
+		if gw, ok := c.byRequest.get(r.requestID); ok {
+			fill(gw)
+			if link && !(gw.traceID == span.TraceID() && gw.spanID == span.ParentSpanID()) && !alreadyLinked(span, gw) {
+				l := span.Links().AppendEmpty()
+				l.SetTraceID(gw.traceID)
+				l.SetSpanID(gw.spanID)
+				l.Attributes().PutStr(schema.AttrGenAIRequestID, r.requestID)
+			}
+		}
+	}
+	r.tenant = c.capTenant(firstNonEmpty(w.tenant, "unknown"))
+	r.family = w.family
+}
+
+func alreadyLinked(span ptrace.Span, w who) bool {
+	for i := 0; i < span.Links().Len(); i++ {
+		if l := span.Links().At(i); l.TraceID() == w.traceID && l.SpanID() == w.spanID {
+			return true
+		}
+	}
+	return false
+}
+
+// capTenant folds tenants beyond max_tenants into _other.
+func (c *core) capTenant(t string) string {
+	if c.tenants[t] {
+		return t
+	}
+	if len(c.tenants) >= c.cfg.MaxTenants {
+		return "_other"
+	}
+	c.tenants[t] = true
+	return t
+}
+
+func (c *core) baselineFor(model string) *modelBaseline {
+	key := orUnknown(model)
+	b := c.baselines[key]
+	if b == nil {
+		if len(c.baselines) >= c.cfg.MaxModels {
+			key = "_other"
+			if b = c.baselines[key]; b != nil {
+				return b
+			}
+		}
+		b = newModelBaseline(c.cfg.Baseline.Window)
+		c.baselines[key] = b
+	}
+	return b
+}
+
+func (c *core) shareFor(key string, create bool) *shareBaseline {
+	s := c.shares[key]
+	if s == nil && create {
+		if len(c.shares) >= 2*c.cfg.MaxTenants {
+			return nil
+		}
+		s = &shareBaseline{half: int64(c.cfg.Baseline.Window) / 2}
+		c.shares[key] = s
+	}
+	return s
+}
+
+// usualShare is the cached share the request's prompt family usually gets, else its tenant's.
+func (c *core) usualShare(r *request) float64 {
+	for _, key := range []string{"f/" + r.family, "t/" + r.tenant} {
+		if key == "f/" {
+			continue
+		}
+		if s := c.shareFor(key, false); s != nil {
+			if v := s.ratio(c.cfg.Rules.MinCacheSamples); !math.IsNaN(v) {
+				return v
+			}
+		}
+	}
+	return math.NaN()
+}
+
+// learn adds a judged request to the baselines, after judging, so a request is never compared with itself.
+func (c *core) learn(r *request) {
+	c.baselineFor(r.model).add(r)
+	if math.IsNaN(r.cachedTokens) || !(r.promptTokens > 0) {
+		return
+	}
+	for _, key := range []string{"f/" + r.family, "t/" + r.tenant} {
+		if key == "f/" {
+			continue
+		}
+		if s := c.shareFor(key, true); s != nil {
+			s.add(math.Min(r.cachedTokens, r.promptTokens), r.promptTokens, r.end)
+		}
+	}
+}
+
+func (c *core) appendLog(logs plog.Logs, r *request, v verdict) {
+	rl := logs.ResourceLogs().AppendEmpty()
+	r.resource.CopyTo(rl.Resource().Attributes())
+	sl := rl.ScopeLogs().AppendEmpty()
+	sl.Scope().SetName(scopeName)
+	rec := sl.LogRecords().AppendEmpty()
+	rec.SetTimestamp(r.span.EndTimestamp())
+	rec.SetObservedTimestamp(pcommon.NewTimestampFromTime(c.now()))
+	rec.SetSeverityNumber(plog.SeverityNumberWarn)
+	rec.SetSeverityText("WARN")
+	rec.SetTraceID(r.span.TraceID())
+	rec.SetSpanID(r.span.SpanID())
+	rec.SetEventName("llm.request.slow")
+	rec.Body().SetStr(v.sentence)
+	a := rec.Attributes()
+	a.PutStr(schema.AttrLLMRootCause, v.cause)
+	if v.secondary != "" {
+		a.PutStr(schema.AttrLLMRootCauseSecondary, v.secondary)
+	}
+	a.PutStr(schema.AttrLLMSlowReason, v.reason)
+	a.PutStr(schema.AttrLLMTenant, r.tenant)
+	a.PutStr(schema.AttrGenAIRequestModel, orUnknown(r.model))
+	a.PutStr(schema.AttrServiceInstanceID, orUnknown(firstNonEmpty(r.replica, r.replicaKey)))
+	if r.requestID != "" {
+		a.PutStr(schema.AttrGenAIRequestID, r.requestID)
+	}
+}
+
+func (c *core) flushMetrics(ctx context.Context) error {
+	c.mu.Lock()
+	if c.metricsOut == nil || c.agg == nil || c.agg.empty() {
+		c.mu.Unlock()
+		return nil
+	}
+	md := pmetric.NewMetrics()
+	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
+	sm.Scope().SetName(scopeName)
+	c.agg.flush(c.now(), sm, c.schema)
+	c.mu.Unlock()
+	return c.metricsOut.ConsumeMetrics(ctx, md)
+}

@@ -1,0 +1,75 @@
+package llmrootcauseconnector
+
+import (
+	"math"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// Evidence attribute keys, named once here from the schema's constants.
+const (
+	keyWaitingAtArrival = schema.AttrLLMEvidenceQueueWaitingAtArrival
+	keyWaitingMax       = schema.AttrLLMEvidenceQueueWaitingMax
+	keyQueueGrowth      = schema.AttrLLMEvidenceQueueGrowthPerMinute
+	keyKVMax            = schema.AttrLLMEvidenceKVUtilizationMax
+	keyPreemptions      = schema.AttrLLMEvidenceKVPreemptions
+	keyHitRatio         = schema.AttrLLMEvidencePrefixCacheHitRatio
+	keyHitRatioUsual    = schema.AttrLLMEvidencePrefixCacheHitRatioUsual
+	keyTenantHitUsual   = schema.AttrLLMEvidenceTenantHitRatioUsual
+	keyTopOther         = schema.AttrLLMEvidenceTenantTopOther
+	keyTopOtherShare    = schema.AttrLLMEvidenceTenantTopOtherShare
+	keyRunningMax       = schema.AttrLLMEvidenceBatchRunningMax
+	keyRunningUsual     = schema.AttrLLMEvidenceBatchRunningUsual
+	keyTPOTUsual        = schema.AttrLLMEvidenceTpotUsual
+	keyPromptP90        = schema.AttrLLMEvidencePromptTokensP90
+	keyGenP90           = schema.AttrLLMEvidenceGenerationTokensP90
+	keyGPUUtil          = schema.AttrLLMEvidenceGPUUtilizationMean
+	keyThrottle         = schema.AttrLLMEvidenceGPUThrottleReasons
+	keyXID              = schema.AttrLLMEvidenceGPUXidErrors
+	keySLO              = schema.AttrLLMEvidenceSlo
+)
+
+// enrich writes the breakdown, the verdict and its evidence onto the request's span. Unknown numbers are
+// left out rather than written as zero: a missing attribute reads "no evidence", a zero reads "evidence of none".
+func enrich(r *request, v verdict) {
+	a := r.span.Attributes()
+	putNumber := func(key string, value float64) {
+		if !math.IsNaN(value) && !math.IsInf(value, 0) {
+			a.PutDouble(key, value)
+		}
+	}
+	putNumber(schema.AttrLLMLatencyQueue, r.queue)
+	putNumber(schema.AttrLLMLatencyPrefill, r.prefill)
+	putNumber(schema.AttrLLMLatencyDecode, r.decode)
+	putNumber(schema.AttrLLMLatencyOther, r.other)
+	putNumber(schema.AttrLLMLatencyTtft, r.ttft)
+	putNumber(schema.AttrLLMLatencyTpot, r.tpot)
+	putNumber(schema.AttrLLMLatencyE2e, r.e2e)
+	putInt := func(key string, value float64) {
+		if !math.IsNaN(value) {
+			a.PutInt(key, int64(value))
+		}
+	}
+	putInt(schema.AttrLLMTokensPrompt, r.promptTokens)
+	putInt(schema.AttrLLMTokensGeneration, r.genTokens)
+	putInt(schema.AttrLLMTokensCached, r.cachedTokens)
+	a.PutStr(schema.AttrLLMTenant, r.tenant)
+	if r.family != "" {
+		a.PutStr(schema.AttrLLMPromptFamily, r.family)
+	}
+	a.PutBool(schema.AttrLLMSlow, v.slow)
+	if v.slow {
+		a.PutStr(schema.AttrLLMSlowReason, v.reason)
+	}
+	a.PutStr(schema.AttrLLMRootCause, v.cause)
+	if v.secondary != "" {
+		a.PutStr(schema.AttrLLMRootCauseSecondary, v.secondary)
+	}
+	a.PutStr(schema.AttrLLMRootCauseEvidence, v.sentence)
+	for _, n := range v.numbers {
+		putNumber(n.key, n.value)
+	}
+	for _, t := range v.text {
+		a.PutStr(t.key, t.value)
+	}
+}

@@ -1,0 +1,320 @@
+package llmrootcauseconnector
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/servescope/servescope/internal/fleetstate"
+)
+
+// Root causes: the taxonomy README.md documents, one rule each.
+const (
+	causeQueueSaturation  = "queue_saturation"
+	causeTenantContention = "tenant_contention"
+	causeKVCachePressure  = "kv_cache_pressure"
+	causePrefixCacheMiss  = "prefix_cache_miss"
+	causeLongPrompt       = "long_prompt"
+	causeLongGeneration   = "long_generation"
+	causeDecodeContention = "decode_contention"
+	causeGPUThrottling    = "gpu_throttling"
+	causeCollectiveWait   = "collective_wait"
+	causeUnknown          = "unknown"
+	causeNone             = "none"
+)
+
+// Slow reasons.
+const (
+	slowTTFT = "ttft"
+	slowTPOT = "tpot"
+	slowE2E  = "e2e"
+)
+
+// circumstances are everything a verdict is judged on besides the request itself.
+type circumstances struct {
+	state    fleetstate.Summary
+	baseline *modelBaseline // nil when the model has none yet
+	limits   Limits
+	// contention: the other tenant that held the most admitted work while the request queued
+	topOther      string
+	topOtherShare float64
+	otherRequests int
+	// the usual cached share of the request's tenant or prompt family (NaN when not known)
+	usualCachedShare float64
+}
+
+type verdict struct {
+	slow      bool
+	reason    string
+	limit     float64 // s; NaN when not slow
+	cause     string
+	secondary string
+	sentence  string
+	numbers   []evidenceNumber
+	text      []evidenceText
+}
+
+type evidenceNumber struct {
+	key   string
+	value float64
+}
+
+type evidenceText struct{ key, value string }
+
+type candidate struct {
+	cause   string
+	blame   float64 // seconds of the slow scope this cause explains
+	because string
+}
+
+// judge decides whether r is slow and why. Rules never fire without their evidence: a missing metric means
+// the rule cannot hold, and a slow request no rule explains is `unknown`.
+func judge(r *request, c *circumstances, cfg *Config) verdict {
+	v := verdict{cause: causeNone, limit: math.NaN()}
+	v.slow, v.reason, v.limit = isSlow(r, c, cfg)
+	base := c.baseline
+	q := func(rq *rollingQuantiles, quantile float64) float64 {
+		if base == nil {
+			return math.NaN()
+		}
+		return rq.quantile(quantile, cfg.Baseline.MinSamples)
+	}
+	tpotUsual := math.NaN()
+	var promptP90, genP90, prefillPerToken float64 = math.NaN(), math.NaN(), math.NaN()
+	if base != nil {
+		tpotUsual = q(base.tpot, 0.5)
+		promptP90 = q(base.promptTokens, cfg.Rules.LongQuantile)
+		genP90 = q(base.genTokens, cfg.Rules.LongQuantile)
+		prefillPerToken = q(base.prefillPerUncachedToken, 0.5)
+	}
+	st := c.state
+	v.numbers = []evidenceNumber{
+		{keyWaitingAtArrival, st.WaitingAtArrival}, {keyWaitingMax, st.WaitingMax}, {keyQueueGrowth, st.QueueGrowthPerMinute},
+		{keyKVMax, st.KVUtilizationMax}, {keyPreemptions, st.Preemptions}, {keyHitRatio, st.PrefixHitRatio},
+		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
+		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
+		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit},
+	}
+	if c.topOther != "" {
+		v.numbers = append(v.numbers, evidenceNumber{keyTopOtherShare, c.topOtherShare})
+		v.text = append(v.text, evidenceText{keyTopOther, c.topOther})
+	}
+	if len(st.ThrottleReasons) > 0 {
+		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
+	}
+	if !v.slow {
+		v.sentence = breakdown(r) + "; not slow"
+		return v
+	}
+
+	// The scope of the slowness: slow to first token is queue and prefill; slow per token is decode.
+	var scope float64
+	inScope := map[string]bool{}
+	switch v.reason {
+	case slowTTFT:
+		scope = sumKnown(r.queue, r.prefill)
+		inScope["queue"], inScope["prefill"] = true, true
+	case slowTPOT:
+		scope = sumKnown(r.decode)
+		inScope["decode"] = true
+	default:
+		scope = r.e2e
+		inScope["queue"], inScope["prefill"], inScope["decode"] = true, true, true
+	}
+	share := func(phase float64) float64 {
+		if math.IsNaN(phase) || scope <= 0 {
+			return 0
+		}
+		return phase / scope
+	}
+	usualPrefill := prefillPerToken * r.uncachedPrompt()
+	usualDecode := tpotUsual * math.Max(0, r.genTokens-1)
+	excess := func(actual, usual float64) float64 {
+		if math.IsNaN(actual) {
+			return 0
+		}
+		if math.IsNaN(usual) {
+			return actual
+		}
+		return math.Max(0, actual-usual)
+	}
+	engineExcess := 0.0
+	if inScope["prefill"] {
+		engineExcess += excess(r.prefill, usualPrefill)
+	}
+	if inScope["decode"] {
+		engineExcess += excess(r.decode, usualDecode)
+	}
+	rules := &cfg.Rules
+	var cands []candidate
+	var missing []string
+
+	// queue_saturation / tenant_contention
+	if inScope["queue"] && r.queue >= rules.MinQueue.Seconds() && share(r.queue) >= rules.QueueShare {
+		switch {
+		case math.IsNaN(st.WaitingMax):
+			missing = append(missing, fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", r.queue, orDash(st.Replica)))
+		case st.WaitingMax >= 1:
+			if c.topOther != "" && c.topOtherShare >= rules.TenantShare && c.otherRequests >= rules.MinTenantRequests {
+				cands = append(cands, candidate{causeTenantContention, r.queue,
+					fmt.Sprintf("tenant %s held %.0f%% of the work admitted while this request queued %.2f s (%s waiting at arrival)",
+						c.topOther, 100*c.topOtherShare, r.queue, num(st.WaitingAtArrival))})
+			} else {
+				growth := ""
+				if !math.IsNaN(st.QueueGrowthPerMinute) {
+					growth = fmt.Sprintf(", queue growing %.1fx/min", st.QueueGrowthPerMinute)
+				}
+				cands = append(cands, candidate{causeQueueSaturation, r.queue,
+					fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth)})
+			}
+		}
+	}
+	// kv_cache_pressure
+	if st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization && engineExcess > 0 {
+		cands = append(cands, candidate{causeKVCachePressure, engineExcess,
+			fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax)})
+	} else if math.IsNaN(st.Preemptions) && math.IsNaN(st.KVUtilizationMax) {
+		missing = append(missing, "no KV-cache state")
+	}
+	// prefix_cache_miss / long_prompt
+	if inScope["prefill"] && share(r.prefill) >= rules.PrefillShare {
+		requestShare := math.NaN()
+		if !math.IsNaN(r.cachedTokens) && r.promptTokens > 0 {
+			requestShare = r.cachedTokens / r.promptTokens
+		}
+		var miss string
+		switch {
+		case requestShare < rules.CacheMissShare && c.usualCachedShare >= rules.CacheUsualShare:
+			miss = fmt.Sprintf("%s of %s prompt tokens cached; this tenant usually gets %.0f%%", num(r.cachedTokens), num(r.promptTokens), 100*c.usualCachedShare)
+		case st.PrefixHitRatioUsual >= rules.CacheUsualShare && st.PrefixHitRatio < rules.HitRatioCollapse*st.PrefixHitRatioUsual:
+			miss = fmt.Sprintf("replica prefix-cache hit ratio %.0f%% around the request, usually %.0f%%", 100*st.PrefixHitRatio, 100*st.PrefixHitRatioUsual)
+		}
+		usualAtUsualShare := usualPrefill
+		if !math.IsNaN(c.usualCachedShare) {
+			usualAtUsualShare = prefillPerToken * r.promptTokens * (1 - c.usualCachedShare)
+		}
+		switch {
+		case miss != "":
+			cands = append(cands, candidate{causePrefixCacheMiss, excess(r.prefill, usualAtUsualShare), miss})
+		case r.promptTokens >= promptP90:
+			cands = append(cands, candidate{causeLongPrompt, r.prefill,
+				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(r.promptTokens), 100*rules.LongQuantile, num(promptP90))})
+		}
+	}
+	// long_generation / decode_contention
+	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotUsual) {
+		switch {
+		case r.tpot > rules.TPOTFactor*tpotUsual && st.RunningMax >= rules.BatchFactor*st.RunningUsual:
+			cands = append(cands, candidate{causeDecodeContention, excess(r.decode, usualDecode),
+				fmt.Sprintf("%.0f ms per token against a usual %.0f ms, with up to %s requests running (usually %s)",
+					1000*r.tpot, 1000*tpotUsual, num(st.RunningMax), num(st.RunningUsual))})
+		case r.tpot <= rules.TPOTFactor*tpotUsual && share(r.decode) >= rules.DecodeShare && r.genTokens >= genP90:
+			cands = append(cands, candidate{causeLongGeneration, r.decode,
+				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s, at a normal %.0f ms per token",
+					num(r.genTokens), 100*rules.LongQuantile, num(genP90), 1000*r.tpot)})
+		}
+	}
+	// gpu_throttling
+	if (len(st.ThrottleReasons) > 0 || st.XIDErrors > 0) && engineExcess > 0 {
+		what := []string{}
+		if len(st.ThrottleReasons) > 0 {
+			what = append(what, "clocks throttled ("+strings.Join(st.ThrottleReasons, ", ")+")")
+		}
+		if st.XIDErrors > 0 {
+			what = append(what, fmt.Sprintf("%s XID errors", num(st.XIDErrors)))
+		}
+		cands = append(cands, candidate{causeGPUThrottling, engineExcess, strings.Join(what, " and ") + " on the replica's GPUs during the request"})
+	} else if !st.HasGPU {
+		missing = append(missing, "no GPU state")
+	}
+
+	sort.SliceStable(cands, func(i, j int) bool { return cands[i].blame > cands[j].blame })
+	var because []string
+	switch {
+	case len(cands) == 0 || cands[0].blame <= 0:
+		v.cause = causeUnknown
+		reason := "no rule has evidence"
+		if len(missing) > 0 {
+			reason += " (" + strings.Join(missing, "; ") + ")"
+		}
+		because = append(because, reason)
+	default:
+		v.cause = cands[0].cause
+		because = append(because, cands[0].because)
+		if len(cands) > 1 && cands[1].blame > 0 {
+			v.secondary = cands[1].cause
+			because = append(because, "also "+cands[1].cause+": "+cands[1].because)
+		}
+	}
+	v.sentence = fmt.Sprintf("%s; slow %s (%s over %.2f s); root cause %s: %s", breakdown(r), v.reason,
+		seconds(r, v.reason), v.limit, v.cause, strings.Join(because, "; "))
+	return v
+}
+
+// isSlow compares the request with its SLO, or the model's rolling quantile where no SLO is set, and names
+// the limit broken by the widest margin.
+func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
+	best, reason, limit := 1.0, "", math.NaN()
+	check := func(name string, value float64, slo float64, rq func(*modelBaseline) *rollingQuantiles) {
+		threshold := slo
+		if threshold <= 0 && c.baseline != nil {
+			threshold = rq(c.baseline).quantile(cfg.Baseline.Quantile, cfg.Baseline.MinSamples)
+		}
+		if math.IsNaN(value) || math.IsNaN(threshold) || threshold <= 0 {
+			return
+		}
+		if ratio := value / threshold; ratio > best {
+			best, reason, limit = ratio, name, threshold
+		}
+	}
+	check(slowTTFT, r.ttft, c.limits.TTFT.Seconds(), func(b *modelBaseline) *rollingQuantiles { return b.ttft })
+	check(slowTPOT, r.tpot, c.limits.TPOT.Seconds(), func(b *modelBaseline) *rollingQuantiles { return b.tpot })
+	check(slowE2E, r.e2e, c.limits.E2E.Seconds(), func(b *modelBaseline) *rollingQuantiles { return b.e2e })
+	return reason != "", reason, limit
+}
+
+func breakdown(r *request) string {
+	return fmt.Sprintf("queue %s, prefill %s, decode %s, other %s of %s", sec(r.queue), sec(r.prefill), sec(r.decode), sec(r.other), sec(r.e2e))
+}
+
+func seconds(r *request, reason string) string {
+	switch reason {
+	case slowTTFT:
+		return "ttft " + sec(r.ttft)
+	case slowTPOT:
+		return fmt.Sprintf("%.0f ms per token", 1000*r.tpot)
+	}
+	return "e2e " + sec(r.e2e)
+}
+
+func sec(v float64) string {
+	if math.IsNaN(v) {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f s", v)
+}
+
+func num(v float64) string {
+	if math.IsNaN(v) {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func sumKnown(values ...float64) float64 {
+	total := 0.0
+	for _, v := range values {
+		if !math.IsNaN(v) {
+			total += v
+		}
+	}
+	return total
+}

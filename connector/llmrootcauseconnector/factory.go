@@ -1,0 +1,156 @@
+// Package llmrootcauseconnector joins request spans with the replica state around them (scheduler, KV cache,
+// prefix cache, GPUs) and explains every slow request: a latency breakdown, a root cause from a documented
+// taxonomy, the numbers behind it, and per-phase metrics.
+package llmrootcauseconnector
+
+import (
+	"context"
+	"sync"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+var componentType = component.MustNewType("llm_root_cause")
+
+// NewFactory creates the llm_root_cause connector factory. Spans in: enriched spans, phase metrics and
+// slow-request logs out. Metrics in: the replica state the explanations read; nothing comes out of them.
+func NewFactory() connector.Factory {
+	return connector.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
+		connector.WithTracesToTraces(createTracesToTraces, component.StabilityLevelAlpha),
+		connector.WithTracesToMetrics(createTracesToMetrics, component.StabilityLevelAlpha),
+		connector.WithTracesToLogs(createTracesToLogs, component.StabilityLevelAlpha),
+		connector.WithMetricsToTraces(createMetricsToTraces, component.StabilityLevelAlpha),
+		connector.WithMetricsToMetrics(createMetricsToMetrics, component.StabilityLevelAlpha),
+		connector.WithMetricsToLogs(createMetricsToLogs, component.StabilityLevelAlpha),
+	)
+}
+
+// cores holds one core per component ID while any of its instances exists.
+var cores = struct {
+	sync.Mutex
+	m map[component.ID]*core
+}{m: map[component.ID]*core{}}
+
+func coreFor(set connector.Settings, cfg component.Config) (*core, error) {
+	cores.Lock()
+	defer cores.Unlock()
+	if c, ok := cores.m[set.ID]; ok {
+		return c, nil
+	}
+	c, err := newCore(cfg.(*Config), set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	cores.m[set.ID] = c
+	return c, nil
+}
+
+func release(id component.ID, c *core) {
+	cores.Lock()
+	defer cores.Unlock()
+	c.mu.Lock()
+	unused := c.refs == 0
+	c.mu.Unlock()
+	if unused && cores.m[id] == c {
+		delete(cores.m, id)
+	}
+}
+
+// Output ranks: the traces-to-traces instance does the work when it exists, since only it may change spans.
+const (
+	rankTraces = iota
+	rankMetrics
+	rankLogs
+)
+
+type tracesInput struct {
+	id   component.ID
+	core *core
+	rank int
+}
+
+func newTracesInput(set connector.Settings, cfg component.Config, rank int, register func(*core)) (*tracesInput, error) {
+	c, err := coreFor(set, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	register(c)
+	in := &tracesInput{id: set.ID, core: c, rank: rank}
+	c.tracesInputs = append(c.tracesInputs, in)
+	c.mu.Unlock()
+	return in, nil
+}
+
+func (in *tracesInput) Start(context.Context, component.Host) error { in.core.start(); return nil }
+func (in *tracesInput) Shutdown(ctx context.Context) error {
+	err := in.core.shutdown(ctx)
+	release(in.id, in.core)
+	return err
+}
+
+// Capabilities: only the instance that writes onto spans needs its own copy of them.
+func (in *tracesInput) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: in.rank == rankTraces}
+}
+
+func (in *tracesInput) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	return in.core.consumeTraces(ctx, td, in)
+}
+
+type metricsInput struct {
+	id   component.ID
+	core *core
+}
+
+func newMetricsInput(set connector.Settings, cfg component.Config) (*metricsInput, error) {
+	c, err := coreFor(set, cfg)
+	if err != nil {
+		return nil, err
+	}
+	in := &metricsInput{id: set.ID, core: c}
+	c.mu.Lock()
+	c.metricsInputs = append(c.metricsInputs, in)
+	c.mu.Unlock()
+	return in, nil
+}
+
+func (in *metricsInput) Start(context.Context, component.Host) error { in.core.start(); return nil }
+func (in *metricsInput) Shutdown(ctx context.Context) error {
+	err := in.core.shutdown(ctx)
+	release(in.id, in.core)
+	return err
+}
+func (in *metricsInput) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+func (in *metricsInput) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	return in.core.consumeMetrics(ctx, md, in)
+}
+
+func createTracesToTraces(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Traces) (connector.Traces, error) {
+	return newTracesInput(set, cfg, rankTraces, func(c *core) { c.tracesOut = next })
+}
+
+func createTracesToMetrics(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Metrics) (connector.Traces, error) {
+	return newTracesInput(set, cfg, rankMetrics, func(c *core) { c.metricsOut = next })
+}
+
+func createTracesToLogs(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Logs) (connector.Traces, error) {
+	return newTracesInput(set, cfg, rankLogs, func(c *core) { c.logsOut = next })
+}
+
+// The metrics input's instances exist for every output pipeline the connector feeds; they only feed state.
+func createMetricsToTraces(_ context.Context, set connector.Settings, cfg component.Config, _ consumer.Traces) (connector.Metrics, error) {
+	return newMetricsInput(set, cfg)
+}
+
+func createMetricsToMetrics(_ context.Context, set connector.Settings, cfg component.Config, _ consumer.Metrics) (connector.Metrics, error) {
+	return newMetricsInput(set, cfg)
+}
+
+func createMetricsToLogs(_ context.Context, set connector.Settings, cfg component.Config, _ consumer.Logs) (connector.Metrics, error) {
+	return newMetricsInput(set, cfg)
+}

@@ -1,0 +1,127 @@
+package llmrootcauseconnector
+
+import (
+	"math"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// request is one engine request span, read into numbers. NaN marks what the span does not say.
+type request struct {
+	span     ptrace.Span
+	resource pcommon.Map
+
+	replicaKey string // from the span's resource, before resolving against the state
+	replica    string // the replica in the state it joined, "" when none
+	model      string
+	engine     string
+	tenant     string
+	family     string
+	requestID  string
+
+	start, end int64 // unix ns: arrival and finish
+
+	queue, prefill, decode, other, ttft, tpot, e2e float64 // seconds
+	promptTokens, genTokens, cachedTokens          float64
+}
+
+// isEngineRequest tells the request spans we explain (vLLM's llm_request and the spans that copy its keys:
+// SGLang, TensorRT-LLM, the tensorrt_llm receiver's) from everything else, which passes through untouched.
+func isEngineRequest(span ptrace.Span) bool {
+	attrs := span.Attributes()
+	_, e2e := attrs.Get(schema.AttrGenAILatencyE2e)
+	_, queue := attrs.Get(schema.AttrGenAILatencyTimeInQueue)
+	_, ttft := attrs.Get(schema.AttrGenAILatencyTimeToFirstToken)
+	return e2e || queue || ttft
+}
+
+func number(attrs pcommon.Map, key string) float64 {
+	v, ok := attrs.Get(key)
+	if !ok {
+		return math.NaN()
+	}
+	switch v.Type() {
+	case pcommon.ValueTypeDouble:
+		return v.Double()
+	case pcommon.ValueTypeInt:
+		return float64(v.Int())
+	}
+	return math.NaN()
+}
+
+func text(attrs pcommon.Map, key string) string {
+	if v, ok := attrs.Get(key); ok {
+		return v.AsString()
+	}
+	return ""
+}
+
+// readRequest turns an engine span into a breakdown. The phases always add up to e2e: other is what is left
+// (tokenization, detokenization, the HTTP hop), never negative; when the engine's phases overrun e2e by
+// rounding, e2e is what the phases say.
+func readRequest(span ptrace.Span, res pcommon.Map) *request {
+	a := span.Attributes()
+	r := &request{span: span, resource: res,
+		start: int64(span.StartTimestamp()), end: int64(span.EndTimestamp()),
+		queue: number(a, schema.AttrGenAILatencyTimeInQueue), prefill: number(a, schema.AttrGenAILatencyTimeInModelPrefill),
+		decode: number(a, schema.AttrGenAILatencyTimeInModelDecode), ttft: number(a, schema.AttrGenAILatencyTimeToFirstToken),
+		e2e:          number(a, schema.AttrGenAILatencyE2e),
+		promptTokens: number(a, schema.AttrGenAIUsagePromptTokens), genTokens: number(a, schema.AttrGenAIUsageCompletionTokens),
+		cachedTokens: number(a, schema.AttrGenAIUsageCachedTokens),
+		requestID:    text(a, schema.AttrGenAIRequestID),
+		model:        firstNonEmpty(text(a, schema.AttrGenAIResponseModel), text(a, schema.AttrGenAIRequestModel)),
+		engine:       text(res, schema.AttrLLMEngineName),
+	}
+	if math.IsNaN(r.e2e) && r.end > r.start {
+		r.e2e = float64(r.end-r.start) / 1e9
+	}
+	// Only inference time given (some engines): the decode is what follows the first token.
+	if inference := number(a, schema.AttrGenAILatencyTimeInModelInference); math.IsNaN(r.decode) && !math.IsNaN(inference) && !math.IsNaN(r.prefill) {
+		r.decode = math.Max(0, inference-r.prefill)
+	}
+	if r.start == 0 && r.end > 0 && !math.IsNaN(r.e2e) {
+		r.start = r.end - int64(r.e2e*1e9)
+	}
+	known := 0.0
+	for _, p := range []float64{r.queue, r.prefill, r.decode} {
+		if !math.IsNaN(p) {
+			known += p
+		}
+	}
+	if !math.IsNaN(r.e2e) {
+		if known > r.e2e {
+			r.e2e = known
+		}
+		r.other = r.e2e - known
+	} else {
+		r.other = math.NaN()
+	}
+	if !math.IsNaN(r.decode) && r.genTokens > 1 {
+		r.tpot = r.decode / (r.genTokens - 1)
+	} else {
+		r.tpot = math.NaN()
+	}
+	return r
+}
+
+func (r *request) uncachedPrompt() float64 {
+	if math.IsNaN(r.promptTokens) {
+		return math.NaN()
+	}
+	if math.IsNaN(r.cachedTokens) {
+		return r.promptTokens
+	}
+	return math.Max(0, r.promptTokens-r.cachedTokens)
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

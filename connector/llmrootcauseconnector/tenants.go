@@ -1,0 +1,114 @@
+package llmrootcauseconnector
+
+import (
+	"go.opentelemetry.io/collector/pdata/pcommon"
+)
+
+// who is what a span says about the request's origin.
+type who struct {
+	tenant, family string
+	traceID        pcommon.TraceID
+	spanID         pcommon.SpanID
+}
+
+// fifoCache remembers at most size entries, forgetting the oldest first: bounded whatever the number of
+// distinct request ids that pass through.
+type fifoCache[K comparable, V any] struct {
+	entries map[K]V
+	order   []K
+	next    int
+}
+
+func newFIFOCache[K comparable, V any](size int) *fifoCache[K, V] {
+	return &fifoCache[K, V]{entries: make(map[K]V, size), order: make([]K, 0, size)}
+}
+
+func (c *fifoCache[K, V]) put(k K, v V) {
+	if _, ok := c.entries[k]; ok {
+		c.entries[k] = v
+		return
+	}
+	if len(c.order) < cap(c.order) {
+		c.order = append(c.order, k)
+	} else {
+		delete(c.entries, c.order[c.next])
+		c.order[c.next] = k
+		c.next = (c.next + 1) % len(c.order)
+	}
+	c.entries[k] = v
+}
+
+func (c *fifoCache[K, V]) get(k K) (V, bool) {
+	v, ok := c.entries[k]
+	return v, ok
+}
+
+func (c *fifoCache[K, V]) len() int { return len(c.entries) }
+
+type spanKey struct {
+	trace pcommon.TraceID
+	span  pcommon.SpanID
+}
+
+// lookup finds the first of keys in span attributes, then in the resource.
+func lookup(keys []string, attrs, res pcommon.Map) string {
+	for _, m := range []pcommon.Map{attrs, res} {
+		for _, k := range keys {
+			if v, ok := m.Get(k); ok && v.AsString() != "" {
+				return v.AsString()
+			}
+		}
+	}
+	return ""
+}
+
+// admitted is one request's stay in the running batch, remembered per replica to judge tenant contention.
+type admitted struct {
+	from, to int64 // unix ns: scheduled, finished
+	tenant   string
+	tokens   float64
+	traceID  pcommon.TraceID
+	spanID   pcommon.SpanID
+}
+
+// workLog is a replica's most recent admitted requests, at most workLogSize.
+type workLog struct {
+	entries []admitted
+	next    int
+}
+
+const workLogSize = 1024
+
+func (w *workLog) add(a admitted) {
+	if len(w.entries) < workLogSize {
+		w.entries = append(w.entries, a)
+		return
+	}
+	w.entries[w.next] = a
+	w.next = (w.next + 1) % workLogSize
+}
+
+// contention returns the tenant other than self that held the largest share of the tokens admitted during
+// [from, to], that share, and how many other requests ran then.
+func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (string, float64, int) {
+	byTenant := map[string]float64{}
+	total, n := 0.0, 0
+	for _, e := range w.entries {
+		if e.spanID == skip || e.from >= to || e.to <= from {
+			continue
+		}
+		byTenant[e.tenant] += e.tokens
+		total += e.tokens
+		n++
+	}
+	top, topShare := "", 0.0
+	for t, tokens := range byTenant {
+		if t == self || total <= 0 {
+			continue
+		}
+		if share := tokens / total; share > topShare || (share == topShare && t < top) {
+			top, topShare = t, share
+		}
+	}
+	return top, topShare, n
+}

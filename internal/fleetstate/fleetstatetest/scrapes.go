@@ -1,0 +1,85 @@
+// Package fleetstatetest builds canonical metrics, as llm_normalize and the nvml receiver emit them, for
+// tests of the components that read replica state.
+package fleetstatetest
+
+import (
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// Epoch is the time scenarios count seconds from.
+var Epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// At is Epoch plus sec seconds, in unix ns.
+func At(sec float64) int64 { return Epoch.Add(time.Duration(sec * float64(time.Second))).UnixNano() }
+
+// counters are the canonical metrics in Engine that are cumulative sums.
+var counters = map[string]bool{schema.MetricLLMSchedulerPreemptions: true, schema.MetricLLMPrefixCacheQueries: true, schema.MetricLLMPrefixCacheHits: true}
+
+// Engine is one replica's canonical scrape at sec seconds: values by canonical metric name, each one data
+// point labelled with the model.
+func Engine(replica, model string, sec float64, values map[string]float64) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, replica)
+	rm.Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineVLLM)
+	ms := rm.ScopeMetrics().AppendEmpty().Metrics()
+	for name, v := range values {
+		m := ms.AppendEmpty()
+		m.SetName(name)
+		var dp pmetric.NumberDataPoint
+		if counters[name] {
+			dp = m.SetEmptySum().DataPoints().AppendEmpty()
+		} else {
+			dp = m.SetEmptyGauge().DataPoints().AppendEmpty()
+		}
+		dp.SetTimestamp(pcommon.Timestamp(At(sec)))
+		dp.SetDoubleValue(v)
+		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, model)
+	}
+	return md
+}
+
+// GPU is one GPU's scrape at sec seconds. owner, when set, is the replica on its resource; processOwners
+// are replicas named by its processes' data points. throttle lists the reasons active (gpu_idle,
+// hw_slowdown, sw_thermal are reported, the others as 0).
+func GPU(id, owner string, sec, utilization float64, throttle []string, xidErrors float64, processOwners ...string) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr(schema.AttrHwID, id)
+	if owner != "" {
+		rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, owner)
+	}
+	ms := rm.ScopeMetrics().AppendEmpty().Metrics()
+	point := func(name string) pmetric.NumberDataPoint {
+		m := ms.AppendEmpty()
+		m.SetName(name)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.Timestamp(At(sec)))
+		return dp
+	}
+	point(schema.MetricHwGPUUtilization).SetDoubleValue(utilization)
+	for _, r := range []string{"gpu_idle", "hw_slowdown", "sw_thermal"} {
+		dp := point(schema.MetricNvidiaGPUClockThrottled)
+		dp.Attributes().PutStr(schema.AttrNvidiaGPUThrottleReason, r)
+		dp.SetIntValue(0)
+		for _, on := range throttle {
+			if on == r {
+				dp.SetIntValue(1)
+			}
+		}
+	}
+	dp := point(schema.MetricHwErrors)
+	dp.Attributes().PutStr(schema.AttrErrorType, "xid")
+	dp.SetDoubleValue(xidErrors)
+	for _, o := range processOwners {
+		dp := point(schema.MetricNvidiaGPUProcessMemoryUsage)
+		dp.Attributes().PutStr(schema.AttrServiceInstanceID, o)
+		dp.SetDoubleValue(1 << 30)
+	}
+	return md
+}
