@@ -1,0 +1,239 @@
+package llmrootcauseconnector
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// steady is a calm replica: nobody waiting, 16 running, KV at 40%, 70% of prefix-cache queries hit.
+func steady(sec float64) map[string]float64 {
+	intervals := (sec + 300) / 10
+	return map[string]float64{
+		schema.MetricLLMSchedulerRequestsWaiting: 0, schema.MetricLLMSchedulerRequestsRunning: 16,
+		schema.MetricLLMKVCacheUtilization: 0.4, schema.MetricLLMSchedulerPreemptions: 0,
+		schema.MetricLLMPrefixCacheQueries: 1000 * intervals, schema.MetricLLMPrefixCacheHits: 700 * intervals,
+	}
+}
+
+// usual is the traffic the baselines learn from: 60 requests a second apart, 500-token prompts (70% cached
+// where the engine reports it), 100 tokens at 20 ms each.
+func usual(cached bool) []call {
+	var calls []call
+	for i := 0; i < 60; i++ {
+		c := call{replica: "r1", tenant: "acme", family: "support-bot", id: fmt.Sprintf("warm-%d", i), start: float64(i),
+			queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: -1}
+		if cached {
+			c.cached = 350
+		}
+		calls = append(calls, c)
+	}
+	return calls
+}
+
+type approx struct{ value, relative float64 }
+
+type scenario struct {
+	name string
+	// state changes the steady replica at a snapshot time (every 10 s from -300 s to 200 s)
+	state func(sec float64, v map[string]float64)
+	// gpu returns the throttle reasons active at a snapshot time; nil: no GPU data at all
+	gpu    func(sec float64) []string
+	cached bool // the engine reports cached tokens (SGLang's shape)
+	// twoReplicas adds a second replica to the state, so a span naming neither cannot join a lone sidecar one
+	twoReplicas bool
+	others      []call // requests sent with the one under test
+	req         call
+	limits      *Limits
+
+	wantSlow      bool
+	wantReason    string
+	wantCause     string
+	wantSecondary string
+	wantEvidence  map[string]any
+	wantSentence  []string
+}
+
+func (sc scenario) run(t *testing.T) map[string]any {
+	r := newRig(t, func(c *Config) {
+		c.MaxWait = 0 // the state is all there before the spans; waiting has its own tests
+		if sc.limits != nil {
+			c.SLO.Models[testModel] = *sc.limits
+		}
+	})
+	for sec := -300.0; sec <= 200; sec += 10 {
+		v := steady(sec)
+		if sc.state != nil {
+			sc.state(sec, v)
+		}
+		r.state(fleetstatetest.Engine("r1", testModel, sec, v))
+		if sc.gpu != nil {
+			r.state(fleetstatetest.GPU("GPU-1", "", sec, 0.9, sc.gpu(sec), 0))
+		}
+		if sc.twoReplicas {
+			r.state(fleetstatetest.Engine("r2", testModel, sec, steady(sec)))
+		}
+	}
+	r.send(batchOf(usual(sc.cached)...))
+	req := sc.req
+	req.id = "under-test"
+	if req.replica == "" {
+		req.replica = "r1"
+	}
+	if req.tenant == "" {
+		req.tenant = "acme"
+	}
+	r.send(batchOf(append(append([]call{}, sc.others...), req)...))
+	got := r.explained()
+	_, ok := got["under-test"]
+	require.True(t, ok, "the request under test was not sent on")
+	for i := 0; i < 60; i++ {
+		require.Equal(t, causeNone, got[fmt.Sprintf("warm-%d", i)][schema.AttrLLMRootCause], "usual traffic is not slow")
+	}
+	return got["under-test"]
+}
+
+// normal is a request like the usual ones, arriving at 100.5 s; scenarios change what they need.
+func normal() call {
+	return call{start: 100.5, queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: -1}
+}
+
+func with(c call, change func(*call)) call {
+	change(&c)
+	return c
+}
+
+func queueGrowing(sec float64, v map[string]float64) {
+	if sec >= 40 {
+		v[schema.MetricLLMSchedulerRequestsWaiting] = 14 + (sec-40)*28/60 // 14 at 40 s, 42 at 100 s
+	}
+}
+
+func TestRootCauses(t *testing.T) {
+	scenarios := []scenario{
+		{name: "not slow", req: normal(), wantCause: causeNone,
+			wantSentence: []string{"queue 0.01 s, prefill 0.10 s, decode 1.98 s, other 0.01 s of 2.10 s; not slow"}},
+		{name: "queue saturation", state: queueGrowing,
+			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: causeQueueSaturation,
+			wantEvidence: map[string]any{keyWaitingAtArrival: 42.0, keyQueueGrowth: 43.0 / 15, keySLO: 1.0},
+			wantSentence: []string{"queue 3.40 s", "42 waiting at arrival", "queue growing 2.9x/min"}},
+		{name: "tenant contention", state: queueGrowing,
+			others: []call{
+				{replica: "r1", tenant: "batch-co", id: "b1", start: 99, queue: 0.01, prefill: 0.5, decode: 3.98, other: 0.01, prompt: 6000, gen: 200, cached: -1},
+				{replica: "r1", tenant: "batch-co", id: "b2", start: 99.2, queue: 0.01, prefill: 0.5, decode: 3.98, other: 0.01, prompt: 6000, gen: 200, cached: -1},
+				{replica: "r1", tenant: "batch-co", id: "b3", start: 99.4, queue: 0.01, prefill: 0.5, decode: 3.98, other: 0.01, prompt: 6000, gen: 200, cached: -1},
+				{replica: "r1", tenant: "acme", id: "a1", start: 99.5, queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: -1},
+			},
+			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: causeTenantContention,
+			wantEvidence: map[string]any{keyTopOther: "batch-co", keyTopOtherShare: 18600.0 / 19200, keyWaitingAtArrival: 42.0},
+			wantSentence: []string{"tenant batch-co held 97% of the work admitted"}},
+		{name: "KV-cache pressure",
+			state: func(sec float64, v map[string]float64) {
+				if sec >= 100 {
+					v[schema.MetricLLMKVCacheUtilization] = 0.98
+					v[schema.MetricLLMSchedulerPreemptions] = map[float64]float64{100: 0, 110: 5, 120: 12}[sec]
+				}
+			},
+			req:      with(normal(), func(c *call) { c.decode = 7.9 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeKVCachePressure,
+			wantEvidence: map[string]any{keyPreemptions: 5.0, keyKVMax: 0.98},
+			wantSentence: []string{"5 preemptions", "KV cache at 98%"}},
+		{name: "prefix-cache miss where the tenant usually hits", cached: true,
+			req:      with(normal(), func(c *call) { c.prompt, c.cached, c.prefill = 1800, 0, 2.2 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: causePrefixCacheMiss,
+			wantEvidence: map[string]any{keyTenantHitUsual: 0.7},
+			wantSentence: []string{"0 of 1800 prompt tokens cached; this tenant usually gets 70%"}},
+		{name: "prefix-cache miss when the replica's hit ratio collapses",
+			state: func(sec float64, v map[string]float64) {
+				if sec > 40 { // from 40 s on, 50 of every 1000 queries hit
+					v[schema.MetricLLMPrefixCacheHits] = 700*34 + 50*(sec-40)/10
+				}
+			},
+			req:      with(normal(), func(c *call) { c.prefill = 1.2 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: causePrefixCacheMiss,
+			wantEvidence: map[string]any{keyHitRatio: 0.05},
+			wantSentence: []string{"replica prefix-cache hit ratio 5% around the request"}},
+		{name: "long prompt",
+			req:      with(normal(), func(c *call) { c.prompt, c.prefill = 8000, 1.6 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: causeLongPrompt,
+			wantSentence: []string{"prompt of 8000 tokens"}},
+		{name: "long generation",
+			req:      with(normal(), func(c *call) { c.gen, c.decode = 3000, 59.98 }),
+			wantSlow: true, wantReason: slowE2E, wantCause: causeLongGeneration,
+			wantSentence: []string{"3000 tokens generated", "at a normal 20 ms per token"}},
+		{name: "decode contention",
+			state: func(sec float64, v map[string]float64) {
+				if sec >= 100 {
+					v[schema.MetricLLMSchedulerRequestsRunning] = 40
+				}
+			},
+			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention,
+			wantEvidence: map[string]any{keyRunningMax: 40.0, keyRunningUsual: 16.0, keyTPOTUsual: approx{0.02, 0.05}},
+			wantSentence: []string{"80 ms per token against a usual", "with up to 40 requests running (usually 16)"}},
+		{name: "GPU throttling",
+			gpu: func(sec float64) []string {
+				if sec >= 100 {
+					return []string{"hw_slowdown"}
+				}
+				return nil
+			},
+			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling,
+			wantEvidence: map[string]any{keyThrottle: "hw_slowdown"},
+			wantSentence: []string{"clocks throttled (hw_slowdown)"}},
+		{name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
+			gpu: func(sec float64) []string {
+				if sec >= 100 {
+					return []string{"sw_thermal"}
+				}
+				return nil
+			},
+			limits:   &Limits{TTFT: time.Minute, TPOT: time.Second, E2E: 10 * time.Second},
+			req:      with(normal(), func(c *call) { c.queue, c.decode = 6, 5.94 }),
+			wantSlow: true, wantReason: slowE2E, wantCause: causeQueueSaturation, wantSecondary: causeGPUThrottling,
+			wantSentence: []string{"also gpu_throttling: clocks throttled (sw_thermal)"}},
+		{name: "slow with no state for its replica is unknown, never a guess", twoReplicas: true,
+			req:      with(normal(), func(c *call) { c.replica, c.queue, c.model = "r-without-metrics", 3.4, testModel }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: causeUnknown,
+			wantSentence: []string{"no rule has evidence", "queued 3.40 s but no scheduler state for replica -"}},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			got := sc.run(t)
+			assert.Equal(t, sc.wantSlow, got[schema.AttrLLMSlow])
+			if sc.wantSlow {
+				assert.Equal(t, sc.wantReason, got[schema.AttrLLMSlowReason])
+			} else {
+				assert.NotContains(t, got, schema.AttrLLMSlowReason)
+			}
+			assert.Equal(t, sc.wantCause, got[schema.AttrLLMRootCause], got[schema.AttrLLMRootCauseEvidence])
+			if sc.wantSecondary != "" {
+				assert.Equal(t, sc.wantSecondary, got[schema.AttrLLMRootCauseSecondary])
+			} else {
+				assert.NotContains(t, got, schema.AttrLLMRootCauseSecondary, got[schema.AttrLLMRootCauseEvidence])
+			}
+			for k, want := range sc.wantEvidence {
+				switch w := want.(type) {
+				case float64:
+					assert.InDelta(t, w, got[k], 1e-6, k)
+				case approx: // a baseline quantile, estimated within the sketch's relative error
+					assert.InEpsilon(t, w.value, got[k], w.relative, k)
+				default:
+					assert.Equal(t, want, got[k], k)
+				}
+			}
+			for _, s := range sc.wantSentence {
+				assert.Contains(t, got[schema.AttrLLMRootCauseEvidence], s)
+			}
+		})
+	}
+}

@@ -1,0 +1,332 @@
+package llmrootcauseconnector
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/servescope/servescope/internal/fixtures"
+	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+const vllmCapture = "traces/stormlog_vllm_q05_spans_sample.jsonl"
+
+func TestRealVLLMSpansPhasesAddUp(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	td := fixtures.Spans(t, vllmCapture, map[string]string{"service.name": "vllm", schema.AttrServiceInstanceID: "localhost:8000"})
+	requests := 0
+	forEachSpan(td, func(_ pcommon.Map, s ptrace.Span) {
+		if s.Name() == "llm_request" {
+			requests++
+		}
+	})
+	require.Positive(t, requests)
+	r.send(td)
+
+	out := r.traces.AllTraces()
+	require.Len(t, out, 1)
+	assert.Equal(t, td.SpanCount(), out[0].SpanCount(), "every span goes on, engine start-up spans too")
+	explained := 0
+	forEachSpan(out[0], func(_ pcommon.Map, s ptrace.Span) {
+		a := s.Attributes().AsRaw()
+		if s.Name() != "llm_request" {
+			assert.NotContains(t, a, schema.AttrLLMRootCause, "%s is not a request span", s.Name())
+			return
+		}
+		explained++
+		sum := a[schema.AttrLLMLatencyQueue].(float64) + a[schema.AttrLLMLatencyPrefill].(float64) +
+			a[schema.AttrLLMLatencyDecode].(float64) + a[schema.AttrLLMLatencyOther].(float64)
+		assert.InDelta(t, a[schema.AttrLLMLatencyE2e], sum, 1e-9, "queue + prefill + decode + other = e2e")
+		assert.InDelta(t, a[schema.AttrGenAILatencyE2e], a[schema.AttrLLMLatencyE2e], 1e-12, "vLLM's e2e is kept")
+		assert.GreaterOrEqual(t, a[schema.AttrLLMLatencyOther].(float64), 0.0)
+		assert.InDelta(t, a[schema.AttrGenAILatencyTimeInModelDecode].(float64)/float64(a[schema.AttrGenAIUsageCompletionTokens].(int64)-1),
+			a[schema.AttrLLMLatencyTpot], 1e-12)
+		assert.Equal(t, "unknown", a[schema.AttrLLMTenant], "no gateway span, no tenant key")
+		assert.Equal(t, false, a[schema.AttrLLMSlow], "no SLO for this model and fewer requests than the baseline needs")
+		assert.Equal(t, causeNone, a[schema.AttrLLMRootCause])
+	})
+	assert.Equal(t, requests, explained)
+}
+
+func TestSpansWaitForTheStateAfterTheirEnd(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = time.Hour })
+	r.state(fleetstatetest.Engine("r1", testModel, 90, steady(90)))
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id = "r1", "early" })))
+	assert.Empty(t, r.traces.AllTraces(), "the span ended at 102.6 s; the newest state is from 90 s")
+
+	// The scrape after the span's end arrives, out of order with nothing: the span goes, judged on it.
+	v := steady(110)
+	v[schema.MetricLLMSchedulerRequestsWaiting] = 7
+	r.state(fleetstatetest.Engine("r1", testModel, 110, v))
+	got := r.explained()
+	require.Contains(t, got, "early")
+	assert.Equal(t, 7.0, got["early"][keyWaitingMax], "the state after the end is in the summary")
+
+	// A span long after its state (a replayed batch) goes at once, judged on the state of its time.
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start = "r1", "late", 91 })))
+	got = r.explained()
+	require.Contains(t, got, "late")
+	assert.Equal(t, 0.0, got["late"][keyWaitingAtArrival])
+}
+
+func TestWaitingIsBounded(t *testing.T) {
+	t.Run("max_wait", func(t *testing.T) {
+		r := newRig(t, func(c *Config) { c.MaxWait = 50 * time.Millisecond })
+		r.state(fleetstatetest.Engine("r1", testModel, 90, steady(90)))
+		r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id = "r1", "waits" })))
+		require.Eventually(t, func() bool { return len(r.traces.AllTraces()) == 1 }, 5*time.Second, 10*time.Millisecond)
+		got := r.explained()["waits"]
+		assert.Equal(t, causeNone, got[schema.AttrLLMRootCause], "sent with what is known")
+	})
+	t.Run("buffer full", func(t *testing.T) {
+		r := newRig(t, func(c *Config) { c.MaxWait, c.MaxPendingSpans = time.Hour, 4 })
+		r.state(fleetstatetest.Engine("r1", testModel, 0, steady(0)))
+		for i := 0; i < 5; i++ { // each batch is a gateway span and an engine span
+			r.send(batchOf(with(normal(), func(c *call) { c.replica, c.tenant, c.id = "r1", "acme", fmt.Sprint(i) })))
+		}
+		assert.Len(t, r.traces.AllTraces(), 3, "at most 4 spans wait: the oldest batches went out")
+		r.shutdown()
+		assert.Len(t, r.explained(), 5, "shutdown sends what still waits")
+	})
+	t.Run("no metrics input", func(t *testing.T) {
+		r := newRig(t, func(c *Config) { c.MaxWait = time.Hour })
+		r.stateIn = nil
+		cr := r.spansIn[0].(*tracesInput).core
+		cr.mu.Lock()
+		cr.metricsInputs = nil // as when no metrics pipeline feeds the connector
+		cr.mu.Unlock()
+		r.send(batchOf(with(normal(), func(c *call) { c.id = "alone" })))
+		assert.Contains(t, r.explained(), "alone", "nothing to wait for")
+	})
+}
+
+func TestOneInstanceDoesTheWork(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	calls := usual(false)
+	r.send(batchOf(calls...))
+	r.shutdown()
+	md := r.metrics.AllMetrics()
+	require.NotEmpty(t, md)
+	total := 0.0
+	forEachPoint(t, md[len(md)-1], schema.MetricLLMRequestRootCause, func(dp pmetric.NumberDataPoint) { total += dp.DoubleValue() })
+	assert.Equal(t, float64(len(calls)), total, "three instances saw the batch; each request counts once")
+}
+
+func TestMetricsOutput(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	for sec := 0.0; sec <= 200; sec += 10 {
+		v := steady(sec)
+		queueGrowing(sec, v)
+		r.state(fleetstatetest.Engine("r1", testModel, sec, v))
+	}
+	slow := with(normal(), func(c *call) { c.replica, c.tenant, c.id, c.queue, c.cached = "r1", "acme", "slow", 3.4, 100 })
+	fast := with(normal(), func(c *call) { c.replica, c.tenant, c.id, c.cached = "r1", "globex", "fast", 400 })
+	r.send(batchOf(slow, fast))
+	r.shutdown()
+
+	md := r.metrics.AllMetrics()
+	require.NotEmpty(t, md)
+	last := md[len(md)-1]
+	phases := map[string]uint64{}
+	var exemplarTraces []pcommon.TraceID
+	forEachHistogram(t, last, schema.MetricLLMRequestPhaseDuration, func(dp pmetric.HistogramDataPoint) {
+		a := dp.Attributes().AsRaw()
+		assert.Equal(t, testModel, a[schema.AttrGenAIRequestModel])
+		assert.Equal(t, "r1", a[schema.AttrServiceInstanceID])
+		assert.Equal(t, schema.EngineVLLM, a[schema.AttrLLMEngineName])
+		phases[a[schema.AttrLLMPhase].(string)+"/"+a[schema.AttrLLMTenant].(string)] += dp.Count()
+		if a[schema.AttrLLMPhase] == phaseQueue && a[schema.AttrLLMTenant] == "acme" {
+			assert.InDelta(t, 3.4, dp.Sum(), 1e-9)
+			assert.Equal(t, uint64(1), dp.BucketCounts().At(9), "3.4 s falls in (2.5, 5], the tenth bucket")
+		}
+		for i := 0; i < dp.Exemplars().Len(); i++ {
+			exemplarTraces = append(exemplarTraces, dp.Exemplars().At(i).TraceID())
+		}
+	})
+	assert.Equal(t, map[string]uint64{"queue/acme": 1, "prefill/acme": 1, "decode/acme": 1, "other/acme": 1,
+		"queue/globex": 1, "prefill/globex": 1, "decode/globex": 1, "other/globex": 1}, phases)
+	assert.Len(t, exemplarTraces, 8, "every series carries the trace of its latest request")
+	assert.NotContains(t, exemplarTraces, pcommon.NewTraceIDEmpty())
+
+	causes := map[string]float64{}
+	forEachPoint(t, last, schema.MetricLLMRequestRootCause, func(dp pmetric.NumberDataPoint) {
+		causes[dp.Attributes().AsRaw()[schema.AttrLLMRootCause].(string)] += dp.DoubleValue()
+		assert.Equal(t, 1, dp.Exemplars().Len())
+	})
+	assert.Equal(t, map[string]float64{causeQueueSaturation: 1, causeNone: 1}, causes)
+	slowByReason := map[string]float64{}
+	forEachPoint(t, last, schema.MetricLLMRequestSlow, func(dp pmetric.NumberDataPoint) {
+		slowByReason[dp.Attributes().AsRaw()[schema.AttrLLMSlowReason].(string)] += dp.DoubleValue()
+	})
+	assert.Equal(t, map[string]float64{slowTTFT: 1}, slowByReason)
+	tokens := map[string]float64{}
+	forEachPoint(t, last, schema.MetricLLMTenantPromptTokens, func(dp pmetric.NumberDataPoint) {
+		a := dp.Attributes().AsRaw()
+		tokens[a[schema.AttrLLMTenant].(string)+"/"+a[schema.AttrLLMPromptCache].(string)] += dp.DoubleValue()
+	})
+	assert.Equal(t, map[string]float64{"acme/cached": 100, "acme/uncached": 400, "globex/cached": 400, "globex/uncached": 100}, tokens)
+
+	logs := logRecords(r.logs)
+	require.Len(t, logs, 1, "one log record per slow request")
+	assert.Contains(t, logs[0].Body().Str(), "root cause queue_saturation")
+	assert.Equal(t, causeQueueSaturation, logs[0].Attributes().AsRaw()[schema.AttrLLMRootCause])
+	assert.False(t, logs[0].TraceID().IsEmpty())
+}
+
+func TestCardinalityIsCapped(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait, c.MaxTenants, c.MaxSeries = 0, 3, 10 })
+	var calls []call
+	for i := 0; i < 20; i++ {
+		calls = append(calls, with(normal(), func(c *call) { c.tenant, c.id = fmt.Sprintf("tenant-%02d", i), fmt.Sprint(i) }))
+	}
+	r.send(batchOf(calls...))
+	got := r.explained()
+	assert.Equal(t, "tenant-00", got["0"][schema.AttrLLMTenant])
+	assert.Equal(t, "tenant-02", got["2"][schema.AttrLLMTenant])
+	assert.Equal(t, "_other", got["3"][schema.AttrLLMTenant], "tenants beyond max_tenants fold into _other")
+	assert.Equal(t, "_other", got["19"][schema.AttrLLMTenant])
+	r.shutdown()
+	md := r.metrics.AllMetrics()
+	series, overflow := 0, 0
+	forEachHistogram(t, md[len(md)-1], schema.MetricLLMRequestPhaseDuration, func(dp pmetric.HistogramDataPoint) {
+		series++
+		if _, ok := dp.Attributes().Get(overflowAttribute); ok {
+			overflow++
+		}
+	})
+	assert.Equal(t, 11, series, "4 tenants (3 + _other) x 4 phases need 16 series: 10, then the overflow series")
+	assert.Equal(t, 1, overflow)
+}
+
+func TestTenantFromAGatewaySpanInALaterBatch(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = time.Hour })
+	r.state(fleetstatetest.Engine("r1", testModel, 90, steady(90)))
+	// The engine's span comes alone (the gateway span ends later, so it is exported later)...
+	engine := batchOf(with(normal(), func(c *call) { c.replica, c.id = "r1", "req-42" }))
+	r.send(engine)
+	// ...then the gateway span, in another trace (a gateway that does not propagate context), same request id.
+	gw := ptrace.NewTraces()
+	s := gw.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	s.SetName("POST /v1/chat/completions")
+	s.SetTraceID(pcommon.TraceID{9, 9, 9})
+	s.SetSpanID(pcommon.SpanID{9, 9})
+	s.Attributes().PutStr("tenant.id", "initech")
+	s.Attributes().PutStr(schema.AttrGenAIRequestID, "req-42")
+	r.send(gw)
+	r.state(fleetstatetest.Engine("r1", testModel, 110, steady(110)))
+
+	var engineSpan ptrace.Span
+	for _, td := range r.traces.AllTraces() {
+		forEachSpan(td, func(_ pcommon.Map, sp ptrace.Span) {
+			if sp.Name() == "llm_request" {
+				engineSpan = sp
+			}
+		})
+	}
+	require.NotEqual(t, ptrace.Span{}, engineSpan)
+	tenant, _ := engineSpan.Attributes().Get(schema.AttrLLMTenant)
+	assert.Equal(t, "initech", tenant.Str())
+	require.Equal(t, 1, engineSpan.Links().Len(), "linked to the gateway span that shares its request id")
+	assert.Equal(t, pcommon.TraceID{9, 9, 9}, engineSpan.Links().At(0).TraceID())
+}
+
+func TestRollingQuantileWhenNoSLOIsSet(t *testing.T) {
+	noSLO := func(c *Config) { c.MaxWait, c.SLO.Models, c.Baseline.MinSamples = 0, nil, 50 }
+	outlier := with(normal(), func(c *call) { c.replica, c.id, c.start, c.gen, c.decode = "r1", "outlier", 70, 1400, 27.98 })
+
+	t.Run("too few samples: not slow", func(t *testing.T) {
+		r := newRig(t, noSLO)
+		r.state(fleetstatetest.Engine("r1", testModel, 200, steady(200)))
+		r.send(batchOf(usual(false)[:40]...))
+		r.send(batchOf(outlier))
+		assert.Equal(t, false, r.explained()["outlier"][schema.AttrLLMSlow])
+	})
+	t.Run("above the model's p95", func(t *testing.T) {
+		r := newRig(t, noSLO)
+		r.state(fleetstatetest.Engine("r1", testModel, 200, steady(200)))
+		r.send(batchOf(usual(false)...))
+		r.send(batchOf(outlier))
+		got := r.explained()["outlier"]
+		assert.Equal(t, true, got[schema.AttrLLMSlow])
+		assert.Equal(t, slowE2E, got[schema.AttrLLMSlowReason])
+		assert.InEpsilon(t, 2.1, got[keySLO], 0.05, "the p95 of 60 requests of 2.1 s")
+		assert.Equal(t, causeLongGeneration, got[schema.AttrLLMRootCause])
+	})
+}
+
+func TestConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf("testdata/config.yaml")
+	require.NoError(t, err)
+	for name, want := range map[string]string{
+		"llm_root_cause":      "",
+		"llm_root_cause/slo":  "",
+		"llm_root_cause/bad":  "max_wait: must not be negative",
+		"llm_root_cause/bad2": "dimensions: \"user.id\" is not one of",
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := createDefaultConfig()
+			sub, err := cm.Sub(name)
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			err = confmap.Validate(cfg)
+			if want == "" {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorContains(t, err, want)
+			}
+		})
+	}
+	cfg := createDefaultConfig()
+	cfg.Rules.QueueShare, cfg.HistogramBuckets = 1.5, []float64{1, 0.5}
+	err = cfg.Validate()
+	assert.ErrorContains(t, err, "rules.queue_share: must be between 0 and 1")
+	assert.ErrorContains(t, err, "histogram_buckets: bounds must increase")
+}
+
+func forEachPoint(t *testing.T, md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) {
+	t.Helper()
+	found := false
+	walkMetrics(md, name, func(m pmetric.Metric) {
+		found = true
+		dps := m.Sum().DataPoints()
+		for i := 0; i < dps.Len(); i++ {
+			fn(dps.At(i))
+		}
+	})
+	require.True(t, found, "no %s", name)
+}
+
+func forEachHistogram(t *testing.T, md pmetric.Metrics, name string, fn func(pmetric.HistogramDataPoint)) {
+	t.Helper()
+	found := false
+	walkMetrics(md, name, func(m pmetric.Metric) {
+		found = true
+		dps := m.Histogram().DataPoints()
+		for i := 0; i < dps.Len(); i++ {
+			fn(dps.At(i))
+		}
+	})
+	require.True(t, found, "no %s", name)
+}
+
+func walkMetrics(md pmetric.Metrics, name string, fn func(pmetric.Metric)) {
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		sms := md.ResourceMetrics().At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			for k := 0; k < sms.At(j).Metrics().Len(); k++ {
+				if m := sms.At(j).Metrics().At(k); m.Name() == name {
+					fn(m)
+				}
+			}
+		}
+	}
+}
