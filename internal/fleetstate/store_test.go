@@ -56,6 +56,10 @@ func TestSummaryOverARequestsLifetime(t *testing.T) {
 
 	open := s.Summarize("r1", at(79), at(85))
 	assert.False(t, open.Complete, "no scrape after the end yet: the caller may wait")
+
+	before := s.Summarize("r1", at(-500), at(-400))
+	assert.False(t, before.HasEngine, "a request from before the window has no state")
+	assert.True(t, math.IsNaN(before.WaitingAtArrival), "state from minutes later is not its state")
 }
 
 func TestCounterResetIsAnEngineRestartNotNegativeGrowth(t *testing.T) {
@@ -125,7 +129,7 @@ func TestStateIsBounded(t *testing.T) {
 		s.Observe(engineScrape("r1", float64(i), map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: float64(i)}))
 	}
 	assert.Equal(t, 8, s.replicas["r1"].snaps.n)
-	assert.Equal(t, 92.0, s.Summarize("r1", at(0), at(1)).WaitingAtArrival, "the oldest kept is scrape 92")
+	assert.Equal(t, 92.0, s.Summarize("r1", at(50), at(91)).WaitingAtArrival, "the oldest kept is scrape 92")
 
 	for i := 0; i < 10; i++ {
 		s.Observe(engineScrape(fmt.Sprintf("other-%d", i), 200+float64(i), map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 1}))

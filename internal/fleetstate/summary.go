@@ -70,7 +70,8 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 
 func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) {
 	first, last, ok := snaps.span(engineTime, from, to)
-	if !ok {
+	// State from well after the request (a span replayed from before the window) says nothing about it.
+	if !ok || snaps.at(first).Time > to+int64(RecentLookback) {
 		return
 	}
 	arrival := snaps.at(first)
@@ -159,7 +160,7 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 	reasons := map[string]bool{}
 	for _, g := range gpus {
 		first, last, ok := g.snaps.span(gpuTime, from, to)
-		if !ok || g.snaps.at(last).Time < from-int64(RecentLookback) {
+		if !ok || g.snaps.at(last).Time < from-int64(RecentLookback) || g.snaps.at(first).Time > to+int64(RecentLookback) {
 			continue
 		}
 		sum.HasGPU = true
