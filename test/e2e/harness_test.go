@@ -20,8 +20,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 var binary string
@@ -70,11 +74,13 @@ func engine(t *testing.T, body []byte) *httptest.Server {
 	return srv
 }
 
-// otlpSink is an OTLP/HTTP metrics endpoint that keeps what the collector exports.
+// otlpSink is an OTLP/HTTP endpoint that keeps what the collector exports: metrics, traces and logs.
 type otlpSink struct {
 	*httptest.Server
 	mu      sync.Mutex
 	batches []pmetric.Metrics
+	traces  []ptrace.Traces
+	logs    []plog.Logs
 }
 
 func newOTLPSink(t *testing.T) *otlpSink {
@@ -94,15 +100,33 @@ func newOTLPSink(t *testing.T) *otlpSink {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		req := pmetricotlp.NewExportRequest()
-		if err := req.UnmarshalProto(raw); err != nil {
+		var resp []byte
+		s.mu.Lock()
+		switch r.URL.Path {
+		case "/v1/traces":
+			req := ptraceotlp.NewExportRequest()
+			if err = req.UnmarshalProto(raw); err == nil {
+				s.traces = append(s.traces, req.Traces())
+				resp, _ = ptraceotlp.NewExportResponse().MarshalProto()
+			}
+		case "/v1/logs":
+			req := plogotlp.NewExportRequest()
+			if err = req.UnmarshalProto(raw); err == nil {
+				s.logs = append(s.logs, req.Logs())
+				resp, _ = plogotlp.NewExportResponse().MarshalProto()
+			}
+		default:
+			req := pmetricotlp.NewExportRequest()
+			if err = req.UnmarshalProto(raw); err == nil {
+				s.batches = append(s.batches, req.Metrics())
+				resp, _ = pmetricotlp.NewExportResponse().MarshalProto()
+			}
+		}
+		s.mu.Unlock()
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		s.mu.Lock()
-		s.batches = append(s.batches, req.Metrics())
-		s.mu.Unlock()
-		resp, _ := pmetricotlp.NewExportResponse().MarshalProto()
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		_, _ = w.Write(resp)
 	}))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
@@ -197,12 +199,12 @@ func TestStockPrometheusReceiverPlusNormalize(t *testing.T) {
 func TestDefaultConfig(t *testing.T) {
 	body := fixtures.Read(t, "vllm/stormlog_vllm_v1_q05_c08_metrics_post.txt")
 	srv := engine(t, body)
-	prom := freePort(t)
+	prom, otlpHTTP := freePort(t), freePort(t)
 	c := startCollector(t, "",
 		"SERVESCOPE_VLLM_ENDPOINT="+srv.URL,
 		"SERVESCOPE_PROMETHEUS_ENDPOINT="+prom,
 		"SERVESCOPE_OTLP_GRPC_ENDPOINT="+freePort(t),
-		"SERVESCOPE_OTLP_HTTP_ENDPOINT="+freePort(t),
+		"SERVESCOPE_OTLP_HTTP_ENDPOINT="+otlpHTTP,
 		"SERVESCOPE_HEALTH_ENDPOINT="+freePort(t))
 
 	var page string
@@ -225,6 +227,27 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Contains(t, page, "gen_ai_server_request_duration_seconds_bucket{")
 	require.Eventually(t, func() bool { return c.count(`"data points"`) > 0 }, 20*time.Second, 100*time.Millisecond,
 		"a periodic summary on the console")
+
+	// Request spans are explained out of the box: their phases reach the Prometheus endpoint.
+	td := fixtures.Spans(t, "traces/stormlog_vllm_q05_spans_sample.jsonl", map[string]string{"service.name": "vllm"})
+	shiftToNow(td)
+	spans, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	require.NoError(t, err)
+	resp, err := http.Post("http://"+otlpHTTP+"/v1/traces", "application/x-protobuf", bytes.NewReader(spans))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + prom + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		page = string(b)
+		return strings.Contains(page, `llm_request_root_cause_total{`) && strings.Contains(page, `llm_request_phase_duration_seconds_bucket{`)
+	}, 60*time.Second, 250*time.Millisecond, "llm_root_cause's metrics on the Prometheus endpoint")
+	assert.Regexp(t, `llm_request_root_cause_total\{[^}]*llm_root_cause="none"[^}]*\} 12`, page, "the 12 recorded requests, none slow")
 }
 
 // Bad engines, end to end: the collector keeps running, reports once, and keeps the good series.

@@ -1,0 +1,196 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/servescope/servescope/internal/fixtures"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// rootCauseConfig: a sidecar that scrapes one vLLM replica, takes its request spans over OTLP, and sends the
+// explained spans, the phase metrics and the slow-request logs to sink.
+func rootCauseConfig(engineURL, otlpEndpoint, sinkURL string) string {
+	return fmt.Sprintf(`
+receivers:
+  vllm:
+    endpoint: %s
+    collection_interval: 300ms
+  otlp:
+    protocols:
+      http:
+        endpoint: %s
+processors:
+  llm_normalize: {}
+connectors:
+  llm_root_cause:
+    max_wait: 5s
+    metrics_flush_interval: 500ms
+    slo:
+      default:
+        ttft: 1s
+exporters:
+  otlp_http:
+    endpoint: %s
+    compression: none
+    retry_on_failure:
+      enabled: false
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [vllm]
+      processors: [llm_normalize]
+      exporters: [llm_root_cause]
+    traces:
+      receivers: [otlp]
+      exporters: [llm_root_cause]
+    traces/explained:
+      receivers: [llm_root_cause]
+      exporters: [otlp_http]
+    metrics/explained:
+      receivers: [llm_root_cause]
+      exporters: [otlp_http]
+    logs/explained:
+      receivers: [llm_root_cause]
+      exporters: [otlp_http]
+`, engineURL, otlpEndpoint, sinkURL)
+}
+
+func TestRootCauseThroughTheBinary(t *testing.T) {
+	srv := engine(t, fixtures.Read(t, "vllm/stormlog_vllm_v1_q05_c08_metrics_post.txt"))
+	sink := newOTLPSink(t)
+	otlpAddr := freePort(t)
+	startCollector(t, rootCauseConfig(srv.URL, otlpAddr, sink.URL))
+
+	// The recorded vLLM spans, moved to now so they are live for the collector, plus one request that
+	// queued 3.3 s: slow against the 1 s TTFT SLO, on a replica the capture shows idle.
+	td := fixtures.Spans(t, "traces/stormlog_vllm_q05_spans_sample.jsonl", map[string]string{"service.name": "vllm"})
+	shiftToNow(td)
+	slow := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty()
+	slow.SetName("llm_request")
+	slow.SetTraceID(pcommon.TraceID{0xaa, 1})
+	slow.SetSpanID(pcommon.SpanID{0xaa, 1})
+	end := time.Now()
+	slow.SetStartTimestamp(pcommon.NewTimestampFromTime(end.Add(-3600 * time.Millisecond)))
+	slow.SetEndTimestamp(pcommon.NewTimestampFromTime(end))
+	for k, v := range map[string]float64{schema.AttrGenAILatencyTimeInQueue: 3.3, schema.AttrGenAILatencyTimeInModelPrefill: 0.1,
+		schema.AttrGenAILatencyTimeInModelDecode: 0.19, schema.AttrGenAILatencyTimeToFirstToken: 3.41, schema.AttrGenAILatencyE2e: 3.6} {
+		slow.Attributes().PutDouble(k, v)
+	}
+	slow.Attributes().PutInt(schema.AttrGenAIUsagePromptTokens, 512)
+	slow.Attributes().PutInt(schema.AttrGenAIUsageCompletionTokens, 20)
+	slow.Attributes().PutStr(schema.AttrGenAIRequestID, "cmpl-slow-0")
+	sent := td.SpanCount()
+
+	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		resp, err := http.Post("http://"+otlpAddr+"/v1/traces", "application/x-protobuf", bytes.NewReader(body))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 200*time.Millisecond, "the collector takes OTLP spans")
+
+	var spans []ptrace.Span
+	require.Eventually(t, func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		spans = spans[:0]
+		for _, out := range sink.traces {
+			for i := 0; i < out.ResourceSpans().Len(); i++ {
+				ss := out.ResourceSpans().At(i).ScopeSpans()
+				for j := 0; j < ss.Len(); j++ {
+					for k := 0; k < ss.At(j).Spans().Len(); k++ {
+						spans = append(spans, ss.At(j).Spans().At(k))
+					}
+				}
+			}
+		}
+		return len(spans) >= sent
+	}, 30*time.Second, 100*time.Millisecond, "every span comes out")
+	assert.Len(t, spans, sent, "once each")
+
+	explained := 0
+	for _, s := range spans {
+		a := s.Attributes().AsRaw()
+		if s.Name() != "llm_request" {
+			assert.NotContains(t, a, schema.AttrLLMRootCause)
+			continue
+		}
+		explained++
+		sum := a[schema.AttrLLMLatencyQueue].(float64) + a[schema.AttrLLMLatencyPrefill].(float64) +
+			a[schema.AttrLLMLatencyDecode].(float64) + a[schema.AttrLLMLatencyOther].(float64)
+		assert.InDelta(t, a[schema.AttrLLMLatencyE2e], sum, 1e-9)
+		assert.Contains(t, a[schema.AttrLLMRootCauseEvidence], "queue ")
+		assert.Equal(t, 0.0, a[schema.AttrLLMEvidenceQueueWaitingAtArrival], "joined with the scraped replica (a sidecar)")
+		if s.SpanID() == slow.SpanID() {
+			assert.Equal(t, true, a[schema.AttrLLMSlow])
+			assert.Equal(t, "ttft", a[schema.AttrLLMSlowReason])
+			assert.Equal(t, "unknown", a[schema.AttrLLMRootCause], "the replica shows no queue: no rule has evidence, so no guess")
+		} else {
+			assert.Equal(t, false, a[schema.AttrLLMSlow], "%v", a[schema.AttrLLMRootCauseEvidence])
+			assert.Equal(t, "none", a[schema.AttrLLMRootCause])
+		}
+	}
+	assert.Equal(t, 13, explained, "12 recorded requests and the slow one")
+
+	phases := sink.waitFor(t, schema.MetricLLMRequestPhaseDuration, 20*time.Second)
+	var counted uint64
+	for _, m := range find(phases, schema.MetricLLMRequestPhaseDuration) {
+		for i := 0; i < m.Histogram().DataPoints().Len(); i++ {
+			dp := m.Histogram().DataPoints().At(i)
+			if v, _ := dp.Attributes().Get(schema.AttrLLMPhase); v.Str() == "queue" {
+				counted += dp.Count()
+			}
+			assert.Positive(t, dp.Exemplars().Len(), "exemplars carry trace ids")
+		}
+	}
+	assert.Equal(t, uint64(13), counted, "one queue observation per request")
+
+	require.Eventually(t, func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		for _, ld := range sink.logs {
+			if ld.LogRecordCount() > 0 {
+				rec := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
+				return rec.TraceID() == slow.TraceID()
+			}
+		}
+		return false
+	}, 20*time.Second, 100*time.Millisecond, "a log record for the slow request")
+}
+
+// shiftToNow moves every span so the last one ends now, keeping their spacing.
+func shiftToNow(td ptrace.Traces) {
+	var last pcommon.Timestamp
+	each := func(fn func(ptrace.Span)) {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			ss := td.ResourceSpans().At(i).ScopeSpans()
+			for j := 0; j < ss.Len(); j++ {
+				for k := 0; k < ss.At(j).Spans().Len(); k++ {
+					fn(ss.At(j).Spans().At(k))
+				}
+			}
+		}
+	}
+	each(func(s ptrace.Span) { last = max(last, s.EndTimestamp()) })
+	shift := pcommon.NewTimestampFromTime(time.Now()) - last
+	each(func(s ptrace.Span) {
+		s.SetStartTimestamp(s.StartTimestamp() + shift)
+		s.SetEndTimestamp(s.EndTimestamp() + shift)
+	})
+}
