@@ -55,7 +55,7 @@ type GPUSnapshot struct {
 	Utilization float64 // 0-1, NaN when unknown
 	// Throttle lists the clock-throttle reasons active at this scrape that slow work down (idle and
 	// application-clock settings are not throttling).
-	Throttle []string
+	Throttle  []string
 	XIDErrors float64 // cumulative
 }
 
