@@ -159,7 +159,15 @@ func (c *Config) Validate() error {
 			bad("%s: must be at least 1, got %v", name, v)
 		}
 	}
+	if len(c.Dimensions) > maxDimensions {
+		bad("dimensions: at most %d, got %d", maxDimensions, len(c.Dimensions))
+	}
+	seenDim := map[string]bool{}
 	for _, d := range c.Dimensions {
+		if seenDim[d] {
+			bad("dimensions: %q listed twice", d)
+		}
+		seenDim[d] = true
 		if !allowedDimensions[d] {
 			bad("dimensions: %q is not one of %v", d, sortedKeys(allowedDimensions))
 		}

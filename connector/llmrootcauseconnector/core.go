@@ -370,7 +370,9 @@ func (c *core) finish(b *batch) output {
 		circ.state = c.store.Summarize(r.replica, r.start, r.end) // "" (no replica joined): all unknown
 		circ.baseline = c.baselineFor(r.model)
 		if wl := c.work[firstNonEmpty(r.replica, r.replicaKey)]; wl != nil && !math.IsNaN(r.queue) {
-			circ.topOther, circ.topOtherShare, circ.otherRequests = wl.contention(r.tenant, r.start, r.start+int64(r.queue*1e9), r.span.SpanID())
+			circ.contention = func() (string, float64, int) {
+				return wl.contention(r.tenant, r.start, r.start+int64(r.queue*1e9), r.span.SpanID())
+			}
 		}
 		circ.usualCachedShare = c.usualShare(r)
 		v := judge(r, circ, c.cfg)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/servescope/servescope/internal/fleetstate"
@@ -36,10 +37,9 @@ type circumstances struct {
 	state    fleetstate.Summary
 	baseline *modelBaseline // nil when the model has none yet
 	limits   Limits
-	// contention: the other tenant that held the most admitted work while the request queued
-	topOther      string
-	topOtherShare float64
-	otherRequests int
+	// contention returns the other tenant that held the most admitted work while the request queued, its
+	// share and how many other requests ran; asked only when the request queued long enough to matter.
+	contention func() (topOther string, share float64, others int)
 	// the usual cached share of the request's tenant or prompt family (NaN when not known)
 	usualCachedShare float64
 }
@@ -95,10 +95,6 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
 		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
 		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit},
-	}
-	if c.topOther != "" {
-		v.numbers = append(v.numbers, evidenceNumber{keyTopOtherShare, c.topOtherShare})
-		v.text = append(v.text, evidenceText{keyTopOther, c.topOther})
 	}
 	if len(st.ThrottleReasons) > 0 {
 		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
@@ -156,10 +152,20 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		case math.IsNaN(st.WaitingMax):
 			missing = append(missing, fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", r.queue, orDash(st.Replica)))
 		case st.WaitingMax >= 1:
-			if c.topOther != "" && c.topOtherShare >= rules.TenantShare && c.otherRequests >= rules.MinTenantRequests {
+			var top string
+			var topShare float64
+			var others int
+			if c.contention != nil {
+				top, topShare, others = c.contention()
+			}
+			if top != "" {
+				v.numbers = append(v.numbers, evidenceNumber{keyTopOtherShare, topShare})
+				v.text = append(v.text, evidenceText{keyTopOther, top})
+			}
+			if top != "" && topShare >= rules.TenantShare && others >= rules.MinTenantRequests {
 				cands = append(cands, candidate{causeTenantContention, r.queue,
 					fmt.Sprintf("tenant %s held %.0f%% of the work admitted while this request queued %.2f s (%s waiting at arrival)",
-						c.topOther, 100*c.topOtherShare, r.queue, num(st.WaitingAtArrival))})
+						top, 100*topShare, r.queue, num(st.WaitingAtArrival))})
 			} else {
 				growth := ""
 				if !math.IsNaN(st.QueueGrowthPerMinute) {
@@ -275,7 +281,16 @@ func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
 }
 
 func breakdown(r *request) string {
-	return fmt.Sprintf("queue %s, prefill %s, decode %s, other %s of %s", sec(r.queue), sec(r.prefill), sec(r.decode), sec(r.other), sec(r.e2e))
+	var b strings.Builder
+	b.Grow(80)
+	for _, p := range [...]struct {
+		label string
+		v     float64
+	}{{"queue ", r.queue}, {", prefill ", r.prefill}, {", decode ", r.decode}, {", other ", r.other}, {" of ", r.e2e}} {
+		b.WriteString(p.label)
+		b.WriteString(sec(p.v))
+	}
+	return b.String()
 }
 
 func seconds(r *request, reason string) string {
@@ -292,7 +307,7 @@ func sec(v float64) string {
 	if math.IsNaN(v) {
 		return "?"
 	}
-	return fmt.Sprintf("%.2f s", v)
+	return strconv.FormatFloat(v, 'f', 2, 64) + " s"
 }
 
 func num(v float64) string {

@@ -3,7 +3,6 @@ package llmrootcauseconnector
 import (
 	"math"
 	"sort"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -30,6 +29,11 @@ type exemplar struct {
 	time    pcommon.Timestamp
 }
 
+// seriesKey is a series' attribute values: the family's own attribute first, then the dimensions in order.
+type seriesKey [1 + maxDimensions]string
+
+const maxDimensions = 4
+
 type series struct {
 	attrs    []string // key, value pairs
 	count    uint64
@@ -37,13 +41,16 @@ type series struct {
 	buckets  []uint64 // histograms only
 	value    float64  // counters only
 	exemplar *exemplar
+	// hasExemplar: the exemplar belongs to the current interval
+	hasExemplar bool
 }
 
 // family is one output metric's series, capped.
 type family struct {
 	name   string
-	series map[string]*series
-	order  []string // insertion order, for stable output
+	attr   string // the family's own attribute (llm.phase, llm.root_cause, ...)
+	series map[seriesKey]*series
+	order  []seriesKey // insertion order, for stable output
 }
 
 // aggregator keeps the connector's cumulative metrics between flushes. Not safe for concurrent use: the
@@ -55,21 +62,20 @@ type aggregator struct {
 	rootCauses *family
 	slow       *family
 	tenantToks *family
-	keyBuf     strings.Builder
 }
 
 func newAggregator(cfg *Config, start time.Time) *aggregator {
 	return &aggregator{cfg: cfg, start: pcommon.NewTimestampFromTime(start),
-		phases:     &family{name: schema.MetricLLMRequestPhaseDuration, series: map[string]*series{}},
-		rootCauses: &family{name: schema.MetricLLMRequestRootCause, series: map[string]*series{}},
-		slow:       &family{name: schema.MetricLLMRequestSlow, series: map[string]*series{}},
-		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, series: map[string]*series{}},
+		phases:     &family{name: schema.MetricLLMRequestPhaseDuration, attr: schema.AttrLLMPhase, series: map[seriesKey]*series{}},
+		rootCauses: &family{name: schema.MetricLLMRequestRootCause, attr: schema.AttrLLMRootCause, series: map[seriesKey]*series{}},
+		slow:       &family{name: schema.MetricLLMRequestSlow, attr: schema.AttrLLMSlowReason, series: map[seriesKey]*series{}},
+		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, series: map[seriesKey]*series{}},
 	}
 }
 
-func (a *aggregator) dimensions(r *request) []string {
-	out := make([]string, 0, 2*len(a.cfg.Dimensions)+2)
-	for _, d := range a.cfg.Dimensions {
+// dimensions fills key[1:] with the request's dimension values, in the configured order.
+func (a *aggregator) dimensions(r *request, key *seriesKey) {
+	for i, d := range a.cfg.Dimensions {
 		var v string
 		switch d {
 		case schema.AttrGenAIRequestModel:
@@ -81,9 +87,8 @@ func (a *aggregator) dimensions(r *request) []string {
 		case schema.AttrServiceInstanceID:
 			v = firstNonEmpty(r.replica, r.replicaKey)
 		}
-		out = append(out, d, orUnknown(v))
+		key[1+i] = orUnknown(v)
 	}
-	return out
 }
 
 func orUnknown(s string) string {
@@ -93,25 +98,25 @@ func orUnknown(s string) string {
 	return s
 }
 
-// get finds or makes the series for attrs (the first pair is the per-family attribute), folding new series
-// into the overflow series once the family holds max_series.
-func (a *aggregator) get(f *family, attrs []string, histogram bool) *series {
-	a.keyBuf.Reset()
-	for _, s := range attrs {
-		a.keyBuf.WriteString(s)
-		a.keyBuf.WriteByte(0)
-	}
-	key := a.keyBuf.String()
+// get finds or makes the series for key, folding new series into the overflow series once the family
+// holds max_series.
+func (a *aggregator) get(f *family, key seriesKey, histogram bool) *series {
 	if s, ok := f.series[key]; ok {
 		return s
 	}
+	var attrs []string
 	if len(f.series) >= a.cfg.MaxSeries {
-		key, attrs = overflowAttribute, []string{overflowAttribute, "true"}
+		key, attrs = seriesKey{overflowAttribute}, []string{overflowAttribute, "true"}
 		if s, ok := f.series[key]; ok {
 			return s
 		}
+	} else {
+		attrs = append(attrs, f.attr, key[0])
+		for i, d := range a.cfg.Dimensions {
+			attrs = append(attrs, d, key[1+i])
+		}
 	}
-	s := &series{attrs: append([]string(nil), attrs...)}
+	s := &series{attrs: attrs}
 	if histogram {
 		s.buckets = make([]uint64, len(a.cfg.HistogramBuckets)+1)
 	}
@@ -121,35 +126,50 @@ func (a *aggregator) get(f *family, attrs []string, histogram bool) *series {
 }
 
 func (a *aggregator) record(r *request, v verdict) {
-	dims := a.dimensions(r)
-	ex := &exemplar{traceID: r.span.TraceID(), spanID: r.span.SpanID(), value: r.e2e, time: r.span.EndTimestamp()}
-	with := func(k, val string) []string { return append([]string{k, val}, dims...) }
-	for _, p := range []struct {
+	var key seriesKey
+	a.dimensions(r, &key)
+	ex := exemplar{traceID: r.span.TraceID(), spanID: r.span.SpanID(), value: r.e2e, time: r.span.EndTimestamp()}
+	for _, p := range [...]struct {
 		name  string
 		value float64
 	}{{phaseQueue, r.queue}, {phasePrefill, r.prefill}, {phaseDecode, r.decode}, {phaseOther, r.other}} {
 		if math.IsNaN(p.value) {
 			continue
 		}
-		s := a.get(a.phases, with(schema.AttrLLMPhase, p.name), true)
+		key[0] = p.name
+		s := a.get(a.phases, key, true)
 		s.count++
 		s.sum += p.value
 		s.buckets[sort.SearchFloat64s(a.cfg.HistogramBuckets, p.value)]++
-		s.exemplar = &exemplar{traceID: ex.traceID, spanID: ex.spanID, value: p.value, time: ex.time}
+		s.setExemplar(ex, p.value)
 	}
-	s := a.get(a.rootCauses, with(schema.AttrLLMRootCause, v.cause), false)
+	key[0] = v.cause
+	s := a.get(a.rootCauses, key, false)
 	s.value++
-	s.exemplar = ex
+	s.setExemplar(ex, ex.value)
 	if v.slow {
-		s := a.get(a.slow, with(schema.AttrLLMSlowReason, v.reason), false)
+		key[0] = v.reason
+		s := a.get(a.slow, key, false)
 		s.value++
-		s.exemplar = ex
+		s.setExemplar(ex, ex.value)
 	}
 	if !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens) {
 		cached := math.Min(r.cachedTokens, r.promptTokens)
-		a.get(a.tenantToks, with(schema.AttrLLMPromptCache, "cached"), false).value += cached
-		a.get(a.tenantToks, with(schema.AttrLLMPromptCache, "uncached"), false).value += r.promptTokens - cached
+		key[0] = "cached"
+		a.get(a.tenantToks, key, false).value += cached
+		key[0] = "uncached"
+		a.get(a.tenantToks, key, false).value += r.promptTokens - cached
 	}
+}
+
+// setExemplar keeps the latest request of the interval, reusing the series' exemplar.
+func (s *series) setExemplar(ex exemplar, value float64) {
+	if s.exemplar == nil {
+		s.exemplar = &exemplar{}
+	}
+	*s.exemplar = ex
+	s.exemplar.value = value
+	s.hasExemplar = true
 }
 
 // flush writes every series, cumulative since start, into md. Exemplars cover the interval since the last
@@ -205,7 +225,7 @@ func (a *aggregator) point(attrs pcommon.Map, s *series) {
 }
 
 func putExemplar(exs pmetric.ExemplarSlice, s *series) {
-	if s.exemplar == nil {
+	if !s.hasExemplar {
 		return
 	}
 	e := exs.AppendEmpty()
@@ -213,7 +233,7 @@ func putExemplar(exs pmetric.ExemplarSlice, s *series) {
 	e.SetSpanID(s.exemplar.spanID)
 	e.SetDoubleValue(s.exemplar.value)
 	e.SetTimestamp(s.exemplar.time)
-	s.exemplar = nil
+	s.hasExemplar = false
 }
 
 func (a *aggregator) empty() bool {

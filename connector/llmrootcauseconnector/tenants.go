@@ -91,23 +91,38 @@ func (w *workLog) add(a admitted) {
 // contention returns the tenant other than self that held the largest share of the tokens admitted during
 // [from, to], that share, and how many other requests ran then.
 func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (string, float64, int) {
-	byTenant := map[string]float64{}
+	// A few tenants share a replica at any moment: a slice beats a map here.
+	type share struct {
+		tenant string
+		tokens float64
+	}
+	var byTenant []share
 	total, n := 0.0, 0
 	for _, e := range w.entries {
 		if e.spanID == skip || e.from >= to || e.to <= from {
 			continue
 		}
-		byTenant[e.tenant] += e.tokens
+		found := false
+		for i := range byTenant {
+			if byTenant[i].tenant == e.tenant {
+				byTenant[i].tokens += e.tokens
+				found = true
+				break
+			}
+		}
+		if !found {
+			byTenant = append(byTenant, share{e.tenant, e.tokens})
+		}
 		total += e.tokens
 		n++
 	}
 	top, topShare := "", 0.0
-	for t, tokens := range byTenant {
-		if t == self || total <= 0 {
+	for _, s := range byTenant {
+		if s.tenant == self || total <= 0 {
 			continue
 		}
-		if share := tokens / total; share > topShare || (share == topShare && t < top) {
-			top, topShare = t, share
+		if sh := s.tokens / total; sh > topShare || (sh == topShare && s.tenant < top) {
+			top, topShare = s.tenant, sh
 		}
 	}
 	return top, topShare, n

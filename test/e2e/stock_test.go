@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,32 @@ func TestExampleConfigsValidate(t *testing.T) {
 			assert.NoError(t, err, string(out))
 		})
 	}
+}
+
+// Every complete configuration in a component's README (a yaml block with a service section) validates too.
+func TestReadmeExamplesValidate(t *testing.T) {
+	readmes, err := filepath.Glob("../../*/*/README.md")
+	require.NoError(t, err)
+	blocks := 0
+	for _, readme := range readmes {
+		text, err := os.ReadFile(readme)
+		require.NoError(t, err)
+		for i, block := range strings.Split(string(text), "```yaml\n")[1:] {
+			block = block[:strings.Index(block, "```")]
+			if !strings.Contains(block, "\nservice:") {
+				continue
+			}
+			blocks++
+			name := fmt.Sprintf("%s#%d", filepath.Base(filepath.Dir(readme)), i)
+			t.Run(name, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "config.yaml")
+				require.NoError(t, os.WriteFile(path, []byte(block), 0o600))
+				out, err := exec.Command(binary, "validate", "--config", path).CombinedOutput()
+				assert.NoError(t, err, string(out))
+			})
+		}
+	}
+	require.Greater(t, blocks, 5, "the component READMEs carry working examples")
 }
 
 // The stock components bundled at an older release than core (see README) run, not only link: one pipeline
