@@ -60,6 +60,8 @@ check-generated:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/promtext/ ./internal/enginescrape/
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 -benchtime 20000x ./processor/llmnormalizeprocessor/
+	$(GO) test -run '^$$' -bench BenchmarkSpans -benchmem -count 6 -benchtime 2s -cpu 1 ./connector/llmrootcauseconnector/
+	$(GO) test -run '^$$' -bench BenchmarkBoundedState -benchtime 1x -cpu 1 ./connector/llmrootcauseconnector/
 
 clean:
 	rm -rf bin
