@@ -47,6 +47,13 @@ type EngineSnapshot struct {
 	Preemptions   float64
 	PrefixQueries float64
 	PrefixHits    float64
+	Finished      float64
+	PromptTokens  float64
+	GenTokens     float64
+	// TTFT histogram's cumulative sum (s) and count, for mean time to first token over an interval.
+	TTFTSum, TTFTCount float64
+	// MaxRunning is the engine's configured capacity, where it reports one.
+	MaxRunning float64
 }
 
 // GPUSnapshot is one scrape of one GPU.
@@ -55,8 +62,9 @@ type GPUSnapshot struct {
 	Utilization float64 // 0-1, NaN when unknown
 	// Throttle lists the clock-throttle reasons active at this scrape that slow work down (idle and
 	// application-clock settings are not throttling).
-	Throttle  []string
-	XIDErrors float64 // cumulative
+	Throttle          []string
+	XIDErrors         float64 // cumulative
+	MemoryUtilization float64 // 0-1, NaN when unknown
 }
 
 type replica struct {
@@ -69,8 +77,10 @@ type replica struct {
 }
 
 type gpu struct {
+	id       string
 	snaps    ring[GPUSnapshot]
 	owner    string // replica key, "" when not attributed
+	name     string // product name (hw.name), for pricing
 	lastSeen int64
 }
 
@@ -120,9 +130,17 @@ func (s *Store) Observe(md pmetric.Metrics) {
 }
 
 func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMetrics) {
-	snap := EngineSnapshot{Waiting: math.NaN(), Running: math.NaN(), KVUtilization: math.NaN(),
-		Preemptions: math.NaN(), PrefixQueries: math.NaN(), PrefixHits: math.NaN()}
+	nan := math.NaN()
+	snap := EngineSnapshot{Waiting: nan, Running: nan, KVUtilization: nan, Preemptions: nan, PrefixQueries: nan,
+		PrefixHits: nan, Finished: nan, PromptTokens: nan, GenTokens: nan, TTFTSum: nan, TTFTCount: nan, MaxRunning: nan}
 	var model string
+	forEachHistogram(rm, schema.MetricGenAIServerTimeToFirstToken, func(ts int64, sum float64, count uint64) {
+		snap.TTFTSum = nanAdd(snap.TTFTSum, sum)
+		snap.TTFTCount = nanAdd(snap.TTFTCount, float64(count))
+		if ts > snap.Time {
+			snap.Time = ts
+		}
+	})
 	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) {
 		var field *float64
 		max := false
@@ -139,6 +157,14 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 			field = &snap.PrefixQueries
 		case schema.MetricLLMPrefixCacheHits:
 			field = &snap.PrefixHits
+		case schema.MetricLLMRequestsFinished:
+			field = &snap.Finished
+		case schema.MetricLLMTokensPrompt:
+			field = &snap.PromptTokens
+		case schema.MetricLLMTokensGeneration:
+			field = &snap.GenTokens
+		case schema.MetricLLMSchedulerRequestsMaxRunning:
+			field = &snap.MaxRunning
 		default:
 			return
 		}
@@ -178,12 +204,14 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 }
 
 func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
-	snap := GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN()}
+	snap := GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN()}
 	processOwners := map[string]bool{}
 	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) {
 		switch name {
 		case schema.MetricHwGPUUtilization:
 			snap.Utilization = v
+		case schema.MetricHwGPUMemoryUtilization:
+			snap.MemoryUtilization = v
 		case schema.MetricNvidiaGPUClockThrottled:
 			if r, ok := attrs.Get(schema.AttrNvidiaGPUThrottleReason); ok && v > 0 && !benignThrottle[r.AsString()] {
 				snap.Throttle = append(snap.Throttle, r.AsString())
@@ -210,7 +238,7 @@ func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
 	g := s.gpus[id]
 	if g == nil {
 		s.makeRoom(len(s.gpus), func() { s.forgetOldestGPU() })
-		g = &gpu{snaps: newRing[GPUSnapshot](s.cfg.MaxSnapshots)}
+		g = &gpu{id: id, snaps: newRing[GPUSnapshot](s.cfg.MaxSnapshots)}
 		s.gpus[id] = g
 	}
 	if owner == "" && len(processOwners) == 1 {
@@ -220,6 +248,9 @@ func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
 	}
 	if owner != "" {
 		g.owner = owner
+	}
+	if n, ok := rm.Resource().Attributes().Get(schema.AttrHwName); ok {
+		g.name = n.AsString()
 	}
 	g.lastSeen = snap.Time
 	g.snaps.push(snap, gpuTime, snap.Time-s.cfg.Window.Nanoseconds())
@@ -283,6 +314,34 @@ func forEachPoint(rm pmetric.ResourceMetrics, fn func(name string, attrs pcommon
 			}
 		}
 	}
+}
+
+// forEachHistogram calls fn for every data point of the named histogram.
+func forEachHistogram(rm pmetric.ResourceMetrics, name string, fn func(ts int64, sum float64, count uint64)) {
+	sms := rm.ScopeMetrics()
+	for i := 0; i < sms.Len(); i++ {
+		ms := sms.At(i).Metrics()
+		for j := 0; j < ms.Len(); j++ {
+			m := ms.At(j)
+			if m.Name() != name || m.Type() != pmetric.MetricTypeHistogram {
+				continue
+			}
+			dps := m.Histogram().DataPoints()
+			for k := 0; k < dps.Len(); k++ {
+				dp := dps.At(k)
+				if !dp.Flags().NoRecordedValue() && dp.HasSum() && !math.IsNaN(dp.Sum()) {
+					fn(int64(dp.Timestamp()), dp.Sum(), dp.Count())
+				}
+			}
+		}
+	}
+}
+
+func nanAdd(a, b float64) float64 {
+	if math.IsNaN(a) {
+		return b
+	}
+	return a + b
 }
 
 // Replicas lists the replicas the store knows, sorted.

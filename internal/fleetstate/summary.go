@@ -31,10 +31,29 @@ type Summary struct {
 	PrefixHitRatio      float64
 	PrefixHitRatioUsual float64
 
+	// Rates over the interval (per second) and its counter deltas; NaN when the engine does not report them
+	// or the interval holds fewer than two snapshots.
+	FinishedRate float64
+	PromptTokens float64
+	GenTokens    float64
+	// TTFTMean is the mean time to first token of the requests that got one during the interval;
+	// TTFTUsual over the window.
+	TTFTMean  float64
+	TTFTUsual float64
+	// MaxRunning is the engine's configured capacity (latest), NaN when it does not report one.
+	MaxRunning float64
+	// Newest is the time of the replica's newest engine snapshot (unix ns), 0 when none.
+	Newest int64
+
 	HasGPU             bool
 	GPUUtilizationMean float64
-	ThrottleReasons    []string
-	XIDErrors          float64
+	// GPUUtilization is each of the replica's GPUs' mean utilization over the interval, by hw.id.
+	GPUUtilization map[string]float64
+	// GPUNames is each GPU's product name, by hw.id.
+	GPUNames                map[string]string
+	GPUMemoryUtilizationMax float64
+	ThrottleReasons         []string
+	XIDErrors               float64
 }
 
 // RecentLookback widens short intervals for rates: a 300 ms request sees no counter move between two scrapes.
@@ -48,12 +67,16 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 	nan := math.NaN()
 	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
-		GPUUtilizationMean: nan, XIDErrors: nan}
+		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
+		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, XIDErrors: nan}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.replicas[key]
 	if r != nil {
-		sum.Model, sum.Engine = r.model, r.engine
+		sum.Model, sum.Engine, sum.Newest = r.model, r.engine, r.lastSeen
+		if r.snaps.n > 0 {
+			sum.MaxRunning = r.snaps.at(r.snaps.n - 1).MaxRunning
+		}
 		sum.RunningUsual, sum.PrefixHitRatioUsual = r.runningUsual, r.hitRatioUsual
 		summarizeEngine(&r.snaps, from, to, &sum)
 	}
@@ -99,6 +122,24 @@ func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) 
 
 	recentFirst, _, _ := snaps.span(engineTime, from-int64(RecentLookback), to)
 	sum.PrefixHitRatio = hitRatio(snaps, recentFirst, last)
+
+	if dt := float64(snaps.at(last).Time-arrival.Time) / 1e9; dt > 0 {
+		sum.FinishedRate = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.Finished }) / dt
+	}
+	sum.PromptTokens = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.PromptTokens })
+	sum.GenTokens = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.GenTokens })
+	sum.TTFTMean = meanOf(snaps, first, last)
+	sum.TTFTUsual = meanOf(snaps, 0, snaps.n-1)
+}
+
+// meanOf is the mean time to first token between two snapshots, from the histogram's sum and count.
+func meanOf(snaps *ring[EngineSnapshot], first, last int) float64 {
+	n := counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.TTFTCount })
+	total := counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.TTFTSum })
+	if !(n > 0) || math.IsNaN(total) {
+		return math.NaN()
+	}
+	return total / n
 }
 
 // usual computes the replica's window-wide levels; Observe calls it once per scrape, not per request.
@@ -164,15 +205,26 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 			continue
 		}
 		sum.HasGPU = true
+		if sum.GPUUtilization == nil {
+			sum.GPUUtilization, sum.GPUNames = map[string]float64{}, map[string]string{}
+		}
+		sum.GPUNames[g.id] = g.name
+		own, ownN := 0.0, 0
 		for i := first; i <= last; i++ {
 			sn := g.snaps.at(i)
+			sum.GPUMemoryUtilizationMax = nanMax(sum.GPUMemoryUtilizationMax, sn.MemoryUtilization)
 			if !math.IsNaN(sn.Utilization) {
 				utilSum += sn.Utilization
 				utilN++
+				own += sn.Utilization
+				ownN++
 			}
 			for _, r := range sn.Throttle {
 				reasons[r] = true
 			}
+		}
+		if ownN > 0 {
+			sum.GPUUtilization[g.id] = own / float64(ownN)
 		}
 		if x := counterDelta(&g.snaps, first, last, func(s GPUSnapshot) float64 { return s.XIDErrors }); !math.IsNaN(x) {
 			if math.IsNaN(sum.XIDErrors) {
