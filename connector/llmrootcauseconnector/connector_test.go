@@ -174,6 +174,12 @@ func TestMetricsOutput(t *testing.T) {
 		tokens[a[schema.AttrLLMTenant].(string)+"/"+a[schema.AttrLLMPromptCache].(string)] += dp.DoubleValue()
 	})
 	assert.Equal(t, map[string]float64{"acme/cached": 100, "acme/uncached": 400, "globex/cached": 400, "globex/uncached": 100}, tokens)
+	processed := map[string]float64{}
+	forEachPoint(t, last, schema.MetricLLMTenantTokens, func(dp pmetric.NumberDataPoint) {
+		a := dp.Attributes().AsRaw()
+		processed[a[schema.AttrLLMTenant].(string)+"/"+a[schema.AttrLLMTokenType].(string)] += dp.DoubleValue()
+	})
+	assert.Equal(t, map[string]float64{"acme/prompt": 500, "acme/generation": 100, "globex/prompt": 500, "globex/generation": 100}, processed)
 
 	logs := logRecords(r.logs)
 	require.Len(t, logs, 1, "one log record per slow request")

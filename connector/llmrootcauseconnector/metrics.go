@@ -62,6 +62,7 @@ type aggregator struct {
 	rootCauses *family
 	slow       *family
 	tenantToks *family
+	tokens     *family
 }
 
 func newAggregator(cfg *Config, start time.Time) *aggregator {
@@ -70,6 +71,7 @@ func newAggregator(cfg *Config, start time.Time) *aggregator {
 		rootCauses: &family{name: schema.MetricLLMRequestRootCause, attr: schema.AttrLLMRootCause, series: map[seriesKey]*series{}},
 		slow:       &family{name: schema.MetricLLMRequestSlow, attr: schema.AttrLLMSlowReason, series: map[seriesKey]*series{}},
 		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, series: map[seriesKey]*series{}},
+		tokens:     &family{name: schema.MetricLLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
 	}
 }
 
@@ -153,6 +155,14 @@ func (a *aggregator) record(r *request, v verdict) {
 		s.value++
 		s.setExemplar(ex, ex.value)
 	}
+	if !math.IsNaN(r.promptTokens) {
+		key[0] = "prompt"
+		a.get(a.tokens, key, false).value += r.promptTokens
+	}
+	if !math.IsNaN(r.genTokens) {
+		key[0] = "generation"
+		a.get(a.tokens, key, false).value += r.genTokens
+	}
 	if !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens) {
 		cached := math.Min(r.cachedTokens, r.promptTokens)
 		key[0] = "cached"
@@ -176,7 +186,7 @@ func (s *series) setExemplar(ex exemplar, value float64) {
 // flush and are then cleared.
 func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics, sch *schema.Schema) {
 	ts := pcommon.NewTimestampFromTime(now)
-	for _, f := range []*family{a.phases, a.rootCauses, a.slow, a.tenantToks} {
+	for _, f := range []*family{a.phases, a.rootCauses, a.slow, a.tenantToks, a.tokens} {
 		if len(f.order) == 0 {
 			continue
 		}
@@ -237,5 +247,5 @@ func putExemplar(exs pmetric.ExemplarSlice, s *series) {
 }
 
 func (a *aggregator) empty() bool {
-	return len(a.phases.order)+len(a.rootCauses.order)+len(a.slow.order)+len(a.tenantToks.order) == 0
+	return len(a.phases.order) == 0 // every request adds phases; the other families follow them
 }

@@ -124,6 +124,32 @@ const (
 	MetricLLMRequestSlow = "llm.request.slow"
 	// MetricLLMTenantPromptTokens: Prompt tokens per tenant, cached or computed, where requests report cached tokens.
 	MetricLLMTenantPromptTokens = "llm.tenant.prompt_tokens"
+	// MetricLLMTenantTokens: Prompt and generated tokens per tenant, from request spans (what cost attribution splits GPU time by).
+	MetricLLMTenantTokens = "llm.tenant.tokens"
+	// MetricLLMReplicaHealthScore: A replica's health (0-1), the product of its components; stale telemetry counts as unhealthy.
+	MetricLLMReplicaHealthScore = "llm.replica.health_score"
+	// MetricLLMReplicaHealthComponent: One factor (0-1) of a replica's health score.
+	MetricLLMReplicaHealthComponent = "llm.replica.health_component"
+	// MetricLLMReplicaRoutingScore: How good a target a replica is for the next request of its model pool (0-1; higher is better).
+	MetricLLMReplicaRoutingScore = "llm.replica.routing_score"
+	// MetricLLMReplicaRoutingRecommended: 1 for the replica of each model pool with the best routing score, else 0.
+	MetricLLMReplicaRoutingRecommended = "llm.replica.routing_recommended"
+	// MetricLLMPoolReplicas: Replicas of a model pool with fresh telemetry.
+	MetricLLMPoolReplicas = "llm.pool.replicas"
+	// MetricLLMPoolDesiredReplicas: Replicas the pool should run now, with the reason (for KEDA or an HPA).
+	MetricLLMPoolDesiredReplicas = "llm.pool.desired_replicas"
+	// MetricLLMPoolSaturationEta: Time until the pool's queue reaches its target at the current growth rate (only while it grows).
+	MetricLLMPoolSaturationEta = "llm.pool.saturation_eta"
+	// MetricLLMIncidentActive: 1 while a detector's incident is open on a replica.
+	MetricLLMIncidentActive = "llm.incident.active"
+	// MetricLLMCostGPUTime: GPU-seconds by tenant and model, split by each tenant's share of the replica's processed tokens in the interval.
+	MetricLLMCostGPUTime = "llm.cost.gpu_time"
+	// MetricLLMCostAmount: Cost of that GPU time, in the currency of the configured GPU prices.
+	MetricLLMCostAmount = "llm.cost.amount"
+	// MetricLLMCostGPUTimeByCategory: GPU-seconds by what they went to (prefill, decode, idle), per replica.
+	MetricLLMCostGPUTimeByCategory = "llm.cost.gpu_time_by_category"
+	// MetricLLMCostPrefixCacheSavings: Cost the prefix cache saved (cached prompt tokens at the replica's cost per prompt token), per tenant.
+	MetricLLMCostPrefixCacheSavings = "llm.cost.prefix_cache_savings"
 	// MetricLLMEngineUp: 1 when the last scrape of the engine's metrics endpoint succeeded, else 0. Set by the engine receivers.
 	MetricLLMEngineUp = "llm.engine.up"
 	// MetricLLMEngineSleepState: 1 for the engine's current sleep state, 0 for the others.
@@ -388,6 +414,24 @@ const (
 	AttrLLMEvidenceGPUXidErrors = "llm.evidence.gpu.xid_errors"
 	// AttrLLMEvidenceSlo: The limit (s) the slow reason was judged against, configured SLO or rolling p95.
 	AttrLLMEvidenceSlo = "llm.evidence.slo"
+	// AttrLLMTokenType: Which tokens a count is of (prompt, generation).
+	AttrLLMTokenType = "llm.token.type"
+	// AttrLLMHealthComponent: One factor of a replica's health score (queue, kv_cache, ttft, gpu, telemetry).
+	AttrLLMHealthComponent = "llm.health.component"
+	// AttrLLMScaleReason: Why the pool should have the recommended number of replicas (queue, kv_cache, batch, low_load, steady).
+	AttrLLMScaleReason = "llm.scale.reason"
+	// AttrLLMIncidentDetector: The detector that raised an incident (scheduler_saturation, kv_thrash, ...).
+	AttrLLMIncidentDetector = "llm.incident.detector"
+	// AttrLLMIncidentID: Stable id of one incident, the same on its start, updates and end.
+	AttrLLMIncidentID = "llm.incident.id"
+	// AttrLLMIncidentState: Where an incident log record stands in its life (start, update, end).
+	AttrLLMIncidentState = "llm.incident.state"
+	// AttrLLMIncidentSeverity: warning or critical.
+	AttrLLMIncidentSeverity = "llm.incident.severity"
+	// AttrLLMIncidentActions: Recommended actions, most useful first.
+	AttrLLMIncidentActions = "llm.incident.actions"
+	// AttrLLMCostCategory: What GPU time went to (prefill, decode, idle).
+	AttrLLMCostCategory = "llm.cost.category"
 	// AttrHostName: The node's host name.
 	AttrHostName = "host.name"
 	// AttrHttpResponseStatusCode: HTTP status of a failed request.

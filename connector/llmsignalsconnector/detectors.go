@@ -1,0 +1,203 @@
+package llmsignalsconnector
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/servescope/servescope/internal/fleetstate"
+)
+
+// view is one replica at one evaluation: its state now, and over the last interval.
+type view struct {
+	replica, model string
+	now            fleetstate.Summary // at the evaluation time: the newest snapshot's values
+	interval       fleetstate.Summary // over the interval just ended: maxima, deltas, rates
+	ageSeconds     float64            // since the newest snapshot
+	stale          bool
+	desired        int // the pool's desired replicas, for actions
+	poolReplicas   int
+}
+
+// finding is what a detector sees in one view. fire and clear are separate conditions (thresholds apart),
+// so a value hovering between them neither opens nor closes an incident.
+type finding struct {
+	fire, clear bool
+	sentence    string
+	evidence    map[string]float64
+	text        map[string]string
+	actions     []string
+}
+
+type detector struct {
+	name     string
+	severity string
+	check    func(v *view, d *DetectorsConfig) finding
+}
+
+const (
+	severityWarning  = "warning"
+	severityCritical = "critical"
+)
+
+func known(values ...float64) bool {
+	for _, v := range values {
+		if math.IsNaN(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// detectors, in the order their incidents are reported. README.md documents each rule.
+var detectors = []detector{
+	{name: "stale_telemetry", severity: severityWarning, check: func(v *view, _ *DetectorsConfig) finding {
+		return finding{fire: v.stale, clear: !v.stale,
+			sentence: fmt.Sprintf("no engine metrics from %s for %.0f s", v.replica, v.ageSeconds),
+			evidence: map[string]float64{"age_seconds": v.ageSeconds},
+			actions:  []string{"check the engine's metrics endpoint and the receiver scraping it", "route around the replica until its telemetry returns"}}
+	}},
+	{name: "scheduler_saturation", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		waiting, growth := v.now.WaitingAtArrival, v.now.QueueGrowthPerMinute
+		if v.stale || !known(waiting) {
+			return finding{clear: !v.stale}
+		}
+		atCapacity := known(v.now.MaxRunning, v.interval.RunningMax) && v.interval.RunningMax >= v.now.MaxRunning
+		f := finding{
+			fire:     waiting >= d.SaturationWaiting && ((known(growth) && growth >= d.SaturationGrowth) || atCapacity),
+			clear:    waiting < d.SaturationWaiting*d.ClearFraction,
+			evidence: map[string]float64{"waiting": waiting, "queue_growth_per_minute": growth, "running_max": v.interval.RunningMax, "finished_per_second": v.interval.FinishedRate},
+		}
+		f.sentence = fmt.Sprintf("%s requests waiting on %s, queue growing %.1fx/min while %.1f requests/s finish", num(waiting), v.replica, growth, v.interval.FinishedRate)
+		if atCapacity && (!known(v.interval.KVUtilizationMax) || v.interval.KVUtilizationMax < 0.8) && (!known(v.interval.GPUUtilizationMean) || v.interval.GPUUtilizationMean < 0.85) {
+			f.actions = append(f.actions, fmt.Sprintf("raise max-num-seqs from %s to %s: the batch is full while KV cache and GPU have room",
+				num(v.now.MaxRunning), num(math.Ceil(v.now.MaxRunning*1.5))))
+		}
+		if v.desired > v.poolReplicas {
+			f.actions = append(f.actions, fmt.Sprintf("add replicas: the %s pool needs %d, it runs %d", v.model, v.desired, v.poolReplicas))
+		} else {
+			f.actions = append(f.actions, "add a replica")
+		}
+		return f
+	}},
+	{name: "starvation", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		mean, usual := v.interval.TTFTMean, v.interval.TTFTUsual
+		if v.stale || !known(mean, usual) || usual <= 0 {
+			return finding{clear: !v.stale}
+		}
+		return finding{
+			fire:     mean >= d.StarvationTTFTFactor*usual && v.interval.WaitingMax >= 1,
+			clear:    mean < d.StarvationTTFTFactor*d.ClearFraction*usual,
+			sentence: fmt.Sprintf("time to first token on %s averaged %.2f s over the interval against a usual %.2f s", v.replica, mean, usual),
+			evidence: map[string]float64{"ttft_mean": mean, "ttft_usual": usual, "waiting_max": v.interval.WaitingMax},
+			actions:  []string{"find who floods the queue: llm.request.root_cause by tenant on this replica", "cap the noisy tenant or route it to a separate pool"},
+		}
+	}},
+	{name: "kv_thrash", severity: severityCritical, check: func(v *view, d *DetectorsConfig) finding {
+		kv, pre := v.interval.KVUtilizationMax, v.interval.Preemptions
+		if v.stale || !known(kv, pre) {
+			return finding{clear: !v.stale}
+		}
+		f := finding{
+			fire:     kv >= d.KVThrashUtilization && pre > 0,
+			clear:    pre == 0 && kv < d.KVThrashUtilization,
+			sentence: fmt.Sprintf("KV cache on %s at %.0f%% with %s preemptions in the interval", v.replica, 100*kv, num(pre)),
+			evidence: map[string]float64{"kv_utilization_max": kv, "preemptions": pre, "gpu_memory_utilization_max": v.interval.GPUMemoryUtilizationMax},
+		}
+		if !known(v.interval.GPUMemoryUtilizationMax) || v.interval.GPUMemoryUtilizationMax < 1-d.SuggestedKVMemoryStep {
+			f.actions = append(f.actions, fmt.Sprintf("increase the KV cache: raise gpu-memory-utilization by %.2f (e.g. 0.90 → %.2f)", d.SuggestedKVMemoryStep, 0.90+d.SuggestedKVMemoryStep))
+		}
+		f.actions = append(f.actions, "reduce max active sequences (max-num-seqs) temporarily", "add a replica")
+		return f
+	}},
+	{name: "prefix_cache_collapse", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		recent, usual := v.interval.PrefixHitRatio, v.interval.PrefixHitRatioUsual
+		if v.stale || !known(recent, usual) || usual < d.HitRatioUsualMin {
+			return finding{clear: !v.stale}
+		}
+		return finding{
+			fire:     recent < d.HitRatioCollapse*usual,
+			clear:    recent >= d.HitRatioCollapse*usual/d.ClearFraction,
+			sentence: fmt.Sprintf("prefix-cache hit ratio on %s fell to %.0f%% from a usual %.0f%%", v.replica, 100*recent, 100*usual),
+			evidence: map[string]float64{"hit_ratio": recent, "hit_ratio_usual": usual},
+			actions:  []string{"look for a prompt-template or system-prompt change (llm.tenant.prompt_tokens by tenant)", "route prompt families to the replicas that cache them (prefix-aware routing)"},
+		}
+	}},
+	{name: "gpu_idle_while_waiting", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		util, waiting := v.interval.GPUUtilizationMean, v.now.WaitingAtArrival
+		if v.stale || !known(util, waiting) {
+			return finding{clear: !v.stale}
+		}
+		return finding{
+			fire:     util < d.GPUIdleUtilization && waiting >= 1,
+			clear:    util >= d.GPUIdleUtilization/d.ClearFraction || waiting == 0,
+			sentence: fmt.Sprintf("GPUs of %s at %.0f%% utilization while %s requests wait", v.replica, 100*util, num(waiting)),
+			evidence: map[string]float64{"gpu_utilization_mean": util, "waiting": waiting},
+			actions:  []string{"check the scheduler's limits (max-num-seqs, free KV blocks) and the engine's logs: work is queued but not running"},
+		}
+	}},
+	{name: "gpu_throttling", severity: severityWarning, check: func(v *view, _ *DetectorsConfig) finding {
+		if !v.interval.HasGPU {
+			return finding{clear: true}
+		}
+		reasons := strings.Join(v.interval.ThrottleReasons, ",")
+		return finding{
+			fire:     len(v.interval.ThrottleReasons) > 0,
+			clear:    len(v.interval.ThrottleReasons) == 0,
+			sentence: fmt.Sprintf("GPU clocks of %s throttled (%s)", v.replica, reasons),
+			text:     map[string]string{"throttle_reasons": reasons},
+			actions:  []string{"check cooling and power caps on the node", "drain the replica if it persists"},
+		}
+	}},
+	{name: "gpu_memory_pressure", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		mem := v.interval.GPUMemoryUtilizationMax
+		if !known(mem) {
+			return finding{clear: true}
+		}
+		return finding{
+			fire:     mem >= d.GPUMemoryPressure,
+			clear:    mem < d.GPUMemoryPressure-0.03,
+			sentence: fmt.Sprintf("GPU memory of %s at %.1f%%", v.replica, 100*mem),
+			evidence: map[string]float64{"gpu_memory_utilization_max": mem},
+			actions:  []string{"lower gpu-memory-utilization or max-model-len before an out-of-memory error", "move other processes off the GPU"},
+		}
+	}},
+	{name: "gpu_errors", severity: severityCritical, check: func(v *view, _ *DetectorsConfig) finding {
+		x := v.interval.XIDErrors
+		if !known(x) {
+			return finding{clear: true}
+		}
+		return finding{fire: x > 0, clear: x == 0,
+			sentence: fmt.Sprintf("%s XID errors on the GPUs of %s in the interval", num(x), v.replica),
+			evidence: map[string]float64{"xid_errors": x},
+			actions:  []string{"drain the replica and reset or replace the GPU (check the node's kernel log for the XID code)"}}
+	}},
+	{name: "tp_imbalance", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		if len(v.interval.GPUUtilization) < 2 {
+			return finding{clear: true}
+		}
+		ids := make([]string, 0, len(v.interval.GPUUtilization))
+		for id := range v.interval.GPUUtilization {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return v.interval.GPUUtilization[ids[i]] < v.interval.GPUUtilization[ids[j]] })
+		low, high := v.interval.GPUUtilization[ids[0]], v.interval.GPUUtilization[ids[len(ids)-1]]
+		skew := high - low
+		return finding{
+			fire:     skew >= d.TPImbalanceSkew,
+			clear:    skew < d.TPImbalanceSkew*d.ClearFraction,
+			sentence: fmt.Sprintf("utilization across the %d GPUs of %s spans %.0f%% to %.0f%%; least busy %s", len(ids), v.replica, 100*low, 100*high, ids[0]),
+			evidence: map[string]float64{"utilization_skew": skew, "utilization_min": low, "utilization_max": high},
+			text:     map[string]string{"least_busy_gpu": ids[0]},
+			actions:  []string{fmt.Sprintf("check GPU %s: a straggler rank, or ranks waiting on it in collectives (NCCL timings show which)", ids[0])},
+		}
+	}},
+}
+
+func num(v float64) string {
+	if math.IsNaN(v) {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
