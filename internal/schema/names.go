@@ -178,8 +178,10 @@ const (
 	MetricLLMServeDeploymentUp = "llm.serve.deployment.up"
 	// MetricLLMRequestsDuration: Sum of request durations (its rate over the rate of llm.requests.finished is the mean latency).
 	MetricLLMRequestsDuration = "llm.requests.duration"
-	// MetricLLMRequestsQueueDuration: Sum of the time requests waited in the scheduler queue.
+	// MetricLLMRequestsQueueDuration: Sum of the time requests waited in the scheduler queue (its rate over the rate of llm.requests.started, or of llm.requests.finished, is the mean queue time).
 	MetricLLMRequestsQueueDuration = "llm.requests.queue_duration"
+	// MetricLLMRequestsStarted: Requests that left the scheduler queue and were scheduled for the first time (the count behind llm.requests.queue_duration where the engine reports both).
+	MetricLLMRequestsStarted = "llm.requests.started"
 	// MetricLLMRequestsInferenceDuration: Sum of the time spent computing inferences.
 	MetricLLMRequestsInferenceDuration = "llm.requests.inference_duration"
 	// MetricLLMRequestsAborted: Requests aborted before they finished (client disconnects, cancellations).

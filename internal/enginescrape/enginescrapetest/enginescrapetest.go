@@ -128,6 +128,30 @@ func Gauges(md pmetric.Metrics, name string) map[string]float64 {
 	return out
 }
 
+// Sums returns a sum's data points keyed like Gauges.
+func Sums(md pmetric.Metrics, name string) map[string]float64 {
+	out := map[string]float64{}
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < ms.Len(); i++ {
+		m := ms.At(i)
+		if m.Name() != name || m.Type() != pmetric.MetricTypeSum {
+			continue
+		}
+		for _, dp := range m.Sum().DataPoints().All() {
+			key := ""
+			for k, v := range dp.Attributes().All() {
+				key += k + "=" + v.AsString() + ";"
+			}
+			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
+				out[key] = float64(dp.IntValue())
+			} else {
+				out[key] = dp.DoubleValue()
+			}
+		}
+	}
+	return out
+}
+
 // CheckLifecycle builds the receiver through its factory, lets the scraper controller deliver two scrapes
 // of endpoint, and shuts it down: the path a collector takes.
 func CheckLifecycle(t *testing.T, f receiver.Factory, endpoint string) []pmetric.Metrics {
