@@ -37,6 +37,9 @@ type Engine struct {
 	StatusHints map[int]string
 	// State are JSON runtime-state endpoints polled with every scrape.
 	State []StateEndpoint
+	// Spans, when set, is an endpoint of per-request records that the receiver's traces signal turns into
+	// spans.
+	Spans *SpanSource
 }
 
 // Scraper scrapes one engine endpoint. It is not safe for concurrent scrapes; the scraper controller

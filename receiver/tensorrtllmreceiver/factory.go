@@ -1,10 +1,11 @@
 // Package tensorrtllmreceiver scrapes TensorRT-LLM's trtllm-serve: its Prometheus endpoint
 // /prometheus/metrics (trtllm_*, trtllm:* or unprefixed names across releases), its JSON iteration stats at
 // /metrics (turned into canonical metrics here, where the Prometheus endpoint lacks them), /version and
-// /health. Prometheus names pass through; llm_normalize maps them.
+// /health. Prometheus names pass through; llm_normalize maps them. In a traces pipeline it also reads the
+// per-request records of /perf_metrics and turns each into an llm_request span like vLLM's.
 //
-// /metrics drains on read: the receiver must be its only consumer. Triton's TensorRT-LLM backend has a
-// receiver of its own (triton).
+// /metrics and /perf_metrics drain on read: the receiver must be their only consumer. Triton's
+// TensorRT-LLM backend has a receiver of its own (triton).
 package tensorrtllmreceiver
 
 import (
@@ -34,6 +35,7 @@ var engine = enginescrape.Engine{
 		{Name: "iteration_stats", Paths: []string{"/metrics"}, MaxBodySize: 64 << 20, NewParse: newIterationReader, Standalone: true},
 		{Name: "health", Paths: []string{"/health"}, Health: true, Standalone: true},
 	},
+	Spans: &enginescrape.SpanSource{Name: "perf_metrics", New: newPerfReader},
 }
 
 // NewFactory creates the tensorrt_llm receiver factory.
