@@ -37,6 +37,9 @@ type Engine struct {
 	StatusHints map[int]string
 	// State are JSON runtime-state endpoints polled with every scrape.
 	State []StateEndpoint
+	// Spans, when set, is an endpoint of per-request records that the receiver's traces signal turns into
+	// spans.
+	Spans *SpanSource
 }
 
 // Scraper scrapes one engine endpoint. It is not safe for concurrent scrapes; the scraper controller
@@ -74,7 +77,11 @@ func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scrape
 	s := &Scraper{cfg: cfg, engine: engine, target: t, settings: settings, logger: logger,
 		problems: newProblemLog(logger), converter: newConverter()}
 	for _, e := range engine.State {
-		s.state = append(s.state, &stateEndpoint{StateEndpoint: e})
+		parse := e.Parse
+		if e.NewParse != nil {
+			parse = e.NewParse()
+		}
+		s.state = append(s.state, &stateEndpoint{StateEndpoint: e, parse: parse})
 	}
 	if err := s.initTelemetry(); err != nil {
 		return nil, err
@@ -124,7 +131,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	sm.Scope().SetName("github.com/servescope/servescope/receiver/" + s.settings.ID.Type().String() + "receiver")
 	sm.Scope().SetVersion(s.settings.BuildInfo.Version)
 
-	up := s.scrapeMetrics(ctx, now, sm.Metrics())
+	up, answered := s.scrapeMetrics(ctx, now, sm.Metrics())
 	s.scrapes++
 	// At first contact and after every outage (a restart may have upgraded the engine); while the version
 	// endpoint fails, every 30th scrape rather than every scrape.
@@ -132,8 +139,8 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 		s.refreshVersion(ctx)
 	}
 	s.wasUp = up
-	if up {
-		s.pollState(ctx, now, sm.Metrics(), rm.Resource().Attributes())
+	if answered { // an engine that answers without Prometheus series may still serve its standalone state
+		s.pollState(ctx, now, sm.Metrics(), rm.Resource().Attributes(), up)
 	}
 	s.fillResource(rm.Resource().Attributes())
 	appendUp(sm.Metrics(), up, now)
@@ -143,7 +150,9 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	return md, nil
 }
 
-func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms pmetric.MetricSlice) bool {
+// scrapeMetrics reports up (the Prometheus endpoint returned series) and answered (the engine answered
+// over HTTP at all, with series or an error status).
+func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms pmetric.MetricSlice) (up, answered bool) {
 	body, contentType, err := s.fetch(ctx, s.target.metricsURL, s.cfg.MaxBodySize)
 	var status statusError
 	switch {
@@ -153,14 +162,14 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 			fields = append(fields, zap.String("hint", hint))
 		}
 		s.problems.report(problemHTTPStatus, "Engine metrics endpoint answered with an error status; llm.engine.up=0 until it recovers", fields...)
-		return false
+		return false, true
 	case errors.Is(err, errBodyTooLarge):
 		s.problems.report(problemTooLarge, "Engine metrics body exceeds max_body_size; parsing only the first max_body_size bytes",
 			zap.Int64("max_body_size", s.cfg.MaxBodySize))
 	case err != nil:
 		s.problems.report(problemUnreachable, "Engine metrics endpoint unreachable; llm.engine.up=0, retrying every collection_interval",
 			zap.Error(err))
-		return false
+		return false, false
 	}
 
 	parsed := promtext.Parse(body)
@@ -173,7 +182,7 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 			fields = append(fields, zap.String("first_error", parsed.Errors[0].Error()))
 		}
 		s.problems.report(problemNoSeries, "Engine metrics endpoint returned no Prometheus series (not the exposition format?); llm.engine.up=0", fields...)
-		return false
+		return false, true
 	}
 	if parsed.ErrorCount > 0 {
 		s.problems.report(problemBadLines, "Skipped unparseable lines in the engine's metrics; the other series are kept",
@@ -194,7 +203,7 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 		s.logger.Info("Counters went back to zero (engine restart?); started new cumulative series",
 			zap.Strings("families", conv.resets))
 	}
-	return true
+	return true, true
 }
 
 var errBodyTooLarge = errors.New("body exceeds max_body_size")

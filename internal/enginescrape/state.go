@@ -30,13 +30,21 @@ type StateEndpoint struct {
 	// Parse turns a response into canonical metrics and resource attributes. A wrong type is an error that
 	// names the field; unknown fields are ignored and missing ones are not errors.
 	Parse func(body []byte, out *StateOutput) error
+	// NewParse, when set instead of Parse, makes one Parse per receiver: for an endpoint whose reading
+	// keeps state between polls (a queue drained on read, summed into cumulative counters).
+	NewParse func() func(body []byte, out *StateOutput) error
 	// Health marks a health endpoint: any HTTP answer is data (200 = llm.engine.ready 1, else 0) and Parse
 	// is not used.
 	Health bool
+	// Standalone endpoints are polled even when the Prometheus endpoint answers with an error status: the
+	// engine is up and may serve them without it (trtllm-serve mounts /prometheus/metrics only with
+	// return_perf_metrics, but serves its JSON iteration stats regardless).
+	Standalone bool
 }
 
 type stateEndpoint struct {
 	StateEndpoint
+	parse   func(body []byte, out *StateOutput) error
 	current int // index into Paths of the path that answered last
 }
 
@@ -48,41 +56,178 @@ type StateOutput struct {
 	now      pcommon.Timestamp
 	byName   map[string]pmetric.Metric
 	resource pcommon.Map
+
+	// The same scrape's Prometheus families, by name, and the engine whose schema sources name them: a
+	// canonical metric those families already provide is not emitted again (see provided).
+	engine   string
+	scraped  map[string]pmetric.Metric
+	provides map[string]bool
+
+	endpoint string
+	problems *problemLog
+	logger   *zap.Logger
 }
 
 // Gauge records one data point of a canonical gauge; attrs are key, value pairs.
 func (o *StateOutput) Gauge(name string, value float64, attrs ...string) {
-	m, ok := o.byName[name]
+	m, ok := o.metric(name, func(m pmetric.Metric) { m.SetEmptyGauge() })
 	if !ok {
-		def := o.schema.Metric(name)
-		if def == nil {
-			panic("state endpoint emits a metric the schema does not declare: " + name) // a programming error
-		}
-		m = o.ms.AppendEmpty()
-		m.SetName(name)
-		m.SetUnit(def.Unit)
-		m.SetDescription(def.Description)
-		m.SetEmptyGauge()
-		o.byName[name] = m
+		return
 	}
 	dp := m.Gauge().DataPoints().AppendEmpty()
 	dp.SetTimestamp(o.now)
 	dp.SetDoubleValue(value)
-	for i := 0; i+1 < len(attrs); i += 2 {
-		dp.Attributes().PutStr(attrs[i], attrs[i+1])
+	putAttributes(dp.Attributes(), attrs)
+}
+
+// Counter records one data point of a canonical counter: total is cumulative since start.
+func (o *StateOutput) Counter(name string, total float64, start pcommon.Timestamp, attrs ...string) {
+	m, ok := o.metric(name, func(m pmetric.Metric) {
+		sum := m.SetEmptySum()
+		sum.SetIsMonotonic(true)
+		sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	})
+	if !ok {
+		return
 	}
+	dp := m.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(o.now)
+	dp.SetDoubleValue(total)
+	putAttributes(dp.Attributes(), attrs)
+}
+
+func putAttributes(m pcommon.Map, attrs []string) {
+	for i := 0; i+1 < len(attrs); i += 2 {
+		m.PutStr(attrs[i], attrs[i+1])
+	}
+}
+
+// metric returns the canonical metric to add a point to, creating it on first use; ok is false when the
+// same scrape's Prometheus endpoint already provides it.
+func (o *StateOutput) metric(name string, init func(pmetric.Metric)) (pmetric.Metric, bool) {
+	if m, ok := o.byName[name]; ok {
+		return m, true
+	}
+	def := o.schema.Metric(name)
+	if def == nil {
+		panic("state endpoint emits a metric the schema does not declare: " + name) // a programming error
+	}
+	if o.provided(def) {
+		return pmetric.Metric{}, false
+	}
+	m := o.ms.AppendEmpty()
+	m.SetName(name)
+	m.SetUnit(def.Unit)
+	m.SetDescription(def.Description)
+	init(m)
+	o.byName[name] = m
+	return m, true
+}
+
+// provided reports whether the scrape's Prometheus families include a source the schema maps onto def for
+// this engine (in any of its spellings, with or without `_total`, with a selected series for a select
+// source). The engine's own Prometheus export wins: a state endpoint only fills what it lacks, so that
+// llm_normalize never turns two families into one canonical name.
+func (o *StateOutput) provided(def *schema.Metric) bool {
+	if v, ok := o.provides[def.Name]; ok {
+		return v
+	}
+	found := false
+	if e := o.schema.Engines[o.engine]; e != nil && len(o.scraped) > 0 {
+		for _, engine := range append([]string{o.engine}, e.Embeds...) {
+			for _, src := range def.Sources[engine] {
+				for _, spelling := range o.schema.Engines[engine].Spellings(src.Name) {
+					for _, name := range []string{spelling, strings.TrimSuffix(spelling, "_total")} {
+						if m, ok := o.scraped[name]; ok && selectsAny(m, src.Select) {
+							found = true
+						}
+					}
+				}
+			}
+		}
+	}
+	if o.provides == nil {
+		o.provides = map[string]bool{}
+	}
+	o.provides[def.Name] = found
+	return found
+}
+
+// selectsAny reports whether m has a series with the selected label values (any series when none are).
+func selectsAny(m pmetric.Metric, selected map[string]string) bool {
+	if len(selected) == 0 {
+		return true
+	}
+	var found bool
+	visit := func(attrs pcommon.Map) {
+		for k, want := range selected {
+			if v, ok := attrs.Get(k); !ok || v.AsString() != want {
+				return
+			}
+		}
+		found = true
+	}
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		for _, dp := range m.Gauge().DataPoints().All() {
+			visit(dp.Attributes())
+		}
+	case pmetric.MetricTypeSum:
+		for _, dp := range m.Sum().DataPoints().All() {
+			visit(dp.Attributes())
+		}
+	case pmetric.MetricTypeHistogram:
+		for _, dp := range m.Histogram().DataPoints().All() {
+			visit(dp.Attributes())
+		}
+	case pmetric.MetricTypeSummary:
+		for _, dp := range m.Summary().DataPoints().All() {
+			visit(dp.Attributes())
+		}
+	}
+	return found
 }
 
 // Resource sets a resource attribute of the replica.
 func (o *StateOutput) Resource(key, value string) { o.resource.PutStr(key, value) }
 
-func (s *Scraper) pollState(ctx context.Context, now pcommon.Timestamp, ms pmetric.MetricSlice, resource pcommon.Map) {
+// Now is the scrape's timestamp.
+func (o *StateOutput) Now() pcommon.Timestamp { return o.now }
+
+// Warn logs a problem of the endpoint's data once, until a poll no longer reports it: key tells problems
+// apart (a gap in a drained queue, a field of the wrong type).
+func (o *StateOutput) Warn(key, msg string, fields ...zap.Field) {
+	if o.problems == nil {
+		return
+	}
+	o.problems.report("state-data:"+o.endpoint+":"+key, msg, append(fields, zap.String("state", o.endpoint))...)
+}
+
+// Info logs an event worth one line each time it happens (an engine restart seen in the data).
+func (o *StateOutput) Info(msg string, fields ...zap.Field) {
+	if o.logger != nil {
+		o.logger.Info(msg, append(fields, zap.String("state", o.endpoint))...)
+	}
+}
+
+// pollState polls the state endpoints; with metricsUp false (the Prometheus endpoint answered with an
+// error status) only the standalone ones.
+func (s *Scraper) pollState(ctx context.Context, now pcommon.Timestamp, ms pmetric.MetricSlice, resource pcommon.Map, metricsUp bool) {
 	sch, err := schema.Default()
 	if err != nil {
 		return
 	}
+	scraped := make(map[string]pmetric.Metric, ms.Len())
+	for _, m := range ms.All() {
+		scraped[m.Name()] = m
+	}
 	for _, e := range s.state {
-		out := &StateOutput{schema: sch, ms: ms, now: now, byName: map[string]pmetric.Metric{}, resource: resource}
+		if !metricsUp && !e.Standalone {
+			continue
+		}
+		out := &StateOutput{schema: sch, ms: ms, now: now, byName: map[string]pmetric.Metric{}, resource: resource,
+			engine: s.engine.Name, scraped: scraped, endpoint: e.Name, problems: s.problems, logger: s.logger}
 		body, path, err := s.fetchState(ctx, e)
 		if e.Health {
 			var status statusError
@@ -100,7 +245,7 @@ func (s *Scraper) pollState(ctx context.Context, now pcommon.Timestamp, ms pmetr
 				zap.String("state", e.Name), zap.Strings("tried", e.Paths), zap.Error(err))
 			continue
 		}
-		if err := e.Parse(body, out); err != nil {
+		if err := e.parse(body, out); err != nil {
 			s.problems.report("state-parse:"+e.Name, "Engine state response could not be read; what parsed before the error is kept",
 				zap.String("path", path), zap.Error(err))
 		}

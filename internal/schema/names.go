@@ -66,8 +66,30 @@ const (
 	MetricLLMSchedulerPreemptions = "llm.scheduler.preemptions"
 	// MetricLLMSchedulerBatchTokens: Tokens processed per engine step (the batch's token count).
 	MetricLLMSchedulerBatchTokens = "llm.scheduler.batch.tokens"
+	// MetricLLMSchedulerBatchRequests: Requests scheduled in the engine's latest step (the batch size, context and generation requests together).
+	MetricLLMSchedulerBatchRequests = "llm.scheduler.batch.requests"
+	// MetricLLMSchedulerBatchContextRequests: Requests in the context (prefill) phase in the engine's latest step.
+	MetricLLMSchedulerBatchContextRequests = "llm.scheduler.batch.context_requests"
+	// MetricLLMSchedulerBatchGenerationRequests: Requests in the generation (decode) phase in the engine's latest step.
+	MetricLLMSchedulerBatchGenerationRequests = "llm.scheduler.batch.generation_requests"
+	// MetricLLMSchedulerBatchContextTokens: Context (prefill) tokens in the engine's latest step.
+	MetricLLMSchedulerBatchContextTokens = "llm.scheduler.batch.context_tokens"
+	// MetricLLMSchedulerBatchGenerationTokens: Generation tokens in the engine's latest step (static batching reports it; in-flight batching reports generation requests instead).
+	MetricLLMSchedulerBatchGenerationTokens = "llm.scheduler.batch.generation_tokens"
 	// MetricLLMKVCacheUtilization: Fraction (0-1) of the GPU KV cache in use.
 	MetricLLMKVCacheUtilization = "llm.kv_cache.utilization"
+	// MetricLLMKVCacheBlocksUsed: KV-cache blocks in use (engines that page the KV cache in blocks of llm.kv_cache.block_size tokens).
+	MetricLLMKVCacheBlocksUsed = "llm.kv_cache.blocks.used"
+	// MetricLLMKVCacheBlocksFree: KV-cache blocks free for new requests.
+	MetricLLMKVCacheBlocksFree = "llm.kv_cache.blocks.free"
+	// MetricLLMKVCacheBlocksTotal: KV-cache blocks in the pool (its capacity in tokens is this times llm.kv_cache.block_size).
+	MetricLLMKVCacheBlocksTotal = "llm.kv_cache.blocks.total"
+	// MetricLLMKVCacheBlockSize: Tokens per KV-cache block.
+	MetricLLMKVCacheBlockSize = "llm.kv_cache.block_size"
+	// MetricLLMKVCacheBlocksReused: KV-cache blocks served from the prefix cache instead of computed (block-granular prefix-cache hits; llm.prefix_cache.hits counts tokens).
+	MetricLLMKVCacheBlocksReused = "llm.kv_cache.blocks.reused"
+	// MetricLLMKVCacheBlocksMissed: KV-cache blocks looked up in the prefix cache and not found (block-granular prefix-cache misses).
+	MetricLLMKVCacheBlocksMissed = "llm.kv_cache.blocks.missed"
 	// MetricLLMKVCacheCpuUtilization: Fraction (0-1) of the CPU swap space in use (V0 only).
 	MetricLLMKVCacheCpuUtilization = "llm.kv_cache.cpu_utilization"
 	// MetricLLMKVCacheBlockLifetime: Lifetime of KV-cache blocks from allocation to eviction (sampled).
@@ -116,6 +138,10 @@ const (
 	MetricLLMKVTransferFailedNotifications = "llm.kv_transfer.failed_notifications"
 	// MetricLLMKVTransferExpiredRequests: Requests whose transferred KV expired before use.
 	MetricLLMKVTransferExpiredRequests = "llm.kv_transfer.expired_requests"
+	// MetricLLMKVTransferTotalTime: Sum of the time spent moving KV cache between instances (its rate over the rate of llm.kv_transfer.requests is the mean transfer time).
+	MetricLLMKVTransferTotalTime = "llm.kv_transfer.total_time"
+	// MetricLLMKVTransferRequests: Requests whose KV cache was moved between instances.
+	MetricLLMKVTransferRequests = "llm.kv_transfer.requests"
 	// MetricLLMRequestPhaseDuration: Seconds each request spent in each phase; queue + prefill + decode + other = end to end. Exemplars carry trace ids.
 	MetricLLMRequestPhaseDuration = "llm.request.phase.duration"
 	// MetricLLMRequestRootCause: Requests by root cause (none for requests that were not slow).
@@ -186,8 +212,10 @@ const (
 	MetricLLMServeDeploymentUp = "llm.serve.deployment.up"
 	// MetricLLMRequestsDuration: Sum of request durations (its rate over the rate of llm.requests.finished is the mean latency).
 	MetricLLMRequestsDuration = "llm.requests.duration"
-	// MetricLLMRequestsQueueDuration: Sum of the time requests waited in the scheduler queue.
+	// MetricLLMRequestsQueueDuration: Sum of the time requests waited in the scheduler queue (its rate over the rate of llm.requests.started, or of llm.requests.finished, is the mean queue time).
 	MetricLLMRequestsQueueDuration = "llm.requests.queue_duration"
+	// MetricLLMRequestsStarted: Requests that left the scheduler queue and were scheduled for the first time (the count behind llm.requests.queue_duration where the engine reports both).
+	MetricLLMRequestsStarted = "llm.requests.started"
 	// MetricLLMRequestsInferenceDuration: Sum of the time spent computing inferences.
 	MetricLLMRequestsInferenceDuration = "llm.requests.inference_duration"
 	// MetricLLMRequestsAborted: Requests aborted before they finished (client disconnects, cancellations).

@@ -54,8 +54,12 @@ func RenderMarkdown(s *Schema) []byte {
 	b.WriteString("Every engine receiver emits its engine's own metric names; the `llm_normalize` processor maps them onto the\n")
 	b.WriteString("names below, converting units, so that one dashboard or alert works for every engine. Source names are the\n")
 	b.WriteString("families as the engine exposes them on `/metrics` (counters with their `_total` suffix; the processor also\n")
-	b.WriteString("accepts them without it, as the OTLP path delivers them). Where an engine lists several spellings, the first is\n")
-	b.WriteString("the current one and wins when a scrape carries both.\n\n")
+	b.WriteString("accepts them without it, as the OTLP path delivers them). Where an engine lists several sources for one canonical\n")
+	b.WriteString("metric, the first wins per series and the others are fallbacks: older spellings (the current one wins when a scrape\n")
+	b.WriteString("carries both), or a less specific family used where the first has no series. A source written\n")
+	b.WriteString("`family{label=\"value\"}` takes only the family's series with that label value and drops the label: one vendor family\n")
+	b.WriteString("that carries a quantity per label value feeds several canonical metrics. Its series that no source selects pass\n")
+	b.WriteString("through under the vendor name.\n\n")
 
 	fmt.Fprintf(&b, "## Metrics\n\n| canonical | instrument | unit | attributes | description |\n|---|---|---|---|---|\n")
 	for _, m := range s.Metrics {
@@ -107,7 +111,7 @@ func RenderMarkdown(s *Schema) []byte {
 				}
 				var notes []string
 				if i > 0 {
-					notes = append(notes, "older spelling")
+					notes = append(notes, "fallback")
 				}
 				for _, from := range sortedKeys(src.Labels) {
 					notes = append(notes, fmt.Sprintf("`%s` → `%s`", from, src.Labels[from]))
@@ -115,7 +119,7 @@ func RenderMarkdown(s *Schema) []byte {
 				if src.Note != "" {
 					notes = append(notes, cell(src.Note))
 				}
-				fmt.Fprintf(&b, "| `%s` | `%s` | `%s` | %s | %s |\n", m.Name, src.Name, unit, cell(src.Versions), strings.Join(notes, "; "))
+				fmt.Fprintf(&b, "| `%s` | `%s` | `%s` | %s | %s |\n", m.Name, cell(src.Display()), unit, cell(src.Versions), strings.Join(notes, "; "))
 			}
 		}
 		if len(e.Passthrough) > 0 {
@@ -173,7 +177,7 @@ func renderCoverage(b *bytes.Buffer, s *Schema) {
 
 func coverageCell(s *Schema, m *Metric, engine string) string {
 	if srcs := m.Sources[engine]; len(srcs) > 0 {
-		return "`" + srcs[0].Name + "`"
+		return "`" + cell(srcs[0].Display()) + "`"
 	}
 	if len(m.RatioOf) == 2 && len(s.Metric(m.RatioOf[0]).Sources[engine]) > 0 && len(s.Metric(m.RatioOf[1]).Sources[engine]) > 0 {
 		return "derived"

@@ -91,7 +91,23 @@ type Source struct {
 	// SetAttributes are constant attributes the canonical data points get (DCGM's SM clock is
 	// nvidia.gpu.clock.frequency with nvidia.gpu.clock.type=sm).
 	SetAttributes map[string]string `yaml:"set_attributes"`
-	Note          string            `yaml:"note"`
+	// Select takes only the family's series whose labels have these values, and drops those labels: a family
+	// that carries one quantity per label value (Triton's nv_trt_llm_request_metrics{request_type="waiting"})
+	// feeds several canonical metrics, one source per value. Series no source selects stay unmapped.
+	Select map[string]string `yaml:"select"`
+	Note   string            `yaml:"note"`
+}
+
+// Display is the source as docs/schema.md writes it: the family, with its selected label values.
+func (src *Source) Display() string {
+	if len(src.Select) == 0 {
+		return src.Name
+	}
+	parts := make([]string, 0, len(src.Select))
+	for _, k := range sortedKeys(src.Select) {
+		parts = append(parts, fmt.Sprintf("%s=%q", k, src.Select[k]))
+	}
+	return src.Name + "{" + strings.Join(parts, ",") + "}"
 }
 
 var (
@@ -155,6 +171,10 @@ func (s *Schema) validate() error {
 	}
 	seenMetric := map[string]bool{}
 	seenSource := map[string]string{}
+	// How each family is selected on, per engine: "" when mapped whole, else its sorted select labels. A
+	// family is either mapped whole or split, and all its selecting sources select on the same labels, so
+	// that every series lands in at most one canonical metric.
+	selectedOn := map[string]string{}
 	for _, m := range s.Metrics {
 		if seenMetric[m.Name] {
 			errs = append(errs, fmt.Errorf("metric %q declared twice", m.Name))
@@ -185,10 +205,11 @@ func (s *Schema) validate() error {
 				continue
 			}
 			for _, src := range sources {
-				if prev, dup := seenSource[engine+"/"+src.Name]; dup {
-					errs = append(errs, fmt.Errorf("source %s %q mapped twice (%s and %s)", engine, src.Name, prev, m.Name))
+				if prev, dup := seenSource[engine+"/"+src.Display()]; dup {
+					errs = append(errs, fmt.Errorf("source %s %q mapped twice (%s and %s)", engine, src.Display(), prev, m.Name))
 				}
-				seenSource[engine+"/"+src.Name] = m.Name
+				seenSource[engine+"/"+src.Display()] = m.Name
+				errs = append(errs, validateSelect(engine, m.Name, src, selectedOn)...)
 				if src.Versions == "" {
 					errs = append(errs, fmt.Errorf("metric %q: source %q: versions is required", m.Name, src.Name))
 				}
@@ -223,6 +244,30 @@ func (s *Schema) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func validateSelect(engine, metric string, src *Source, selectedOn map[string]string) []error {
+	var errs []error
+	on := strings.Join(sortedKeys(src.Select), ",")
+	for label, value := range src.Select {
+		if label == "" || value == "" {
+			errs = append(errs, fmt.Errorf("metric %q: source %q: select needs a label and a value, got %q=%q", metric, src.Name, label, value))
+		}
+		if _, renamed := src.Labels[label]; renamed {
+			errs = append(errs, fmt.Errorf("metric %q: source %q: label %q is both selected (and dropped) and renamed", metric, src.Name, label))
+		}
+	}
+	key := engine + "/" + src.Name
+	if prev, seen := selectedOn[key]; seen && prev != on {
+		switch {
+		case prev == "" || on == "":
+			errs = append(errs, fmt.Errorf("source %s %q is mapped both whole and with select", engine, src.Name))
+		default:
+			errs = append(errs, fmt.Errorf("source %s %q selects on different labels (%s and %s)", engine, src.Name, prev, on))
+		}
+	}
+	selectedOn[key] = on
+	return errs
 }
 
 // unitScales are the conversions the processor knows: source unit -> canonical unit -> factor.

@@ -98,6 +98,14 @@ metrics:
 		"ratio of a gauge": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, produced_by: x}\n" +
 			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, ratio_of: [llm.a.b, llm.a.b]}`, `ratio_of "llm.a.b" is not a canonical counter`},
 		"bad name": {`  - {name: Bad-Name, instrument: gauge, unit: "1", description: d, produced_by: x}`, "not a dotted lower-case name"},
+		"whole and selected": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", versions: all}]}}\n" +
+			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: a}, versions: all}]}}`, "both whole and with select"},
+		"selects on different labels": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", select: {kind: a}, versions: all}]}}\n" +
+			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {type: a}, versions: all}]}}`, "selects on different labels"},
+		"same selection twice": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", select: {kind: a}, versions: all}]}}\n" +
+			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: a}, versions: all}]}}`, "mapped twice"},
+		"empty selected value": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: ""}, versions: all}]}}`, "select needs a label and a value"},
+		"selected and renamed": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: a}, labels: {kind: gen_ai.request.model}, versions: all}]}}`, "both selected"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -125,4 +133,42 @@ func TestScaleConversions(t *testing.T) {
 		assert.InDelta(t, c.want, got, 1e-15, "%s->%s", c.from, c.to)
 	}
 	assert.True(t, strings.Contains(GoIdentifier("gen_ai.server.time_to_first_token"), "GenAI"))
+}
+
+// One vendor family split by label value feeds several canonical metrics; each selection is its own source.
+func TestSelectSplitsOneFamily(t *testing.T) {
+	doc := `
+version: 1
+attributes:
+  - {name: gen_ai.request.model, level: datapoint, description: d}
+engines:
+  vllm: {description: d, metric_prefixes: ["vllm:"]}
+metrics:
+  - {name: llm.a.waiting, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: waiting}, versions: all}]}}
+  - {name: llm.a.running, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: running}, versions: all}]}}
+`
+	s, err := Parse([]byte(doc))
+	require.NoError(t, err)
+	assert.Equal(t, `vllm:x{kind="waiting"}`, s.Metric("llm.a.waiting").Sources[EngineVLLM][0].Display())
+	assert.Equal(t, "vllm:x", (&Source{Name: "vllm:x"}).Display())
+	md := string(RenderMarkdown(s))
+	assert.Contains(t, md, "| `llm.a.running` | `vllm:x{kind=\"running\"}` |")
+}
+
+// The Triton rows the TensorRT-LLM backend issue asked for are in docs/schema.md, and no family of the
+// backend is left as a blanket pass-through.
+func TestTritonBackendInDocs(t *testing.T) {
+	s, err := Default()
+	require.NoError(t, err)
+	doc := repoFile(t, GeneratedDocPath)
+	for _, row := range []string{
+		"| `llm.scheduler.requests.waiting` | `nv_trt_llm_request_metrics{request_type=\"waiting\"}` |",
+		"| `llm.kv_cache.utilization` | `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"fraction\"}` |",
+		"| `llm.kv_cache.blocks.used` | `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"used\"}` |",
+	} {
+		assert.Contains(t, doc, row)
+	}
+	for _, p := range s.Engines[EngineTriton].Passthrough {
+		assert.NotEqual(t, "nv_trt_llm_", p.Match, "the pending select-by-label note is gone")
+	}
 }

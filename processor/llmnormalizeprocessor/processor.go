@@ -96,6 +96,15 @@ func (n *normalizer) rulesFor(rm pmetric.ResourceMetrics) engineRules {
 	return nil
 }
 
+// mapped is one metric of the scope that takes a canonical name. fresh metrics were split out of a
+// vendor family by select and are rewritten in place even under keep_originals: the original family is
+// still there.
+type mapped struct {
+	idx   int
+	r     *rule
+	fresh bool
+}
+
 func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *counts) {
 	original := ms.Len()
 	var drop []bool
@@ -105,50 +114,69 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 		}
 		drop[i] = true
 	}
+	unmapped := func(i int) {
+		if n.cfg.DropUnmapped {
+			markDrop(i)
+			c.dropped += int64(dataPointCount(ms.At(i)))
+		} else {
+			c.passed += int64(dataPointCount(ms.At(i)))
+		}
+	}
 	// Pass 1: find each metric's rule and group the metrics by canonical metric. Slices indexed by the
 	// canonical metric's position in the schema, not maps: this runs for every scope.
-	var ruleOf []*rule
-	var groups [][]int // per canonical metric: the original indexes mapped onto it
-	var order []int    // canonical metrics in order of first appearance
+	var groups [][]mapped // per canonical metric: the metrics mapped onto it
+	var order []int       // canonical metrics in order of first appearance
+	group := func(mp mapped) {
+		if groups == nil {
+			groups = make([][]mapped, n.rules.metrics)
+		}
+		if len(groups[mp.r.id]) == 0 {
+			order = append(order, mp.r.id)
+		}
+		groups[mp.r.id] = append(groups[mp.r.id], mp)
+	}
 	for i := 0; i < original; i++ {
 		m := ms.At(i)
-		r := rules[m.Name()]
-		if r == nil || !n.fits(m, r) {
-			if n.cfg.DropUnmapped {
-				markDrop(i)
-				c.dropped += int64(dataPointCount(m))
-			} else {
-				c.passed += int64(dataPointCount(m))
+		f := rules[m.Name()]
+		switch {
+		case f == nil:
+			unmapped(i)
+		case f.split != nil:
+			split, left := n.splitOut(ms, i, f.split)
+			for _, mp := range split {
+				group(mp)
 			}
-			continue
+			switch {
+			case n.cfg.KeepOriginals: // the family stays whole, its selected series also under canonical names
+				c.passed += int64(left)
+			case left > 0: // series no source selects (Triton's memory_type=...) stay as they came
+				unmapped(i)
+			default:
+				markDrop(i)
+			}
+		case n.fits(m, f.whole):
+			group(mapped{idx: i, r: f.whole})
+		default:
+			unmapped(i)
 		}
-		if ruleOf == nil {
-			ruleOf = make([]*rule, original)
-			groups = make([][]int, n.rules.metrics)
-		}
-		ruleOf[i] = r
-		if len(groups[r.id]) == 0 {
-			order = append(order, r.id)
-		}
-		groups[r.id] = append(groups[r.id], i)
 	}
 	// Pass 2: rewrite. When several families map onto one canonical metric (a release in transition that
 	// exposes two spellings; DCGM's SM and memory clocks), their series merge into one metric, and where two
-	// spellings carry the same series (same attributes after the rewrite) the newer spelling's point wins.
+	// sources carry the same series (same attributes after the rewrite) the higher-ranked source's point wins.
 	var homes []pmetric.Metric
 	for _, id := range order {
-		idxs := groups[id]
-		sort.SliceStable(idxs, func(a, b int) bool { return ruleOf[idxs[a]].rank < ruleOf[idxs[b]].rank })
+		mps := groups[id]
+		sort.SliceStable(mps, func(a, b int) bool { return mps[a].r.rank < mps[b].r.rank })
 		var home pmetric.Metric
-		for k, i := range idxs {
-			m, r := ms.At(i), ruleOf[i]
-			target, idx := m, i
-			if n.cfg.KeepOriginals {
+		for k, mp := range mps {
+			m := ms.At(mp.idx)
+			target, idx := m, mp.idx
+			if n.cfg.KeepOriginals && !mp.fresh {
 				target = ms.AppendEmpty()
 				m.CopyTo(target)
 				idx = ms.Len() - 1
 			}
-			apply(target, r)
+			apply(target, mp.r)
 			if k == 0 {
 				home = target
 				c.mapped += int64(dataPointCount(target))
@@ -173,6 +201,68 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 	if drop != nil {
 		i := -1
 		ms.RemoveIf(func(pmetric.Metric) bool { i++; return i < len(drop) && drop[i] })
+	}
+}
+
+// splitOut copies the series of ms[i] that sp selects into one new metric per canonical metric, appended
+// to ms, with the selecting labels dropped; unless keep_originals is set, those series leave ms[i], which
+// keeps only the series no source selects. A canonical metric the family's type cannot carry keeps its
+// series in ms[i] (and is reported once, as for a whole family). left counts the series not split out.
+func (n *normalizer) splitOut(ms pmetric.MetricSlice, i int, sp *split) (out []mapped, left int) {
+	m := ms.At(i)
+	present := map[*rule]bool{}
+	for _, attrs := range pointAttributes(m) {
+		if r := sp.ruleFor(attrs); r != nil {
+			present[r] = true
+		}
+	}
+	moved := map[*rule]bool{}
+	for _, r := range sp.order {
+		if !present[r] || moved[r] || !n.fits(m, r) {
+			continue
+		}
+		moved[r] = true
+		t := ms.AppendEmpty()
+		m.CopyTo(t)
+		removePoints(t, func(attrs pcommon.Map) bool { return sp.ruleFor(attrs) != r })
+		removePoints(t, func(attrs pcommon.Map) bool {
+			for _, label := range sp.labels {
+				attrs.Remove(label)
+			}
+			return false
+		})
+		out = append(out, mapped{idx: ms.Len() - 1, r: r, fresh: true})
+	}
+	removePoints(m, func(attrs pcommon.Map) bool {
+		taken := moved[sp.ruleFor(attrs)]
+		if !taken {
+			left++
+		}
+		return taken && !n.cfg.KeepOriginals
+	})
+	return out, left
+}
+
+// pointAttributes returns the attributes of every data point of m, whatever its type.
+func pointAttributes(m pmetric.Metric) []pcommon.Map {
+	var out []pcommon.Map
+	removePoints(m, func(attrs pcommon.Map) bool { out = append(out, attrs); return false })
+	return out
+}
+
+// removePoints removes the data points of m for which remove returns true; it visits every point once.
+func removePoints(m pmetric.Metric, remove func(pcommon.Map) bool) {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		m.Gauge().DataPoints().RemoveIf(func(dp pmetric.NumberDataPoint) bool { return remove(dp.Attributes()) })
+	case pmetric.MetricTypeSum:
+		m.Sum().DataPoints().RemoveIf(func(dp pmetric.NumberDataPoint) bool { return remove(dp.Attributes()) })
+	case pmetric.MetricTypeHistogram:
+		m.Histogram().DataPoints().RemoveIf(func(dp pmetric.HistogramDataPoint) bool { return remove(dp.Attributes()) })
+	case pmetric.MetricTypeExponentialHistogram:
+		m.ExponentialHistogram().DataPoints().RemoveIf(func(dp pmetric.ExponentialHistogramDataPoint) bool { return remove(dp.Attributes()) })
+	case pmetric.MetricTypeSummary:
+		m.Summary().DataPoints().RemoveIf(func(dp pmetric.SummaryDataPoint) bool { return remove(dp.Attributes()) })
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -21,8 +23,40 @@ type rule struct {
 	set [][2]string
 }
 
-// engineRules maps every accepted wire spelling of an engine's families to its rule.
-type engineRules map[string]*rule
+// family is how one wire family maps: whole onto one canonical metric, or split by the values of its
+// selecting labels (Triton's nv_trt_llm_request_metrics{request_type="waiting"|"active"|...}) onto several.
+type family struct {
+	whole *rule
+	split *split
+}
+
+// split routes each series of a family by the values of the selecting labels.
+type split struct {
+	labels []string         // the selecting labels, sorted; dropped from the canonical points
+	rules  map[string]*rule // by the labels' values, joined by selectSep
+	order  []*rule          // the rules in schema order, so that output order does not depend on map order
+}
+
+const selectSep = "\xff"
+
+// ruleFor returns the rule that selects a series with these attributes, or nil.
+func (sp *split) ruleFor(attrs pcommon.Map) *rule {
+	var key strings.Builder
+	for i, label := range sp.labels {
+		v, ok := attrs.Get(label)
+		if !ok {
+			return nil
+		}
+		if i > 0 {
+			key.WriteString(selectSep)
+		}
+		key.WriteString(v.AsString())
+	}
+	return sp.rules[key.String()]
+}
+
+// engineRules maps every accepted wire spelling of an engine's families to how it maps.
+type engineRules map[string]*family
 
 // ruleSet holds the rules per engine and what identifies an engine from a metric name.
 type ruleSet struct {
@@ -84,7 +118,7 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
 					replicated: renames(e.ReplicatedLabels, nil), set: renames(src.SetAttributes, nil)}
 				for _, spelling := range e.Spellings(src.Name) {
-					rules[spelling] = r
+					rules.add(spelling, src.Select, r)
 				}
 			}
 		}
@@ -107,18 +141,47 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 	// Counters also arrive without their `_total` suffix (OTLP push, or a Prometheus receiver that trims
 	// suffixes); accept that spelling where it does not collide with another family.
 	for _, rules := range rs.byEngine {
-		for name, r := range rules {
-			if r.metric.Instrument != schema.Counter {
+		for name, f := range rules {
+			if f.whole != nil && f.whole.metric.Instrument != schema.Counter {
 				continue
 			}
 			if trimmed, ok := strings.CutSuffix(name, "_total"); ok {
 				if _, taken := rules[trimmed]; !taken {
-					rules[trimmed] = r
+					rules[trimmed] = f
 				}
 			}
 		}
 	}
+	for _, rules := range rs.byEngine {
+		for _, f := range rules {
+			if f.split != nil {
+				slices.SortStableFunc(f.split.order, func(a, b *rule) int { return a.id - b.id })
+			}
+		}
+	}
 	return rs
+}
+
+// add records that spelling maps, whole or for the series with the selected label values, by r.
+func (er engineRules) add(spelling string, selected map[string]string, r *rule) {
+	f := er[spelling]
+	if f == nil {
+		f = &family{}
+		er[spelling] = f
+	}
+	if len(selected) == 0 {
+		f.whole = r
+		return
+	}
+	if f.split == nil {
+		f.split = &split{labels: slices.Sorted(maps.Keys(selected)), rules: map[string]*rule{}}
+	}
+	values := make([]string, len(f.split.labels))
+	for i, label := range f.split.labels {
+		values[i] = selected[label]
+	}
+	f.split.rules[strings.Join(values, selectSep)] = r
+	f.split.order = append(f.split.order, r)
 }
 
 // renames merges label maps into sorted (from, to) pairs; the source level wins.

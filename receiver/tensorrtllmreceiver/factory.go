@@ -1,9 +1,11 @@
 // Package tensorrtllmreceiver scrapes TensorRT-LLM's trtllm-serve: its Prometheus endpoint
-// /prometheus/metrics (trtllm_*, trtllm:* or unprefixed names across releases), /version and /health.
-// Vendor names pass through; llm_normalize maps them.
+// /prometheus/metrics (trtllm_*, trtllm:* or unprefixed names across releases), its JSON iteration stats at
+// /metrics (turned into canonical metrics here, where the Prometheus endpoint lacks them), /version and
+// /health. Prometheus names pass through; llm_normalize maps them. In a traces pipeline it also reads the
+// per-request records of /perf_metrics and turns each into an llm_request span like vLLM's.
 //
-// Not read yet: the JSON iteration statistics at /metrics (that endpoint drains on read, so a receiver
-// polling it must be its only consumer), per-request /perf_metrics, and Triton's TensorRT-LLM backend.
+// /metrics and /perf_metrics drain on read: the receiver must be their only consumer. Triton's
+// TensorRT-LLM backend has a receiver of its own (triton).
 package tensorrtllmreceiver
 
 import (
@@ -27,7 +29,13 @@ var engine = enginescrape.Engine{
 	VersionPath:  "/version",
 	ParseVersion: enginescrape.ParseVersionField,
 	StatusHints:  map[int]string{404: "trtllm-serve serves /prometheus/metrics from TensorRT-LLM 1.1 on"},
-	State:        []enginescrape.StateEndpoint{{Name: "health", Paths: []string{"/health"}, Health: true}},
+	State: []enginescrape.StateEndpoint{
+		// Up to iter_stats_max_iterations (1000 by default, unbounded when negative) iterations of about 1 KB
+		// each come in one response; a cut body would lose all of them, so the bound is generous.
+		{Name: "iteration_stats", Paths: []string{"/metrics"}, MaxBodySize: 64 << 20, NewParse: newIterationReader, Standalone: true},
+		{Name: "health", Paths: []string{"/health"}, Health: true, Standalone: true},
+	},
+	Spans: &enginescrape.SpanSource{Name: "perf_metrics", New: newPerfReader},
 }
 
 // NewFactory creates the tensorrt_llm receiver factory.

@@ -18,7 +18,7 @@ var testdata = enginescrapetest.Testdata
 func newServer(t *testing.T, metrics string) *enginescrapetest.Server {
 	return enginescrapetest.NewServer(t, map[string]route{
 		"/prometheus/metrics": {Body: testdata(t, metrics)},
-		"/metrics":            {Body: []byte(`[]`)}, // the JSON iteration stats; never read by this receiver
+		"/metrics":            {Body: testdata(t, "iteration_stats_2026.json")}, // the JSON iteration stats
 		"/version":            {Body: []byte(`{"version":"1.2.0"}`)},
 		"/health":             {},
 	})

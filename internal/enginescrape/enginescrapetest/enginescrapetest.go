@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
@@ -30,6 +31,8 @@ import (
 type Route struct {
 	Status int // 0 means 200
 	Body   []byte
+	// BodyFunc, when set, computes the body at each request (an engine's clock).
+	BodyFunc func() []byte
 }
 
 // Server is an engine stand-in; paths without a route answer 404, as an engine without that endpoint does.
@@ -53,6 +56,10 @@ func NewServer(t testing.TB, routes map[string]Route) *Server {
 		if rt.Status != 0 {
 			w.WriteHeader(rt.Status)
 		}
+		if rt.BodyFunc != nil {
+			_, _ = w.Write(rt.BodyFunc())
+			return
+		}
 		_, _ = w.Write(rt.Body)
 	}))
 	t.Cleanup(s.Close)
@@ -63,7 +70,7 @@ func NewServer(t testing.TB, routes map[string]Route) *Server {
 func (s *Server) Set(path string, rt Route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rt.Status == 0 && rt.Body == nil {
+	if rt.Status == 0 && rt.Body == nil && rt.BodyFunc == nil {
 		delete(s.routes, path)
 		return
 	}
@@ -90,6 +97,38 @@ func NewRig(t testing.TB, typ component.Type, cfg *enginescrape.Config, engine e
 	return &Rig{Scraper: s, Logs: logs}
 }
 
+// SpanRig is a started span scraper whose log lines the test can count.
+type SpanRig struct {
+	Scraper *enginescrape.SpanScraper
+	Logs    *observer.ObservedLogs
+}
+
+// NewSpanRig starts the span scraper of an engine with a span source, for endpoint.
+func NewSpanRig(t testing.TB, typ component.Type, cfg *enginescrape.Config, engine enginescrape.Engine, endpoint string) *SpanRig {
+	cfg.Endpoint = endpoint
+	require.NoError(t, cfg.Validate())
+	core, logs := observer.New(zapcore.InfoLevel)
+	set := receivertest.NewNopSettings(typ)
+	set.Logger = zap.New(core)
+	s, err := enginescrape.NewSpanScraper(cfg, engine, set)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return &SpanRig{Scraper: s, Logs: logs}
+}
+
+// Poll runs n polls and returns the last one's spans.
+func (r *SpanRig) Poll(n int) ptrace.Traces {
+	var td ptrace.Traces
+	for range n {
+		td = r.Scraper.Poll(context.Background())
+	}
+	return td
+}
+
+// Warnings counts warning lines.
+func (r *SpanRig) Warnings() int { return r.Logs.FilterLevelExact(zapcore.WarnLevel).Len() }
+
 // Scrape runs n scrapes and returns the last one's metrics.
 func (r *Rig) Scrape(t testing.TB, n int) pmetric.Metrics {
 	var md pmetric.Metrics
@@ -114,6 +153,30 @@ func Gauges(md pmetric.Metrics, name string) map[string]float64 {
 			continue
 		}
 		for _, dp := range m.Gauge().DataPoints().All() {
+			key := ""
+			for k, v := range dp.Attributes().All() {
+				key += k + "=" + v.AsString() + ";"
+			}
+			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
+				out[key] = float64(dp.IntValue())
+			} else {
+				out[key] = dp.DoubleValue()
+			}
+		}
+	}
+	return out
+}
+
+// Sums returns a sum's data points keyed like Gauges.
+func Sums(md pmetric.Metrics, name string) map[string]float64 {
+	out := map[string]float64{}
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < ms.Len(); i++ {
+		m := ms.At(i)
+		if m.Name() != name || m.Type() != pmetric.MetricTypeSum {
+			continue
+		}
+		for _, dp := range m.Sum().DataPoints().All() {
 			key := ""
 			for k, v := range dp.Attributes().All() {
 				key += k + "=" + v.AsString() + ";"
