@@ -356,6 +356,8 @@ const (
 	AttrGenAILatencyTimeInModelDecode = "gen_ai.latency.time_in_model_decode"
 	// AttrGenAILatencyTimeInModelInference: Seconds from being scheduled to the last token (prefill plus decode).
 	AttrGenAILatencyTimeInModelInference = "gen_ai.latency.time_in_model_inference"
+	// AttrGenAILatencyKVCacheTransferTime: Seconds spent moving the KV cache from a prefill server to a decode server (TensorRT-LLM disaggregated serving).
+	AttrGenAILatencyKVCacheTransferTime = "gen_ai.latency.kv_cache_transfer_time"
 	// AttrGenAIUsagePromptTokens: Prompt length in tokens.
 	AttrGenAIUsagePromptTokens = "gen_ai.usage.prompt_tokens"
 	// AttrGenAIUsageCompletionTokens: Generated tokens.

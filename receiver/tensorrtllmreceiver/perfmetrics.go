@@ -16,23 +16,24 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/internal/enginescrape"
+	"github.com/servescope/servescope/internal/schema"
 )
 
-// The request span the root-cause connector reads, as vLLM emits it (name, kind, attribute keys and
-// units). The repository keeps no span attribute names in the schema yet, so they are kept here, in one
-// place. gen_ai.usage.prompt_tokens and gen_ai.usage.completion_tokens belong to the contract too, but
-// trtllm-serve's /perf_metrics records carry no token counts, so this receiver never sets them.
+// The request span the root-cause connector reads, as vLLM emits it (name, kind, attribute keys and units;
+// the keys are the schema's span attributes). gen_ai.usage.prompt_tokens and gen_ai.usage.completion_tokens
+// belong to the contract too, but trtllm-serve's /perf_metrics records carry no token counts, so this
+// receiver never sets them.
 const (
 	requestSpanName = "llm_request"
 
-	attrRequestID       = "gen_ai.request.id"
-	attrTimeInQueue     = "gen_ai.latency.time_in_queue"
-	attrTimeToFirst     = "gen_ai.latency.time_to_first_token"
-	attrE2E             = "gen_ai.latency.e2e"
-	attrPrefill         = "gen_ai.latency.time_in_model_prefill"
-	attrDecode          = "gen_ai.latency.time_in_model_decode"
-	attrInference       = "gen_ai.latency.time_in_model_inference"
-	attrKVTransfer      = "gen_ai.latency.kv_cache_transfer_time" // TensorRT-LLM's own tracing key (disaggregated serving)
+	attrRequestID       = schema.AttrGenAIRequestID
+	attrTimeInQueue     = schema.AttrGenAILatencyTimeInQueue
+	attrTimeToFirst     = schema.AttrGenAILatencyTimeToFirstToken
+	attrE2E             = schema.AttrGenAILatencyE2e
+	attrPrefill         = schema.AttrGenAILatencyTimeInModelPrefill
+	attrDecode          = schema.AttrGenAILatencyTimeInModelDecode
+	attrInference       = schema.AttrGenAILatencyTimeInModelInference
+	attrKVTransfer      = schema.AttrGenAILatencyKVCacheTransferTime
 	perfMetricsPath     = "/perf_metrics"
 	steadyClockPath     = "/steady_clock_offset"
 	clockResyncInterval = 5 * time.Minute
