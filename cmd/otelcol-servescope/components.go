@@ -14,6 +14,7 @@ import (
 	forwardconnector "go.opentelemetry.io/collector/connector/forwardconnector"
 	spanmetricsconnector "github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector"
 	llmrootcauseconnector "github.com/servescope/servescope/connector/llmrootcauseconnector"
+	llmsignalsconnector "github.com/servescope/servescope/connector/llmsignalsconnector"
 	otlpexporter "go.opentelemetry.io/collector/exporter/otlpexporter"
 	otlphttpexporter "go.opentelemetry.io/collector/exporter/otlphttpexporter"
 	debugexporter "go.opentelemetry.io/collector/exporter/debugexporter"
@@ -165,6 +166,7 @@ func components() (otelcol.Factories, error) {
 		forwardconnector.NewFactory(),
 		spanmetricsconnector.NewFactory(),
 		llmrootcauseconnector.NewFactory(),
+		llmsignalsconnector.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -173,6 +175,7 @@ func components() (otelcol.Factories, error) {
 		forwardconnector.NewFactory().Type(): "go.opentelemetry.io/collector/connector/forwardconnector v0.165.0",
 		spanmetricsconnector.NewFactory().Type(): "github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector v0.165.1",
 		llmrootcauseconnector.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		llmsignalsconnector.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	return factories, nil

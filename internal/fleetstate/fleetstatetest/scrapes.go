@@ -18,7 +18,8 @@ var Epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 func At(sec float64) int64 { return Epoch.Add(time.Duration(sec * float64(time.Second))).UnixNano() }
 
 // counters are the canonical metrics in Engine that are cumulative sums.
-var counters = map[string]bool{schema.MetricLLMSchedulerPreemptions: true, schema.MetricLLMPrefixCacheQueries: true, schema.MetricLLMPrefixCacheHits: true}
+var counters = map[string]bool{schema.MetricLLMSchedulerPreemptions: true, schema.MetricLLMPrefixCacheQueries: true, schema.MetricLLMPrefixCacheHits: true,
+	schema.MetricLLMRequestsFinished: true, schema.MetricLLMTokensPrompt: true, schema.MetricLLMTokensGeneration: true}
 
 // Engine is one replica's canonical scrape at sec seconds: values by canonical metric name, each one data
 // point labelled with the model.
@@ -40,6 +41,54 @@ func Engine(replica, model string, sec float64, values map[string]float64) pmetr
 		dp.SetTimestamp(pcommon.Timestamp(At(sec)))
 		dp.SetDoubleValue(v)
 		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, model)
+	}
+	return md
+}
+
+// WithTTFT adds the engine's cumulative time-to-first-token histogram (sum in seconds, count) to a scrape
+// made by Engine.
+func WithTTFT(md pmetric.Metrics, sum float64, count uint64) pmetric.Metrics {
+	rm := md.ResourceMetrics().At(0)
+	var ts pcommon.Timestamp
+	if ms := rm.ScopeMetrics().At(0).Metrics(); ms.Len() > 0 {
+		if ms.At(0).Type() == pmetric.MetricTypeSum {
+			ts = ms.At(0).Sum().DataPoints().At(0).Timestamp()
+		} else {
+			ts = ms.At(0).Gauge().DataPoints().At(0).Timestamp()
+		}
+	}
+	m := rm.ScopeMetrics().At(0).Metrics().AppendEmpty()
+	m.SetName(schema.MetricGenAIServerTimeToFirstToken)
+	dp := m.SetEmptyHistogram().DataPoints().AppendEmpty()
+	dp.SetTimestamp(ts)
+	dp.SetSum(sum)
+	dp.SetCount(count)
+	return md
+}
+
+// GPUState is one GPU scrape, for GPUWith.
+type GPUState struct {
+	ID, Name, Owner   string
+	Utilization       float64
+	MemoryUtilization float64 // 0: not reported
+	Throttle          []string
+	XIDErrors         float64
+	ProcessOwners     []string
+}
+
+// GPUWith is GPU with a GPU's product name and memory utilization too.
+func GPUWith(sec float64, g GPUState) pmetric.Metrics {
+	md := GPU(g.ID, g.Owner, sec, g.Utilization, g.Throttle, g.XIDErrors, g.ProcessOwners...)
+	rm := md.ResourceMetrics().At(0)
+	if g.Name != "" {
+		rm.Resource().Attributes().PutStr(schema.AttrHwName, g.Name)
+	}
+	if g.MemoryUtilization > 0 {
+		m := rm.ScopeMetrics().At(0).Metrics().AppendEmpty()
+		m.SetName(schema.MetricHwGPUMemoryUtilization)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.Timestamp(At(sec)))
+		dp.SetDoubleValue(g.MemoryUtilization)
 	}
 	return md
 }

@@ -1,0 +1,420 @@
+package llmsignalsconnector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+const scopeName = "github.com/servescope/servescope/connector/llmsignalsconnector"
+
+// core is shared by one component ID's instances (metrics → metrics, metrics → logs). The first metrics
+// instance does the work: the collector hands every instance the same data.
+type core struct {
+	cfg    *Config
+	logger *zap.Logger
+	schema *schema.Schema
+	store  *fleetstate.Store
+
+	mu         sync.Mutex
+	metricsOut consumer.Metrics
+	logsOut    consumer.Logs
+	inputs     []*input
+	primary    *input
+	start      pcommon.Timestamp
+	nextEval   int64 // unix ns on the data's clock; 0 until the first data
+	lastEval   int64
+	lastWall   time.Time
+	incidents  map[incidentKey]*incident
+	usage      *usage
+	costs      *costBook
+	refs       int
+	stop       chan struct{}
+	done       sync.WaitGroup
+}
+
+type incidentKey struct{ detector, replica string }
+
+// incident is one detector's condition on one replica: streaks for the hysteresis, and the open incident.
+type incident struct {
+	fireStreak, clearStreak int
+	open                    bool
+	id                      string
+	since                   int64
+	evaluations             int
+	last                    finding
+	model                   string
+}
+
+func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
+	sch, err := schema.Default()
+	if err != nil {
+		return nil, err
+	}
+	return &core{cfg: cfg, logger: set.Logger, schema: sch,
+		store:     fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas}),
+		incidents: map[incidentKey]*incident{}, usage: newUsage(cfg.MaxTenants), costs: newCostBook()}, nil
+}
+
+func (c *core) startOnce() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refs++
+	if c.refs > 1 {
+		return
+	}
+	c.start = pcommon.NewTimestampFromTime(time.Now())
+	c.lastWall = time.Now()
+	c.stop = make(chan struct{})
+	c.done.Add(1)
+	go c.wallClock()
+}
+
+func (c *core) shutdown() {
+	c.mu.Lock()
+	c.refs--
+	if c.refs != 0 || c.stop == nil {
+		c.mu.Unlock()
+		return
+	}
+	close(c.stop)
+	c.mu.Unlock()
+	c.done.Wait()
+}
+
+// wallClock evaluates when no data arrives for two intervals, so a fleet that went silent still shows as
+// stale instead of freezing at its last values.
+func (c *core) wallClock() {
+	defer c.done.Done()
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			c.mu.Lock()
+			due := c.nextEval != 0 && now.Sub(c.lastWall) >= 2*c.cfg.Interval
+			var out outputs
+			if due {
+				out = c.evaluate(now.UnixNano())
+			}
+			c.mu.Unlock()
+			if due {
+				if err := c.emit(context.Background(), out); err != nil {
+					c.logger.Warn("llm_signals could not hand its output on", zap.Error(err))
+				}
+			}
+		}
+	}
+}
+
+// consume feeds the state and evaluates every interval boundary the data's clock has passed.
+func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) error {
+	c.mu.Lock()
+	if c.primary == nil {
+		c.primary = from
+	}
+	if c.primary != from {
+		c.mu.Unlock()
+		return nil
+	}
+	c.store.Observe(md)
+	newest := c.usage.observe(md, c.store)
+	var outs []outputs
+	if newest > 0 {
+		if c.nextEval == 0 {
+			c.nextEval = newest + int64(c.cfg.Interval)
+			c.lastEval = newest
+		}
+		// A boundary is evaluated half an interval after the data passes it: every resource of that scrape
+		// cycle (engines, GPUs, the root-cause counters) has arrived by then, not only the first one.
+		for c.nextEval+int64(c.cfg.Interval)/2 <= newest {
+			outs = append(outs, c.evaluate(c.nextEval))
+			c.nextEval += int64(c.cfg.Interval)
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, o := range outs {
+		errs = append(errs, c.emit(ctx, o))
+	}
+	return errors.Join(errs...)
+}
+
+type outputs struct {
+	metrics pmetric.Metrics
+	logs    plog.Logs
+}
+
+func (c *core) emit(ctx context.Context, o outputs) error {
+	var errs []error
+	if c.metricsOut != nil && o.metrics.DataPointCount() > 0 {
+		errs = append(errs, c.metricsOut.ConsumeMetrics(ctx, o.metrics))
+	}
+	if c.logsOut != nil && o.logs.LogRecordCount() > 0 {
+		errs = append(errs, c.logsOut.ConsumeLogs(ctx, o.logs))
+	}
+	return errors.Join(errs...)
+}
+
+// evaluate runs every detector and signal at time now (unix ns). Called with c.mu held.
+func (c *core) evaluate(now int64) outputs {
+	c.lastWall = time.Now()
+	dt := float64(now-c.lastEval) / 1e9
+	c.lastEval = now
+	from := now - int64(c.cfg.Interval)
+	pools := map[string]*pool{}
+	var views []*view
+	for _, key := range c.store.Replicas() {
+		v := &view{replica: key, now: c.store.Summarize(key, now, now), interval: c.store.Summarize(key, from, now)}
+		v.model = orUnknown(v.now.Model)
+		v.ageSeconds = float64(now-v.now.Newest) / 1e9
+		v.stale = v.ageSeconds >= c.cfg.Stale.Seconds()
+		views = append(views, v)
+		p := pools[v.model]
+		if p == nil {
+			p = &pool{model: v.model}
+			pools[v.model] = p
+		}
+		p.views = append(p.views, v)
+	}
+	for _, p := range pools {
+		p.plan(c.cfg)
+		p.rank()
+		for _, v := range p.views {
+			v.desired, v.poolReplicas = p.desired, p.fresh
+		}
+	}
+	ts := pcommon.Timestamp(now)
+	md := pmetric.NewMetrics()
+	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
+	sm.Scope().SetName(scopeName)
+	g := newGauges(sm.Metrics(), c.schema, ts)
+	ld := plog.NewLogs()
+	for _, v := range views {
+		h := healthOf(v, c.cfg)
+		g.set(schema.MetricLLMReplicaHealthScore, h.score, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		for _, name := range sortedKeys(h.components) {
+			g.set(schema.MetricLLMReplicaHealthComponent, h.components[name], schema.AttrLLMHealthComponent, name,
+				schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		}
+		p := pools[v.model]
+		g.set(schema.MetricLLMReplicaRoutingScore, p.scores[v.replica], schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		best := 0.0
+		if p.bestKey == v.replica {
+			best = 1
+		}
+		g.set(schema.MetricLLMReplicaRoutingRecommended, best, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		c.detect(v, now, ld, g)
+		if dt > 0 {
+			c.costs.charge(c.cfg, v, c.usage.take(v.replica, len(views) == 1), dt)
+		}
+	}
+	for _, model := range sortedKeys(pools) {
+		p := pools[model]
+		g.set(schema.MetricLLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
+		g.set(schema.MetricLLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, p.reason)
+		if known(p.eta) {
+			g.set(schema.MetricLLMPoolSaturationEta, p.eta, schema.AttrGenAIRequestModel, model)
+		}
+	}
+	c.closeVanished(views, now, ld)
+	c.costs.write(sm.Metrics(), c.schema, c.start, ts)
+	return outputs{metrics: md, logs: ld}
+}
+
+// detect advances every detector's incident on one replica and writes what changed.
+func (c *core) detect(v *view, now int64, ld plog.Logs, g *gauges) {
+	for _, d := range detectors {
+		f := d.check(v, &c.cfg.Detectors)
+		k := incidentKey{d.name, v.replica}
+		inc := c.incidents[k]
+		if inc == nil {
+			if !f.fire {
+				continue // nothing to track: keeps the map to the detectors that ever fired
+			}
+			inc = &incident{}
+			c.incidents[k] = inc
+		}
+		inc.model = v.model
+		switch {
+		case f.fire:
+			inc.fireStreak++
+			inc.clearStreak = 0
+		case f.clear:
+			inc.clearStreak++
+			inc.fireStreak = 0
+		default: // between the thresholds: hold
+			inc.fireStreak, inc.clearStreak = 0, 0
+		}
+		switch {
+		case !inc.open && inc.fireStreak >= c.cfg.Incidents.OpenAfter:
+			inc.open, inc.since, inc.evaluations, inc.last = true, now, 0, f
+			inc.id = incidentID(d.name, v.replica, now)
+			c.record(ld, d, v, inc, f, "start", now)
+		case inc.open && inc.clearStreak >= c.cfg.Incidents.CloseAfter:
+			inc.open = false
+			c.record(ld, d, v, inc, f, "end", now)
+			delete(c.incidents, k)
+		case inc.open:
+			inc.evaluations++
+			if f.fire {
+				inc.last = f
+			}
+			if c.cfg.Incidents.UpdateEvery > 0 && inc.evaluations%c.cfg.Incidents.UpdateEvery == 0 {
+				c.record(ld, d, v, inc, inc.last, "update", now)
+			}
+		case !inc.open && !f.fire && inc.fireStreak == 0:
+			delete(c.incidents, k)
+		}
+		if inc.open {
+			g.set(schema.MetricLLMIncidentActive, 1, schema.AttrLLMIncidentDetector, d.name, schema.AttrLLMIncidentSeverity, d.severity,
+				schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		}
+	}
+}
+
+// closeVanished ends the incidents of replicas the state no longer holds (forgotten after the window).
+func (c *core) closeVanished(views []*view, now int64, ld plog.Logs) {
+	present := map[string]bool{}
+	for _, v := range views {
+		present[v.replica] = true
+	}
+	for k, inc := range c.incidents {
+		if present[k.replica] {
+			continue
+		}
+		if inc.open {
+			for _, d := range detectors {
+				if d.name == k.detector {
+					c.record(ld, d, &view{replica: k.replica, model: inc.model}, inc, finding{sentence: "replica no longer reported"}, "end", now)
+				}
+			}
+		}
+		delete(c.incidents, k)
+	}
+}
+
+func incidentID(detector, replica string, since int64) string {
+	h := fnv.New64a()
+	_, _ = fmt.Fprintf(h, "%s/%s/%d", detector, replica, since)
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// record writes one incident log record: start, update or end, with the evidence and the actions.
+func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f finding, state string, now int64) {
+	rl := ld.ResourceLogs().AppendEmpty()
+	rl.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, v.replica)
+	sl := rl.ScopeLogs().AppendEmpty()
+	sl.Scope().SetName(scopeName)
+	rec := sl.LogRecords().AppendEmpty()
+	rec.SetTimestamp(pcommon.Timestamp(now))
+	rec.SetObservedTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+	rec.SetEventName("llm.incident")
+	switch {
+	case state == "end":
+		rec.SetSeverityNumber(plog.SeverityNumberInfo)
+		rec.SetSeverityText("INFO")
+	case d.severity == severityCritical:
+		rec.SetSeverityNumber(plog.SeverityNumberError)
+		rec.SetSeverityText("ERROR")
+	default:
+		rec.SetSeverityNumber(plog.SeverityNumberWarn)
+		rec.SetSeverityText("WARN")
+	}
+	body := d.name + " " + state + ": " + f.sentence
+	if state == "end" {
+		body = fmt.Sprintf("%s ended after %.0f s", d.name, float64(now-inc.since)/1e9)
+	}
+	rec.Body().SetStr(body)
+	a := rec.Attributes()
+	a.PutStr(schema.AttrLLMIncidentID, inc.id)
+	a.PutStr(schema.AttrLLMIncidentDetector, d.name)
+	a.PutStr(schema.AttrLLMIncidentState, state)
+	a.PutStr(schema.AttrLLMIncidentSeverity, d.severity)
+	a.PutStr(schema.AttrGenAIRequestModel, v.model)
+	a.PutStr(schema.AttrServiceInstanceID, v.replica)
+	if state != "end" {
+		actions := a.PutEmptySlice(schema.AttrLLMIncidentActions)
+		for _, act := range f.actions {
+			actions.AppendEmpty().SetStr(act)
+		}
+		ev := a.PutEmptyMap(evidenceAttribute)
+		for _, k := range sortedKeys(f.evidence) {
+			if val := f.evidence[k]; known(val) {
+				ev.PutDouble(k, val)
+			}
+		}
+		for _, k := range sortedKeys(f.text) {
+			ev.PutStr(k, f.text[k])
+		}
+	}
+}
+
+// evidenceAttribute holds an incident's numbers as a map (keys per detector, listed in README.md).
+const evidenceAttribute = "llm.incident.evidence"
+
+// gauges writes one gauge metric per name, data points appended as they come.
+type gauges struct {
+	ms     pmetric.MetricSlice
+	sch    *schema.Schema
+	ts     pcommon.Timestamp
+	byName map[string]pmetric.Metric
+}
+
+func newGauges(ms pmetric.MetricSlice, sch *schema.Schema, ts pcommon.Timestamp) *gauges {
+	return &gauges{ms: ms, sch: sch, ts: ts, byName: map[string]pmetric.Metric{}}
+}
+
+func (g *gauges) set(name string, value float64, attrs ...string) {
+	if !known(value) {
+		return
+	}
+	m, ok := g.byName[name]
+	if !ok {
+		m = g.ms.AppendEmpty()
+		def := g.sch.Metric(name)
+		m.SetName(name)
+		m.SetUnit(def.Unit)
+		m.SetDescription(def.Description)
+		m.SetEmptyGauge()
+		g.byName[name] = m
+	}
+	dp := m.Gauge().DataPoints().AppendEmpty()
+	dp.SetTimestamp(g.ts)
+	dp.SetDoubleValue(value)
+	for i := 0; i+1 < len(attrs); i += 2 {
+		dp.Attributes().PutStr(attrs[i], attrs[i+1])
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

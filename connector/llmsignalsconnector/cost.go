@@ -1,0 +1,303 @@
+package llmsignalsconnector
+
+import (
+	"math"
+	"sort"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// usage collects, per replica, what llm_root_cause counted since the last evaluation: tokens per tenant and
+// model, cached prompt tokens per tenant, and prefill and decode seconds. Its metrics are cumulative; usage
+// keeps the last value of each series and hands out the growth.
+type usage struct {
+	last       map[usageKey]float64
+	pending    map[string]*replicaUsage
+	tenants    map[string]bool
+	maxTenants int
+}
+
+type usageKey struct{ metric, replica, tenant, model, sub string }
+
+type tenantModel struct{ tenant, model string }
+
+type replicaUsage struct {
+	tokens map[tenantModel]float64
+	cached map[tenantModel]float64
+	phases map[string]float64 // prefill, decode: seconds
+}
+
+func newUsage(maxTenants int) *usage {
+	return &usage{last: map[usageKey]float64{}, pending: map[string]*replicaUsage{}, tenants: map[string]bool{}, maxTenants: maxTenants}
+}
+
+const unattributed = "unattributed"
+
+// observe records the growth of llm_root_cause's counters and returns the newest data point time in md
+// (unix ns), the clock evaluations run on.
+func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
+	var newest int64
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		res := rms.At(i).Resource().Attributes()
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				m := ms.At(k)
+				newest = max(newest, latest(m))
+				switch m.Name() {
+				case schema.MetricLLMTenantTokens, schema.MetricLLMTenantPromptTokens:
+					dps := m.Sum().DataPoints()
+					for n := 0; n < dps.Len(); n++ {
+						dp := dps.At(n)
+						a := dp.Attributes()
+						sub := text(a, schema.AttrLLMTokenType) + text(a, schema.AttrLLMPromptCache)
+						if m.Name() == schema.MetricLLMTenantPromptTokens && sub != "cached" {
+							continue
+						}
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), sub}
+						d := u.grow(key, dp.DoubleValue())
+						ru := u.of(key.replica)
+						if m.Name() == schema.MetricLLMTenantTokens {
+							ru.tokens[tenantModel{key.tenant, key.model}] += d
+						} else {
+							ru.cached[tenantModel{key.tenant, key.model}] += d
+						}
+					}
+				case schema.MetricLLMRequestPhaseDuration:
+					dps := m.Histogram().DataPoints()
+					for n := 0; n < dps.Len(); n++ {
+						dp := dps.At(n)
+						phase := text(dp.Attributes(), schema.AttrLLMPhase)
+						if phase != "prefill" && phase != "decode" {
+							continue
+						}
+						key := usageKey{m.Name(), replicaOf(dp.Attributes(), res, store), u.tenant(text(dp.Attributes(), schema.AttrLLMTenant)),
+							text(dp.Attributes(), schema.AttrGenAIRequestModel), phase}
+						u.of(key.replica).phases[phase] += u.grow(key, dp.Sum())
+					}
+				}
+			}
+		}
+	}
+	return newest
+}
+
+// grow returns how much a cumulative series grew since it was last seen (all of it the first time, since
+// llm_root_cause's counters start with it; a drop is a restart).
+func (u *usage) grow(key usageKey, v float64) float64 {
+	prev, seen := u.last[key]
+	u.last[key] = v
+	switch {
+	case !seen || v < prev:
+		return v
+	default:
+		return v - prev
+	}
+}
+
+func (u *usage) tenant(t string) string {
+	if t == "" {
+		return unattributed
+	}
+	if u.tenants[t] || t == "_other" {
+		return t
+	}
+	if len(u.tenants) >= u.maxTenants {
+		return "_other"
+	}
+	u.tenants[t] = true
+	return t
+}
+
+func (u *usage) of(replica string) *replicaUsage {
+	ru := u.pending[replica]
+	if ru == nil {
+		ru = &replicaUsage{tokens: map[tenantModel]float64{}, cached: map[tenantModel]float64{}, phases: map[string]float64{}}
+		u.pending[replica] = ru
+	}
+	return ru
+}
+
+// take hands out a replica's usage since the last evaluation. sole: the only replica, which also gets the
+// usage that named no replica (llm_root_cause configured without the replica dimension).
+func (u *usage) take(replica string, sole bool) *replicaUsage {
+	ru := u.of(replica)
+	delete(u.pending, replica)
+	if sole {
+		if anon := u.pending[""]; anon != nil {
+			for k, v := range anon.tokens {
+				ru.tokens[k] += v
+			}
+			for k, v := range anon.cached {
+				ru.cached[k] += v
+			}
+			for k, v := range anon.phases {
+				ru.phases[k] += v
+			}
+			delete(u.pending, "")
+		}
+	}
+	return ru
+}
+
+func replicaOf(attrs, res pcommon.Map, store *fleetstate.Store) string {
+	if r := text(attrs, schema.AttrServiceInstanceID); r != "" {
+		return r
+	}
+	return store.ReplicaKey(res)
+}
+
+func text(m pcommon.Map, key string) string {
+	if v, ok := m.Get(key); ok {
+		return v.AsString()
+	}
+	return ""
+}
+
+func latest(m pmetric.Metric) int64 {
+	var t int64
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		for i := 0; i < m.Gauge().DataPoints().Len(); i++ {
+			t = max(t, int64(m.Gauge().DataPoints().At(i).Timestamp()))
+		}
+	case pmetric.MetricTypeSum:
+		for i := 0; i < m.Sum().DataPoints().Len(); i++ {
+			t = max(t, int64(m.Sum().DataPoints().At(i).Timestamp()))
+		}
+	case pmetric.MetricTypeHistogram:
+		for i := 0; i < m.Histogram().DataPoints().Len(); i++ {
+			t = max(t, int64(m.Histogram().DataPoints().At(i).Timestamp()))
+		}
+	}
+	return t
+}
+
+// costBook holds the cumulative cost counters.
+type costBook struct {
+	gpuTime, amount, savings map[costKey]float64
+	categories               map[categoryKey]float64
+}
+
+type costKey struct{ tenant, model, replica string }
+
+type categoryKey struct{ category, model, replica string }
+
+func newCostBook() *costBook {
+	return &costBook{gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{}, categories: map[categoryKey]float64{}}
+}
+
+// charge books dt seconds of a replica's GPUs: split among tenant and model by their share of the tokens the
+// replica processed in the interval (all to `unattributed` when no request reported any), and by category:
+// busy time (GPU utilization x time) split between prefill and decode by their seconds, the rest idle.
+func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
+	gpus, price := float64(cfg.Cost.GPUsPerReplica), float64(cfg.Cost.GPUsPerReplica)*cfg.Cost.DefaultGPUPricePerHour
+	if len(v.interval.GPUNames) > 0 {
+		gpus, price = float64(len(v.interval.GPUNames)), 0
+		for _, name := range v.interval.GPUNames {
+			p, ok := cfg.Cost.GPUPricePerHour[name]
+			if !ok {
+				p = cfg.Cost.DefaultGPUPricePerHour
+			}
+			price += p
+		}
+	}
+	gpuSeconds, cost := gpus*dt, price*dt/3600
+	total := 0.0
+	for _, t := range u.tokens {
+		total += t
+	}
+	if total <= 0 {
+		k := costKey{unattributed, v.model, v.replica}
+		b.gpuTime[k] += gpuSeconds
+		b.amount[k] += cost
+	} else {
+		for tm, t := range u.tokens {
+			k := costKey{tm.tenant, orUnknown(tm.model), v.replica}
+			b.gpuTime[k] += gpuSeconds * t / total
+			b.amount[k] += cost * t / total
+		}
+		for tm, cached := range u.cached {
+			b.savings[costKey{tm.tenant, orUnknown(tm.model), v.replica}] += cached * cost / total
+		}
+	}
+	util := v.interval.GPUUtilizationMean
+	if !known(util) {
+		b.categories[categoryKey{"unmeasured", v.model, v.replica}] += gpuSeconds
+		return
+	}
+	busy := gpuSeconds * math.Min(1, math.Max(0, util))
+	b.categories[categoryKey{"idle", v.model, v.replica}] += gpuSeconds - busy
+	prefill, decode := u.phases["prefill"], u.phases["decode"]
+	if prefill+decode <= 0 {
+		b.categories[categoryKey{"busy", v.model, v.replica}] += busy
+		return
+	}
+	b.categories[categoryKey{"prefill", v.model, v.replica}] += busy * prefill / (prefill + decode)
+	b.categories[categoryKey{"decode", v.model, v.replica}] += busy * decode / (prefill + decode)
+}
+
+func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts pcommon.Timestamp) {
+	counter := func(name string) pmetric.NumberDataPointSlice {
+		m := ms.AppendEmpty()
+		def := sch.Metric(name)
+		m.SetName(name)
+		m.SetUnit(def.Unit)
+		m.SetDescription(def.Description)
+		s := m.SetEmptySum()
+		s.SetIsMonotonic(true)
+		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		return s.DataPoints()
+	}
+	for _, f := range []struct {
+		name   string
+		values map[costKey]float64
+	}{{schema.MetricLLMCostGPUTime, b.gpuTime}, {schema.MetricLLMCostAmount, b.amount}, {schema.MetricLLMCostPrefixCacheSavings, b.savings}} {
+		if len(f.values) == 0 {
+			continue
+		}
+		dps := counter(f.name)
+		keys := make([]costKey, 0, len(f.values))
+		for k := range f.values {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			return keys[i].replica+"\x00"+keys[i].model+"\x00"+keys[i].tenant < keys[j].replica+"\x00"+keys[j].model+"\x00"+keys[j].tenant
+		})
+		for _, k := range keys {
+			dp := dps.AppendEmpty()
+			dp.SetStartTimestamp(start)
+			dp.SetTimestamp(ts)
+			dp.SetDoubleValue(f.values[k])
+			dp.Attributes().PutStr(schema.AttrLLMTenant, k.tenant)
+			dp.Attributes().PutStr(schema.AttrGenAIRequestModel, k.model)
+			dp.Attributes().PutStr(schema.AttrServiceInstanceID, k.replica)
+		}
+	}
+	if len(b.categories) == 0 {
+		return
+	}
+	dps := counter(schema.MetricLLMCostGPUTimeByCategory)
+	keys := make([]categoryKey, 0, len(b.categories))
+	for k := range b.categories {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i].replica+"\x00"+keys[i].category < keys[j].replica+"\x00"+keys[j].category
+	})
+	for _, k := range keys {
+		dp := dps.AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(ts)
+		dp.SetDoubleValue(b.categories[k])
+		dp.Attributes().PutStr(schema.AttrLLMCostCategory, k.category)
+		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, k.model)
+		dp.Attributes().PutStr(schema.AttrServiceInstanceID, k.replica)
+	}
+}

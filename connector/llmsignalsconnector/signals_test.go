@@ -1,0 +1,494 @@
+package llmsignalsconnector
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+const model = "llama-70b"
+
+type rig struct {
+	t       *testing.T
+	metrics *consumertest.MetricsSink
+	logs    *consumertest.LogsSink
+	ins     []connector.Metrics
+}
+
+func newRig(t *testing.T, mutate ...func(*Config)) *rig {
+	cfg := createDefaultConfig()
+	cfg.Interval, cfg.Stale = 10*time.Second, 30*time.Second
+	for _, m := range mutate {
+		m(cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	r := &rig{t: t, metrics: &consumertest.MetricsSink{}, logs: &consumertest.LogsSink{}}
+	f := NewFactory()
+	set := connectortest.NewNopSettings(componentType)
+	mm, err := f.CreateMetricsToMetrics(context.Background(), set, cfg, r.metrics)
+	require.NoError(t, err)
+	ml, err := f.CreateMetricsToLogs(context.Background(), set, cfg, r.logs)
+	require.NoError(t, err)
+	r.ins = []connector.Metrics{mm, ml}
+	for _, in := range r.ins {
+		require.NoError(t, in.Start(context.Background(), componenttest.NewNopHost()))
+	}
+	t.Cleanup(func() {
+		for _, in := range r.ins {
+			require.NoError(t, in.Shutdown(context.Background()))
+		}
+	})
+	return r
+}
+
+// feed hands md to both instances, as the collector's fan-out does.
+func (r *rig) feed(md pmetric.Metrics) {
+	for _, in := range r.ins {
+		require.NoError(r.t, in.ConsumeMetrics(context.Background(), md))
+	}
+}
+
+// replicaState is what a scenario says about one replica at one time.
+type replicaState struct {
+	values map[string]float64 // canonical engine metrics
+	gpus   []fleetstatetest.GPUState
+	ttft   *[2]float64 // cumulative sum, count
+	silent bool        // no scrape at all
+}
+
+func steady(sec float64) map[string]float64 {
+	n := (sec + 600) / 10
+	return map[string]float64{
+		schema.MetricLLMSchedulerRequestsWaiting: 0, schema.MetricLLMSchedulerRequestsRunning: 16, schema.MetricLLMKVCacheUtilization: 0.4,
+		schema.MetricLLMSchedulerPreemptions: 0, schema.MetricLLMPrefixCacheQueries: 1000 * n, schema.MetricLLMPrefixCacheHits: 700 * n,
+		schema.MetricLLMRequestsFinished: 50 * n,
+	}
+}
+
+// run scrapes every replica every 10 s from -600 s to until, with state(replica, sec) changing the steady one.
+func (r *rig) run(replicas []string, until float64, state func(replica string, sec float64, s *replicaState)) {
+	for sec := -600.0; sec <= until; sec += 10 {
+		for _, rep := range replicas {
+			s := &replicaState{values: steady(sec), gpus: []fleetstatetest.GPUState{{ID: "GPU-" + rep, Owner: rep, Utilization: 0.8, MemoryUtilization: 0.9}}}
+			if state != nil {
+				state(rep, sec, s)
+			}
+			if s.silent {
+				continue
+			}
+			md := fleetstatetest.Engine(rep, model, sec, s.values)
+			if s.ttft != nil {
+				fleetstatetest.WithTTFT(md, s.ttft[0], uint64(s.ttft[1]))
+			}
+			r.feed(md)
+			for _, g := range s.gpus {
+				r.feed(fleetstatetest.GPUWith(sec, g))
+			}
+		}
+	}
+}
+
+type incidentLog struct {
+	detector, state, replica, id, body string
+	actions                            []any
+	evidence                           map[string]any
+	at                                 float64
+}
+
+func (r *rig) incidents() []incidentLog {
+	var out []incidentLog
+	for _, ld := range r.logs.AllLogs() {
+		for i := 0; i < ld.ResourceLogs().Len(); i++ {
+			recs := ld.ResourceLogs().At(i).ScopeLogs().At(0).LogRecords()
+			for j := 0; j < recs.Len(); j++ {
+				rec := recs.At(j)
+				a := rec.Attributes().AsRaw()
+				il := incidentLog{detector: a[schema.AttrLLMIncidentDetector].(string), state: a[schema.AttrLLMIncidentState].(string),
+					replica: a[schema.AttrServiceInstanceID].(string), id: a[schema.AttrLLMIncidentID].(string), body: rec.Body().Str(),
+					at: float64(rec.Timestamp().AsTime().Sub(fleetstatetest.Epoch)) / 1e9}
+				il.actions, _ = a[schema.AttrLLMIncidentActions].([]any)
+				il.evidence, _ = a[evidenceAttribute].(map[string]any)
+				out = append(out, il)
+			}
+		}
+	}
+	return out
+}
+
+// lastGauges reads metric name from the latest evaluation's output (every evaluation emits one batch).
+func (r *rig) lastGauges(name string) map[string]float64 {
+	out := map[string]float64{}
+	all := r.metrics.AllMetrics()
+	require.NotEmpty(r.t, all)
+	for _, md := range all[len(all)-1:] {
+		forEach(md, name, func(dp pmetric.NumberDataPoint) {
+			a := dp.Attributes()
+			key := text(a, schema.AttrServiceInstanceID)
+			if key == "" {
+				key = text(a, schema.AttrGenAIRequestModel)
+			}
+			for _, extra := range []string{schema.AttrLLMHealthComponent, schema.AttrLLMScaleReason, schema.AttrLLMIncidentDetector} {
+				if v := text(a, extra); v != "" {
+					key += "/" + v
+				}
+			}
+			out[key] = dp.DoubleValue()
+		})
+	}
+	return out
+}
+
+func forEach(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) {
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		ms := md.ResourceMetrics().At(i).ScopeMetrics().At(0).Metrics()
+		for j := 0; j < ms.Len(); j++ {
+			m := ms.At(j)
+			if m.Name() != name {
+				continue
+			}
+			var dps pmetric.NumberDataPointSlice
+			if m.Type() == pmetric.MetricTypeGauge {
+				dps = m.Gauge().DataPoints()
+			} else {
+				dps = m.Sum().DataPoints()
+			}
+			for k := 0; k < dps.Len(); k++ {
+				fn(dps.At(k))
+			}
+		}
+	}
+}
+
+func TestDetectors(t *testing.T) {
+	from := func(start float64, fn func(s *replicaState)) func(string, float64, *replicaState) {
+		return func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" && sec >= start {
+				fn(s)
+			}
+		}
+	}
+	cases := []struct {
+		detector string
+		state    func(string, float64, *replicaState)
+		evidence map[string]float64
+		action   string
+	}{
+		{"scheduler_saturation", func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" && sec >= 100 {
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = 5 * math.Pow(2, (sec-100)/30)
+			}
+		}, map[string]float64{}, "add replicas: the llama-70b pool needs"},
+		{"kv_thrash", func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" && sec >= 100 {
+				s.values[schema.MetricLLMKVCacheUtilization] = 0.98
+				s.values[schema.MetricLLMSchedulerPreemptions] = (sec - 90) * 2
+			}
+		}, map[string]float64{"kv_utilization_max": 0.98, "preemptions": 20}, "increase the KV cache"},
+		{"prefix_cache_collapse", from(100, func(s *replicaState) {
+			s.values[schema.MetricLLMPrefixCacheHits] = 700*70 + 1 // hits stop growing
+		}), map[string]float64{"hit_ratio_usual": 0.66}, "prompt-template"},
+		{"gpu_idle_while_waiting", from(100, func(s *replicaState) {
+			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 3
+			s.gpus[0].Utilization = 0.05
+		}), map[string]float64{"gpu_utilization_mean": 0.05, "waiting": 3}, "scheduler's limits"},
+		{"gpu_throttling", from(100, func(s *replicaState) { s.gpus[0].Throttle = []string{"hw_slowdown"} }), nil, "cooling"},
+		{"gpu_memory_pressure", from(100, func(s *replicaState) { s.gpus[0].MemoryUtilization = 0.99 }),
+			map[string]float64{"gpu_memory_utilization_max": 0.99}, "out-of-memory"},
+		{"gpu_errors", func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" && sec >= 100 {
+				s.gpus[0].XIDErrors = (sec - 90) / 10
+			}
+		}, map[string]float64{"xid_errors": 1}, "reset or replace the GPU"},
+		{"tp_imbalance", func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" {
+				second := fleetstatetest.GPUState{ID: "GPU-r1-b", Owner: "r1", Utilization: 0.8, MemoryUtilization: 0.9}
+				if sec >= 100 {
+					second.Utilization = 0.35
+				}
+				s.gpus = append(s.gpus, second)
+			}
+		}, map[string]float64{"utilization_skew": 0.45}, "check GPU GPU-r1-b"},
+		{"stale_telemetry", func(rep string, sec float64, s *replicaState) { s.silent = rep == "r1" && sec >= 100 }, nil, "metrics endpoint"},
+		{"starvation", func(rep string, sec float64, s *replicaState) {
+			n := (sec + 600) / 10 * 20 // 20 first tokens per 10 s at 0.2 s each...
+			sum := n * 0.2
+			if rep == "r1" && sec >= 100 { // ...then at 2 s each, with a queue
+				sum = (700.0/10*20)*0.2 + (sec-100)/10*20*2
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = 2
+			}
+			s.ttft = &[2]float64{sum, n}
+		}, map[string]float64{"ttft_mean": 2}, "noisy tenant"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.detector, func(t *testing.T) {
+			r := newRig(t)
+			r.run([]string{"r1", "r2"}, 200, tc.state)
+			var starts []incidentLog
+			for _, il := range r.incidents() {
+				if il.state == "start" {
+					starts = append(starts, il)
+				}
+			}
+			require.Len(t, starts, 1, "exactly one incident opens: %+v", starts)
+			got := starts[0]
+			assert.Equal(t, tc.detector, got.detector, got.body)
+			assert.Equal(t, "r1", got.replica)
+			assert.GreaterOrEqual(t, got.at, 100.0)
+			for k, want := range tc.evidence {
+				assert.InDelta(t, want, got.evidence[k], 0.02, k)
+			}
+			require.NotEmpty(t, got.actions)
+			found := false
+			for _, a := range got.actions {
+				if s, _ := a.(string); contains(s, tc.action) {
+					found = true
+				}
+			}
+			assert.True(t, found, "an action mentions %q: %v", tc.action, got.actions)
+			assert.Equal(t, 1.0, r.lastGauges(schema.MetricLLMIncidentActive)["r1/"+tc.detector])
+		})
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestHealthyFleetIsQuiet(t *testing.T) {
+	r := newRig(t)
+	r.run([]string{"r1", "r2", "r3"}, 300, nil)
+	assert.Empty(t, r.incidents())
+	h := r.lastGauges(schema.MetricLLMReplicaHealthScore)
+	for _, rep := range []string{"r1", "r2", "r3"} {
+		assert.Equal(t, 1.0, h[rep], rep)
+	}
+	assert.Equal(t, map[string]float64{model + "/" + reasonSteady: 3}, r.lastGauges(schema.MetricLLMPoolDesiredReplicas))
+}
+
+func TestIncidentsDoNotFlap(t *testing.T) {
+	t.Run("hovering between the fire and clear thresholds holds", func(t *testing.T) {
+		r := newRig(t)
+		// Waiting 8 and growing opens it; then it hovers at 3.5-4.2 (between clear 3.2 and fire 4): it stays open.
+		r.run([]string{"r1"}, 400, func(_ string, sec float64, s *replicaState) {
+			switch {
+			case sec >= 100 && sec < 160:
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = 4 * math.Pow(2, (sec-90)/20)
+			case sec >= 160:
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = map[bool]float64{true: 3.5, false: 4.2}[int(sec/10)%2 == 0]
+			}
+		})
+		var states []string
+		for _, il := range r.incidents() {
+			states = append(states, il.state)
+		}
+		assert.Equal(t, "start", states[0])
+		assert.NotContains(t, states, "end", "no flapping while it hovers")
+	})
+	t.Run("alternating fire and clear never opens", func(t *testing.T) {
+		r := newRig(t)
+		// The batch is at its capacity; the queue flips between 6 (saturated) and 1 (clear) every scrape.
+		r.run([]string{"r1"}, 400, func(_ string, sec float64, s *replicaState) {
+			s.values[schema.MetricLLMSchedulerRequestsMaxRunning] = 16
+			if sec >= 100 {
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = map[bool]float64{true: 6, false: 1}[int(sec/10)%2 == 0]
+			}
+		})
+		assert.Empty(t, r.incidents(), "open_after is 2: a condition that holds every other interval is noise")
+	})
+	t.Run("life cycle: start, updates, end, one id", func(t *testing.T) {
+		r := newRig(t)
+		r.run([]string{"r1"}, 400, func(_ string, sec float64, s *replicaState) {
+			if sec >= 100 && sec < 250 {
+				s.gpus[0].Throttle = []string{"sw_thermal"}
+			}
+		})
+		logs := r.incidents()
+		require.NotEmpty(t, logs)
+		assert.Equal(t, "start", logs[0].state)
+		assert.Equal(t, "end", logs[len(logs)-1].state)
+		for _, il := range logs[1 : len(logs)-1] {
+			assert.Equal(t, "update", il.state)
+		}
+		assert.Less(t, len(logs), 8, "not re-emitted every interval")
+		for _, il := range logs {
+			assert.Equal(t, logs[0].id, il.id)
+		}
+		assert.Empty(t, r.lastGauges(schema.MetricLLMIncidentActive), "no incident open at the end")
+	})
+}
+
+func TestRouting(t *testing.T) {
+	r := newRig(t)
+	r.run([]string{"a-calm", "b-busy", "c-stale", "d-half"}, 200, func(rep string, sec float64, s *replicaState) {
+		switch rep {
+		case "b-busy": // high queue, full KV
+			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 12
+			s.values[schema.MetricLLMKVCacheUtilization] = 0.97
+		case "c-stale": // looks perfect, but its telemetry stopped
+			s.values[schema.MetricLLMKVCacheUtilization] = 0.05
+			s.silent = sec > 120
+		case "d-half":
+			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 1
+			s.values[schema.MetricLLMKVCacheUtilization] = 0.6
+		}
+	})
+	scores := r.lastGauges(schema.MetricLLMReplicaRoutingScore)
+	assert.Greater(t, scores["a-calm"], scores["d-half"], "low queue + free KV beats some queue")
+	assert.Greater(t, scores["d-half"], scores["b-busy"], "some queue beats high queue + full KV")
+	assert.Equal(t, 0.0, scores["c-stale"], "stale telemetry loses")
+	assert.Equal(t, map[string]float64{"a-calm": 1, "b-busy": 0, "c-stale": 0, "d-half": 0}, r.lastGauges(schema.MetricLLMReplicaRoutingRecommended))
+	health := r.lastGauges(schema.MetricLLMReplicaHealthComponent)
+	assert.Equal(t, 0.0, health["c-stale/telemetry"])
+	assert.InDelta(t, 0.15, health["b-busy/kv_cache"], 1e-9)
+	assert.InDelta(t, 1/(1+12.0/2), health["b-busy/queue"], 1e-9)
+}
+
+func TestAutoscaling(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		waiting float64
+		kv      float64
+		want    map[string]float64
+	}{
+		{"queue beyond target", 10, 0.4, map[string]float64{model + "/" + reasonQueue: 10}}, // 2 replicas x 10 waiting / 2 per replica
+		{"KV beyond target", 0, 0.95, map[string]float64{model + "/" + reasonKVCache: 3}},   // ceil(2 x 0.95/0.85)
+		{"low load", 0, 0.1, map[string]float64{model + "/" + reasonLowLoad: 1}},
+		{"steady", 1, 0.5, map[string]float64{model + "/" + reasonSteady: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.run([]string{"r1", "r2"}, 100, func(_ string, _ float64, s *replicaState) {
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = tc.waiting
+				s.values[schema.MetricLLMKVCacheUtilization] = tc.kv
+			})
+			assert.Equal(t, tc.want, r.lastGauges(schema.MetricLLMPoolDesiredReplicas))
+			assert.Equal(t, map[string]float64{model: 2}, r.lastGauges(schema.MetricLLMPoolReplicas))
+		})
+	}
+	t.Run("saturation forecast while the queue grows", func(t *testing.T) {
+		r := newRig(t)
+		r.run([]string{"r1"}, 100, func(_ string, sec float64, s *replicaState) {
+			if sec >= 0 {
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = 0.5 * math.Pow(1.5, sec/60) // x1.5 a minute, at 0.86 now
+			}
+		})
+		eta := r.lastGauges(schema.MetricLLMPoolSaturationEta)[model]
+		// (waiting+1) grows about 1.2x a minute here; from max(waiting, 1) to the target of 2 takes ln 2 / ln 1.2 minutes.
+		assert.InDelta(t, 228, eta, 60)
+	})
+}
+
+// tokenCounters is what llm_root_cause reports for one replica: cumulative tokens per tenant.
+func tokenCounters(replica string, sec float64, tokens map[string]float64, cached map[string]float64) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	sum := func(name string) pmetric.NumberDataPointSlice {
+		m := ms.AppendEmpty()
+		m.SetName(name)
+		s := m.SetEmptySum()
+		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		return s.DataPoints()
+	}
+	add := func(dps pmetric.NumberDataPointSlice, tenant, attr, value string, v float64) {
+		dp := dps.AppendEmpty()
+		dp.SetTimestamp(pcommon.Timestamp(fleetstatetest.At(sec)))
+		dp.SetDoubleValue(v)
+		dp.Attributes().PutStr(schema.AttrLLMTenant, tenant)
+		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, model)
+		dp.Attributes().PutStr(schema.AttrServiceInstanceID, replica)
+		dp.Attributes().PutStr(attr, value)
+	}
+	t := sum(schema.MetricLLMTenantTokens)
+	for tenant, v := range tokens {
+		add(t, tenant, schema.AttrLLMTokenType, "prompt", v)
+	}
+	c := sum(schema.MetricLLMTenantPromptTokens)
+	for tenant, v := range cached {
+		add(c, tenant, schema.AttrLLMPromptCache, "cached", v)
+	}
+	return md
+}
+
+func TestCostAddsUpToTheGPUBill(t *testing.T) {
+	r := newRig(t, func(c *Config) {
+		c.Cost.GPUPricePerHour = map[string]float64{"NVIDIA H100 80GB HBM3": 3.6}
+		c.Cost.DefaultGPUPricePerHour = 1.8
+	})
+	r.run([]string{"r1", "r2"}, 300, func(rep string, sec float64, s *replicaState) {
+		if rep == "r1" {
+			s.gpus[0].Name = "NVIDIA H100 80GB HBM3"
+			s.gpus = append(s.gpus, fleetstatetest.GPUState{ID: "GPU-r1-b", Owner: "r1", Name: "NVIDIA H100 80GB HBM3", Utilization: 0.5})
+		}
+		if rep == "r1" && sec >= 0 {
+			// acme sends three times globex's tokens to r1; r2 has no request spans at all
+			r.feed(tokenCounters("r1", sec, map[string]float64{"acme": 300 * (sec + 10), "globex": 100 * (sec + 10)}, map[string]float64{"acme": 100 * (sec + 10)}))
+		}
+	})
+	amount, gpuTime := map[string]float64{}, map[string]float64{}
+	all := r.metrics.AllMetrics()
+	last := all[len(all)-1]
+	forEach(last, schema.MetricLLMCostAmount, func(dp pmetric.NumberDataPoint) {
+		amount[text(dp.Attributes(), schema.AttrServiceInstanceID)+"/"+text(dp.Attributes(), schema.AttrLLMTenant)] += dp.DoubleValue()
+	})
+	forEach(last, schema.MetricLLMCostGPUTime, func(dp pmetric.NumberDataPoint) {
+		gpuTime[text(dp.Attributes(), schema.AttrServiceInstanceID)] += dp.DoubleValue()
+	})
+	elapsed := 890.0 // evaluations at -590 ... 300 s: the first one opens the clock
+	assert.InDelta(t, 2*elapsed, gpuTime["r1"], 1e-6, "two GPUs for the whole time: nothing lost, nothing counted twice")
+	assert.InDelta(t, 1*elapsed, gpuTime["r2"], 1e-6)
+	r1Total := amount["r1/acme"] + amount["r1/globex"] + amount["r1/"+unattributed]
+	assert.InDelta(t, 2*3.6*elapsed/3600, r1Total, 1e-9, "r1's bill: two H100s")
+	assert.InDelta(t, 1.8*elapsed/3600, amount["r2/"+unattributed], 1e-9, "r2: default price, no tokens, unattributed")
+	assert.InDelta(t, 3, amount["r1/acme"]/amount["r1/globex"], 1e-9, "split by tokens")
+
+	categories := map[string]float64{}
+	forEach(last, schema.MetricLLMCostGPUTimeByCategory, func(dp pmetric.NumberDataPoint) {
+		categories[text(dp.Attributes(), schema.AttrServiceInstanceID)+"/"+text(dp.Attributes(), schema.AttrLLMCostCategory)] += dp.DoubleValue()
+	})
+	assert.InDelta(t, 2*elapsed, categories["r1/busy"]+categories["r1/idle"], 1e-6, "categories add up to the GPU time")
+	assert.InDelta(t, (0.8+0.5)*elapsed, categories["r1/busy"], 1e-6)
+	savings := 0.0
+	forEach(last, schema.MetricLLMCostPrefixCacheSavings, func(dp pmetric.NumberDataPoint) { savings += dp.DoubleValue() })
+	assert.Positive(t, savings)
+}
+
+func TestConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf("testdata/config.yaml")
+	require.NoError(t, err)
+	for name, want := range map[string]string{"llm_signals": "", "llm_signals/custom": "", "llm_signals/bad": "stale: must be at least the interval"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := createDefaultConfig()
+			sub, err := cm.Sub(name)
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			err = confmap.Validate(cfg)
+			if want == "" {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorContains(t, err, want)
+			}
+		})
+	}
+}
