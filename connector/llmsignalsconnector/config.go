@@ -10,6 +10,8 @@ import (
 
 // Config configures the llm_signals connector.
 type Config struct {
+	// ForecastHorizon is how far ahead llm.pool.forecast_replicas looks.
+	ForecastHorizon time.Duration `mapstructure:"forecast_horizon"`
 	// Interval is how often detectors and signals are evaluated (on the data's clock: when metrics arrive
 	// past the next boundary; on the wall clock when none arrive).
 	Interval time.Duration `mapstructure:"interval"`
@@ -42,17 +44,22 @@ type IncidentsConfig struct {
 
 // DetectorsConfig holds each detector's thresholds; README.md explains them.
 type DetectorsConfig struct {
-	SaturationWaiting     float64 `mapstructure:"saturation_waiting"`
-	SaturationGrowth      float64 `mapstructure:"saturation_growth"`
-	KVThrashUtilization   float64 `mapstructure:"kv_thrash_utilization"`
-	HitRatioCollapse      float64 `mapstructure:"hit_ratio_collapse"`
-	HitRatioUsualMin      float64 `mapstructure:"hit_ratio_usual_min"`
-	GPUIdleUtilization    float64 `mapstructure:"gpu_idle_utilization"`
-	GPUMemoryPressure     float64 `mapstructure:"gpu_memory_pressure"`
-	TPImbalanceSkew       float64 `mapstructure:"tp_imbalance_skew"`
-	StarvationTTFTFactor  float64 `mapstructure:"starvation_ttft_factor"`
-	ClearFraction         float64 `mapstructure:"clear_fraction"`
-	SuggestedKVMemoryStep float64 `mapstructure:"suggested_kv_memory_step"`
+	SaturationWaiting       float64 `mapstructure:"saturation_waiting"`
+	SaturationGrowth        float64 `mapstructure:"saturation_growth"`
+	KVThrashUtilization     float64 `mapstructure:"kv_thrash_utilization"`
+	HitRatioCollapse        float64 `mapstructure:"hit_ratio_collapse"`
+	HitRatioUsualMin        float64 `mapstructure:"hit_ratio_usual_min"`
+	GPUIdleUtilization      float64 `mapstructure:"gpu_idle_utilization"`
+	GPUMemoryPressure       float64 `mapstructure:"gpu_memory_pressure"`
+	TPImbalanceSkew         float64 `mapstructure:"tp_imbalance_skew"`
+	StarvationTTFTFactor    float64 `mapstructure:"starvation_ttft_factor"`
+	StarvationQueueFactor   float64 `mapstructure:"starvation_queue_factor"`
+	StarvationMinSeconds    float64 `mapstructure:"starvation_min_seconds"`
+	StarvationMinRequests   float64 `mapstructure:"starvation_min_requests"`
+	FairnessTokenShare      float64 `mapstructure:"fairness_token_share"`
+	FairnessMinQueueSeconds float64 `mapstructure:"fairness_min_queue_seconds"`
+	ClearFraction           float64 `mapstructure:"clear_fraction"`
+	SuggestedKVMemoryStep   float64 `mapstructure:"suggested_kv_memory_step"`
 }
 
 // AutoscalingConfig sets the targets the desired replica count aims for.
@@ -76,15 +83,17 @@ type CostConfig struct {
 
 func createDefaultConfig() *Config {
 	return &Config{
-		Interval:    15 * time.Second,
-		Stale:       45 * time.Second,
-		ReplicaKeys: []string{schema.AttrServiceInstanceID, schema.AttrServerAddress},
-		StateWindow: 15 * time.Minute,
-		MaxReplicas: 4096,
-		MaxTenants:  1000,
-		Incidents:   IncidentsConfig{OpenAfter: 2, CloseAfter: 2, UpdateEvery: 4},
+		Interval:        15 * time.Second,
+		ForecastHorizon: 10 * time.Minute,
+		Stale:           45 * time.Second,
+		ReplicaKeys:     []string{schema.AttrServiceInstanceID, schema.AttrServerAddress},
+		StateWindow:     15 * time.Minute,
+		MaxReplicas:     4096,
+		MaxTenants:      1000,
+		Incidents:       IncidentsConfig{OpenAfter: 2, CloseAfter: 2, UpdateEvery: 4},
 		Detectors: DetectorsConfig{SaturationWaiting: 4, SaturationGrowth: 1.5, KVThrashUtilization: 0.95, HitRatioCollapse: 0.5,
 			HitRatioUsualMin: 0.3, GPUIdleUtilization: 0.2, GPUMemoryPressure: 0.97, TPImbalanceSkew: 0.3, StarvationTTFTFactor: 3,
+			StarvationQueueFactor: 10, StarvationMinSeconds: 1, StarvationMinRequests: 10, FairnessTokenShare: 0.5, FairnessMinQueueSeconds: 0.5,
 			ClearFraction: 0.8, SuggestedKVMemoryStep: 0.04},
 		Autoscaling: AutoscalingConfig{TargetWaitingPerReplica: 2, TargetKVUtilization: 0.85, ScaleDownBelow: 0.4, MinReplicas: 1, MaxReplicas: 64},
 		Cost:        CostConfig{DefaultGPUPricePerHour: 0, GPUsPerReplica: 1, GPUPricePerHour: map[string]float64{}},
@@ -97,6 +106,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Interval <= 0 {
 		bad("interval: must be positive, got %s", c.Interval)
+	}
+	if c.ForecastHorizon < 0 {
+		bad("forecast_horizon: must not be negative, got %s", c.ForecastHorizon)
 	}
 	if c.Stale < c.Interval {
 		bad("stale: must be at least the interval (%s), got %s", c.Interval, c.Stale)
@@ -121,8 +133,11 @@ func (c *Config) Validate() error {
 			bad("detectors.%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
 	}
-	if d.SaturationWaiting <= 0 || d.SaturationGrowth < 1 || d.StarvationTTFTFactor < 1 {
-		bad("detectors: saturation_waiting must be positive, saturation_growth and starvation_ttft_factor at least 1")
+	if d.SaturationWaiting <= 0 || d.SaturationGrowth < 1 || d.StarvationTTFTFactor < 1 || d.StarvationQueueFactor < 1 {
+		bad("detectors: saturation_waiting must be positive; saturation_growth, starvation_ttft_factor and starvation_queue_factor at least 1")
+	}
+	if d.StarvationMinSeconds < 0 || d.StarvationMinRequests < 0 || d.FairnessMinQueueSeconds < 0 || !(d.FairnessTokenShare > 0 && d.FairnessTokenShare < 1) {
+		bad("detectors: starvation_min_seconds, starvation_min_requests, fairness_min_queue_seconds must not be negative; fairness_token_share in (0, 1)")
 	}
 	a := c.Autoscaling
 	if a.TargetWaitingPerReplica <= 0 || !(a.TargetKVUtilization > 0 && a.TargetKVUtilization <= 1) || !(a.ScaleDownBelow > 0 && a.ScaleDownBelow < 1) {

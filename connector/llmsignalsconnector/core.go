@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,6 +195,9 @@ func (c *core) evaluate(now int64) outputs {
 		}
 		p.views = append(p.views, v)
 	}
+	for _, v := range views {
+		v.usage = c.usage.take(v.replica, len(views) == 1)
+	}
 	for _, p := range pools {
 		p.plan(c.cfg)
 		p.rank()
@@ -220,11 +225,19 @@ func (c *core) evaluate(now int64) outputs {
 			best = 1
 		}
 		g.set(schema.MetricLLMReplicaRoutingRecommended, best, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		if run, capacity := v.now.RunningMax, v.now.MaxRunning; known(run, capacity) && capacity > 0 && !v.stale {
+			g.set(schema.MetricLLMReplicaBatchUtilization, math.Min(1, run/capacity), schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		}
 		c.detect(v, now, ld, g)
 		if dt > 0 {
-			c.costs.charge(c.cfg, v, c.usage.take(v.replica, len(views) == 1), dt)
+			c.costs.charge(c.cfg, v, v.usage, dt)
 		}
 	}
+	for _, model := range sortedKeys(pools) {
+		pv := &view{model: model}
+		c.advance(incidentKey{tenantFairness.name, poolSubject(model)}, tenantFairness, tenantFairness.checkPool(pools[model], &c.cfg.Detectors), pv, now, ld, g)
+	}
+	c.costs.perRequest(g)
 	for _, model := range sortedKeys(pools) {
 		p := pools[model]
 		g.set(schema.MetricLLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
@@ -232,60 +245,70 @@ func (c *core) evaluate(now int64) outputs {
 		if known(p.eta) {
 			g.set(schema.MetricLLMPoolSaturationEta, p.eta, schema.AttrGenAIRequestModel, model)
 		}
+		g.set(schema.MetricLLMPoolForecastReplicas, float64(p.forecast), schema.AttrGenAIRequestModel, model)
 	}
 	c.closeVanished(views, now, ld)
 	c.costs.write(sm.Metrics(), c.schema, c.start, ts)
 	return outputs{metrics: md, logs: ld}
 }
 
-// detect advances every detector's incident on one replica and writes what changed.
+// detect advances every replica detector's incident on one replica.
 func (c *core) detect(v *view, now int64, ld plog.Logs, g *gauges) {
 	for _, d := range detectors {
-		f := d.check(v, &c.cfg.Detectors)
-		k := incidentKey{d.name, v.replica}
-		inc := c.incidents[k]
-		if inc == nil {
-			if !f.fire {
-				continue // nothing to track: keeps the map to the detectors that ever fired
-			}
-			inc = &incident{}
-			c.incidents[k] = inc
+		c.advance(incidentKey{d.name, v.replica}, d, d.check(v, &c.cfg.Detectors), v, now, ld, g)
+	}
+}
+
+// poolSubject is the incident subject of a pool-wide detector.
+func poolSubject(model string) string { return "pool/" + model }
+
+// advance moves one incident through its life: streaks for the hysteresis, then start, update or end.
+func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64, ld plog.Logs, g *gauges) {
+	inc := c.incidents[k]
+	if inc == nil {
+		if !f.fire {
+			return // nothing to track: the map holds only conditions that fired
 		}
-		inc.model = v.model
-		switch {
-		case f.fire:
-			inc.fireStreak++
-			inc.clearStreak = 0
-		case f.clear:
-			inc.clearStreak++
-			inc.fireStreak = 0
-		default: // between the thresholds: hold
-			inc.fireStreak, inc.clearStreak = 0, 0
+		inc = &incident{}
+		c.incidents[k] = inc
+	}
+	inc.model = v.model
+	switch {
+	case f.fire:
+		inc.fireStreak++
+		inc.clearStreak = 0
+	case f.clear:
+		inc.clearStreak++
+		inc.fireStreak = 0
+	default: // between the thresholds: hold
+		inc.fireStreak, inc.clearStreak = 0, 0
+	}
+	switch {
+	case !inc.open && inc.fireStreak >= c.cfg.Incidents.OpenAfter:
+		inc.open, inc.since, inc.evaluations, inc.last = true, now, 0, f
+		inc.id = incidentID(d.name, k.replica, now)
+		c.record(ld, d, v, inc, f, "start", now)
+	case inc.open && inc.clearStreak >= c.cfg.Incidents.CloseAfter:
+		inc.open = false
+		c.record(ld, d, v, inc, f, "end", now)
+		delete(c.incidents, k)
+	case inc.open:
+		inc.evaluations++
+		if f.fire {
+			inc.last = f
 		}
-		switch {
-		case !inc.open && inc.fireStreak >= c.cfg.Incidents.OpenAfter:
-			inc.open, inc.since, inc.evaluations, inc.last = true, now, 0, f
-			inc.id = incidentID(d.name, v.replica, now)
-			c.record(ld, d, v, inc, f, "start", now)
-		case inc.open && inc.clearStreak >= c.cfg.Incidents.CloseAfter:
-			inc.open = false
-			c.record(ld, d, v, inc, f, "end", now)
-			delete(c.incidents, k)
-		case inc.open:
-			inc.evaluations++
-			if f.fire {
-				inc.last = f
-			}
-			if c.cfg.Incidents.UpdateEvery > 0 && inc.evaluations%c.cfg.Incidents.UpdateEvery == 0 {
-				c.record(ld, d, v, inc, inc.last, "update", now)
-			}
-		case !inc.open && !f.fire && inc.fireStreak == 0:
-			delete(c.incidents, k)
+		if c.cfg.Incidents.UpdateEvery > 0 && inc.evaluations%c.cfg.Incidents.UpdateEvery == 0 {
+			c.record(ld, d, v, inc, inc.last, "update", now)
 		}
-		if inc.open {
-			g.set(schema.MetricLLMIncidentActive, 1, schema.AttrLLMIncidentDetector, d.name, schema.AttrLLMIncidentSeverity, d.severity,
-				schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+	case !inc.open && !f.fire && inc.fireStreak == 0:
+		delete(c.incidents, k)
+	}
+	if inc.open {
+		attrs := []string{schema.AttrLLMIncidentDetector, d.name, schema.AttrLLMIncidentSeverity, d.severity, schema.AttrGenAIRequestModel, v.model}
+		if v.replica != "" {
+			attrs = append(attrs, schema.AttrServiceInstanceID, v.replica)
 		}
+		g.set(schema.MetricLLMIncidentActive, 1, attrs...)
 	}
 }
 
@@ -296,7 +319,7 @@ func (c *core) closeVanished(views []*view, now int64, ld plog.Logs) {
 		present[v.replica] = true
 	}
 	for k, inc := range c.incidents {
-		if present[k.replica] {
+		if present[k.replica] || strings.HasPrefix(k.replica, "pool/") {
 			continue
 		}
 		if inc.open {
@@ -319,7 +342,9 @@ func incidentID(detector, replica string, since int64) string {
 // record writes one incident log record: start, update or end, with the evidence and the actions.
 func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f finding, state string, now int64) {
 	rl := ld.ResourceLogs().AppendEmpty()
-	rl.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, v.replica)
+	if v.replica != "" {
+		rl.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, v.replica)
+	}
 	sl := rl.ScopeLogs().AppendEmpty()
 	sl.Scope().SetName(scopeName)
 	rec := sl.LogRecords().AppendEmpty()
@@ -348,7 +373,9 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 	a.PutStr(schema.AttrLLMIncidentState, state)
 	a.PutStr(schema.AttrLLMIncidentSeverity, d.severity)
 	a.PutStr(schema.AttrGenAIRequestModel, v.model)
-	a.PutStr(schema.AttrServiceInstanceID, v.replica)
+	if v.replica != "" {
+		a.PutStr(schema.AttrServiceInstanceID, v.replica)
+	}
 	if state != "end" {
 		actions := a.PutEmptySlice(schema.AttrLLMIncidentActions)
 		for _, act := range f.actions {

@@ -1,8 +1,10 @@
 package llmsignalsconnector
 
 import (
+	"fmt"
 	"math"
 	"sort"
+	"strconv"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -26,9 +28,15 @@ type usageKey struct{ metric, replica, tenant, model, sub string }
 type tenantModel struct{ tenant, model string }
 
 type replicaUsage struct {
-	tokens map[tenantModel]float64
-	cached map[tenantModel]float64
-	phases map[string]float64 // prefill, decode: seconds
+	tokens   map[tenantModel]float64
+	cached   map[tenantModel]float64
+	requests map[tenantModel]float64 // finished requests (llm.request.root_cause, all causes)
+	queued   map[tenantModel]float64 // seconds in queue (the queue phase's sum)
+	phases   map[string]float64      // prefill, decode: seconds
+	// queueTimes is the engine's queue-time histogram over the interval (bucket growth; bounds of the first
+	// series seen for the replica).
+	queueBounds []float64
+	queueCounts []float64
 }
 
 func newUsage(maxTenants int) *usage {
@@ -69,23 +77,83 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 							ru.cached[tenantModel{key.tenant, key.model}] += d
 						}
 					}
+				case schema.MetricLLMRequestRootCause:
+					dps := m.Sum().DataPoints()
+					for n := 0; n < dps.Len(); n++ {
+						dp := dps.At(n)
+						a := dp.Attributes()
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), text(a, schema.AttrLLMRootCause)}
+						u.of(key.replica).requests[tenantModel{key.tenant, key.model}] += u.grow(key, dp.DoubleValue())
+					}
 				case schema.MetricLLMRequestPhaseDuration:
 					dps := m.Histogram().DataPoints()
 					for n := 0; n < dps.Len(); n++ {
 						dp := dps.At(n)
-						phase := text(dp.Attributes(), schema.AttrLLMPhase)
-						if phase != "prefill" && phase != "decode" {
-							continue
+						a := dp.Attributes()
+						phase := text(a, schema.AttrLLMPhase)
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), phase}
+						grown := u.grow(key, dp.Sum())
+						ru := u.of(key.replica)
+						switch phase {
+						case "prefill", "decode":
+							ru.phases[phase] += grown
+						case "queue":
+							ru.queued[tenantModel{key.tenant, key.model}] += grown
 						}
-						key := usageKey{m.Name(), replicaOf(dp.Attributes(), res, store), u.tenant(text(dp.Attributes(), schema.AttrLLMTenant)),
-							text(dp.Attributes(), schema.AttrGenAIRequestModel), phase}
-						u.of(key.replica).phases[phase] += u.grow(key, dp.Sum())
+					}
+				case schema.MetricLLMRequestQueueTime:
+					dps := m.Histogram().DataPoints()
+					replica := store.ReplicaKey(res)
+					for n := 0; n < dps.Len(); n++ {
+						dp := dps.At(n)
+						u.queueHistogram(replica, dp)
 					}
 				}
 			}
 		}
 	}
 	return newest
+}
+
+// queueHistogram adds the growth of one series of the engine's queue-time histogram to its replica's
+// interval; series whose bounds differ from the replica's first one are skipped (one engine, one layout).
+func (u *usage) queueHistogram(replica string, dp pmetric.HistogramDataPoint) {
+	ru := u.of(replica)
+	bounds := dp.ExplicitBounds().AsRaw()
+	if ru.queueBounds == nil {
+		ru.queueBounds, ru.queueCounts = bounds, make([]float64, len(bounds)+1)
+	}
+	if len(bounds) != len(ru.queueBounds) || dp.BucketCounts().Len() != len(ru.queueCounts) {
+		return
+	}
+	attrs := dp.Attributes().AsRaw()
+	series := fmt.Sprint(attrs)
+	for i := 0; i < dp.BucketCounts().Len(); i++ {
+		ru.queueCounts[i] += u.grow(usageKey{schema.MetricLLMRequestQueueTime, replica, series, "", strconv.Itoa(i)}, float64(dp.BucketCounts().At(i)))
+	}
+}
+
+// quantile estimates the q-quantile of the interval's queue times: the upper bound of the bucket it falls in
+// (the last finite bound for the overflow bucket). NaN with no requests.
+func (ru *replicaUsage) queueQuantile(q float64) (float64, float64) {
+	total := 0.0
+	for _, c := range ru.queueCounts {
+		total += c
+	}
+	if total <= 0 || len(ru.queueBounds) == 0 {
+		return math.NaN(), total
+	}
+	seen := 0.0
+	for i, c := range ru.queueCounts {
+		seen += c
+		if seen >= q*total {
+			if i < len(ru.queueBounds) {
+				return ru.queueBounds[i], total
+			}
+			return ru.queueBounds[len(ru.queueBounds)-1], total
+		}
+	}
+	return ru.queueBounds[len(ru.queueBounds)-1], total
 }
 
 // grow returns how much a cumulative series grew since it was last seen (all of it the first time, since
@@ -118,7 +186,8 @@ func (u *usage) tenant(t string) string {
 func (u *usage) of(replica string) *replicaUsage {
 	ru := u.pending[replica]
 	if ru == nil {
-		ru = &replicaUsage{tokens: map[tenantModel]float64{}, cached: map[tenantModel]float64{}, phases: map[string]float64{}}
+		ru = &replicaUsage{tokens: map[tenantModel]float64{}, cached: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
+			queued: map[tenantModel]float64{}, phases: map[string]float64{}}
 		u.pending[replica] = ru
 	}
 	return ru
@@ -131,11 +200,11 @@ func (u *usage) take(replica string, sole bool) *replicaUsage {
 	delete(u.pending, replica)
 	if sole {
 		if anon := u.pending[""]; anon != nil {
-			for k, v := range anon.tokens {
-				ru.tokens[k] += v
-			}
-			for k, v := range anon.cached {
-				ru.cached[k] += v
+			for _, pair := range []struct{ to, from map[tenantModel]float64 }{{ru.tokens, anon.tokens}, {ru.cached, anon.cached},
+				{ru.requests, anon.requests}, {ru.queued, anon.queued}} {
+				for k, v := range pair.from {
+					pair.to[k] += v
+				}
 			}
 			for k, v := range anon.phases {
 				ru.phases[k] += v
@@ -183,6 +252,9 @@ func latest(m pmetric.Metric) int64 {
 type costBook struct {
 	gpuTime, amount, savings map[costKey]float64
 	categories               map[categoryKey]float64
+	// interval is this evaluation's cost per tenant and model, and requests the requests they finished,
+	// for the cost per request; both are reset every evaluation.
+	interval, requests map[tenantModel]float64
 }
 
 type costKey struct{ tenant, model, replica string }
@@ -190,7 +262,8 @@ type costKey struct{ tenant, model, replica string }
 type categoryKey struct{ category, model, replica string }
 
 func newCostBook() *costBook {
-	return &costBook{gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{}, categories: map[categoryKey]float64{}}
+	return &costBook{gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{},
+		categories: map[categoryKey]float64{}, interval: map[tenantModel]float64{}, requests: map[tenantModel]float64{}}
 }
 
 // charge books dt seconds of a replica's GPUs: split among tenant and model by their share of the tokens the
@@ -209,6 +282,9 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 		}
 	}
 	gpuSeconds, cost := gpus*dt, price*dt/3600
+	for tm, n := range u.requests {
+		b.requests[tenantModel{tm.tenant, orUnknown(tm.model)}] += n
+	}
 	total := 0.0
 	for _, t := range u.tokens {
 		total += t
@@ -222,6 +298,7 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 			k := costKey{tm.tenant, orUnknown(tm.model), v.replica}
 			b.gpuTime[k] += gpuSeconds * t / total
 			b.amount[k] += cost * t / total
+			b.interval[tenantModel{tm.tenant, orUnknown(tm.model)}] += cost * t / total
 		}
 		for tm, cached := range u.cached {
 			b.savings[costKey{tm.tenant, orUnknown(tm.model), v.replica}] += cached * cost / total
@@ -233,7 +310,11 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 		return
 	}
 	busy := gpuSeconds * math.Min(1, math.Max(0, util))
-	b.categories[categoryKey{"idle", v.model, v.replica}] += gpuSeconds - busy
+	idle := "idle"
+	if v.interval.WaitingMax >= 1 {
+		idle = "idle_while_waiting" // queue-induced waste: requests waited while the GPUs had room
+	}
+	b.categories[categoryKey{idle, v.model, v.replica}] += gpuSeconds - busy
 	prefill, decode := u.phases["prefill"], u.phases["decode"]
 	if prefill+decode <= 0 {
 		b.categories[categoryKey{"busy", v.model, v.replica}] += busy
@@ -241,6 +322,22 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 	}
 	b.categories[categoryKey{"prefill", v.model, v.replica}] += busy * prefill / (prefill + decode)
 	b.categories[categoryKey{"decode", v.model, v.replica}] += busy * decode / (prefill + decode)
+}
+
+// perRequest writes this evaluation's cost per request (per tenant and model) and starts the next interval.
+func (b *costBook) perRequest(g *gauges) {
+	keys := make([]tenantModel, 0, len(b.interval))
+	for tm := range b.interval {
+		keys = append(keys, tm)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].tenant+"\x00"+keys[i].model < keys[j].tenant+"\x00"+keys[j].model })
+	for _, tm := range keys {
+		if n := b.requests[tm]; n > 0 {
+			g.set(schema.MetricLLMCostPerRequest, b.interval[tm]/n, schema.AttrLLMTenant, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
+		}
+	}
+	clear(b.interval)
+	clear(b.requests)
 }
 
 func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts pcommon.Timestamp) {

@@ -18,6 +18,7 @@ type view struct {
 	stale          bool
 	desired        int // the pool's desired replicas, for actions
 	poolReplicas   int
+	usage          *replicaUsage // what llm_root_cause and the engine's histograms counted in the interval
 }
 
 // finding is what a detector sees in one view. fire and clear are separate conditions (thresholds apart),
@@ -31,9 +32,10 @@ type finding struct {
 }
 
 type detector struct {
-	name     string
-	severity string
-	check    func(v *view, d *DetectorsConfig) finding
+	name      string
+	severity  string
+	check     func(v *view, d *DetectorsConfig) finding
+	checkPool func(p *pool, d *DetectorsConfig) finding
 }
 
 const (
@@ -82,9 +84,27 @@ var detectors = []detector{
 		return f
 	}},
 	{name: "starvation", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		if v.stale {
+			return finding{}
+		}
+		// The engine's queue-time histogram: some requests wait far longer than the typical one.
+		if v.usage != nil {
+			if p99, n := v.usage.queueQuantile(0.99); n > 0 {
+				p50, _ := v.usage.queueQuantile(0.5)
+				floor := math.Max(p50, 0.01)
+				return finding{
+					fire:     n >= d.StarvationMinRequests && p99 >= d.StarvationQueueFactor*floor && p99 >= d.StarvationMinSeconds,
+					clear:    p99 < d.StarvationQueueFactor*d.ClearFraction*floor || p99 < d.StarvationMinSeconds*d.ClearFraction,
+					sentence: fmt.Sprintf("on %s the slowest 1%% of requests queued up to %.2f s while the median queued %.2f s (%s requests in the interval)", v.replica, p99, p50, num(n)),
+					evidence: map[string]float64{"queue_time_p99": p99, "queue_time_p50": p50, "requests": n},
+					actions:  []string{"find who floods the queue: llm.request.root_cause by tenant on this replica", "cap the noisy tenant or route it to a separate pool", "enable priority scheduling for short requests where the engine offers it"},
+				}
+			}
+		}
+		// Without the histogram: time to first token against its usual level, while requests wait.
 		mean, usual := v.interval.TTFTMean, v.interval.TTFTUsual
-		if v.stale || !known(mean, usual) || usual <= 0 {
-			return finding{clear: !v.stale}
+		if !known(mean, usual) || usual <= 0 {
+			return finding{clear: true}
 		}
 		return finding{
 			fire:     mean >= d.StarvationTTFTFactor*usual && v.interval.WaitingMax >= 1,
@@ -194,6 +214,66 @@ var detectors = []detector{
 		}
 	}},
 }
+
+// tenantFairness is pool-wide: one tenant takes most of the tokens served, far beyond its share of requests,
+// while another tenant's requests queue much longer than the first tenant's.
+var tenantFairness = detector{name: "tenant_fairness", severity: severityWarning, checkPool: func(p *pool, d *DetectorsConfig) finding {
+	tokens, requests, queued := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	totalTokens, totalRequests := 0.0, 0.0
+	for _, v := range p.views {
+		if v.usage == nil {
+			continue
+		}
+		for tm, t := range v.usage.tokens {
+			tokens[tm.tenant] += t
+			totalTokens += t
+		}
+		for tm, n := range v.usage.requests {
+			requests[tm.tenant] += n
+			totalRequests += n
+		}
+		for tm, q := range v.usage.queued {
+			queued[tm.tenant] += q
+		}
+	}
+	if totalTokens <= 0 || totalRequests <= 0 {
+		return finding{clear: true}
+	}
+	noisy := ""
+	for _, t := range sortedKeys(tokens) {
+		if noisy == "" || tokens[t] > tokens[noisy] {
+			noisy = t
+		}
+	}
+	meanQueue := func(t string) float64 {
+		if requests[t] <= 0 {
+			return math.NaN()
+		}
+		return queued[t] / requests[t]
+	}
+	tokenShare, requestShare := tokens[noisy]/totalTokens, requests[noisy]/totalRequests
+	starving, worst := "", 0.0
+	for _, t := range sortedKeys(requests) {
+		if q := meanQueue(t); t != noisy && known(q) && q > worst {
+			starving, worst = t, q
+		}
+	}
+	noisyQueue := meanQueue(noisy)
+	if !known(noisyQueue) {
+		noisyQueue = 0
+	}
+	dominant := tokenShare >= d.FairnessTokenShare && tokenShare >= 2*requestShare
+	starved := starving != "" && worst >= d.FairnessMinQueueSeconds && worst >= 2*noisyQueue
+	return finding{
+		fire:  dominant && starved,
+		clear: tokenShare < d.FairnessTokenShare*d.ClearFraction || worst < d.FairnessMinQueueSeconds*d.ClearFraction,
+		sentence: fmt.Sprintf("in the %s pool tenant %s took %.0f%% of the tokens with %.0f%% of the requests, while tenant %s queued %.2f s per request (%s: %.2f s)",
+			p.model, noisy, 100*tokenShare, 100*requestShare, starving, worst, noisy, noisyQueue),
+		evidence: map[string]float64{"token_share": tokenShare, "request_share": requestShare, "starving_queue_seconds": worst, "noisy_queue_seconds": noisyQueue},
+		text:     map[string]string{"noisy_tenant": noisy, "starving_tenant": starving},
+		actions:  []string{fmt.Sprintf("route tenant %s to a separate pool", noisy), fmt.Sprintf("rate-limit tenant %s's tokens per minute at the gateway", noisy)},
+	}
+}}
 
 func num(v float64) string {
 	if math.IsNaN(v) {

@@ -76,6 +76,7 @@ type pool struct {
 	model    string
 	views    []*view
 	desired  int
+	forecast int // replicas needed at the forecast horizon
 	reason   string
 	eta      float64 // s until the queue target is reached; NaN when not growing
 	bestKey  string
@@ -126,6 +127,7 @@ func (p *pool) plan(cfg *Config) {
 	}
 	if p.fresh == 0 {
 		p.desired, p.reason = clampInt(a.MinReplicas, a.MinReplicas, a.MaxReplicas), reasonSteady
+		p.forecast = p.desired
 		return
 	}
 	queuePressure := p.waiting / float64(p.fresh) / a.TargetWaitingPerReplica
@@ -146,6 +148,14 @@ func (p *pool) plan(cfg *Config) {
 		p.desired, reason = p.fresh, reasonSteady
 	}
 	p.desired, p.reason = clampInt(p.desired, a.MinReplicas, a.MaxReplicas), reason
+	// The forecast: the queue grown at its current rate for the horizon, against the same targets.
+	p.forecast = p.desired
+	if known(p.growth) && p.growth > 1 {
+		grown := (p.waiting + float64(p.fresh)) * math.Pow(p.growth, cfg.ForecastHorizon.Minutes())
+		if need := int(math.Ceil(grown / a.TargetWaitingPerReplica)); need > p.forecast {
+			p.forecast = clampInt(need, a.MinReplicas, a.MaxReplicas)
+		}
+	}
 	target := a.TargetWaitingPerReplica * float64(p.fresh)
 	if known(p.growth) && p.growth > 1.05 && p.waiting < target {
 		p.eta = math.Log(target/math.Max(p.waiting, 1)) / math.Log(p.growth) * 60

@@ -118,8 +118,9 @@ func (r *rig) incidents() []incidentLog {
 			for j := 0; j < recs.Len(); j++ {
 				rec := recs.At(j)
 				a := rec.Attributes().AsRaw()
+				replica, _ := a[schema.AttrServiceInstanceID].(string) // pool-wide incidents name no replica
 				il := incidentLog{detector: a[schema.AttrLLMIncidentDetector].(string), state: a[schema.AttrLLMIncidentState].(string),
-					replica: a[schema.AttrServiceInstanceID].(string), id: a[schema.AttrLLMIncidentID].(string), body: rec.Body().Str(),
+					replica: replica, id: a[schema.AttrLLMIncidentID].(string), body: rec.Body().Str(),
 					at: float64(rec.Timestamp().AsTime().Sub(fleetstatetest.Epoch)) / 1e9}
 				il.actions, _ = a[schema.AttrLLMIncidentActions].([]any)
 				il.evidence, _ = a[evidenceAttribute].(map[string]any)
@@ -142,7 +143,7 @@ func (r *rig) lastGauges(name string) map[string]float64 {
 			if key == "" {
 				key = text(a, schema.AttrGenAIRequestModel)
 			}
-			for _, extra := range []string{schema.AttrLLMHealthComponent, schema.AttrLLMScaleReason, schema.AttrLLMIncidentDetector} {
+			for _, extra := range []string{schema.AttrLLMTenant, schema.AttrLLMHealthComponent, schema.AttrLLMScaleReason, schema.AttrLLMIncidentDetector} {
 				if v := text(a, extra); v != "" {
 					key += "/" + v
 				}
@@ -265,7 +266,9 @@ func TestDetectors(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0)
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
@@ -316,6 +319,7 @@ func TestIncidentsDoNotFlap(t *testing.T) {
 			}
 		})
 		assert.Empty(t, r.incidents(), "open_after is 2: a condition that holds every other interval is noise")
+		assert.Equal(t, map[string]float64{"r1": 1}, r.lastGauges(schema.MetricLLMReplicaBatchUtilization), "16 running of 16")
 	})
 	t.Run("life cycle: start, updates, end, one id", func(t *testing.T) {
 		r := newRig(t)
@@ -397,13 +401,21 @@ func TestAutoscaling(t *testing.T) {
 		eta := r.lastGauges(schema.MetricLLMPoolSaturationEta)[model]
 		// (waiting+1) grows about 1.2x a minute here; from max(waiting, 1) to the target of 2 takes ln 2 / ln 1.2 minutes.
 		assert.InDelta(t, 228, eta, 60)
+		desired := r.lastGauges(schema.MetricLLMPoolDesiredReplicas)[model+"/"+reasonSteady]
+		forecast := r.lastGauges(schema.MetricLLMPoolForecastReplicas)[model]
+		assert.Equal(t, 1.0, desired, "fine now")
+		assert.Greater(t, forecast, desired, "not in ten minutes at this growth")
 	})
 }
 
-// tokenCounters is what llm_root_cause reports for one replica: cumulative tokens per tenant.
-func tokenCounters(replica string, sec float64, tokens map[string]float64, cached map[string]float64) pmetric.Metrics {
+// tenantTotals are one tenant's cumulative counts, as llm_root_cause reports them.
+type tenantTotals struct{ tokens, cached, requests, queueSeconds float64 }
+
+// rootCauseCounters is llm_root_cause's output for one replica at sec seconds.
+func rootCauseCounters(replica string, sec float64, tenants map[string]tenantTotals) pmetric.Metrics {
 	md := pmetric.NewMetrics()
 	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	ts := pcommon.Timestamp(fleetstatetest.At(sec))
 	sum := func(name string) pmetric.NumberDataPointSlice {
 		m := ms.AppendEmpty()
 		m.SetName(name)
@@ -411,24 +423,108 @@ func tokenCounters(replica string, sec float64, tokens map[string]float64, cache
 		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 		return s.DataPoints()
 	}
-	add := func(dps pmetric.NumberDataPointSlice, tenant, attr, value string, v float64) {
-		dp := dps.AppendEmpty()
-		dp.SetTimestamp(pcommon.Timestamp(fleetstatetest.At(sec)))
-		dp.SetDoubleValue(v)
-		dp.Attributes().PutStr(schema.AttrLLMTenant, tenant)
-		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, model)
-		dp.Attributes().PutStr(schema.AttrServiceInstanceID, replica)
-		dp.Attributes().PutStr(attr, value)
+	tokens, cached, requests := sum(schema.MetricLLMTenantTokens), sum(schema.MetricLLMTenantPromptTokens), sum(schema.MetricLLMRequestRootCause)
+	phases := ms.AppendEmpty()
+	phases.SetName(schema.MetricLLMRequestPhaseDuration)
+	hist := phases.SetEmptyHistogram().DataPoints()
+	attrs := func(a pcommon.Map, tenant, k, v string) {
+		a.PutStr(schema.AttrLLMTenant, tenant)
+		a.PutStr(schema.AttrGenAIRequestModel, model)
+		a.PutStr(schema.AttrServiceInstanceID, replica)
+		a.PutStr(k, v)
 	}
-	t := sum(schema.MetricLLMTenantTokens)
-	for tenant, v := range tokens {
-		add(t, tenant, schema.AttrLLMTokenType, "prompt", v)
-	}
-	c := sum(schema.MetricLLMTenantPromptTokens)
-	for tenant, v := range cached {
-		add(c, tenant, schema.AttrLLMPromptCache, "cached", v)
+	for tenant, tt := range tenants {
+		for _, p := range []struct {
+			dps  pmetric.NumberDataPointSlice
+			k, v string
+			val  float64
+		}{{tokens, schema.AttrLLMTokenType, "prompt", tt.tokens}, {cached, schema.AttrLLMPromptCache, "cached", tt.cached},
+			{requests, schema.AttrLLMRootCause, "none", tt.requests}} {
+			dp := p.dps.AppendEmpty()
+			dp.SetTimestamp(ts)
+			dp.SetDoubleValue(p.val)
+			attrs(dp.Attributes(), tenant, p.k, p.v)
+		}
+		dp := hist.AppendEmpty()
+		dp.SetTimestamp(ts)
+		dp.SetSum(tt.queueSeconds)
+		dp.SetCount(uint64(tt.requests))
+		attrs(dp.Attributes(), tenant, schema.AttrLLMPhase, "queue")
 	}
 	return md
+}
+
+// queueTimes is an engine's cumulative queue-time histogram (bucket counts for bounds 0.1, 0.5, 1, 5, 30 s).
+func queueTimes(md pmetric.Metrics, counts []uint64) pmetric.Metrics {
+	rm := md.ResourceMetrics().At(0)
+	m := rm.ScopeMetrics().At(0).Metrics().AppendEmpty()
+	m.SetName(schema.MetricLLMRequestQueueTime)
+	dp := m.SetEmptyHistogram().DataPoints().AppendEmpty()
+	dp.SetTimestamp(rm.ScopeMetrics().At(0).Metrics().At(0).Gauge().DataPoints().At(0).Timestamp())
+	dp.ExplicitBounds().FromRaw([]float64{0.1, 0.5, 1, 5, 30})
+	dp.BucketCounts().FromRaw(counts)
+	return md
+}
+
+func TestStarvationFromTheEnginesQueueTimes(t *testing.T) {
+	r := newRig(t)
+	// Every 10 s, 100 requests queue under 100 ms; from 100 s on, 3 of each 100 wait 5 to 30 s.
+	slow := uint64(0)
+	for sec := -600.0; sec <= 200; sec += 10 {
+		n := uint64((sec + 600) / 10 * 100)
+		if sec >= 100 {
+			slow += 3
+		}
+		v := steady(sec)
+		delete(v, schema.MetricLLMSchedulerRequestsWaiting) // keep the gauge first: the helper reads its time
+		md := fleetstatetest.Engine("r1", model, sec, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0})
+		r.feed(queueTimes(md, []uint64{n - slow, 0, 0, 0, slow, 0}))
+		r.feed(fleetstatetest.Engine("r1", model, sec, v))
+	}
+	var started []incidentLog
+	for _, il := range r.incidents() {
+		if il.state == "start" {
+			started = append(started, il)
+		}
+	}
+	require.Len(t, started, 1)
+	assert.Equal(t, "starvation", started[0].detector)
+	assert.Equal(t, 30.0, started[0].evidence["queue_time_p99"])
+	assert.Equal(t, 0.1, started[0].evidence["queue_time_p50"])
+}
+
+func TestTenantFairness(t *testing.T) {
+	r := newRig(t)
+	r.run([]string{"r1", "r2"}, 200, func(rep string, sec float64, _ *replicaState) {
+		if sec < 0 {
+			return
+		}
+		k := (sec + 10) / 10
+		tenants := map[string]tenantTotals{
+			"acme":     {tokens: 1000 * k, requests: 10 * k, queueSeconds: 1 * k},
+			"batch-co": {tokens: 1000 * k, requests: 10 * k, queueSeconds: 1 * k},
+		}
+		if sec >= 100 { // batch-co sends a few huge requests and the others queue behind them
+			extra := (sec - 90) / 10
+			tenants["batch-co"] = tenantTotals{tokens: 1000*k + 50000*extra, requests: 10*k + 2*extra, queueSeconds: 1*k + 0.2*extra}
+			tenants["acme"] = tenantTotals{tokens: 1000*k + 1000*extra, requests: 10*k + 10*extra, queueSeconds: 1*k + 30*extra}
+		}
+		r.feed(rootCauseCounters(rep, sec, tenants))
+	})
+	var started []incidentLog
+	for _, il := range r.incidents() {
+		if il.state == "start" {
+			started = append(started, il)
+		}
+	}
+	require.Len(t, started, 1, "%+v", started)
+	got := started[0]
+	assert.Equal(t, "tenant_fairness", got.detector)
+	assert.Equal(t, "", got.replica, "a pool-wide incident")
+	assert.Equal(t, "batch-co", got.evidence["noisy_tenant"])
+	assert.Equal(t, "acme", got.evidence["starving_tenant"])
+	assert.InDelta(t, 31.0/20, got.evidence["starving_queue_seconds"], 0.01, "per interval: 31 s of queue over 20 requests")
+	assert.Contains(t, got.actions, "route tenant batch-co to a separate pool")
 }
 
 func TestCostAddsUpToTheGPUBill(t *testing.T) {
@@ -443,7 +539,9 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 		}
 		if rep == "r1" && sec >= 0 {
 			// acme sends three times globex's tokens to r1; r2 has no request spans at all
-			r.feed(tokenCounters("r1", sec, map[string]float64{"acme": 300 * (sec + 10), "globex": 100 * (sec + 10)}, map[string]float64{"acme": 100 * (sec + 10)}))
+			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{
+				"acme":   {tokens: 300 * (sec + 10), cached: 100 * (sec + 10), requests: sec + 10},
+				"globex": {tokens: 100 * (sec + 10), requests: (sec + 10) / 2}}))
 		}
 	})
 	amount, gpuTime := map[string]float64{}, map[string]float64{}
@@ -472,6 +570,12 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 	savings := 0.0
 	forEach(last, schema.MetricLLMCostPrefixCacheSavings, func(dp pmetric.NumberDataPoint) { savings += dp.DoubleValue() })
 	assert.Positive(t, savings)
+
+	// Per request: one interval of r1 (10 s of two H100s) split 3:1 by tokens, over 10 and 5 requests.
+	perRequest := r.lastGauges(schema.MetricLLMCostPerRequest)
+	interval := 2 * 3.6 * 10 / 3600
+	assert.InDelta(t, interval*0.75/10, perRequest[model+"/acme"], 1e-12)
+	assert.InDelta(t, interval*0.25/5, perRequest[model+"/globex"], 1e-12)
 }
 
 func TestConfig(t *testing.T) {

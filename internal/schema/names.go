@@ -160,6 +160,12 @@ const (
 	MetricLLMReplicaRoutingScore = "llm.replica.routing_score"
 	// MetricLLMReplicaRoutingRecommended: 1 for the replica of each model pool with the best routing score, else 0.
 	MetricLLMReplicaRoutingRecommended = "llm.replica.routing_recommended"
+	// MetricLLMReplicaBatchUtilization: Running requests over the engine's configured maximum (0-1), where the engine reports its capacity.
+	MetricLLMReplicaBatchUtilization = "llm.replica.batch_utilization"
+	// MetricLLMPoolForecastReplicas: Replicas the pool will need at the forecast horizon if the queue keeps growing at its current rate.
+	MetricLLMPoolForecastReplicas = "llm.pool.forecast_replicas"
+	// MetricLLMCostPerRequest: Mean cost of one request over the last interval, per tenant and model (the tenant's cost over its finished requests).
+	MetricLLMCostPerRequest = "llm.cost.per_request"
 	// MetricLLMPoolReplicas: Replicas of a model pool with fresh telemetry.
 	MetricLLMPoolReplicas = "llm.pool.replicas"
 	// MetricLLMPoolDesiredReplicas: Replicas the pool should run now, with the reason (for KEDA or an HPA).
@@ -460,7 +466,7 @@ const (
 	AttrLLMIncidentSeverity = "llm.incident.severity"
 	// AttrLLMIncidentActions: Recommended actions, most useful first.
 	AttrLLMIncidentActions = "llm.incident.actions"
-	// AttrLLMCostCategory: What GPU time went to (prefill, decode, idle).
+	// AttrLLMCostCategory: What GPU time went to (prefill, decode, busy when the split is unknown, idle, idle_while_waiting, unmeasured).
 	AttrLLMCostCategory = "llm.cost.category"
 	// AttrHostName: The node's host name.
 	AttrHostName = "host.name"
