@@ -194,3 +194,77 @@ func shiftToNow(td ptrace.Traces) {
 		s.SetEndTimestamp(s.EndTimestamp() + shift)
 	})
 }
+
+// signalsConfig: one vLLM replica into llm_signals; signals and incidents to sink.
+func signalsConfig(engineURL, sinkURL string) string {
+	return fmt.Sprintf(`
+receivers:
+  vllm:
+    endpoint: %s
+    collection_interval: 250ms
+processors:
+  llm_normalize: {}
+connectors:
+  llm_signals:
+    interval: 1s
+    stale: 3s
+    state_window: 1m
+exporters:
+  otlp_http:
+    endpoint: %s
+    compression: none
+    retry_on_failure:
+      enabled: false
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [vllm]
+      processors: [llm_normalize]
+      exporters: [llm_signals]
+    metrics/signals:
+      receivers: [llm_signals]
+      exporters: [otlp_http]
+    logs/incidents:
+      receivers: [llm_signals]
+      exporters: [otlp_http]
+`, engineURL, sinkURL)
+}
+
+// A replica whose metrics endpoint goes away: its health drops and a stale-telemetry incident reaches the
+// logs pipeline, with a start record carrying the detector, the replica and actions.
+func TestSignalsThroughTheBinary(t *testing.T) {
+	srv := engine(t, fixtures.Read(t, "vllm/stormlog_vllm_v1_q05_c08_metrics_post.txt"))
+	sink := newOTLPSink(t)
+	startCollector(t, signalsConfig(srv.URL, sink.URL))
+
+	healthy := sink.waitFor(t, schema.MetricLLMReplicaHealthScore, 30*time.Second)
+	score := find(healthy, schema.MetricLLMReplicaHealthScore)[0].Gauge().DataPoints().At(0)
+	assert.Equal(t, 1.0, score.DoubleValue(), "an idle, reachable replica is healthy")
+	replica, _ := score.Attributes().Get(schema.AttrServiceInstanceID)
+	assert.Equal(t, srv.Listener.Addr().String(), replica.Str())
+
+	srv.Close() // the engine goes away
+	var incident map[string]any
+	require.Eventually(t, func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		for _, ld := range sink.logs {
+			for i := 0; i < ld.ResourceLogs().Len(); i++ {
+				recs := ld.ResourceLogs().At(i).ScopeLogs().At(0).LogRecords()
+				for j := 0; j < recs.Len(); j++ {
+					if a := recs.At(j).Attributes().AsRaw(); a[schema.AttrLLMIncidentDetector] == "stale_telemetry" && a[schema.AttrLLMIncidentState] == "start" {
+						incident = a
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}, 30*time.Second, 200*time.Millisecond, "a stale-telemetry incident in the logs pipeline")
+	assert.Equal(t, replica.Str(), incident[schema.AttrServiceInstanceID])
+	assert.NotEmpty(t, incident[schema.AttrLLMIncidentActions])
+	assert.NotEmpty(t, incident[schema.AttrLLMIncidentID])
+}
