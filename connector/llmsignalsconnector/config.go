@@ -58,8 +58,13 @@ type DetectorsConfig struct {
 	StarvationMinRequests   float64 `mapstructure:"starvation_min_requests"`
 	FairnessTokenShare      float64 `mapstructure:"fairness_token_share"`
 	FairnessMinQueueSeconds float64 `mapstructure:"fairness_min_queue_seconds"`
-	ClearFraction           float64 `mapstructure:"clear_fraction"`
-	SuggestedKVMemoryStep   float64 `mapstructure:"suggested_kv_memory_step"`
+	// TrendWindow is how far back slow trends (GPU memory growth) are measured; OOMFrom and OOMHorizon: the
+	// out-of-memory risk fires from this utilization when the trend fills the GPU within the horizon.
+	TrendWindow           time.Duration `mapstructure:"trend_window"`
+	OOMFrom               float64       `mapstructure:"oom_from"`
+	OOMHorizon            time.Duration `mapstructure:"oom_horizon"`
+	ClearFraction         float64       `mapstructure:"clear_fraction"`
+	SuggestedKVMemoryStep float64       `mapstructure:"suggested_kv_memory_step"`
 }
 
 // AutoscalingConfig sets the targets the desired replica count aims for.
@@ -94,6 +99,7 @@ func createDefaultConfig() *Config {
 		Detectors: DetectorsConfig{SaturationWaiting: 4, SaturationGrowth: 1.5, KVThrashUtilization: 0.95, HitRatioCollapse: 0.5,
 			HitRatioUsualMin: 0.3, GPUIdleUtilization: 0.2, GPUMemoryPressure: 0.97, TPImbalanceSkew: 0.3, StarvationTTFTFactor: 3,
 			StarvationQueueFactor: 10, StarvationMinSeconds: 1, StarvationMinRequests: 10, FairnessTokenShare: 0.5, FairnessMinQueueSeconds: 0.5,
+			TrendWindow: 5 * time.Minute, OOMFrom: 0.8, OOMHorizon: 10 * time.Minute,
 			ClearFraction: 0.8, SuggestedKVMemoryStep: 0.04},
 		Autoscaling: AutoscalingConfig{TargetWaitingPerReplica: 2, TargetKVUtilization: 0.85, ScaleDownBelow: 0.4, MinReplicas: 1, MaxReplicas: 64},
 		Cost:        CostConfig{DefaultGPUPricePerHour: 0, GPUsPerReplica: 1, GPUPricePerHour: map[string]float64{}},
@@ -128,7 +134,7 @@ func (c *Config) Validate() error {
 	d := c.Detectors
 	for name, v := range map[string]float64{"kv_thrash_utilization": d.KVThrashUtilization, "hit_ratio_collapse": d.HitRatioCollapse,
 		"hit_ratio_usual_min": d.HitRatioUsualMin, "gpu_idle_utilization": d.GPUIdleUtilization, "gpu_memory_pressure": d.GPUMemoryPressure,
-		"tp_imbalance_skew": d.TPImbalanceSkew, "clear_fraction": d.ClearFraction} {
+		"tp_imbalance_skew": d.TPImbalanceSkew, "clear_fraction": d.ClearFraction, "oom_from": d.OOMFrom} {
 		if !(v > 0 && v < 1) {
 			bad("detectors.%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
@@ -138,6 +144,9 @@ func (c *Config) Validate() error {
 	}
 	if d.StarvationMinSeconds < 0 || d.StarvationMinRequests < 0 || d.FairnessMinQueueSeconds < 0 || !(d.FairnessTokenShare > 0 && d.FairnessTokenShare < 1) {
 		bad("detectors: starvation_min_seconds, starvation_min_requests, fairness_min_queue_seconds must not be negative; fairness_token_share in (0, 1)")
+	}
+	if d.TrendWindow < c.Interval || d.OOMHorizon <= 0 {
+		bad("detectors: trend_window must be at least the interval and oom_horizon positive")
 	}
 	a := c.Autoscaling
 	if a.TargetWaitingPerReplica <= 0 || !(a.TargetKVUtilization > 0 && a.TargetKVUtilization <= 1) || !(a.ScaleDownBelow > 0 && a.ScaleDownBelow < 1) {

@@ -183,7 +183,8 @@ func (c *core) evaluate(now int64) outputs {
 	pools := map[string]*pool{}
 	var views []*view
 	for _, key := range c.store.Replicas() {
-		v := &view{replica: key, now: c.store.Summarize(key, now, now), interval: c.store.Summarize(key, from, now)}
+		v := &view{replica: key, now: c.store.Summarize(key, now, now), interval: c.store.Summarize(key, from, now),
+			trend: c.store.Summarize(key, now-int64(c.cfg.Detectors.TrendWindow), now)}
 		v.model = orUnknown(v.now.Model)
 		v.ageSeconds = float64(now-v.now.Newest) / 1e9
 		v.stale = v.ageSeconds >= c.cfg.Stale.Seconds()

@@ -14,6 +14,7 @@ type view struct {
 	replica, model string
 	now            fleetstate.Summary // at the evaluation time: the newest snapshot's values
 	interval       fleetstate.Summary // over the interval just ended: maxima, deltas, rates
+	trend          fleetstate.Summary // over detectors.trend_window: slow trends (GPU memory)
 	ageSeconds     float64            // since the newest snapshot
 	stale          bool
 	desired        int // the pool's desired replicas, for actions
@@ -181,6 +182,24 @@ var detectors = []detector{
 			sentence: fmt.Sprintf("GPU memory of %s at %.1f%%", v.replica, 100*mem),
 			evidence: map[string]float64{"gpu_memory_utilization_max": mem},
 			actions:  []string{"lower gpu-memory-utilization or max-model-len before an out-of-memory error", "move other processes off the GPU"},
+		}
+	}},
+	{name: "gpu_memory_oom_risk", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		now, growth := v.trend.GPUMemoryUtilizationNow, v.trend.GPUMemoryGrowth
+		if !known(now, growth) {
+			return finding{clear: true}
+		}
+		eta := math.Inf(1)
+		if growth > 0 {
+			eta = (1 - now) / growth
+		}
+		horizon := d.OOMHorizon.Seconds()
+		return finding{
+			fire:     now >= d.OOMFrom && eta <= horizon,
+			clear:    now < d.OOMFrom*d.ClearFraction || eta > horizon/d.ClearFraction,
+			sentence: fmt.Sprintf("GPU memory of %s at %.1f%% and growing %.2f points a minute: full in about %.0f s", v.replica, 100*now, 6000*growth, eta),
+			evidence: map[string]float64{"gpu_memory_utilization": now, "growth_per_minute": 60 * growth, "seconds_to_full": eta},
+			actions:  []string{"find what grows (llm.kv_cache.utilization, nvidia.gpu.process.memory.usage per process) before it runs out", "lower max-model-len or max-num-seqs, or restart the replica in a quiet window"},
 		}
 	}},
 	{name: "gpu_errors", severity: severityCritical, check: func(v *view, _ *DetectorsConfig) finding {

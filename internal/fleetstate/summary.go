@@ -52,6 +52,11 @@ type Summary struct {
 	// GPUNames is each GPU's product name, by hw.id.
 	GPUNames                map[string]string
 	GPUMemoryUtilizationMax float64
+	// GPUMemoryGrowth is the fastest growth of one GPU's memory utilization across the interval (per second,
+	// first to last snapshot), NaN with fewer than two snapshots.
+	GPUMemoryGrowth float64
+	// GPUMemoryUtilizationNow is the highest GPU memory utilization at the interval's end.
+	GPUMemoryUtilizationNow float64
 	ThrottleReasons         []string
 	XIDErrors               float64
 }
@@ -68,7 +73,7 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
 		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
-		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, XIDErrors: nan}
+		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, XIDErrors: nan}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.replicas[key]
@@ -225,6 +230,11 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 		}
 		if ownN > 0 {
 			sum.GPUUtilization[g.id] = own / float64(ownN)
+		}
+		a, b := g.snaps.at(first), g.snaps.at(last)
+		sum.GPUMemoryUtilizationNow = nanMax(sum.GPUMemoryUtilizationNow, b.MemoryUtilization)
+		if b.Time > a.Time && !math.IsNaN(a.MemoryUtilization) && !math.IsNaN(b.MemoryUtilization) {
+			sum.GPUMemoryGrowth = nanMax(sum.GPUMemoryGrowth, (b.MemoryUtilization-a.MemoryUtilization)/(float64(b.Time-a.Time)/1e9))
 		}
 		if x := counterDelta(&g.snaps, first, last, func(s GPUSnapshot) float64 { return s.XIDErrors }); !math.IsNaN(x) {
 			if math.IsNaN(sum.XIDErrors) {
