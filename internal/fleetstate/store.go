@@ -35,6 +35,9 @@ type Store struct {
 	mu       sync.RWMutex
 	replicas map[string]*replica
 	gpus     map[string]*gpu
+	// byOwner indexes GPUs by the replica they are attributed to ("" for none), so a summary visits its
+	// replica's GPUs, not the fleet's.
+	byOwner map[string]map[string]*gpu
 }
 
 // EngineSnapshot is one scrape of one replica's engine state. NaN means the engine did not report it.
@@ -95,7 +98,7 @@ func New(cfg Config) *Store {
 	if cfg.Window <= 0 {
 		cfg.Window = 15 * time.Minute
 	}
-	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}}
+	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}, byOwner: map[string]map[string]*gpu{}}
 }
 
 // ReplicaKey names the replica a resource belongs to, "" when none of the configured keys is present.
@@ -240,14 +243,17 @@ func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
 		s.makeRoom(len(s.gpus), func() { s.forgetOldestGPU() })
 		g = &gpu{id: id, snaps: newRing[GPUSnapshot](s.cfg.MaxSnapshots)}
 		s.gpus[id] = g
+		s.index(g, "")
 	}
 	if owner == "" && len(processOwners) == 1 {
 		for o := range processOwners {
 			owner = o
 		}
 	}
-	if owner != "" {
+	if owner != "" && owner != g.owner {
+		s.unindex(g)
 		g.owner = owner
+		s.index(g, owner)
 	}
 	if n, ok := rm.Resource().Attributes().Get(schema.AttrHwName); ok {
 		g.name = n.AsString()
@@ -279,7 +285,24 @@ func (s *Store) forgetOldestGPU() {
 			oldest, at = k, g.lastSeen
 		}
 	}
+	if g := s.gpus[oldest]; g != nil {
+		s.unindex(g)
+	}
 	delete(s.gpus, oldest)
+}
+
+func (s *Store) index(g *gpu, owner string) {
+	if s.byOwner[owner] == nil {
+		s.byOwner[owner] = map[string]*gpu{}
+	}
+	s.byOwner[owner][g.id] = g
+}
+
+func (s *Store) unindex(g *gpu) {
+	delete(s.byOwner[g.owner], g.id)
+	if len(s.byOwner[g.owner]) == 0 {
+		delete(s.byOwner, g.owner)
+	}
 }
 
 // forEachPoint calls fn for every gauge and sum data point (histograms carry no state the summaries use).

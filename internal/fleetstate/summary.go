@@ -86,9 +86,14 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 		summarizeEngine(&r.snaps, from, to, &sum)
 	}
 	var gpus []*gpu
-	for _, g := range s.gpus {
-		// A GPU joins the replica it is attributed to; unattributed GPUs belong to a lone replica (a sidecar).
-		if (g.owner != "" && g.owner == key) || (g.owner == "" && r != nil && len(s.replicas) == 1) {
+	if key != "" {
+		for _, g := range s.byOwner[key] {
+			gpus = append(gpus, g)
+		}
+	}
+	// Unattributed GPUs belong to a lone replica (a sidecar).
+	if r != nil && len(s.replicas) == 1 {
+		for _, g := range s.byOwner[""] {
 			gpus = append(gpus, g)
 		}
 	}
