@@ -4,14 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/servescope/servescope/internal/schema"
 )
 
-// Engine names, as the simulator's flags and the ground truth spell them (the schema's engine names).
+// Engine names, as the simulator's flags and the ground truth spell them: the schema's engine names.
 const (
-	EngineVLLM     = "vllm"
-	EngineSGLang   = "sglang"
-	EngineTRTLLM   = "tensorrt_llm"
-	EngineLlamaCpp = "llama_cpp"
+	EngineVLLM     = schema.EngineVLLM
+	EngineSGLang   = schema.EngineSglang
+	EngineTRTLLM   = schema.EngineTensorrtLLM
+	EngineLlamaCpp = schema.EngineLlamaCpp
 )
 
 // Engines lists the engines a replica can run.
@@ -20,9 +22,9 @@ func Engines() []string { return []string{EngineVLLM, EngineSGLang, EngineTRTLLM
 // SLO says when a request counts as slow; the root-cause connector should be configured with the same
 // numbers when its accuracy is measured against the ground truth.
 type SLO struct {
-	TTFT float64 // seconds
-	TPOT float64 // seconds per output token after the first
-	E2E  float64 // seconds
+	TTFT float64 `json:"ttft_s"` // seconds
+	TPOT float64 `json:"tpot_s"` // seconds per output token after the first
+	E2E  float64 `json:"e2e_s"`  // seconds
 }
 
 // Reference is the "normal" request the ground truth measures excess latency against.

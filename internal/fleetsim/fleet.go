@@ -285,6 +285,7 @@ func (f *Fleet) newRequest(ts *tenantState, t float64) *request {
 	}
 	fillRandom(f.idRNG, r.traceID[:])
 	fillRandom(f.idRNG, r.gatewaySpan[:])
+	fillRandom(f.idRNG, r.clientSpan[:])
 	fillRandom(f.idRNG, r.engineSpan[:])
 	return r
 }
@@ -450,8 +451,15 @@ func (f *Fleet) RunRealtime(ctx context.Context, speed float64, tick func()) err
 		}
 		return nil
 	}
-	start := time.Now()
-	v0 := f.Now()
+	// A fleet whose epoch is the time it was built runs on wall time since then (scaled), so that at speed 1
+	// span timestamps and scrapes agree with the wall clock. One given a fixed epoch, or advanced before,
+	// runs on from where it is.
+	f.mu.Lock()
+	start, v0 := f.epoch, f.now
+	if v0 > 0 || !f.cfg.Epoch.IsZero() {
+		start = time.Now()
+	}
+	f.mu.Unlock()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -24,7 +24,8 @@ type request struct {
 	id          string
 	seq         int64
 	traceID     [16]byte
-	gatewaySpan [8]byte
+	gatewaySpan [8]byte // the gateway's SERVER span
+	clientSpan  [8]byte // the gateway's CLIENT span to the replica
 	engineSpan  [8]byte
 	tenant      string
 	family      string

@@ -5,13 +5,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/servescope/servescope/internal/schema"
 )
 
 // Span attribute keys. The engine spans use the engines' own keys (vLLM's and SGLang's SpanAttributes,
@@ -38,10 +42,11 @@ const (
 	TRTLLMServiceName = "trt-server"
 )
 
-// TakeTraces returns the spans of the requests finished since the last call, as OTLP data: per request a
-// gateway span (service gateway) and, under it in the same trace, its engine's request span (service
-// vllm / sglang / trt-server, service.instance.id = the replica's endpoint). llama.cpp has no tracing, so
-// its requests have only the gateway span.
+// TakeTraces returns the spans of the requests finished since the last call, as OTLP data. Per request,
+// in one trace: the gateway's SERVER span (service gateway, with the tenant), its CLIENT span for the call
+// to the replica (server.address and server.port of the replica), and under that the engine's request span
+// (service vllm / sglang / trt-server, service.instance.id = the replica's endpoint). llama.cpp has no
+// tracing, so its requests have only the gateway's spans.
 func (f *Fleet) TakeTraces() ptrace.Traces {
 	f.mu.Lock()
 	pending := f.pending
@@ -64,6 +69,7 @@ func (f *Fleet) buildTraces(reqs []*request) ptrace.Traces {
 	engines := map[*replica]ptrace.SpanSlice{}
 	for _, r := range reqs {
 		f.gatewaySpan(gwSpans.Spans().AppendEmpty(), r)
+		f.clientSpan(gwSpans.Spans().AppendEmpty(), r)
 		rp := r.replica
 		if rp.engine == EngineLlamaCpp {
 			continue
@@ -73,7 +79,7 @@ func (f *Fleet) buildTraces(reqs []*request) ptrace.Traces {
 			rs := td.ResourceSpans().AppendEmpty()
 			attrs := rs.Resource().Attributes()
 			attrs.PutStr("service.name", map[string]string{EngineVLLM: "vllm", EngineSGLang: "sglang", EngineTRTLLM: TRTLLMServiceName}[rp.engine])
-			attrs.PutStr("service.instance.id", rp.instance)
+			attrs.PutStr(schema.AttrServiceInstanceID, rp.instance)
 			ss := rs.ScopeSpans().AppendEmpty()
 			ss.Scope().SetName(map[string]string{EngineVLLM: VLLMScope, EngineSGLang: SGLangScope, EngineTRTLLM: TRTLLMScope}[rp.engine])
 			spans = ss.Spans()
@@ -106,7 +112,6 @@ func (f *Fleet) gatewaySpan(sp ptrace.Span, r *request) {
 	a.PutStr(AttrPromptFamily, r.family)
 	a.PutStr(AttrRequestID, r.id)
 	a.PutStr("gen_ai.request.model", r.replica.f.cfg.Model.Name)
-	a.PutStr("server.address", r.replica.instance)
 	// The usage the engine returned (OpenAI usage with prompt_tokens_details.cached_tokens), as a gateway
 	// that logs it would record it.
 	a.PutInt(attrPromptTokens, int64(r.prompt))
@@ -114,7 +119,30 @@ func (f *Fleet) gatewaySpan(sp ptrace.Span, r *request) {
 	a.PutInt(AttrCachedTokens, int64(r.cached))
 }
 
-// engineTimes are vLLM's request intervals (RequestStateStats): arrival at the frontend, queued in the
+// clientSpan is the gateway's call to the replica it routed the request to.
+func (f *Fleet) clientSpan(sp ptrace.Span, r *request) {
+	sp.SetTraceID(r.traceID)
+	sp.SetSpanID(r.clientSpan)
+	sp.SetParentSpanID(r.gatewaySpan)
+	sp.SetName("POST")
+	sp.SetKind(ptrace.SpanKindClient)
+	sp.SetStartTimestamp(f.ts(r.gatewayStart + gatewayToEngine/2))
+	sp.SetEndTimestamp(f.ts(r.lastToken + engineToGateway/2))
+	a := sp.Attributes()
+	a.PutStr("http.request.method", "POST")
+	host, port, err := net.SplitHostPort(r.replica.instance)
+	if err != nil { // not served: the replica's name stands in
+		host, port = r.replica.instance, "0"
+	}
+	p, _ := strconv.Atoi(port)
+	a.PutStr("server.address", host)
+	a.PutInt("server.port", int64(p))
+	a.PutStr("url.full", "http://"+r.replica.instance+"/v1/completions")
+	a.PutInt("http.response.status_code", 200)
+	a.PutStr(AttrRequestID, r.id)
+}
+
+// phaseAttrs are vLLM's request intervals (RequestStateStats): arrival at the frontend, queued in the
 // engine core, first scheduled, first and last token.
 func phaseAttrs(a pcommon.Map, r *request) {
 	a.PutDouble(attrQueue, r.scheduled-r.queued)
@@ -128,7 +156,7 @@ func phaseAttrs(a pcommon.Map, r *request) {
 func (f *Fleet) vllmSpan(sp ptrace.Span, r *request) {
 	sp.SetTraceID(r.traceID)
 	sp.SetSpanID(r.engineSpan)
-	sp.SetParentSpanID(r.gatewaySpan)
+	sp.SetParentSpanID(r.clientSpan)
 	sp.SetName(VLLMRequestSpan)
 	sp.SetKind(ptrace.SpanKindServer)
 	sp.SetStartTimestamp(f.ts(r.arrival))
@@ -152,7 +180,7 @@ func (f *Fleet) sglangSpans(spans ptrace.SpanSlice, r *request) {
 	root := spans.AppendEmpty()
 	root.SetTraceID(r.traceID)
 	root.SetSpanID(r.engineSpan)
-	root.SetParentSpanID(r.gatewaySpan)
+	root.SetParentSpanID(r.clientSpan)
 	root.SetName("Req " + r.id[:8])
 	root.SetKind(ptrace.SpanKindInternal)
 	root.SetStartTimestamp(f.ts(r.arrival))
@@ -196,7 +224,7 @@ func (f *Fleet) sglangSpans(spans ptrace.SpanSlice, r *request) {
 func (f *Fleet) trtllmSpan(sp ptrace.Span, r *request) {
 	sp.SetTraceID(r.traceID)
 	sp.SetSpanID(r.engineSpan)
-	sp.SetParentSpanID(r.gatewaySpan)
+	sp.SetParentSpanID(r.clientSpan)
 	sp.SetName(VLLMRequestSpan)
 	sp.SetKind(ptrace.SpanKindServer)
 	sp.SetStartTimestamp(f.ts(r.arrival))

@@ -206,6 +206,9 @@ func (rp *replica) trtllmMetrics(now float64) []byte {
 	for _, r := range []string{"stop", "length"} {
 		e.sample("trtllm_request_success_total", with(base, label{"finished_reason", r}), st.finished[r])
 	}
+	// No request fails in the simulation: like prometheus_client with a labelled counter no one has
+	// incremented, the family is declared without series.
+	e.header("trtllm_request_error_total", "counter", "Failed requests by HTTP status.")
 	h := func(name, help string, q quantity) { e.histogram(name, help, base, st.hist[q], none) }
 	h("trtllm_e2e_request_latency_seconds", "End-to-end request latency, seconds.", qE2E)
 	h("trtllm_time_to_first_token_seconds", "Time to first token, seconds.", qTTFT)
