@@ -428,6 +428,14 @@ func (f *Fleet) Done() bool {
 	return f.done()
 }
 
+// Outstanding is the number of requests that arrived and have not finished (they get no ground-truth
+// record if the run ends first).
+func (f *Fleet) Outstanding() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.outstanding
+}
+
 // Now is the current virtual time in seconds.
 func (f *Fleet) Now() float64 {
 	f.mu.Lock()

@@ -140,6 +140,9 @@ func (f *Fleet) clientSpan(sp ptrace.Span, r *request) {
 	a.PutStr("url.full", "http://"+r.replica.instance+"/v1/completions")
 	a.PutInt("http.response.status_code", 200)
 	a.PutStr(AttrRequestID, r.id)
+	// The engine span's direct parent carries the tenant too, so a consumer that looks one level up finds it.
+	a.PutStr(AttrTenant, r.tenant)
+	a.PutStr(AttrPromptFamily, r.family)
 }
 
 // phaseAttrs are vLLM's request intervals (RequestStateStats): arrival at the frontend, queued in the

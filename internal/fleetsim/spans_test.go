@@ -157,6 +157,8 @@ func TestSpansOverOTLP(t *testing.T) {
 		client := clients[sp.SpanID().String()].span
 		assert.Equal(t, sp.TraceID(), client.TraceID())
 		assert.Equal(t, id, str(client.Attributes(), AttrRequestID))
+		assert.Equal(t, tr.Tenant, str(client.Attributes(), AttrTenant), "the engine span's parent carries the tenant")
+		assert.Equal(t, tr.Family, str(client.Attributes(), AttrPromptFamily))
 		assert.Equal(t, tr.Instance, str(client.Attributes(), "server.address")+":"+str(client.Attributes(), "server.port"))
 		assert.True(t, client.StartTimestamp() > sp.StartTimestamp() && client.EndTimestamp() < sp.EndTimestamp())
 
