@@ -254,6 +254,9 @@ func TestCountersMonotonicHistogramsCumulative(t *testing.T) {
 	}
 	assert.Positive(t, tokens)
 	assert.Positive(t, preempted)
+	st := f.State()
+	require.Equal(t, EngineLlamaCpp, st[3].Engine)
+	assert.Zero(t, st[3].Preemptions, "llama.cpp's slots never need preempting")
 }
 
 func checkHistogram(t *testing.T, fam *promtext.Family, last map[string]float64) {

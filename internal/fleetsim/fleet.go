@@ -117,19 +117,17 @@ func New(cfg Config) (*Fleet, error) {
 		}
 		rp := &replica{
 			f: f, idx: i, name: fmt.Sprintf("%s-%d", shortEngine(eng), i), engine: eng, tp: cfg.TP,
-			kv:       newKVCache(blocks, params.BlockSize),
-			maxSeqs:  cfg.Engine.MaxNumSeqs,
-			budget:   cfg.Engine.MaxNumBatchedTokens,
-			preempts: true,
-			maxCtx:   min(cfg.Model.MaxModelLen, blocks*params.BlockSize*9/10),
-			stats:    newEngineStats(bucketsFor(eng, cfg.Model.MaxModelLen)),
-			rng:      rand.New(rand.NewPCG(cfg.Seed, 0x100+uint64(i))),
+			kv:      newKVCache(blocks, params.BlockSize),
+			maxSeqs: cfg.Engine.MaxNumSeqs,
+			budget:  cfg.Engine.MaxNumBatchedTokens,
+			maxCtx:  min(cfg.Model.MaxModelLen, blocks*params.BlockSize*9/10),
+			stats:   newEngineStats(bucketsFor(eng, cfg.Model.MaxModelLen)),
+			rng:     rand.New(rand.NewPCG(cfg.Seed, 0x100+uint64(i))),
 		}
 		if eng == EngineLlamaCpp {
 			// llama-server serves a fixed number of slots, each with its share of the context, and never
 			// needs to preempt: a request that fits its slot always has its KV.
 			rp.maxSeqs = cfg.LlamaCppSlots
-			rp.preempts = false
 			rp.maxCtx = min(rp.maxCtx, blocks*params.BlockSize/cfg.LlamaCppSlots)
 			rp.budget = min(rp.budget, 2048) // n_batch
 		}

@@ -7,12 +7,13 @@ import (
 
 // NVML's clock-event (throttle) reason bits, as dcgm-exporter reports them in one bitmask.
 const (
-	throttleGPUIdle    = 0x1
-	throttleSwThermal  = 0x20
-	throttleHwThermal  = 0x40
-	tempTimeConstant   = 20.0 // seconds for the die temperature to settle
-	utilizationWindow  = 1.0  // seconds NVML averages utilization over
-	ambientTemperature = 28.0
+	throttleGPUIdle     = 0x1
+	throttleSwThermal   = 0x20
+	throttleHwThermal   = 0x40
+	tempTimeConstant    = 20.0 // seconds for the die temperature to settle
+	utilizationWindow   = 1.0  // seconds NVML averages utilization over
+	ambientTemperature  = 28.0
+	thermalSlowdownTemp = 88.0
 )
 
 // gpuSample is a GPU's cumulative activity at the end of a step.
@@ -53,7 +54,9 @@ func newGPU(spec GPUSpec, replica, index int, rngID uint64) *gpu {
 func (g *gpu) tempAt(spec GPUSpec, t float64, power float64) float64 {
 	target := ambientTemperature + 0.065*power
 	if g.reasons&(throttleSwThermal|throttleHwThermal) != 0 {
-		target += 27 // the fault: cooling that no longer keeps up
+		// The fault is cooling that no longer keeps up: the die sits at the slowdown temperature, however
+		// far the clocks (and the power) come down.
+		target = thermalSlowdownTemp
 	}
 	return target + (g.temp-target)*math.Exp(-(t-g.tempT)/tempTimeConstant)
 }

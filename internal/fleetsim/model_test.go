@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/servescope/servescope/internal/fixtures"
 )
 
 // testConfig is the default fleet with a fixed epoch, so that runs compare exactly.
@@ -208,6 +210,16 @@ func TestThrottlingRaisesStepTime(t *testing.T) {
 	s3 := f.State()
 	assert.Equal(t, 0.3, s3[0].SMClock)
 	assert.Equal(t, 1.0, s3[1].SMClock)
+	// dcgm-exporter shows it: replica 0's SM clock at 30% of 1980 MHz with thermal slowdown as the reason,
+	// replica 1 at full clock with none.
+	dcgm := func(i int, field string) float64 {
+		return fixtures.Sum(f.RenderDCGM(i), field)
+	}
+	assert.Equal(t, 594.0, dcgm(0, "DCGM_FI_DEV_SM_CLOCK"))
+	assert.Equal(t, float64(throttleSwThermal|throttleHwThermal), dcgm(0, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"))
+	assert.Equal(t, 1980.0, dcgm(1, "DCGM_FI_DEV_SM_CLOCK"))
+	assert.Zero(t, dcgm(1, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"))
+	assert.Greater(t, dcgm(0, "DCGM_FI_DEV_GPU_TEMP"), dcgm(1, "DCGM_FI_DEV_GPU_TEMP")+10, "the throttled GPU runs hot")
 	before, during := mean(s0[0], s1[0]), mean(s2[0], s3[0])
 	assert.Greater(t, during, 2*before, "replica 0 step time before %.4fs, throttled %.4fs", before, during)
 	other := mean(s2[1], s3[1]) / mean(s0[1], s1[1])

@@ -101,8 +101,7 @@ type replica struct {
 	kv       *kvCache
 	maxSeqs  int
 	budget   int
-	preempts bool // whether the engine preempts when the KV cache runs out (llama.cpp never needs to)
-	maxCtx   int  // largest prompt+output a request may have here
+	maxCtx   int // largest prompt+output a request may have here
 	waiting  []*request
 	running  []*request
 	gpus     []*gpu
@@ -126,7 +125,9 @@ type replica struct {
 // stepRecord is the last step's shape and timing.
 type stepRecord struct {
 	actual, unthrottled, balanced float64
-	compute, mem                  float64
+	compute, mem                  float64 // one rank's, before straggling and clock scaling
+	overhead                      float64
+	straggle                      []float64
 	prefillTokens, decodeSeqs     int
 	ctxRead                       float64
 	newRequests                   int
@@ -347,13 +348,10 @@ func (rp *replica) startStep(t float64) {
 	rp.stepStart = t
 	rp.batch = batch
 	rp.step = stepRecord{actual: actual, unthrottled: unthrottled, balanced: balanced, compute: compute, mem: mem,
+		overhead: f.cfg.Engine.StepOverhead * jitter, straggle: straggle,
 		prefillTokens: b.prefillTokens, decodeSeqs: b.decodeSeqs, ctxRead: b.ctxRead,
 		newRequests: rp.step.newRequests, queries: rp.step.queries, hits: rp.step.hits, newBlocks: rp.step.newBlocks,
 		newQueueSum: rp.step.newQueueSum}
-	for i, g := range rp.gpus {
-		s := 1 + straggle[i]
-		g.account(f.cfg.GPU, t, t+actual, f.cfg.Engine.StepOverhead*jitter, compute*s, mem*s)
-	}
 	f.push(&event{t: t + actual, kind: evStepEnd, rep: rp})
 }
 
@@ -407,6 +405,10 @@ func (rp *replica) endStep(t float64) {
 		}
 	}
 	// Engine-wide step accounting.
+	for i, g := range rp.gpus {
+		s := 1 + st.straggle[i]
+		g.account(f.cfg.GPU, rp.stepStart, t, st.overhead, st.compute*s, st.mem*s)
+	}
 	rp.stats.steps++
 	rp.stats.stepSeconds += st.actual
 	rp.stats.stepSeqs += float64(len(rp.batch))
