@@ -122,18 +122,23 @@ type replica struct {
 	maxKV     float64 // highest KV usage seen, for tests
 }
 
+// admissions is what a step's scheduling did besides choosing the batch.
+type admissions struct {
+	newRequests   int     // first scheduled this step
+	newQueueSum   float64 // their queue time
+	queries, hits float64 // prefix-cache lookups of the requests admitted this step, in tokens
+	newBlocks     int     // blocks allocated (not found cached)
+}
+
 // stepRecord is the last step's shape and timing.
 type stepRecord struct {
+	admissions
 	actual, unthrottled, balanced float64
 	compute, mem                  float64 // one rank's, before straggling and clock scaling
 	overhead                      float64
 	straggle                      []float64
 	prefillTokens, decodeSeqs     int
 	ctxRead                       float64
-	newRequests                   int
-	queries, hits                 float64 // prefix-cache lookups of the requests admitted this step, in tokens
-	newQueueSum                   float64 // queue time of the requests first scheduled this step
-	newBlocks                     int     // blocks allocated (not found cached) this step
 }
 
 func (rp *replica) outstanding() int { return len(rp.waiting) + len(rp.running) }
@@ -218,12 +223,12 @@ func (rp *replica) preempt(r *request, t float64) {
 // its prompt), preempting from the back of the batch when blocks run out; then, if nothing was preempted,
 // waiting requests in arrival order while the token budget, the batch size and the KV cache allow, each
 // starting after the longest prefix it finds cached.
-func (rp *replica) schedule(t float64) []slot {
+func (rp *replica) schedule(t float64) ([]slot, admissions) {
 	bs := rp.kv.blockSize
 	budget := rp.budget
 	var batch []slot
+	var adm admissions
 	preempted := false
-	newBlocks := 0
 	for i := 0; i < len(rp.running) && budget > 0; i++ {
 		r := rp.running[i]
 		n := min(r.known()-r.computed, budget)
@@ -235,7 +240,7 @@ func (rp *replica) schedule(t float64) []slot {
 			}
 			if b, ok := rp.kv.allocate(want); ok {
 				r.blocks = append(r.blocks, b...)
-				newBlocks += want
+				adm.newBlocks += want
 				break
 			}
 			victim := rp.running[len(rp.running)-1]
@@ -254,8 +259,6 @@ func (rp *replica) schedule(t float64) []slot {
 		budget -= n
 	}
 	rp.blockedKV = false
-	newRequests := 0
-	var queries, hits, queueSum float64
 	for !preempted && len(rp.waiting) > 0 && budget > 0 && len(rp.running) < rp.maxSeqs {
 		r := rp.waiting[0]
 		known := r.known()
@@ -269,20 +272,21 @@ func (rp *replica) schedule(t float64) []slot {
 		}
 		rp.kv.acquire(hit)
 		fresh, _ := rp.kv.allocate(want)
-		newBlocks += want
+		adm.newBlocks += want
 		r.blocks = append(append(r.blocks[:0], hit...), fresh...)
 		r.computed = hitTokens
 		r.registered = len(hit)
 		rp.stats.prefixQueries += float64(known)
 		rp.stats.prefixHits += float64(hitTokens)
-		queries += float64(known)
-		hits += float64(hitTokens)
+		adm.queries += float64(known)
+		adm.hits += float64(hitTokens)
 		if !r.admitted {
 			r.admitted = true
 			r.cached = min(hitTokens, r.prompt)
 			r.missed = max(0, r.nominalCached-r.cached)
 			r.scheduled = t
-			queueSum += t - r.queued
+			adm.newQueueSum += t - r.queued
+			adm.newRequests++
 		}
 		if !r.recovering {
 			r.excess[phasePrefill][r.waitCause] += t - r.waitMark
@@ -292,22 +296,19 @@ func (rp *replica) schedule(t float64) []slot {
 		rp.running = append(rp.running, r)
 		batch = append(batch, slot{r: r, tokens: n})
 		budget -= n
-		newRequests++
 	}
-	rp.step.newRequests, rp.step.queries, rp.step.hits, rp.step.newBlocks = newRequests, queries, hits, newBlocks
-	rp.step.newQueueSum = queueSum
 	// Whoever still waits, waits for this reason until the next step.
 	dominant := rp.dominantTenant()
 	for _, r := range rp.waiting {
 		r.waitCause = rp.queueCause(r, dominant, rp.blockedKV)
 	}
-	return batch
+	return batch, adm
 }
 
 // startStep schedules a step at t and the event for its end.
 func (rp *replica) startStep(t float64) {
 	rp.accountWaiting(t)
-	batch := rp.schedule(t)
+	batch, adm := rp.schedule(t)
 	if len(batch) == 0 {
 		rp.busy = false
 		return
@@ -347,11 +348,9 @@ func (rp *replica) startStep(t float64) {
 	rp.busy = true
 	rp.stepStart = t
 	rp.batch = batch
-	rp.step = stepRecord{actual: actual, unthrottled: unthrottled, balanced: balanced, compute: compute, mem: mem,
-		overhead: f.cfg.Engine.StepOverhead * jitter, straggle: straggle,
-		prefillTokens: b.prefillTokens, decodeSeqs: b.decodeSeqs, ctxRead: b.ctxRead,
-		newRequests: rp.step.newRequests, queries: rp.step.queries, hits: rp.step.hits, newBlocks: rp.step.newBlocks,
-		newQueueSum: rp.step.newQueueSum}
+	rp.step = stepRecord{admissions: adm, actual: actual, unthrottled: unthrottled, balanced: balanced,
+		compute: compute, mem: mem, overhead: f.cfg.Engine.StepOverhead * jitter, straggle: straggle,
+		prefillTokens: b.prefillTokens, decodeSeqs: b.decodeSeqs, ctxRead: b.ctxRead}
 	f.push(&event{t: t + actual, kind: evStepEnd, rep: rp})
 }
 
