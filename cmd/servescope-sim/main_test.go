@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/servescope/servescope/internal/fixtures"
+	"github.com/servescope/servescope/internal/fleetsim"
+	"github.com/servescope/servescope/internal/promtext"
+)
+
+func scrape(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return b
+}
+
+// TestRunOnFreePorts starts the command as a harness would (free ports, faster than real time), reads the
+// endpoints from its first stdout line, scrapes a replica twice and sees its counters grow, then stops it
+// the way SIGINT does and checks the ground truth it wrote.
+func TestRunOnFreePorts(t *testing.T) {
+	truthPath := filepath.Join(t.TempDir(), "truth.jsonl")
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{
+			"-scenario", "traffic_spike", "-replicas", "3", "-engines", "vllm,sglang", "-speed", "10",
+			"-base-port", "0", "-ground-truth", truthPath, "-status-every", "0",
+		}, pw, io.Discard)
+		pw.Close()
+	}()
+
+	line, err := bufio.NewReader(pr).ReadBytes('\n')
+	require.NoError(t, err)
+	go io.Copy(io.Discard, pr) //nolint:errcheck
+	var st startup
+	require.NoError(t, json.Unmarshal(line, &st), string(line))
+	assert.Equal(t, "traffic_spike", st.Scenario)
+	require.Len(t, st.Replicas, 3)
+	assert.Equal(t, []string{"vllm", "sglang", "vllm"}, []string{st.Replicas[0].Engine, st.Replicas[1].Engine, st.Replicas[2].Engine})
+	assert.Equal(t, 20.0, st.FaultStartS)
+
+	ep := st.Replicas[0]
+	first := scrape(t, ep.URL+ep.MetricsPath)
+	time.Sleep(400 * time.Millisecond)
+	second := scrape(t, ep.URL+ep.MetricsPath)
+	assert.Zero(t, promtext.Parse(second).ErrorCount)
+	assert.Greater(t, fixtures.Sum(second, "vllm:generation_tokens_total"), fixtures.Sum(first, "vllm:generation_tokens_total"))
+	assert.Greater(t, fixtures.Sum(second, "vllm:request_success_total"), fixtures.Sum(first, "vllm:request_success_total"))
+	assert.Contains(t, string(scrape(t, ep.DCGM+"/metrics")), `pod="vllm-0"`)
+
+	cancel() // what SIGINT and SIGTERM do
+	select {
+	case err := <-done:
+		require.NoError(t, err, "a signal is a clean stop")
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not stop")
+	}
+	_, err = http.Get(ep.URL + "/metrics")
+	assert.Error(t, err, "endpoints are closed after the stop")
+
+	body, err := os.ReadFile(truthPath)
+	require.NoError(t, err)
+	lines := bytes.Split(bytes.TrimSpace(body), []byte("\n"))
+	require.NotEmpty(t, lines)
+	instances := map[string]bool{}
+	for _, r := range st.Replicas {
+		instances[r.Instance] = true
+	}
+	for _, l := range lines {
+		var tr fleetsim.Truth
+		require.NoError(t, json.Unmarshal(l, &tr), string(l))
+		assert.True(t, instances[tr.Instance], "ground truth names the replica's service.instance.id, got %q", tr.Instance)
+		assert.Contains(t, fleetsim.CauseNames(), tr.Cause)
+	}
+}
+
+// TestFastRunWritesGroundTruth runs a scenario as fast as possible to its end.
+func TestFastRunWritesGroundTruth(t *testing.T) {
+	truthPath := filepath.Join(t.TempDir(), "truth.jsonl")
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{
+		"-scenario", "kv_pressure", "-speed", "0", "-duration", "40s", "-ground-truth", truthPath, "-seed", "7",
+	}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), "finished ")
+	body, err := os.ReadFile(truthPath)
+	require.NoError(t, err)
+	n, slow := 0, 0
+	for _, l := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+		var tr fleetsim.Truth
+		require.NoError(t, json.Unmarshal(l, &tr))
+		n++
+		if tr.Slow {
+			slow++
+		}
+	}
+	assert.Greater(t, n, 200)
+	assert.Positive(t, slow)
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-scenario", "nope"},
+		{"-engines", "vllm,tgi"},
+		{"-duration", "0s"},
+		{"extra"},
+	} {
+		assert.Error(t, run(context.Background(), args, io.Discard, io.Discard), "%v", args)
+	}
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"-list-scenarios"}, &out, io.Discard))
+	for _, name := range fleetsim.ScenarioNames() {
+		assert.Contains(t, out.String(), name)
+	}
+}

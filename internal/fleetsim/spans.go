@@ -1,0 +1,289 @@
+package fleetsim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// Span attribute keys. The engine spans use the engines' own keys (vLLM's and SGLang's SpanAttributes,
+// which predate the GenAI semantic conventions); the gateway's carry the tenant and the prompt family.
+const (
+	AttrTenant        = "tenant.id"
+	AttrPromptFamily  = "llm.prompt.family"
+	AttrRequestID     = "gen_ai.request.id"
+	AttrCachedTokens  = "gen_ai.usage.cached_tokens"
+	attrPromptTokens  = "gen_ai.usage.prompt_tokens"
+	attrOutputTokens  = "gen_ai.usage.completion_tokens"
+	attrQueue         = "gen_ai.latency.time_in_queue"
+	attrTTFT          = "gen_ai.latency.time_to_first_token"
+	attrE2E           = "gen_ai.latency.e2e"
+	attrPrefill       = "gen_ai.latency.time_in_model_prefill"
+	attrDecode        = "gen_ai.latency.time_in_model_decode"
+	attrInference     = "gen_ai.latency.time_in_model_inference"
+	GatewayService    = "gateway"
+	GatewaySpanName   = "POST /v1/completions"
+	VLLMRequestSpan   = "llm_request"
+	VLLMScope         = "vllm.llm_engine"
+	SGLangScope       = "sglang server"
+	TRTLLMScope       = "tensorrt_llm"
+	TRTLLMServiceName = "trt-server"
+)
+
+// TakeTraces returns the spans of the requests finished since the last call, as OTLP data. Per request,
+// in one trace: the gateway's SERVER span (service gateway, with the tenant), its CLIENT span for the call
+// to the replica (server.address and server.port of the replica), and under that the engine's request span
+// (service vllm / sglang / trt-server, service.instance.id = the replica's endpoint). llama.cpp has no
+// tracing, so its requests have only the gateway's spans.
+func (f *Fleet) TakeTraces() ptrace.Traces {
+	f.mu.Lock()
+	pending := f.pending
+	f.pending = nil
+	f.mu.Unlock()
+	return f.buildTraces(pending)
+}
+
+func (f *Fleet) ts(t float64) pcommon.Timestamp { return pcommon.NewTimestampFromTime(f.wall(t)) }
+
+func (f *Fleet) buildTraces(reqs []*request) ptrace.Traces {
+	td := ptrace.NewTraces()
+	if len(reqs) == 0 {
+		return td
+	}
+	gw := td.ResourceSpans().AppendEmpty()
+	gw.Resource().Attributes().PutStr("service.name", GatewayService)
+	gwSpans := gw.ScopeSpans().AppendEmpty()
+	gwSpans.Scope().SetName("servescope-sim/gateway")
+	engines := map[*replica]ptrace.SpanSlice{}
+	for _, r := range reqs {
+		f.gatewaySpan(gwSpans.Spans().AppendEmpty(), r)
+		f.clientSpan(gwSpans.Spans().AppendEmpty(), r)
+		rp := r.replica
+		if rp.engine == EngineLlamaCpp {
+			continue
+		}
+		spans, ok := engines[rp]
+		if !ok {
+			rs := td.ResourceSpans().AppendEmpty()
+			attrs := rs.Resource().Attributes()
+			attrs.PutStr("service.name", map[string]string{EngineVLLM: "vllm", EngineSGLang: "sglang", EngineTRTLLM: TRTLLMServiceName}[rp.engine])
+			attrs.PutStr(schema.AttrServiceInstanceID, rp.instance)
+			ss := rs.ScopeSpans().AppendEmpty()
+			ss.Scope().SetName(map[string]string{EngineVLLM: VLLMScope, EngineSGLang: SGLangScope, EngineTRTLLM: TRTLLMScope}[rp.engine])
+			spans = ss.Spans()
+			engines[rp] = spans
+		}
+		switch rp.engine {
+		case EngineVLLM:
+			f.vllmSpan(spans.AppendEmpty(), r)
+		case EngineSGLang:
+			f.sglangSpans(spans, r)
+		case EngineTRTLLM:
+			f.trtllmSpan(spans.AppendEmpty(), r)
+		}
+	}
+	return td
+}
+
+func (f *Fleet) gatewaySpan(sp ptrace.Span, r *request) {
+	sp.SetTraceID(r.traceID)
+	sp.SetSpanID(r.gatewaySpan)
+	sp.SetName(GatewaySpanName)
+	sp.SetKind(ptrace.SpanKindServer)
+	sp.SetStartTimestamp(f.ts(r.gatewayStart))
+	sp.SetEndTimestamp(f.ts(r.lastToken + engineToGateway))
+	a := sp.Attributes()
+	a.PutStr("http.request.method", "POST")
+	a.PutStr("url.path", "/v1/completions")
+	a.PutInt("http.response.status_code", 200)
+	a.PutStr(AttrTenant, r.tenant)
+	a.PutStr(AttrPromptFamily, r.family)
+	a.PutStr(AttrRequestID, r.id)
+	a.PutStr("gen_ai.request.model", r.replica.f.cfg.Model.Name)
+	// The usage the engine returned (OpenAI usage with prompt_tokens_details.cached_tokens), as a gateway
+	// that logs it would record it.
+	a.PutInt(attrPromptTokens, int64(r.prompt))
+	a.PutInt(attrOutputTokens, int64(r.generated))
+	a.PutInt(AttrCachedTokens, int64(r.cached))
+}
+
+// clientSpan is the gateway's call to the replica it routed the request to.
+func (f *Fleet) clientSpan(sp ptrace.Span, r *request) {
+	sp.SetTraceID(r.traceID)
+	sp.SetSpanID(r.clientSpan)
+	sp.SetParentSpanID(r.gatewaySpan)
+	sp.SetName("POST")
+	sp.SetKind(ptrace.SpanKindClient)
+	sp.SetStartTimestamp(f.ts(r.gatewayStart + gatewayToEngine/2))
+	sp.SetEndTimestamp(f.ts(r.lastToken + engineToGateway/2))
+	a := sp.Attributes()
+	a.PutStr("http.request.method", "POST")
+	host, port, err := net.SplitHostPort(r.replica.instance)
+	if err != nil { // not served: the replica's name stands in
+		host, port = r.replica.instance, "0"
+	}
+	p, _ := strconv.Atoi(port)
+	a.PutStr("server.address", host)
+	a.PutInt("server.port", int64(p))
+	a.PutStr("url.full", "http://"+r.replica.instance+"/v1/completions")
+	a.PutInt("http.response.status_code", 200)
+	a.PutStr(AttrRequestID, r.id)
+	// The engine span's direct parent carries the tenant too, so a consumer that looks one level up finds it.
+	a.PutStr(AttrTenant, r.tenant)
+	a.PutStr(AttrPromptFamily, r.family)
+}
+
+// phaseAttrs are vLLM's request intervals (RequestStateStats): arrival at the frontend, queued in the
+// engine core, first scheduled, first and last token.
+func phaseAttrs(a pcommon.Map, r *request) {
+	a.PutDouble(attrQueue, r.scheduled-r.queued)
+	a.PutDouble(attrTTFT, r.firstToken-r.arrival)
+	a.PutDouble(attrE2E, r.lastToken-r.arrival)
+	a.PutDouble(attrPrefill, r.firstToken-r.scheduled)
+	a.PutDouble(attrDecode, r.lastToken-r.firstToken)
+	a.PutDouble(attrInference, r.lastToken-r.scheduled)
+}
+
+func (f *Fleet) vllmSpan(sp ptrace.Span, r *request) {
+	sp.SetTraceID(r.traceID)
+	sp.SetSpanID(r.engineSpan)
+	sp.SetParentSpanID(r.clientSpan)
+	sp.SetName(VLLMRequestSpan)
+	sp.SetKind(ptrace.SpanKindServer)
+	sp.SetStartTimestamp(f.ts(r.arrival))
+	sp.SetEndTimestamp(f.ts(r.lastToken))
+	a := sp.Attributes()
+	phaseAttrs(a, r)
+	a.PutInt(attrPromptTokens, int64(r.prompt))
+	a.PutInt(attrOutputTokens, int64(r.generated))
+	a.PutStr(AttrRequestID, r.id)
+	a.PutDouble("gen_ai.request.top_p", 0.95)
+	a.PutInt("gen_ai.request.max_tokens", int64(r.maxTokens))
+	a.PutInt("gen_ai.request.n", 1)
+	a.PutDouble("gen_ai.request.temperature", 0.7)
+}
+
+// sglangSpans writes SGLang's shape: a root span per request, "Req" and the first eight characters of its
+// rid, with the finish attributes (cached tokens included), and stage slices under it for the wait in the
+// queue, the prefill forward passes and the decode loop. The process/thread level SGLang puts between them
+// is left out.
+func (f *Fleet) sglangSpans(spans ptrace.SpanSlice, r *request) {
+	root := spans.AppendEmpty()
+	root.SetTraceID(r.traceID)
+	root.SetSpanID(r.engineSpan)
+	root.SetParentSpanID(r.clientSpan)
+	root.SetName("Req " + r.id[:8])
+	root.SetKind(ptrace.SpanKindInternal)
+	root.SetStartTimestamp(f.ts(r.arrival))
+	root.SetEndTimestamp(f.ts(r.lastToken))
+	a := root.Attributes()
+	a.PutStr("rid", r.id)
+	a.PutStr("module", "sglang::tokenizer_manager")
+	phaseAttrs(a, r)
+	a.PutInt(attrPromptTokens, int64(r.prompt))
+	a.PutInt(attrOutputTokens, int64(r.generated))
+	a.PutInt(AttrCachedTokens, int64(r.cached))
+	a.PutStr(AttrRequestID, r.id)
+	a.PutInt("gen_ai.request.max_tokens", int64(r.maxTokens))
+	a.PutStr("gen_ai.response.model", r.replica.f.cfg.Model.Name)
+	a.PutStr("gen_ai.response.finish_reasons", r.finishReason)
+	stages := []struct {
+		name       string
+		start, end float64
+	}{
+		{"prefill_waiting", r.queued, r.scheduled},
+		{"prefill_forward", r.scheduled, r.firstToken},
+		{"decode_loop", r.firstToken, r.lastToken},
+	}
+	for i, s := range stages {
+		sp := spans.AppendEmpty()
+		sp.SetTraceID(r.traceID)
+		id := r.engineSpan
+		id[7] ^= byte(i + 1)
+		id[6] ^= 0x5a
+		sp.SetSpanID(id)
+		sp.SetParentSpanID(r.engineSpan)
+		sp.SetName(s.name)
+		sp.SetKind(ptrace.SpanKindInternal)
+		sp.SetStartTimestamp(f.ts(s.start))
+		sp.SetEndTimestamp(f.ts(s.end))
+	}
+}
+
+// trtllmSpan has what TensorRT-LLM's tracing sets: queue, TTFT and e2e latencies and usage, no prefill or
+// decode split.
+func (f *Fleet) trtllmSpan(sp ptrace.Span, r *request) {
+	sp.SetTraceID(r.traceID)
+	sp.SetSpanID(r.engineSpan)
+	sp.SetParentSpanID(r.clientSpan)
+	sp.SetName(VLLMRequestSpan)
+	sp.SetKind(ptrace.SpanKindServer)
+	sp.SetStartTimestamp(f.ts(r.arrival))
+	sp.SetEndTimestamp(f.ts(r.lastToken))
+	a := sp.Attributes()
+	a.PutDouble(attrQueue, r.scheduled-r.arrival)
+	a.PutDouble(attrTTFT, r.firstToken-r.arrival)
+	a.PutDouble(attrE2E, r.lastToken-r.arrival)
+	a.PutInt(attrPromptTokens, int64(r.prompt))
+	a.PutInt(attrOutputTokens, int64(r.generated))
+	a.PutStr(AttrRequestID, r.id)
+	a.PutInt("gen_ai.request.max_tokens", int64(r.maxTokens))
+	a.PutStr("gen_ai.response.finish_reasons", r.finishReason)
+}
+
+// OTLPExporter sends traces over OTLP/HTTP (protobuf) to a collector's otlp receiver.
+type OTLPExporter struct {
+	url    string
+	client *http.Client
+}
+
+// NewOTLPExporter takes the receiver's base endpoint (http://host:4318, or host:4318) or the full traces
+// URL (…/v1/traces).
+func NewOTLPExporter(endpoint string) *OTLPExporter {
+	u := endpoint
+	if !strings.Contains(u, "://") {
+		u = "http://" + u
+	}
+	if !strings.HasSuffix(u, "/v1/traces") {
+		u = strings.TrimRight(u, "/") + "/v1/traces"
+	}
+	return &OTLPExporter{url: u, client: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// Export sends one batch.
+func (e *OTLPExporter) Export(ctx context.Context, td ptrace.Traces) error {
+	if td.SpanCount() == 0 {
+		return nil
+	}
+	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) //nolint:errcheck // draining for reuse
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("otlp export to %s: %s", e.url, resp.Status)
+	}
+	return nil
+}

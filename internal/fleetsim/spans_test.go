@@ -1,0 +1,247 @@
+package fleetsim
+
+import (
+	"context"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+)
+
+// otlpSink is a minimal OTLP/HTTP traces receiver.
+type otlpSink struct {
+	mu     sync.Mutex
+	traces []ptrace.Traces
+}
+
+func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
+		http.Error(w, "want protobuf on /v1/traces", http.StatusBadRequest)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.traces = append(s.traces, req.Traces())
+	s.mu.Unlock()
+	resp, _ := ptraceotlp.NewExportResponse().MarshalProto()
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(resp) //nolint:errcheck
+}
+
+type receivedSpan struct {
+	span     ptrace.Span
+	resource pcommon.Map
+	scope    string
+}
+
+func (s *otlpSink) spans() []receivedSpan {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []receivedSpan
+	for _, td := range s.traces {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j)
+				for k := 0; k < ss.Spans().Len(); k++ {
+					out = append(out, receivedSpan{span: ss.Spans().At(k), resource: rs.Resource().Attributes(), scope: ss.Scope().Name()})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func str(m pcommon.Map, k string) string {
+	v, ok := m.Get(k)
+	if !ok {
+		return ""
+	}
+	return v.AsString()
+}
+
+func dbl(t *testing.T, m pcommon.Map, k string) float64 {
+	t.Helper()
+	v, ok := m.Get(k)
+	require.True(t, ok, "attribute %s missing", k)
+	require.Equal(t, pcommon.ValueTypeDouble, v.Type(), "attribute %s", k)
+	return v.Double()
+}
+
+func integer(t *testing.T, m pcommon.Map, k string) int64 {
+	t.Helper()
+	v, ok := m.Get(k)
+	require.True(t, ok, "attribute %s missing", k)
+	require.Equal(t, pcommon.ValueTypeInt, v.Type(), "attribute %s", k)
+	return v.Int()
+}
+
+// TestSpansOverOTLP runs a fleet of every engine, sends its spans to an OTLP/HTTP sink and checks their
+// shapes: a gateway span per request with the tenant, and under it in the same trace the engine's span with
+// its engine's attributes and the replica's service.instance.id.
+func TestSpansOverOTLP(t *testing.T) {
+	sink := &otlpSink{}
+	srv := httptest.NewServer(sink)
+	defer srv.Close()
+
+	cfg := testConfig(t, "baseline")
+	cfg.Engines = Engines()
+	f, err := New(cfg)
+	require.NoError(t, err)
+	eps, err := f.Serve("127.0.0.1", 0)
+	require.NoError(t, err)
+	defer f.Close()
+	exp := NewOTLPExporter(srv.URL)
+	for t0 := 10.0; !f.Done(); t0 += 10 {
+		f.Advance(t0)
+		require.NoError(t, exp.Export(context.Background(), f.TakeTraces()))
+	}
+	truth := map[string]Truth{}
+	for _, tr := range f.GroundTruth() {
+		truth[tr.RequestID] = tr
+	}
+	instance := map[string]string{}
+	for _, ep := range eps {
+		instance[ep.Engine] = ep.Instance
+	}
+
+	spans := sink.spans()
+	gateways := map[string]receivedSpan{} // SERVER spans by span id
+	clients := map[string]receivedSpan{}  // CLIENT spans by parent span id
+	byTrace := map[string][]receivedSpan{}
+	for _, s := range spans {
+		byTrace[s.span.TraceID().String()] = append(byTrace[s.span.TraceID().String()], s)
+		if str(s.resource, "service.name") != GatewayService {
+			continue
+		}
+		switch s.span.Kind() {
+		case ptrace.SpanKindServer:
+			gateways[s.span.SpanID().String()] = s
+		case ptrace.SpanKindClient:
+			clients[s.span.ParentSpanID().String()] = s
+		default:
+			t.Errorf("gateway span of kind %v", s.span.Kind())
+		}
+	}
+	require.Len(t, gateways, len(truth), "one gateway span per finished request")
+	require.Len(t, clients, len(truth), "one call to a replica per request")
+
+	seen := map[string]int{}
+	for _, gw := range gateways {
+		sp := gw.span
+		a := sp.Attributes()
+		id := str(a, AttrRequestID)
+		tr, ok := truth[id]
+		require.True(t, ok, "gateway span for unknown request %q", id)
+		assert.Equal(t, GatewaySpanName, sp.Name())
+		assert.Equal(t, ptrace.SpanKindServer, sp.Kind())
+		assert.True(t, sp.ParentSpanID().IsEmpty(), "the gateway span is the root")
+		assert.Equal(t, tr.TraceID, sp.TraceID().String())
+		assert.Equal(t, tr.Tenant, str(a, AttrTenant))
+		assert.Equal(t, tr.Family, str(a, AttrPromptFamily))
+		assert.Equal(t, int64(tr.CachedTokens), integer(t, a, AttrCachedTokens))
+
+		client := clients[sp.SpanID().String()].span
+		assert.Equal(t, sp.TraceID(), client.TraceID())
+		assert.Equal(t, id, str(client.Attributes(), AttrRequestID))
+		assert.Equal(t, tr.Tenant, str(client.Attributes(), AttrTenant), "the engine span's parent carries the tenant")
+		assert.Equal(t, tr.Family, str(client.Attributes(), AttrPromptFamily))
+		assert.Equal(t, tr.Instance, str(client.Attributes(), "server.address")+":"+str(client.Attributes(), "server.port"))
+		assert.True(t, client.StartTimestamp() > sp.StartTimestamp() && client.EndTimestamp() < sp.EndTimestamp())
+
+		var engine []receivedSpan
+		for _, s := range byTrace[sp.TraceID().String()] {
+			if s.span.SpanID() != sp.SpanID() && s.span.SpanID() != client.SpanID() {
+				engine = append(engine, s)
+			}
+		}
+		seen[tr.Engine]++
+		switch tr.Engine {
+		case EngineLlamaCpp:
+			assert.Empty(t, engine, "llama.cpp has no tracing")
+		case EngineVLLM:
+			require.Len(t, engine, 1)
+			checkVLLMSpan(t, engine[0], client, tr, instance[EngineVLLM])
+		case EngineTRTLLM:
+			require.Len(t, engine, 1)
+			e := engine[0]
+			assert.Equal(t, TRTLLMServiceName, str(e.resource, "service.name"))
+			assert.Equal(t, instance[EngineTRTLLM], str(e.resource, "service.instance.id"))
+			ea := e.span.Attributes()
+			queue, ttft, e2e := dbl(t, ea, attrQueue), dbl(t, ea, attrTTFT), dbl(t, ea, attrE2E)
+			assert.True(t, queue <= ttft && ttft <= e2e, "queue %.4f ttft %.4f e2e %.4f", queue, ttft, e2e)
+			_, hasPrefill := ea.Get(attrPrefill)
+			assert.False(t, hasPrefill, "TensorRT-LLM's spans carry no prefill/decode split")
+		case EngineSGLang:
+			require.Len(t, engine, 4, "root plus three stage slices")
+			var root receivedSpan
+			stages := map[string]receivedSpan{}
+			for _, e := range engine {
+				if e.span.ParentSpanID() == client.SpanID() {
+					root = e
+				} else {
+					stages[e.span.Name()] = e
+				}
+			}
+			assert.Equal(t, "Req "+id[:8], root.span.Name())
+			assert.Equal(t, SGLangScope, root.scope)
+			assert.Equal(t, "sglang", str(root.resource, "service.name"))
+			assert.Equal(t, instance[EngineSGLang], str(root.resource, "service.instance.id"))
+			assert.Equal(t, int64(tr.CachedTokens), integer(t, root.span.Attributes(), AttrCachedTokens))
+			for _, name := range []string{"prefill_waiting", "prefill_forward", "decode_loop"} {
+				st, ok := stages[name]
+				if assert.True(t, ok, name) {
+					assert.Equal(t, root.span.SpanID(), st.span.ParentSpanID())
+					assert.LessOrEqual(t, st.span.StartTimestamp(), st.span.EndTimestamp())
+				}
+			}
+		}
+	}
+	for _, e := range Engines() {
+		assert.Positive(t, seen[e], "no requests on %s", e)
+	}
+}
+
+// checkVLLMSpan checks an llm_request span against vLLM's shape; parent is the gateway's call.
+func checkVLLMSpan(t *testing.T, e receivedSpan, gw ptrace.Span, tr Truth, instance string) {
+	t.Helper()
+	sp := e.span
+	assert.Equal(t, VLLMRequestSpan, sp.Name())
+	assert.Equal(t, ptrace.SpanKindServer, sp.Kind())
+	assert.Equal(t, VLLMScope, e.scope)
+	assert.Equal(t, "vllm", str(e.resource, "service.name"))
+	assert.Equal(t, instance, str(e.resource, "service.instance.id"))
+	assert.Equal(t, gw.SpanID(), sp.ParentSpanID())
+	assert.Equal(t, gw.TraceID(), sp.TraceID())
+	a := sp.Attributes()
+	assert.Equal(t, tr.RequestID, str(a, AttrRequestID))
+	assert.Equal(t, int64(tr.PromptTokens), integer(t, a, attrPromptTokens))
+	assert.Equal(t, int64(tr.CompletionTokens), integer(t, a, attrOutputTokens))
+	queue, ttft, e2e := dbl(t, a, attrQueue), dbl(t, a, attrTTFT), dbl(t, a, attrE2E)
+	prefill, decode, inference := dbl(t, a, attrPrefill), dbl(t, a, attrDecode), dbl(t, a, attrInference)
+	assert.LessOrEqual(t, queue+prefill+decode, e2e+1e-9)
+	overhead := ttft - queue - prefill
+	assert.True(t, overhead > 0 && overhead < 0.02, "ttft %.6f = queue %.6f + prefill %.6f + %.6f", ttft, queue, prefill, overhead)
+	assert.InDelta(t, prefill+decode, inference, 1e-9)
+	// The span covers arrival to finish: its duration is e2e, inside the gateway span.
+	dur := float64(sp.EndTimestamp()-sp.StartTimestamp()) / 1e9
+	assert.InDelta(t, e2e, dur, 1e-6)
+	assert.Greater(t, sp.StartTimestamp(), gw.StartTimestamp())
+	assert.Less(t, sp.EndTimestamp(), gw.EndTimestamp())
+	assert.InDelta(t, tr.E2ES, e2e, 1e-5)
+	_, err := hex.DecodeString(tr.TraceID)
+	assert.NoError(t, err)
+}
