@@ -126,9 +126,11 @@ func (s *Store) Observe(md pmetric.Metrics) {
 			s.observeGPU(id.AsString(), s.ReplicaKey(res), rm)
 			continue
 		}
-		if key := s.ReplicaKey(res); key != "" {
+		key := s.ReplicaKey(res)
+		if key != "" {
 			s.observeEngine(key, res, rm)
 		}
+		s.observeGPUPoints(key, rm)
 	}
 }
 
@@ -206,35 +208,87 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 	r.usual()
 }
 
+// gpuReading gathers one GPU's points from one batch.
+type gpuReading struct {
+	snap          GPUSnapshot
+	name          string
+	processOwners map[string]bool
+}
+
+func newGPUReading() *gpuReading {
+	return &gpuReading{snap: GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN()}, processOwners: map[string]bool{}}
+}
+
+// add takes one point if it is GPU state; false when the metric is not one the summaries use.
+func (g *gpuReading) add(name string, attrs pcommon.Map, ts int64, v float64) bool {
+	snap := &g.snap
+	switch name {
+	case schema.MetricHwGPUUtilization:
+		snap.Utilization = v
+	case schema.MetricHwGPUMemoryUtilization:
+		snap.MemoryUtilization = v
+	case schema.MetricNvidiaGPUClockThrottled:
+		if r, ok := attrs.Get(schema.AttrNvidiaGPUThrottleReason); ok && v > 0 && !benignThrottle[r.AsString()] {
+			snap.Throttle = append(snap.Throttle, r.AsString())
+		}
+	case schema.MetricHwErrors:
+		if t, ok := attrs.Get(schema.AttrErrorType); ok && t.AsString() == "xid" {
+			snap.XIDErrors = v
+		}
+	case schema.MetricNvidiaGPUProcessMemoryUsage:
+		if r, ok := attrs.Get(schema.AttrServiceInstanceID); ok {
+			g.processOwners[r.AsString()] = true
+		}
+		return true
+	default:
+		return false
+	}
+	if ts > snap.Time {
+		snap.Time = ts
+	}
+	return true
+}
+
+// observeGPU reads a resource that is one GPU (the nvml receiver's shape: hw.id on the resource).
 func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
-	snap := GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN()}
-	processOwners := map[string]bool{}
+	g := newGPUReading()
+	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) { g.add(name, attrs, ts, v) })
+	if n, ok := rm.Resource().Attributes().Get(schema.AttrHwName); ok {
+		g.name = n.AsString()
+	}
+	s.pushGPU(id, owner, g)
+}
+
+// observeGPUPoints reads GPU points that name their GPU on the data point (dcgm-exporter through
+// llm_normalize: UUID becomes hw.id per series); the resource's replica, when it has one, owns them.
+func (s *Store) observeGPUPoints(owner string, rm pmetric.ResourceMetrics) {
+	var readings map[string]*gpuReading
 	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) {
-		switch name {
-		case schema.MetricHwGPUUtilization:
-			snap.Utilization = v
-		case schema.MetricHwGPUMemoryUtilization:
-			snap.MemoryUtilization = v
-		case schema.MetricNvidiaGPUClockThrottled:
-			if r, ok := attrs.Get(schema.AttrNvidiaGPUThrottleReason); ok && v > 0 && !benignThrottle[r.AsString()] {
-				snap.Throttle = append(snap.Throttle, r.AsString())
-			}
-		case schema.MetricHwErrors:
-			if t, ok := attrs.Get(schema.AttrErrorType); ok && t.AsString() == "xid" {
-				snap.XIDErrors = v
-			}
-		case schema.MetricNvidiaGPUProcessMemoryUsage:
-			if r, ok := attrs.Get(schema.AttrServiceInstanceID); ok {
-				processOwners[r.AsString()] = true
-			}
-			return
-		default:
+		id, ok := attrs.Get(schema.AttrHwID)
+		if !ok {
 			return
 		}
-		if ts > snap.Time {
-			snap.Time = ts
+		if readings == nil {
+			readings = map[string]*gpuReading{}
+		}
+		g := readings[id.AsString()]
+		if g == nil {
+			g = newGPUReading()
+			readings[id.AsString()] = g
+		}
+		if g.add(name, attrs, ts, v) && g.name == "" {
+			if n, ok := attrs.Get(schema.AttrHwName); ok {
+				g.name = n.AsString()
+			}
 		}
 	})
+	for id, g := range readings {
+		s.pushGPU(id, owner, g)
+	}
+}
+
+func (s *Store) pushGPU(id, owner string, reading *gpuReading) {
+	snap := reading.snap
 	if snap.Time == 0 {
 		return
 	}
@@ -245,8 +299,8 @@ func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
 		s.gpus[id] = g
 		s.index(g, "")
 	}
-	if owner == "" && len(processOwners) == 1 {
-		for o := range processOwners {
+	if owner == "" && len(reading.processOwners) == 1 {
+		for o := range reading.processOwners {
 			owner = o
 		}
 	}
@@ -255,8 +309,8 @@ func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
 		g.owner = owner
 		s.index(g, owner)
 	}
-	if n, ok := rm.Resource().Attributes().Get(schema.AttrHwName); ok {
-		g.name = n.AsString()
+	if reading.name != "" {
+		g.name = reading.name
 	}
 	g.lastSeen = snap.Time
 	g.snaps.push(snap, gpuTime, snap.Time-s.cfg.Window.Nanoseconds())

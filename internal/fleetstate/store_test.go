@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
@@ -106,6 +107,31 @@ func TestGPUsJoinTheirReplica(t *testing.T) {
 	r1 := s.Summarize("r1", at(1), at(9))
 	assert.Equal(t, []string{}, append([]string{}, r1.ThrottleReasons...), "GPU-a is unattributed now that two replicas exist; GPU-c is r1's and calm")
 	assert.InDelta(t, 0.4, r1.GPUUtilizationMean, 1e-9)
+}
+
+func TestGPUsNamedOnTheirDataPoints(t *testing.T) {
+	// dcgm-exporter's shape after llm_normalize: one resource (the scrape target), hw.id per series.
+	s := newStore()
+	s.Observe(engineScrape("r1", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0}))
+	s.Observe(engineScrape("r2", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0}))
+	for _, sec := range []float64{0, 10} {
+		md := pmetric.NewMetrics()
+		rm := md.ResourceMetrics().AppendEmpty()
+		rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, "r2") // the collector was told whose node this is
+		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName(schema.MetricHwGPUUtilization)
+		points := m.SetEmptyGauge().DataPoints()
+		for i, u := range []float64{0.9, 0.3} {
+			dp := points.AppendEmpty()
+			dp.SetTimestamp(pcommon.Timestamp(at(sec)))
+			dp.SetDoubleValue(u)
+			dp.Attributes().PutStr(schema.AttrHwID, fmt.Sprintf("GPU-%d", i))
+		}
+		s.Observe(md)
+	}
+	sum := s.Summarize("r2", at(1), at(9))
+	assert.Equal(t, map[string]float64{"GPU-0": 0.9, "GPU-1": 0.3}, sum.GPUUtilization)
+	assert.False(t, s.Summarize("r1", at(1), at(9)).HasGPU)
 }
 
 func TestResolveJoinsASidecarTrivially(t *testing.T) {
