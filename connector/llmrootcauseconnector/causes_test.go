@@ -44,7 +44,10 @@ type scenario struct {
 	// state changes the steady replica at a snapshot time (every 10 s from -300 s to 200 s)
 	state func(sec float64, v map[string]float64)
 	// gpu returns the throttle reasons active at a snapshot time; nil: no GPU data at all
-	gpu    func(sec float64) []string
+	gpu func(sec float64) []string
+	// clock returns the GPU's SM clock (Hz) at a snapshot time, with no throttle reasons reported (as from
+	// dcgm-exporter, which gives them only as a bitmask); nil: no clock data
+	clock  func(sec float64) float64
 	cached bool // the engine reports cached tokens (SGLang's shape)
 	// twoReplicas adds a second replica to the state, so a span naming neither cannot join a lone sidecar one
 	twoReplicas bool
@@ -75,6 +78,9 @@ func (sc scenario) run(t *testing.T) map[string]any {
 		r.state(fleetstatetest.Engine("r1", testModel, sec, v))
 		if sc.gpu != nil {
 			r.state(fleetstatetest.GPU("GPU-1", "", sec, 0.9, sc.gpu(sec), 0))
+		}
+		if sc.clock != nil {
+			r.state(fleetstatetest.GPUWith(sec, fleetstatetest.GPUState{ID: "GPU-1", Utilization: 0.9, SMClockHz: sc.clock(sec)}))
 		}
 		if sc.twoReplicas {
 			r.state(fleetstatetest.Engine("r2", testModel, sec, steady(sec)))
@@ -168,7 +174,7 @@ func TestRootCauses(t *testing.T) {
 		{name: "long generation",
 			req:      with(normal(), func(c *call) { c.gen, c.decode = 3000, 59.98 }),
 			wantSlow: true, wantReason: slowE2E, wantCause: causeLongGeneration,
-			wantSentence: []string{"3000 tokens generated", "at a normal 20 ms per token"}},
+			wantSentence: []string{"3000 tokens generated", "(20 ms per token)"}},
 		{name: "decode contention",
 			state: func(sec float64, v map[string]float64) {
 				if sec >= 100 {
@@ -177,8 +183,8 @@ func TestRootCauses(t *testing.T) {
 			},
 			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention,
-			wantEvidence: map[string]any{keyRunningMax: 40.0, keyRunningUsual: 16.0, keyTPOTUsual: approx{0.02, 0.05}},
-			wantSentence: []string{"80 ms per token against a usual", "with up to 40 requests running (usually 16)"}},
+			wantEvidence: map[string]any{keyRunningMax: 40.0, keyRunningUsual: 16.0, keyTPOTUsual: approx{0.02, 0.05}, keyTPOTPace: approx{0.02, 0.05}},
+			wantSentence: []string{"80 ms per token against an uncontended", "with up to 40 requests running (usually 16)"}},
 		{name: "GPU throttling",
 			gpu: func(sec float64) []string {
 				if sec >= 100 {
@@ -190,6 +196,17 @@ func TestRootCauses(t *testing.T) {
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling,
 			wantEvidence: map[string]any{keyThrottle: "hw_slowdown"},
 			wantSentence: []string{"clocks throttled (hw_slowdown)"}},
+		{name: "GPU throttling seen as a clock drop under load",
+			clock: func(sec float64) float64 {
+				if sec >= 100 {
+					return 600e6
+				}
+				return 1980e6
+			},
+			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling,
+			wantEvidence: map[string]any{keyClockRatio: 600.0 / 1980},
+			wantSentence: []string{"SM clock down to 30% of its peak while busy"}},
 		{name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
 			gpu: func(sec float64) []string {
 				if sec >= 100 {

@@ -85,6 +85,8 @@ type RulesConfig struct {
 	LongQuantile     float64       `mapstructure:"long_quantile"`
 	TPOTFactor       float64       `mapstructure:"tpot_factor"`
 	BatchFactor      float64       `mapstructure:"batch_factor"`
+	// ClockDrop: a busy GPU whose SM clock fell below this share of its peak is throttled.
+	ClockDrop float64 `mapstructure:"clock_drop"`
 	// MinTenantRequests is how many other requests must have been admitted before contention is judged.
 	MinTenantRequests int `mapstructure:"min_tenant_requests"`
 	// MinCacheSamples is how many requests with cached-token counts a tenant or prompt family needs before
@@ -106,9 +108,9 @@ func createDefaultConfig() *Config {
 		StateWindow:      15 * time.Minute,
 		MaxReplicas:      4096,
 		Baseline:         BaselineConfig{Window: 10 * time.Minute, MinSamples: 50, Quantile: 0.95},
-		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.6, KVUtilization: 0.9,
+		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.5, KVUtilization: 0.9,
 			PrefillShare: 0.4, DecodeShare: 0.5, CacheMissShare: 0.1, CacheUsualShare: 0.3, HitRatioCollapse: 0.5,
-			LongQuantile: 0.9, TPOTFactor: 1.5, BatchFactor: 1.5, MinTenantRequests: 3, MinCacheSamples: 20},
+			LongQuantile: 0.9, TPOTFactor: 1.5, BatchFactor: 1.5, ClockDrop: 0.7, MinTenantRequests: 3, MinCacheSamples: 20},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},
 		MaxTenants:           1000,
 		MaxSeries:            10000,
@@ -148,7 +150,8 @@ func (c *Config) Validate() error {
 	fractions := map[string]float64{"baseline.quantile": c.Baseline.Quantile, "rules.queue_share": c.Rules.QueueShare,
 		"rules.tenant_share": c.Rules.TenantShare, "rules.kv_utilization": c.Rules.KVUtilization, "rules.prefill_share": c.Rules.PrefillShare,
 		"rules.decode_share": c.Rules.DecodeShare, "rules.cache_miss_share": c.Rules.CacheMissShare, "rules.cache_usual_share": c.Rules.CacheUsualShare,
-		"rules.hit_ratio_collapse": c.Rules.HitRatioCollapse, "rules.long_quantile": c.Rules.LongQuantile}
+		"rules.hit_ratio_collapse": c.Rules.HitRatioCollapse, "rules.long_quantile": c.Rules.LongQuantile,
+		"rules.clock_drop": c.Rules.ClockDrop}
 	for _, name := range sortedKeys(fractions) {
 		if v := fractions[name]; !(v > 0 && v < 1) {
 			bad("%s: must be between 0 and 1 (exclusive), got %v", name, v)

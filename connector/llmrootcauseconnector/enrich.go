@@ -21,11 +21,13 @@ const (
 	keyRunningMax       = schema.AttrLLMEvidenceBatchRunningMax
 	keyRunningUsual     = schema.AttrLLMEvidenceBatchRunningUsual
 	keyTPOTUsual        = schema.AttrLLMEvidenceTpotUsual
+	keyTPOTPace         = schema.AttrLLMEvidenceTpotUncontended
 	keyPromptP90        = schema.AttrLLMEvidencePromptTokensP90
 	keyGenP90           = schema.AttrLLMEvidenceGenerationTokensP90
 	keyGPUUtil          = schema.AttrLLMEvidenceGPUUtilizationMean
 	keyThrottle         = schema.AttrLLMEvidenceGPUThrottleReasons
 	keyXID              = schema.AttrLLMEvidenceGPUXidErrors
+	keyClockRatio       = schema.AttrLLMEvidenceGPUSmClockRatio
 	keySLO              = schema.AttrLLMEvidenceSlo
 )
 

@@ -80,10 +80,12 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		}
 		return rq.quantile(quantile, cfg.Baseline.MinSamples)
 	}
-	tpotUsual := math.NaN()
-	var promptP90, genP90, prefillPerToken float64 = math.NaN(), math.NaN(), math.NaN()
+	tpotUsual, tpotPace := math.NaN(), math.NaN()
+	var promptP90, genP90, genP50, prefillPerToken float64 = math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	if base != nil {
 		tpotUsual = q(base.tpot, 0.5)
+		tpotPace = q(base.tpot, 0.1)
+		genP50 = q(base.genTokens, 0.5)
 		promptP90 = q(base.promptTokens, cfg.Rules.LongQuantile)
 		genP90 = q(base.genTokens, cfg.Rules.LongQuantile)
 		prefillPerToken = q(base.prefillPerUncachedToken, 0.5)
@@ -93,8 +95,8 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		{keyWaitingAtArrival, st.WaitingAtArrival}, {keyWaitingMax, st.WaitingMax}, {keyQueueGrowth, st.QueueGrowthPerMinute},
 		{keyKVMax, st.KVUtilizationMax}, {keyPreemptions, st.Preemptions}, {keyHitRatio, st.PrefixHitRatio},
 		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
-		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
-		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit},
+		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyTPOTPace, tpotPace}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
+		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit}, {keyClockRatio, st.SMClockRatio},
 	}
 	if len(st.ThrottleReasons) > 0 {
 		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
@@ -151,6 +153,10 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		switch {
 		case math.IsNaN(st.WaitingMax):
 			missing = append(missing, fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", r.queue, orDash(st.Replica)))
+		case st.WaitingMax >= 1 && st.KVUtilizationMax >= rules.KVUtilization:
+			// Admission stalls on KV blocks, not on batch slots: the queue is the KV cache's.
+			cands = append(cands, candidate{causeKVCachePressure, r.queue,
+				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", r.queue, 100*st.KVUtilizationMax, num(st.WaitingAtArrival))})
 		case st.WaitingMax >= 1:
 			var top string
 			var topShare float64
@@ -209,23 +215,31 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		}
 	}
 	// long_generation / decode_contention
-	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotUsual) {
-		switch {
-		case r.tpot > rules.TPOTFactor*tpotUsual && st.RunningMax >= rules.BatchFactor*st.RunningUsual:
-			cands = append(cands, candidate{causeDecodeContention, excess(r.decode, usualDecode),
-				fmt.Sprintf("%.0f ms per token against a usual %.0f ms, with up to %s requests running (usually %s)",
-					1000*r.tpot, 1000*tpotUsual, num(st.RunningMax), num(st.RunningUsual))})
-		case r.tpot <= rules.TPOTFactor*tpotUsual && share(r.decode) >= rules.DecodeShare && r.genTokens >= genP90:
-			cands = append(cands, candidate{causeLongGeneration, r.decode,
-				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s, at a normal %.0f ms per token",
+	// long_generation / decode_contention, against the model's uncontended pace (its fast-decile TPOT): the
+	// median is itself contended on a busy fleet.
+	preempted := st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization
+	clockDrop := st.SMClockRatio < rules.ClockDrop
+	throttled := len(st.ThrottleReasons) > 0 || st.XIDErrors > 0 || clockDrop
+	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
+		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && !preempted && !throttled {
+			cands = append(cands, candidate{causeDecodeContention, excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)),
+				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
+					1000*r.tpot, 1000*tpotPace, num(st.RunningMax), num(st.RunningUsual))})
+		}
+		if share(r.decode) >= rules.DecodeShare && r.genTokens >= genP90 {
+			cands = append(cands, candidate{causeLongGeneration, tpotPace * math.Max(0, r.genTokens-genP50),
+				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s (%.0f ms per token)",
 					num(r.genTokens), 100*rules.LongQuantile, num(genP90), 1000*r.tpot)})
 		}
 	}
 	// gpu_throttling
-	if (len(st.ThrottleReasons) > 0 || st.XIDErrors > 0) && engineExcess > 0 {
+	if throttled && engineExcess > 0 {
 		what := []string{}
 		if len(st.ThrottleReasons) > 0 {
 			what = append(what, "clocks throttled ("+strings.Join(st.ThrottleReasons, ", ")+")")
+		}
+		if clockDrop {
+			what = append(what, fmt.Sprintf("SM clock down to %.0f%% of its peak while busy", 100*st.SMClockRatio))
 		}
 		if st.XIDErrors > 0 {
 			what = append(what, fmt.Sprintf("%s XID errors", num(st.XIDErrors)))
@@ -235,6 +249,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		missing = append(missing, "no GPU state")
 	}
 
+	cands = mergeSameCause(cands)
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].blame > cands[j].blame })
 	var because []string
 	switch {
@@ -256,6 +271,22 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	v.sentence = fmt.Sprintf("%s; slow %s (%s over %.2f s); root cause %s: %s", breakdown(r), v.reason,
 		seconds(r, v.reason), v.limit, v.cause, strings.Join(because, "; "))
 	return v
+}
+
+// mergeSameCause adds up what two rules of one cause blame (KV pressure in the queue and in decode).
+func mergeSameCause(cands []candidate) []candidate {
+	out := cands[:0]
+	at := map[string]int{}
+	for _, c := range cands {
+		if i, ok := at[c.cause]; ok {
+			out[i].blame += c.blame
+			out[i].because += "; " + c.because
+			continue
+		}
+		at[c.cause] = len(out)
+		out = append(out, c)
+	}
+	return out
 }
 
 // isSlow compares the request with its SLO, or the model's rolling quantile where no SLO is set, and names

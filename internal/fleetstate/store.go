@@ -68,6 +68,7 @@ type GPUSnapshot struct {
 	Throttle          []string
 	XIDErrors         float64 // cumulative
 	MemoryUtilization float64 // 0-1, NaN when unknown
+	SMClock           float64 // Hz, NaN when unknown
 }
 
 type replica struct {
@@ -216,7 +217,8 @@ type gpuReading struct {
 }
 
 func newGPUReading() *gpuReading {
-	return &gpuReading{snap: GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN()}, processOwners: map[string]bool{}}
+	return &gpuReading{snap: GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN(), SMClock: math.NaN()},
+		processOwners: map[string]bool{}}
 }
 
 // add takes one point if it is GPU state; false when the metric is not one the summaries use.
@@ -227,6 +229,11 @@ func (g *gpuReading) add(name string, attrs pcommon.Map, ts int64, v float64) bo
 		snap.Utilization = v
 	case schema.MetricHwGPUMemoryUtilization:
 		snap.MemoryUtilization = v
+	case schema.MetricNvidiaGPUClockFrequency:
+		if t, ok := attrs.Get(schema.AttrNvidiaGPUClockType); !ok || t.AsString() != "sm" {
+			return false
+		}
+		snap.SMClock = v
 	case schema.MetricNvidiaGPUClockThrottled:
 		if r, ok := attrs.Get(schema.AttrNvidiaGPUThrottleReason); ok && v > 0 && !benignThrottle[r.AsString()] {
 			snap.Throttle = append(snap.Throttle, r.AsString())

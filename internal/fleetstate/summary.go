@@ -57,8 +57,12 @@ type Summary struct {
 	GPUMemoryGrowth float64
 	// GPUMemoryUtilizationNow is the highest GPU memory utilization at the interval's end.
 	GPUMemoryUtilizationNow float64
-	ThrottleReasons         []string
-	XIDErrors               float64
+	// SMClockRatio is the lowest SM clock a busy GPU of the replica ran at during the interval, over the
+	// highest that GPU reached in the window (1: full speed); NaN without clock readings. A drop while busy is
+	// throttling even where no throttle reason is reported (dcgm-exporter gives them as one bitmask).
+	SMClockRatio    float64
+	ThrottleReasons []string
+	XIDErrors       float64
 }
 
 // RecentLookback widens short intervals for rates: a 300 ms request sees no counter move between two scrapes.
@@ -73,7 +77,7 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
 		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
-		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, XIDErrors: nan}
+		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.replicas[key]
@@ -236,6 +240,13 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 		if ownN > 0 {
 			sum.GPUUtilization[g.id] = own / float64(ownN)
 		}
+		if peak := g.peakClock(); peak > 0 {
+			for i := first; i <= last; i++ {
+				if sn := g.snaps.at(i); sn.SMClock > 0 && sn.Utilization >= busyUtilization {
+					sum.SMClockRatio = nanMin(sum.SMClockRatio, sn.SMClock/peak)
+				}
+			}
+		}
 		a, b := g.snaps.at(first), g.snaps.at(last)
 		sum.GPUMemoryUtilizationNow = nanMax(sum.GPUMemoryUtilizationNow, b.MemoryUtilization)
 		if b.Time > a.Time && !math.IsNaN(a.MemoryUtilization) && !math.IsNaN(b.MemoryUtilization) {
@@ -255,6 +266,30 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 		sum.ThrottleReasons = append(sum.ThrottleReasons, r)
 	}
 	sort.Strings(sum.ThrottleReasons)
+}
+
+// busyUtilization: below it a lower clock is the GPU idling down, not throttling.
+const busyUtilization = 0.5
+
+// peakClock is the highest SM clock the GPU reported in the window.
+func (g *gpu) peakClock() float64 {
+	peak := 0.0
+	for i := 0; i < g.snaps.n; i++ {
+		if c := g.snaps.at(i).SMClock; c > peak {
+			peak = c
+		}
+	}
+	return peak
+}
+
+func nanMin(a, b float64) float64 {
+	switch {
+	case math.IsNaN(a):
+		return b
+	case math.IsNaN(b):
+		return a
+	}
+	return math.Min(a, b)
 }
 
 func nanMax(a, b float64) float64 {

@@ -438,6 +438,8 @@ const (
 	AttrLLMEvidenceBatchRunningUsual = "llm.evidence.batch.running_usual"
 	// AttrLLMEvidenceTpotUsual: The model's median seconds per output token over the baseline window.
 	AttrLLMEvidenceTpotUsual = "llm.evidence.tpot_usual"
+	// AttrLLMEvidenceTpotUncontended: The model's uncontended seconds per output token (its fast-decile TPOT over the baseline window), what decode contention and long generation are measured against.
+	AttrLLMEvidenceTpotUncontended = "llm.evidence.tpot_uncontended"
 	// AttrLLMEvidencePromptTokensP90: The model's 90th-percentile prompt length over the baseline window.
 	AttrLLMEvidencePromptTokensP90 = "llm.evidence.prompt_tokens_p90"
 	// AttrLLMEvidenceGenerationTokensP90: The model's 90th-percentile generation length over the baseline window.
@@ -446,6 +448,8 @@ const (
 	AttrLLMEvidenceGPUUtilizationMean = "llm.evidence.gpu.utilization_mean"
 	// AttrLLMEvidenceGPUThrottleReasons: Clock-throttle reasons seen on the replica's GPUs during the request (comma-separated).
 	AttrLLMEvidenceGPUThrottleReasons = "llm.evidence.gpu.throttle_reasons"
+	// AttrLLMEvidenceGPUSmClockRatio: Lowest SM clock of the replica's busy GPUs during the request over that GPU's peak in the window (1 = full speed).
+	AttrLLMEvidenceGPUSmClockRatio = "llm.evidence.gpu.sm_clock_ratio"
 	// AttrLLMEvidenceGPUXidErrors: XID errors on the replica's GPUs during the request.
 	AttrLLMEvidenceGPUXidErrors = "llm.evidence.gpu.xid_errors"
 	// AttrLLMEvidenceSlo: The limit (s) the slow reason was judged against, configured SLO or rolling p95.

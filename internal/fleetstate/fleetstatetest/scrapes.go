@@ -74,6 +74,7 @@ type GPUState struct {
 	Throttle          []string
 	XIDErrors         float64
 	ProcessOwners     []string
+	SMClockHz         float64 // 0: not reported
 }
 
 // GPUWith is GPU with a GPU's product name and memory utilization too.
@@ -82,6 +83,14 @@ func GPUWith(sec float64, g GPUState) pmetric.Metrics {
 	rm := md.ResourceMetrics().At(0)
 	if g.Name != "" {
 		rm.Resource().Attributes().PutStr(schema.AttrHwName, g.Name)
+	}
+	if g.SMClockHz > 0 {
+		m := rm.ScopeMetrics().At(0).Metrics().AppendEmpty()
+		m.SetName(schema.MetricNvidiaGPUClockFrequency)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.Timestamp(At(sec)))
+		dp.SetDoubleValue(g.SMClockHz)
+		dp.Attributes().PutStr(schema.AttrNvidiaGPUClockType, "sm")
 	}
 	if g.MemoryUtilization > 0 {
 		m := rm.ScopeMetrics().At(0).Metrics().AppendEmpty()
