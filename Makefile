@@ -11,13 +11,17 @@ FUZZTIME      ?= 15s
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean
+.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean demo
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
 
 run: build
 	./$(BIN)
+
+# A simulated fleet with a scripted incident, the collector, and what it concludes, live, for about a minute.
+demo: build
+	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
 test: build check-generated vet unit fuzz e2e
 
