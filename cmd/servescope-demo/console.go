@@ -133,7 +133,11 @@ func (c *console) logs(req plogotlp.ExportRequest) {
 				a := rec.Attributes()
 				state, _ := a.Get(schema.AttrLLMIncidentState)
 				at := c.since(int64(rec.Timestamp()))
-				line := fmt.Sprintf("  INCIDENT %-6s %5.1fs  %s", strings.ToUpper(state.Str()), at, rec.Body().Str())
+				body := rec.Body().Str()
+				for inst, r := range c.replicas { // host:port means little on a console; the replica's name does
+					body = strings.ReplaceAll(body, inst, r.name)
+				}
+				line := fmt.Sprintf("  INCIDENT %-6s %5.1fs  %s", strings.ToUpper(state.Str()), at, body)
 				fmt.Fprintln(c.out, line)
 				if actions, ok := a.Get(schema.AttrLLMIncidentActions); ok {
 					for n := 0; n < actions.Slice().Len() && n < 2; n++ {
@@ -141,7 +145,7 @@ func (c *console) logs(req plogotlp.ExportRequest) {
 					}
 				}
 				if state.Str() == "start" {
-					c.incidents = append(c.incidents, fmt.Sprintf("%5.1fs %s", at, rec.Body().Str()))
+					c.incidents = append(c.incidents, fmt.Sprintf("%5.1fs %s", at, body))
 				}
 			}
 		}

@@ -129,7 +129,7 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: causeQueueSaturation,
 			wantEvidence: map[string]any{keyWaitingAtArrival: 42.0, keyQueueGrowth: 43.0 / 15, keySLO: 1.0},
-			wantSentence: []string{"queue 3.40 s", "42 waiting at arrival", "queue growing 2.9x/min"}},
+			wantSentence: []string{"queue 3.40 s", "42 waiting at arrival", "up from 14 60 s before"}},
 		{name: "tenant contention", state: queueGrowing,
 			others: []call{
 				{replica: "r1", tenant: "batch-co", id: "b1", start: 99, queue: 0.01, prefill: 0.5, decode: 3.98, other: 0.01, prompt: 6000, gen: 200, cached: -1},

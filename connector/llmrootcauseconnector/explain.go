@@ -174,8 +174,8 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 						top, 100*topShare, r.queue, num(st.WaitingAtArrival))})
 			} else {
 				growth := ""
-				if !math.IsNaN(st.QueueGrowthPerMinute) {
-					growth = fmt.Sprintf(", queue growing %.1fx/min", st.QueueGrowthPerMinute)
+				if !math.IsNaN(st.WaitingEarlier) && st.WaitingAtArrival > st.WaitingEarlier {
+					growth = fmt.Sprintf(", up from %s %.0f s before", num(st.WaitingEarlier), st.WaitingEarlierAge)
 				}
 				cands = append(cands, candidate{causeQueueSaturation, r.queue,
 					fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth)})

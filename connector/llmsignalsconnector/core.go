@@ -365,7 +365,11 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 	}
 	body := d.name + " " + state + ": " + f.sentence
 	if state == "end" {
-		body = fmt.Sprintf("%s ended after %.0f s", d.name, float64(now-inc.since)/1e9)
+		subject := v.replica
+		if subject == "" {
+			subject = "the " + v.model + " pool"
+		}
+		body = fmt.Sprintf("%s on %s ended after %.0f s", d.name, subject, float64(now-inc.since)/1e9)
 	}
 	rec.Body().SetStr(body)
 	a := rec.Attributes()

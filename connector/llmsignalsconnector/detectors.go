@@ -72,7 +72,8 @@ var detectors = []detector{
 			clear:    waiting < d.SaturationWaiting*d.ClearFraction,
 			evidence: map[string]float64{"waiting": waiting, "queue_growth_per_minute": growth, "running_max": v.interval.RunningMax, "finished_per_second": v.interval.FinishedRate},
 		}
-		f.sentence = fmt.Sprintf("%s requests waiting on %s, queue growing %.1fx/min while %.1f requests/s finish", num(waiting), v.replica, growth, v.interval.FinishedRate)
+		f.sentence = fmt.Sprintf("%s requests waiting on %s (%s %.0f s before) while %.1f requests/s finish", num(waiting), v.replica,
+			num(v.now.WaitingEarlier), v.now.WaitingEarlierAge, v.interval.FinishedRate)
 		if atCapacity && (!known(v.interval.KVUtilizationMax) || v.interval.KVUtilizationMax < 0.8) && (!known(v.interval.GPUUtilizationMean) || v.interval.GPUUtilizationMean < 0.85) {
 			f.actions = append(f.actions, fmt.Sprintf("raise max-num-seqs from %s to %s: the batch is full while KV cache and GPU have room",
 				num(v.now.MaxRunning), num(math.Ceil(v.now.MaxRunning*1.5))))

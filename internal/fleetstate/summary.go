@@ -23,10 +23,12 @@ type Summary struct {
 	// QueueGrowthPerMinute compares the queue at arrival with the queue up to a minute earlier, as a ratio
 	// per minute ((waiting+1) / (earlier waiting+1), scaled to 60 s); 1 is flat.
 	QueueGrowthPerMinute float64
-	RunningMax           float64
-	RunningUsual         float64 // median over the window
-	KVUtilizationMax     float64
-	Preemptions          float64
+	// WaitingEarlier is the queue that growth compares with, WaitingEarlierAge how long before arrival (s).
+	WaitingEarlier, WaitingEarlierAge float64
+	RunningMax                        float64
+	RunningUsual                      float64 // median over the window
+	KVUtilizationMax                  float64
+	Preemptions                       float64
 	// PrefixHitRatio covers the interval widened to RecentLookback before it; PrefixHitRatioUsual the window.
 	PrefixHitRatio      float64
 	PrefixHitRatioUsual float64
@@ -74,7 +76,7 @@ func gpuTime(s GPUSnapshot) int64       { return s.Time }
 // Summarize describes replica key over [from, to] (unix ns).
 func (s *Store) Summarize(key string, from, to int64) Summary {
 	nan := math.NaN()
-	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, RunningMax: nan,
+	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, WaitingEarlier: nan, WaitingEarlierAge: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
 		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
 		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan}
@@ -129,7 +131,14 @@ func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) 
 		dt := arrival.Time - earlier.Time
 		if dt >= int64(10*time.Second) && (dt >= int64(time.Minute) || i == 0) && !math.IsNaN(earlier.Waiting) && !math.IsNaN(arrival.Waiting) {
 			ratio := (arrival.Waiting + 1) / (earlier.Waiting + 1)
-			sum.QueueGrowthPerMinute = math.Pow(ratio, float64(time.Minute)/float64(dt))
+			if dt >= int64(time.Minute) {
+				sum.QueueGrowthPerMinute = math.Pow(ratio, float64(time.Minute)/float64(dt))
+			} else {
+				// Less than a minute of history: extrapolate linearly; compounding a 10 s jump to a
+				// minute would claim growth no queue has.
+				sum.QueueGrowthPerMinute = math.Max(0, 1+(ratio-1)*float64(time.Minute)/float64(dt))
+			}
+			sum.WaitingEarlier, sum.WaitingEarlierAge = earlier.Waiting, float64(dt)/1e9
 			break
 		}
 	}

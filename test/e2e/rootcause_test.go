@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -267,4 +269,22 @@ func TestSignalsThroughTheBinary(t *testing.T) {
 	assert.Equal(t, replica.Str(), incident[schema.AttrServiceInstanceID])
 	assert.NotEmpty(t, incident[schema.AttrLLMIncidentActions])
 	assert.NotEmpty(t, incident[schema.AttrLLMIncidentID])
+}
+
+// make demo, shortened: the fleet, the collector and the console run, the console reads like a report, and
+// nothing is left running afterwards.
+func TestDemo(t *testing.T) {
+	cmd := exec.Command("go", "run", "../../cmd/servescope-demo", "-collector", binary, "-config", "../../config/demo.yaml",
+		"-duration", "12s", "-scenario", "traffic_spike")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	text := string(out)
+	assert.Contains(t, text, "servescope demo: traffic_spike")
+	assert.Regexp(t, `replica\s+engine\s+waiting\s+running\s+KV\s+GPU\s+health`, text)
+	assert.Regexp(t, `slow\s+\d+\.\ds\s+\S+\s+\S+\s+queue \d`, text, "slow requests with their breakdown")
+	assert.Regexp(t, `servescope explained \d+ requests; \d+ were slow`, text)
+	assert.Regexp(t, `agrees on the cause of \d+ of those \d+ slow requests`, text)
+	assert.NotContains(t, text, "panic")
+	ps, _ := exec.Command("pgrep", "-f", "config/demo.yaml").Output()
+	assert.Empty(t, strings.TrimSpace(string(ps)), "no collector left behind")
 }
