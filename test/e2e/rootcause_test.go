@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -287,4 +288,75 @@ func TestDemo(t *testing.T) {
 	assert.NotContains(t, text, "panic")
 	ps, _ := exec.Command("pgrep", "-f", "config/demo.yaml").Output()
 	assert.Empty(t, strings.TrimSpace(string(ps)), "no collector left behind")
+}
+
+// llm_routing through the binary: a router reads the replica's model-server endpoint and the JSON views,
+// and a replica that goes away turns stale (503) instead of looking idle.
+func TestRoutingThroughTheBinary(t *testing.T) {
+	srv := engine(t, fixtures.Read(t, "vllm/stormlog_vllm_v1_q05_c08_metrics_post.txt"))
+	routing := freePort(t)
+	startCollector(t, fmt.Sprintf(`
+receivers:
+  vllm:
+    endpoint: %s
+    collection_interval: 250ms
+processors:
+  llm_normalize: {}
+connectors:
+  llm_signals:
+    interval: 1s
+    stale: 3s
+    state_window: 1m
+exporters:
+  llm_routing:
+    endpoint: %s
+    stale: 3s
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [vllm]
+      processors: [llm_normalize]
+      exporters: [llm_signals, llm_routing]
+    metrics/signals:
+      receivers: [llm_signals]
+      exporters: [llm_routing]
+`, srv.URL, routing))
+	instance := srv.Listener.Addr().String()
+	modelServer := "http://" + routing + "/model-server/" + instance + "/metrics"
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(modelServer)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 200*time.Millisecond, "the model-server endpoint answers")
+	assert.Contains(t, body, "vllm:num_requests_waiting{model_name=")
+	assert.Contains(t, body, "vllm:kv_cache_usage_perc{model_name=")
+
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + routing + "/v1/replicas")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"healthy": true`) && strings.Contains(string(b), `"routing_score": `)
+	}, 30*time.Second, 200*time.Millisecond, "a healthy replica with a routing score from llm_signals")
+
+	srv.Close()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(modelServer)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 30*time.Second, 200*time.Millisecond, "a replica that went away is stale, not idle")
 }

@@ -1,0 +1,29 @@
+// Package llmroutingexporter serves what servescope knows about each replica where routers and autoscalers
+// look: the model-server protocol an inference gateway's endpoint picker scrapes (for any engine, in vLLM's
+// names), JSON replica scores and pool recommendations, and a KEDA metrics-api endpoint for scaling.
+package llmroutingexporter
+
+import (
+	"context"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+)
+
+var componentType = component.MustNewType("llm_routing")
+
+// NewFactory creates the llm_routing exporter factory.
+func NewFactory() exporter.Factory {
+	return exporter.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
+		exporter.WithMetrics(createMetrics, component.StabilityLevelAlpha))
+}
+
+func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
+	e := newRoutingExporter(cfg.(*Config), set.TelemetrySettings)
+	// No queue and no retries: the latest state is what matters, and it is kept in memory here.
+	return exporterhelper.NewMetrics(ctx, set, cfg, e.consume,
+		exporterhelper.WithStart(e.start), exporterhelper.WithShutdown(e.shutdown),
+		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}))
+}
