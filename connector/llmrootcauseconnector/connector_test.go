@@ -15,6 +15,7 @@ import (
 
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
+	"github.com/servescope/servescope/internal/metricstest"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -300,39 +301,18 @@ func TestConfig(t *testing.T) {
 
 func forEachPoint(t *testing.T, md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) {
 	t.Helper()
-	found := false
-	walkMetrics(md, name, func(m pmetric.Metric) {
-		found = true
-		dps := m.Sum().DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			fn(dps.At(i))
-		}
-	})
-	require.True(t, found, "no %s", name)
+	dps := metricstest.Numbers(md, name)
+	require.NotEmpty(t, dps, "no %s", name)
+	for _, dp := range dps {
+		fn(dp)
+	}
 }
 
 func forEachHistogram(t *testing.T, md pmetric.Metrics, name string, fn func(pmetric.HistogramDataPoint)) {
 	t.Helper()
-	found := false
-	walkMetrics(md, name, func(m pmetric.Metric) {
-		found = true
-		dps := m.Histogram().DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			fn(dps.At(i))
-		}
-	})
-	require.True(t, found, "no %s", name)
-}
-
-func walkMetrics(md pmetric.Metrics, name string, fn func(pmetric.Metric)) {
-	for i := 0; i < md.ResourceMetrics().Len(); i++ {
-		sms := md.ResourceMetrics().At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			for k := 0; k < sms.At(j).Metrics().Len(); k++ {
-				if m := sms.At(j).Metrics().At(k); m.Name() == name {
-					fn(m)
-				}
-			}
-		}
+	dps := metricstest.Histograms(md, name)
+	require.NotEmpty(t, dps, "no %s", name)
+	for _, dp := range dps {
+		fn(dp)
 	}
 }

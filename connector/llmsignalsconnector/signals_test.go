@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
+	"github.com/servescope/servescope/internal/metricstest"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -155,23 +156,8 @@ func (r *rig) lastGauges(name string) map[string]float64 {
 }
 
 func forEach(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) {
-	for i := 0; i < md.ResourceMetrics().Len(); i++ {
-		ms := md.ResourceMetrics().At(i).ScopeMetrics().At(0).Metrics()
-		for j := 0; j < ms.Len(); j++ {
-			m := ms.At(j)
-			if m.Name() != name {
-				continue
-			}
-			var dps pmetric.NumberDataPointSlice
-			if m.Type() == pmetric.MetricTypeGauge {
-				dps = m.Gauge().DataPoints()
-			} else {
-				dps = m.Sum().DataPoints()
-			}
-			for k := 0; k < dps.Len(); k++ {
-				fn(dps.At(k))
-			}
-		}
+	for _, dp := range metricstest.Numbers(md, name) {
+		fn(dp)
 	}
 }
 

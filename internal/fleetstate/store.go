@@ -330,26 +330,26 @@ func (s *Store) makeRoom(n int, forget func()) {
 }
 
 func (s *Store) forgetOldestReplica() {
-	oldest, at := "", int64(math.MaxInt64)
-	for k, r := range s.replicas {
-		if r.lastSeen < at {
-			oldest, at = k, r.lastSeen
-		}
-	}
-	delete(s.replicas, oldest)
+	delete(s.replicas, oldest(s.replicas, func(r *replica) int64 { return r.lastSeen }))
 }
 
 func (s *Store) forgetOldestGPU() {
-	oldest, at := "", int64(math.MaxInt64)
-	for k, g := range s.gpus {
-		if g.lastSeen < at {
-			oldest, at = k, g.lastSeen
-		}
-	}
-	if g := s.gpus[oldest]; g != nil {
+	id := oldest(s.gpus, func(g *gpu) int64 { return g.lastSeen })
+	if g := s.gpus[id]; g != nil {
 		s.unindex(g)
 	}
-	delete(s.gpus, oldest)
+	delete(s.gpus, id)
+}
+
+// oldest is the key of the entry seen longest ago.
+func oldest[T any](m map[string]T, lastSeen func(T) int64) string {
+	key, at := "", int64(math.MaxInt64)
+	for k, v := range m {
+		if t := lastSeen(v); t < at {
+			key, at = k, t
+		}
+	}
+	return key
 }
 
 func (s *Store) index(g *gpu, owner string) {

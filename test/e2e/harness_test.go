@@ -26,6 +26,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/servescope/servescope/internal/metricstest"
 )
 
 var binary string
@@ -153,22 +155,7 @@ func (s *otlpSink) waitFor(t *testing.T, name string, timeout time.Duration) pme
 	return pmetric.Metrics{}
 }
 
-func find(md pmetric.Metrics, name string) []pmetric.Metric {
-	var out []pmetric.Metric
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				if ms.At(k).Name() == name {
-					out = append(out, ms.At(k))
-				}
-			}
-		}
-	}
-	return out
-}
+func find(md pmetric.Metrics, name string) []pmetric.Metric { return metricstest.Metrics(md, name) }
 
 // collector is one running otelcol-servescope process.
 type collector struct {
@@ -238,6 +225,33 @@ func (c *collector) stop(t *testing.T) {
 // count returns how many output lines contain substr.
 func (c *collector) count(substr string) int {
 	return strings.Count(c.output.String(), substr)
+}
+
+// sinkBlock is the exporters section that sends to an OTLP sink, and a service section opened with the
+// collector's own telemetry off; the caller's pipelines follow.
+func sinkBlock(url string) string {
+	return fmt.Sprintf(`exporters:
+  otlp_http:
+    endpoint: %s
+    compression: none
+    retry_on_failure:
+      enabled: false
+service:
+  telemetry:
+    metrics:
+      level: none
+`, url)
+}
+
+// fetch GETs url and returns the status and body; status 0 when the request failed (not listening yet).
+func fetch(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 func freePort(t *testing.T) string {

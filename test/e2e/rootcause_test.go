@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -41,17 +40,7 @@ connectors:
     slo:
       default:
         ttft: 1s
-exporters:
-  otlp_http:
-    endpoint: %s
-    compression: none
-    retry_on_failure:
-      enabled: false
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
+%s  pipelines:
     metrics:
       receivers: [vllm]
       processors: [llm_normalize]
@@ -68,7 +57,7 @@ service:
     logs/explained:
       receivers: [llm_root_cause]
       exporters: [otlp_http]
-`, engineURL, otlpEndpoint, sinkURL)
+`, engineURL, otlpEndpoint, sinkBlock(sinkURL))
 }
 
 func TestRootCauseThroughTheBinary(t *testing.T) {
@@ -212,17 +201,7 @@ connectors:
     interval: 1s
     stale: 3s
     state_window: 1m
-exporters:
-  otlp_http:
-    endpoint: %s
-    compression: none
-    retry_on_failure:
-      enabled: false
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
+%s  pipelines:
     metrics:
       receivers: [vllm]
       processors: [llm_normalize]
@@ -233,7 +212,7 @@ service:
     logs/incidents:
       receivers: [llm_signals]
       exporters: [otlp_http]
-`, engineURL, sinkURL)
+`, engineURL, sinkBlock(sinkURL))
 }
 
 // A replica whose metrics endpoint goes away: its health drops and a stale-telemetry incident reaches the
@@ -328,35 +307,21 @@ service:
 	modelServer := "http://" + routing + "/model-server/" + instance + "/metrics"
 	var body string
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(modelServer)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return resp.StatusCode == http.StatusOK
+		var status int
+		status, body = fetch(modelServer)
+		return status == http.StatusOK
 	}, 30*time.Second, 200*time.Millisecond, "the model-server endpoint answers")
 	assert.Contains(t, body, "vllm:num_requests_waiting{model_name=")
 	assert.Contains(t, body, "vllm:kv_cache_usage_perc{model_name=")
 
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + routing + "/v1/replicas")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), `"healthy": true`) && strings.Contains(string(b), `"routing_score": `)
+		_, replicas := fetch("http://" + routing + "/v1/replicas")
+		return strings.Contains(replicas, `"healthy": true`) && strings.Contains(replicas, `"routing_score": `)
 	}, 30*time.Second, 200*time.Millisecond, "a healthy replica with a routing score from llm_signals")
 
 	srv.Close()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(modelServer)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusServiceUnavailable
+		status, _ := fetch(modelServer)
+		return status == http.StatusServiceUnavailable
 	}, 30*time.Second, 200*time.Millisecond, "a replica that went away is stale, not idle")
 }

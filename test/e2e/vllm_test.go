@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"os/exec"
 	"regexp"
@@ -209,13 +208,7 @@ func TestDefaultConfig(t *testing.T) {
 
 	var page string
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + prom + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		page = string(b)
+		_, page = fetch("http://" + prom + "/metrics")
 		return strings.Contains(page, "llm_scheduler_requests_waiting{")
 	}, 40*time.Second, 250*time.Millisecond, "canonical metrics on the Prometheus endpoint")
 
@@ -238,13 +231,7 @@ func TestDefaultConfig(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + prom + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		page = string(b)
+		_, page = fetch("http://" + prom + "/metrics")
 		return strings.Contains(page, `llm_request_root_cause_total{`) && strings.Contains(page, `llm_request_phase_duration_seconds_bucket{`)
 	}, 60*time.Second, 250*time.Millisecond, "llm_root_cause's metrics on the Prometheus endpoint")
 	assert.Regexp(t, `llm_request_root_cause_total\{[^}]*llm_root_cause="none"[^}]*\} 12`, page, "the 12 recorded requests, none slow")
