@@ -316,3 +316,60 @@ func forEachHistogram(t *testing.T, md pmetric.Metrics, name string, fn func(pme
 		fn(dp)
 	}
 }
+
+// SGLang's request span carries usage but no latency attributes: its stage slices say where the time went.
+func TestSGLangStageSpans(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	for sec := 0.0; sec <= 200; sec += 10 {
+		v := steady(sec)
+		queueGrowing(sec, v)
+		r.state(fleetstatetest.Engine("r1", testModel, sec, v))
+	}
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "sglang")
+	rs.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, "r1")
+	spans := rs.ScopeSpans().AppendEmpty().Spans()
+	root := spans.AppendEmpty()
+	root.SetName("Req 5f2c9a1e")
+	root.SetTraceID(pcommon.TraceID{7})
+	root.SetSpanID(pcommon.SpanID{7, 1})
+	root.SetStartTimestamp(ns(100))
+	root.SetEndTimestamp(ns(105.5))
+	root.Attributes().PutInt(schema.AttrGenAIUsagePromptTokens, 1200)
+	root.Attributes().PutInt(schema.AttrGenAIUsageCompletionTokens, 101)
+	root.Attributes().PutInt(schema.AttrGenAIUsageCachedTokens, 1000)
+	root.Attributes().PutStr(schema.AttrGenAIRequestID, "sglang-1")
+	for i, stage := range []struct {
+		name     string
+		from, to float64
+	}{{"prefill_waiting", 100.01, 103.41}, {"prefill_forward", 103.41, 103.5}, {"decode_loop", 103.5, 105.5}} {
+		s := spans.AppendEmpty()
+		s.SetName(stage.name)
+		s.SetTraceID(root.TraceID())
+		s.SetSpanID(pcommon.SpanID{7, byte(2 + i)})
+		s.SetParentSpanID(root.SpanID())
+		s.SetStartTimestamp(ns(stage.from))
+		s.SetEndTimestamp(ns(stage.to))
+	}
+	r.send(td)
+	got := r.explained()
+	require.NotContains(t, got, "", "stage spans are not requests")
+	var a map[string]any
+	for _, out := range r.traces.AllTraces() {
+		forEachSpan(out, func(_ pcommon.Map, s ptrace.Span) {
+			if s.Name() == "Req 5f2c9a1e" {
+				a = s.Attributes().AsRaw()
+			}
+		})
+	}
+	require.NotNil(t, a)
+	assert.InDelta(t, 3.4, a[schema.AttrLLMLatencyQueue], 1e-6)
+	assert.InDelta(t, 0.09, a[schema.AttrLLMLatencyPrefill], 1e-6)
+	assert.InDelta(t, 2.0, a[schema.AttrLLMLatencyDecode], 1e-6)
+	assert.InDelta(t, 5.5, a[schema.AttrLLMLatencyE2e], 1e-6)
+	assert.InDelta(t, 3.5, a[schema.AttrLLMLatencyTtft], 1e-6, "to the first decode stage")
+	assert.InDelta(t, 0.01, a[schema.AttrLLMLatencyOther], 1e-6)
+	assert.Equal(t, int64(1000), a[schema.AttrLLMTokensCached])
+	assert.Equal(t, causeQueueSaturation, a[schema.AttrLLMRootCause], a[schema.AttrLLMRootCauseEvidence])
+}

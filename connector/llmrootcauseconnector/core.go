@@ -31,6 +31,7 @@ type core struct {
 	cfg    *Config
 	logger *zap.Logger
 	schema *schema.Schema
+	stages map[string]string // stage-span name -> phase, from the schema's engines
 	store  *fleetstate.Store
 	now    func() time.Time
 
@@ -76,7 +77,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &core{cfg: cfg, logger: set.Logger, schema: sch, now: time.Now,
+	c := &core{cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
 		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
 			MaxReplicas: cfg.MaxReplicas}),
 		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, tenants: map[string]bool{},
@@ -308,6 +309,30 @@ func (c *core) emit(ctx context.Context, o output) error {
 func (c *core) collect(td ptrace.Traces) []*request {
 	var reqs []*request
 	rss := td.ResourceSpans()
+	// Stage spans first: an engine whose request span carries no latency attributes (SGLang) is read from
+	// the stage slices under it, when they come in the same batch.
+	var staged map[spanKey]*stages
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				span := spans.At(k)
+				phase, ok := c.stages[span.Name()]
+				if !ok || span.ParentSpanID().IsEmpty() {
+					continue
+				}
+				if staged == nil {
+					staged = map[spanKey]*stages{}
+				}
+				key := spanKey{span.TraceID(), span.ParentSpanID()}
+				if staged[key] == nil {
+					staged[key] = newStages()
+				}
+				staged[key].add(phase, span)
+			}
+		}
+	}
 	for i := 0; i < rss.Len(); i++ {
 		res := rss.At(i).Resource().Attributes()
 		sss := rss.At(i).ScopeSpans()
@@ -320,13 +345,18 @@ func (c *core) collect(td ptrace.Traces) []*request {
 				if w.tenant != "" || w.family != "" {
 					c.origins.put(spanKey{span.TraceID(), span.SpanID()}, w)
 				}
-				if !isEngineRequest(span) {
+				var r *request
+				switch st := staged[spanKey{span.TraceID(), span.SpanID()}]; {
+				case isEngineRequest(span):
+					r = readRequest(span, res)
+				case st != nil:
+					r = readStagedRequest(span, res, st)
+				default:
 					if id := text(span.Attributes(), schema.AttrGenAIRequestID); id != "" && (w.tenant != "" || w.family != "") {
 						c.byRequest.put(id, w)
 					}
 					continue
 				}
-				r := readRequest(span, res)
 				r.replicaKey = c.store.ReplicaKey(res)
 				reqs = append(reqs, r)
 			}

@@ -60,6 +60,10 @@ type Engine struct {
 	// vLLM's); their rules apply too, after this engine's own.
 	Embeds      []string      `yaml:"embeds"`
 	Passthrough []Passthrough `yaml:"passthrough"`
+	// SpanStages map the names of the engine's per-request stage spans (children of its request span) to the
+	// request phase they measure (queue, prefill, decode), for engines whose request span carries no
+	// latency attributes of its own.
+	SpanStages map[string]string `yaml:"span_stages"`
 }
 
 // Passthrough names vendor families that deliberately have no canonical home, and why.
@@ -167,6 +171,11 @@ func (s *Schema) validate() error {
 		}
 		if len(e.MetricPrefixes) == 0 {
 			errs = append(errs, fmt.Errorf("engine %s: no metric_prefixes", name))
+		}
+		for stage, phase := range e.SpanStages {
+			if phase != "queue" && phase != "prefill" && phase != "decode" {
+				errs = append(errs, fmt.Errorf("engine %s: span stage %q maps to %q, not queue, prefill or decode", name, stage, phase))
+			}
 		}
 	}
 	seenMetric := map[string]bool{}
@@ -290,6 +299,17 @@ func (src *Source) Scale(canonicalUnit string) (float64, error) {
 		return f, nil
 	}
 	return 0, fmt.Errorf("no conversion from %q to %q", src.Unit, canonicalUnit)
+}
+
+// SpanStages returns every engine's stage-span names mapped to the phase they measure.
+func (s *Schema) SpanStages() map[string]string {
+	out := map[string]string{}
+	for _, name := range s.EngineNames {
+		for stage, phase := range s.Engines[name].SpanStages {
+			out[stage] = phase
+		}
+	}
+	return out
 }
 
 // Metric returns the canonical metric with the given name, or nil.
