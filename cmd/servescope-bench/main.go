@@ -40,6 +40,7 @@ type options struct {
 	duration, warmup  time.Duration
 	targets           int
 	spanRate          int
+	runs              int
 }
 
 func main() {
@@ -55,6 +56,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "how long each collector runs before measuring")
 	flag.IntVar(&o.targets, "targets", 20, "simulated vLLM targets for the scrape path")
 	flag.IntVar(&o.spanRate, "span-rate", 10000, "spans per second for the span path")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each configuration; the table shows the medians")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "servescope-bench:", err)
@@ -81,8 +83,9 @@ func run(o options) error {
 	var rows []string
 	add := func(format string, args ...any) { rows = append(rows, fmt.Sprintf(format, args...)) }
 	cores := strconv.Itoa(numCPU())
-	add("Measured by `make bench` (`go run ./cmd/servescope-bench`), %s, %s cores, each run %s after %s of warm-up; "+
-		"CPU is the collector process's user+system time over the run, RSS its peak.\n", time.Now().UTC().Format("2006-01-02"), cores, o.duration, o.warmup)
+	add("Measured by `make bench` (`go run ./cmd/servescope-bench`), %s, %s cores; each figure the median of %d runs of %s "+
+		"after %s of warm-up; CPU is the collector process's user+system time over the run, RSS its peak.\n",
+		time.Now().UTC().Format("2006-01-02"), cores, o.runs, o.duration, o.warmup)
 
 	// 1. scrape path
 	targets := make([]string, o.targets)
@@ -94,11 +97,11 @@ func run(o options) error {
 		defer srv.Close()
 		targets[i] = addr
 	}
-	ours, err := measure(o, scrapeOurs(targets), nil)
+	ours, err := measureMedian(o, scrapeOurs(targets), nil)
 	if err != nil {
 		return err
 	}
-	stock, err := measure(o, scrapeStock(targets, sch), nil)
+	stock, err := measureMedian(o, scrapeStock(targets, sch), nil)
 	if err != nil {
 		return err
 	}
@@ -108,19 +111,31 @@ func run(o options) error {
 		o.targets, ours.cpuSeconds, ours.peakRSSMiB, len(transformStatements(sch)), stock.cpuSeconds, stock.peakRSSMiB, ours.cpuSeconds/stock.cpuSeconds)
 
 	// 2. span path at a fixed rate
-	ours, err = measure(o, spansOurs(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
+	ours, err = measureMedian(o, spansOurs(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
 	if err != nil {
 		return err
 	}
-	stock, err = measure(o, spansStock(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
+	stock, err = measureMedian(o, spansStock(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
 	if err != nil {
 		return err
 	}
 	add("| spans: %d/s over OTLP/HTTP | `llm_root_cause` (%s) | %.2f | %.0f MiB | `span_metrics` (%s) | %.2f | %.0f MiB | %.2f× |",
 		o.spanRate, ours.note, ours.cpuSeconds, ours.peakRSSMiB, stock.note, stock.cpuSeconds, stock.peakRSSMiB, ours.cpuSeconds/stock.cpuSeconds)
 
+	// 2b. the highest rate each sustains: as many senders as it takes, for the run, spans accepted per second
+	oursMax, err := measureMedian(o, spansOurs(), func(otlp string, stop <-chan struct{}) string { return flood(otlp, stop) })
+	if err != nil {
+		return err
+	}
+	stockMax, err := measureMedian(o, spansStock(), func(otlp string, stop <-chan struct{}) string { return flood(otlp, stop) })
+	if err != nil {
+		return err
+	}
+	add("| spans: as fast as accepted (4 senders) | `llm_root_cause`: %s | %.2f | %.0f MiB | `span_metrics`: %s | %.2f | %.0f MiB | %.2f× |",
+		oursMax.note, oursMax.cpuSeconds, oursMax.peakRSSMiB, stockMax.note, stockMax.cpuSeconds, stockMax.peakRSSMiB, oursMax.cpuSeconds/stockMax.cpuSeconds)
+
 	// 3. sidecar footprint: the default configuration
-	idle, err := measure(o, sidecar(""), nil)
+	idle, err := measureMedian(o, sidecar(""), nil)
 	if err != nil {
 		return err
 	}
@@ -129,7 +144,7 @@ func run(o options) error {
 		return err
 	}
 	defer srv.Close()
-	busy, err := measure(o, sidecar("http://"+engineAddr), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, 200, stop) })
+	busy, err := measureMedian(o, sidecar("http://"+engineAddr), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, 200, stop) })
 	if err != nil {
 		return err
 	}
@@ -187,6 +202,36 @@ func freeAddr() string {
 
 // config builds a collector configuration for an OTLP address.
 type config func(otlp string) string
+
+// measureMedian runs measure o.runs times and keeps the median CPU and RSS.
+func measureMedian(o options, cfg config, load func(otlp string, stop <-chan struct{}) string) (usage, error) {
+	var runs []usage
+	for i := 0; i < max(1, o.runs); i++ {
+		u, err := measure(o, cfg, load)
+		if err != nil {
+			return usage{}, err
+		}
+		runs = append(runs, u)
+	}
+	cpu := make([]float64, len(runs))
+	rss := make([]float64, len(runs))
+	for i, u := range runs {
+		cpu[i], rss[i] = u.cpuSeconds, u.peakRSSMiB
+	}
+	return usage{cpuSeconds: median(cpu), peakRSSMiB: median(rss), note: runs[len(runs)-1].note}, nil
+}
+
+func median(v []float64) float64 {
+	sorted := append([]float64(nil), v...)
+	for i := range sorted {
+		for j := i + 1; j < len(sorted); j++ {
+			if sorted[j] < sorted[i] {
+				sorted[i], sorted[j] = sorted[j], sorted[i]
+			}
+		}
+	}
+	return sorted[len(sorted)/2]
+}
 
 // measure starts the collector with cfg, waits the warm-up, then measures CPU and peak RSS over the run while
 // load (if any) runs against its OTLP endpoint.
@@ -452,6 +497,38 @@ func sendSpans(otlp string, rate int, stop <-chan struct{}) string {
 			}()
 		}
 	}
+}
+
+// flood sends 200-span batches from 4 senders back to back until stop, and reports the accepted rate. The
+// senders share the machine with the collector, so the figure is a floor for the collector's own maximum.
+func flood(otlp string, stop <-chan struct{}) string {
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	client := &http.Client{Timeout: 5 * time.Second}
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			n := uint64(w) << 40
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Post("http://"+otlp+"/v1/traces", "application/x-protobuf", bytes.NewReader(spanBatch(&n, 100)))
+				if err == nil {
+					if resp.StatusCode == http.StatusOK {
+						sent.Add(200)
+					}
+					resp.Body.Close()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return fmt.Sprintf("%.0f spans/s", float64(sent.Load())/time.Since(start).Seconds())
 }
 
 func spanBatch(n *uint64, requests int) []byte {
