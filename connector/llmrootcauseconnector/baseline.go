@@ -71,7 +71,9 @@ func (r *rollingQuantiles) rotate(t int64) {
 
 // add records v observed at t (unix ns). Values too old for the window are ignored.
 func (r *rollingQuantiles) add(v float64, t int64) {
-	if math.IsNaN(v) || v < 0 {
+	// A span's own numbers and times are untrusted input: NaN, infinite or negative values, and times before
+	// 1970 (a uint64 timestamp past int64), are not learned from.
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || t < 0 {
 		return
 	}
 	r.rotate(t)
@@ -157,6 +159,9 @@ type shareBaseline struct {
 }
 
 func (s *shareBaseline) add(num, den float64, t int64) {
+	if t < 0 || math.IsNaN(num) || math.IsNaN(den) || math.IsInf(num, 0) || math.IsInf(den, 0) {
+		return
+	}
 	idx := t / s.half
 	switch {
 	case idx == s.current+1:

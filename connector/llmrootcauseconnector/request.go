@@ -38,18 +38,26 @@ func isEngineRequest(span ptrace.Span) bool {
 	return e2e || queue || ttft
 }
 
+// number reads a duration or a count. Negative and infinite values are not durations or counts: they read
+// as unknown, like a missing attribute, so one broken field costs its evidence and nothing else.
 func number(attrs pcommon.Map, key string) float64 {
 	v, ok := attrs.Get(key)
 	if !ok {
 		return math.NaN()
 	}
+	var f float64
 	switch v.Type() {
 	case pcommon.ValueTypeDouble:
-		return v.Double()
+		f = v.Double()
 	case pcommon.ValueTypeInt:
-		return float64(v.Int())
+		f = float64(v.Int())
+	default:
+		return math.NaN()
 	}
-	return math.NaN()
+	if f < 0 || math.IsInf(f, 0) {
+		return math.NaN()
+	}
+	return f
 }
 
 func text(attrs pcommon.Map, key string) string {
