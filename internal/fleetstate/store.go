@@ -391,7 +391,9 @@ func forEachPoint(rm pmetric.ResourceMetrics, fn func(name string, attrs pcommon
 				if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
 					v = float64(dp.IntValue())
 				}
-				if math.IsNaN(v) || math.IsInf(v, 0) {
+				// Everything the summaries read is a count, a level or a ratio: a negative value is a broken
+				// exporter, not state, and is dropped like a NaN.
+				if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 					continue
 				}
 				fn(m.Name(), dp.Attributes(), int64(dp.Timestamp()), v)
