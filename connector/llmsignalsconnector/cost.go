@@ -32,6 +32,7 @@ type replicaUsage struct {
 	cached   map[tenantModel]float64
 	requests map[tenantModel]float64 // finished requests (llm.request.root_cause, all causes)
 	queued   map[tenantModel]float64 // seconds in queue (the queue phase's sum)
+	byType   map[string]float64      // tokens by llm.token.type (prompt, generation)
 	phases   map[string]float64      // prefill, decode: seconds
 	// queueTimes is the engine's queue-time histogram over the interval (bucket growth; bounds of the first
 	// series seen for the replica).
@@ -73,6 +74,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 						ru := u.of(key.replica)
 						if m.Name() == schema.MetricLLMTenantTokens {
 							ru.tokens[tenantModel{key.tenant, key.model}] += d
+							ru.byType[sub] += d
 						} else {
 							ru.cached[tenantModel{key.tenant, key.model}] += d
 						}
@@ -187,7 +189,7 @@ func (u *usage) of(replica string) *replicaUsage {
 	ru := u.pending[replica]
 	if ru == nil {
 		ru = &replicaUsage{tokens: map[tenantModel]float64{}, cached: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
-			queued: map[tenantModel]float64{}, phases: map[string]float64{}}
+			queued: map[tenantModel]float64{}, phases: map[string]float64{}, byType: map[string]float64{}}
 		u.pending[replica] = ru
 	}
 	return ru
@@ -208,6 +210,9 @@ func (u *usage) take(replica string, sole bool) *replicaUsage {
 			}
 			for k, v := range anon.phases {
 				ru.phases[k] += v
+			}
+			for k, v := range anon.byType {
+				ru.byType[k] += v
 			}
 			delete(u.pending, "")
 		}
@@ -255,6 +260,9 @@ type costBook struct {
 	// interval is this evaluation's cost per tenant and model, and requests the requests they finished,
 	// for the cost per request; both are reset every evaluation.
 	interval, requests map[tenantModel]float64
+	// phaseCost and phaseTokens are this evaluation's prefill and decode cost and the tokens they produced,
+	// per model: computed prompt tokens for prefill, generated tokens for decode.
+	phaseCost, phaseTokens map[tenantModel]float64 // tenant field holds the token type
 }
 
 type costKey struct{ tenant, model, replica string }
@@ -263,7 +271,8 @@ type categoryKey struct{ category, model, replica string }
 
 func newCostBook() *costBook {
 	return &costBook{gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{},
-		categories: map[categoryKey]float64{}, interval: map[tenantModel]float64{}, requests: map[tenantModel]float64{}}
+		categories: map[categoryKey]float64{}, interval: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
+		phaseCost: map[tenantModel]float64{}, phaseTokens: map[tenantModel]float64{}}
 }
 
 // charge books dt seconds of a replica's GPUs: split among tenant and model by their share of the tokens the
@@ -322,6 +331,16 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 	}
 	b.categories[categoryKey{"prefill", v.model, v.replica}] += busy * prefill / (prefill + decode)
 	b.categories[categoryKey{"decode", v.model, v.replica}] += busy * decode / (prefill + decode)
+	// Per token: the busy share of the bill split by phase, over what each phase produced.
+	perSecond := cost / gpuSeconds
+	cached := 0.0
+	for _, c := range u.cached {
+		cached += c
+	}
+	b.phaseCost[tenantModel{"prompt", v.model}] += busy * prefill / (prefill + decode) * perSecond
+	b.phaseCost[tenantModel{"generation", v.model}] += busy * decode / (prefill + decode) * perSecond
+	b.phaseTokens[tenantModel{"prompt", v.model}] += math.Max(0, u.byType["prompt"]-cached)
+	b.phaseTokens[tenantModel{"generation", v.model}] += u.byType["generation"]
 }
 
 // perRequest writes this evaluation's cost per request (per tenant and model) and starts the next interval.
@@ -338,6 +357,18 @@ func (b *costBook) perRequest(g *gauges) {
 	}
 	clear(b.interval)
 	clear(b.requests)
+	keys = keys[:0]
+	for tm := range b.phaseCost {
+		keys = append(keys, tm)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].model+"\x00"+keys[i].tenant < keys[j].model+"\x00"+keys[j].tenant })
+	for _, tm := range keys {
+		if n := b.phaseTokens[tm]; n > 0 {
+			g.set(schema.MetricLLMCostPerToken, b.phaseCost[tm]/n, schema.AttrLLMTokenType, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
+		}
+	}
+	clear(b.phaseCost)
+	clear(b.phaseTokens)
 }
 
 func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts pcommon.Timestamp) {

@@ -144,7 +144,7 @@ func (r *rig) lastGauges(name string) map[string]float64 {
 			if key == "" {
 				key = text(a, schema.AttrGenAIRequestModel)
 			}
-			for _, extra := range []string{schema.AttrLLMTenant, schema.AttrLLMHealthComponent, schema.AttrLLMScaleReason, schema.AttrLLMIncidentDetector} {
+			for _, extra := range []string{schema.AttrLLMTenant, schema.AttrLLMTokenType, schema.AttrLLMHealthComponent, schema.AttrLLMScaleReason, schema.AttrLLMIncidentDetector} {
 				if v := text(a, extra); v != "" {
 					key += "/" + v
 				}
@@ -402,7 +402,10 @@ func TestAutoscaling(t *testing.T) {
 }
 
 // tenantTotals are one tenant's cumulative counts, as llm_root_cause reports them.
-type tenantTotals struct{ tokens, cached, requests, queueSeconds float64 }
+type tenantTotals struct {
+	tokens, cached, requests, queueSeconds float64
+	generated, prefillSeconds, decodeSeconds float64
+}
 
 // rootCauseCounters is llm_root_cause's output for one replica at sec seconds.
 func rootCauseCounters(replica string, sec float64, tenants map[string]tenantTotals) pmetric.Metrics {
@@ -438,11 +441,22 @@ func rootCauseCounters(replica string, sec float64, tenants map[string]tenantTot
 			dp.SetDoubleValue(p.val)
 			attrs(dp.Attributes(), tenant, p.k, p.v)
 		}
-		dp := hist.AppendEmpty()
-		dp.SetTimestamp(ts)
-		dp.SetSum(tt.queueSeconds)
-		dp.SetCount(uint64(tt.requests))
-		attrs(dp.Attributes(), tenant, schema.AttrLLMPhase, "queue")
+		if tt.generated > 0 {
+			dp := tokens.AppendEmpty()
+			dp.SetTimestamp(ts)
+			dp.SetDoubleValue(tt.generated)
+			attrs(dp.Attributes(), tenant, schema.AttrLLMTokenType, "generation")
+		}
+		for _, p := range []struct {
+			phase string
+			sum   float64
+		}{{"queue", tt.queueSeconds}, {"prefill", tt.prefillSeconds}, {"decode", tt.decodeSeconds}} {
+			dp := hist.AppendEmpty()
+			dp.SetTimestamp(ts)
+			dp.SetSum(p.sum)
+			dp.SetCount(uint64(tt.requests))
+			attrs(dp.Attributes(), tenant, schema.AttrLLMPhase, p.phase)
+		}
 	}
 	return md
 }
@@ -569,6 +583,22 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 	interval := 2 * 3.6 * 10 / 3600
 	assert.InDelta(t, interval*0.75/10, perRequest[model+"/acme"], 1e-12)
 	assert.InDelta(t, interval*0.25/5, perRequest[model+"/globex"], 1e-12)
+}
+
+func TestCostPerToken(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.Cost.DefaultGPUPricePerHour = 3.6 })
+	r.run([]string{"r1"}, 100, func(_ string, sec float64, s *replicaState) {
+		s.gpus[0].Utilization = 0.5
+		if sec >= 0 {
+			k := (sec + 10) / 10 // every 10 s: 1000 prompt tokens (200 cached), 500 generated, 2 s prefill, 6 s decode
+			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{"acme": {tokens: 1000 * k, cached: 200 * k, generated: 500 * k,
+				requests: 10 * k, prefillSeconds: 2 * k, decodeSeconds: 6 * k}}))
+		}
+	})
+	// 10 s of one GPU at 3.6 an hour is 0.01; half of it busy, a quarter of that prefill.
+	perToken := r.lastGauges(schema.MetricLLMCostPerToken)
+	assert.InDelta(t, 0.005*2/8/800, perToken[model+"/prompt"], 1e-15, "over the 800 computed prompt tokens")
+	assert.InDelta(t, 0.005*6/8/500, perToken[model+"/generation"], 1e-15)
 }
 
 func TestConfig(t *testing.T) {

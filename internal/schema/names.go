@@ -166,6 +166,8 @@ const (
 	MetricLLMPoolForecastReplicas = "llm.pool.forecast_replicas"
 	// MetricLLMCostPerRequest: Mean cost of one request over the last interval, per tenant and model (the tenant's cost over its finished requests).
 	MetricLLMCostPerRequest = "llm.cost.per_request"
+	// MetricLLMCostPerToken: Cost of one token over the last interval, per model; prompt tokens are the computed (uncached) ones and carry the prefill GPU time, generated tokens the decode time. A cached prompt token costs no prefill; what it saves is the prompt figure.
+	MetricLLMCostPerToken = "llm.cost.per_token"
 	// MetricLLMPoolReplicas: Replicas of a model pool with fresh telemetry.
 	MetricLLMPoolReplicas = "llm.pool.replicas"
 	// MetricLLMPoolDesiredReplicas: Replicas the pool should run now, with the reason (for KEDA or an HPA).
