@@ -403,7 +403,7 @@ func TestAutoscaling(t *testing.T) {
 
 // tenantTotals are one tenant's cumulative counts, as llm_root_cause reports them.
 type tenantTotals struct {
-	tokens, cached, requests, queueSeconds float64
+	tokens, cached, requests, queueSeconds   float64
 	generated, prefillSeconds, decodeSeconds float64
 }
 
