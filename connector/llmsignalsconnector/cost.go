@@ -309,11 +309,27 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 			b.amount[k] += cost * t / total
 			b.interval[tenantModel{tm.tenant, orUnknown(tm.model)}] += cost * t / total
 		}
-		for tm, cached := range u.cached {
-			b.savings[costKey{tm.tenant, orUnknown(tm.model), v.replica}] += cached * cost / total
-		}
+	}
+	// What the prefix cache saved: each cached prompt token at the cost of computing one, the prefill
+	// cost per computed prompt token where the phases are known, else the cost per processed token.
+	saved := math.NaN()
+	if total > 0 {
+		saved = cost / total
+	}
+	cachedTotal := 0.0
+	for _, c := range u.cached {
+		cachedTotal += c
 	}
 	util := v.interval.GPUUtilizationMean
+	prefill, decode := u.phases["prefill"], u.phases["decode"]
+	if computed := u.byType["prompt"] - cachedTotal; known(util) && prefill+decode > 0 && computed > 0 {
+		saved = gpuSeconds * math.Min(1, math.Max(0, util)) * prefill / (prefill + decode) * (cost / gpuSeconds) / computed
+	}
+	if known(saved) {
+		for tm, cached := range u.cached {
+			b.savings[costKey{tm.tenant, orUnknown(tm.model), v.replica}] += cached * saved
+		}
+	}
 	if !known(util) {
 		b.categories[categoryKey{"unmeasured", v.model, v.replica}] += gpuSeconds
 		return
@@ -324,7 +340,6 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 		idle = "idle_while_waiting" // queue-induced waste: requests waited while the GPUs had room
 	}
 	b.categories[categoryKey{idle, v.model, v.replica}] += gpuSeconds - busy
-	prefill, decode := u.phases["prefill"], u.phases["decode"]
 	if prefill+decode <= 0 {
 		b.categories[categoryKey{"busy", v.model, v.replica}] += busy
 		return

@@ -599,6 +599,11 @@ func TestCostPerToken(t *testing.T) {
 	perToken := r.lastGauges(schema.MetricLLMCostPerToken)
 	assert.InDelta(t, 0.005*2/8/800, perToken[model+"/prompt"], 1e-15, "over the 800 computed prompt tokens")
 	assert.InDelta(t, 0.005*6/8/500, perToken[model+"/generation"], 1e-15)
+	savings := 0.0
+	all := r.metrics.AllMetrics()
+	forEach(all[len(all)-1], schema.MetricLLMCostPrefixCacheSavings, func(dp pmetric.NumberDataPoint) { savings += dp.DoubleValue() })
+	intervals := 11.0 // 0 ... 100 s, one evaluation per 10 s once the counters run
+	assert.InDelta(t, intervals*200*perToken[model+"/prompt"], savings, 1e-12, "each cached token at the cost of computing one")
 }
 
 func TestConfig(t *testing.T) {
