@@ -87,6 +87,9 @@ type RulesConfig struct {
 	BatchFactor      float64       `mapstructure:"batch_factor"`
 	// ClockDrop: a busy GPU whose SM clock fell below this share of its peak is throttled.
 	ClockDrop float64 `mapstructure:"clock_drop"`
+	// FamilyPaceFactor: without a cached-token count, a prefill this many times slower per prompt token than
+	// its prompt family's usual pace is a prefix-cache miss.
+	FamilyPaceFactor float64 `mapstructure:"family_pace_factor"`
 	// MinTenantRequests is how many other requests must have been admitted before contention is judged.
 	MinTenantRequests int `mapstructure:"min_tenant_requests"`
 	// MinCacheSamples is how many requests with cached-token counts a tenant or prompt family needs before
@@ -110,7 +113,7 @@ func createDefaultConfig() *Config {
 		Baseline:         BaselineConfig{Window: 10 * time.Minute, MinSamples: 50, Quantile: 0.95},
 		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.5, KVUtilization: 0.9,
 			PrefillShare: 0.4, DecodeShare: 0.5, CacheMissShare: 0.1, CacheUsualShare: 0.3, HitRatioCollapse: 0.5,
-			LongQuantile: 0.9, TPOTFactor: 1.5, BatchFactor: 1.5, ClockDrop: 0.7, MinTenantRequests: 3, MinCacheSamples: 20},
+			LongQuantile: 0.9, TPOTFactor: 1.5, BatchFactor: 1.5, ClockDrop: 0.7, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},
 		MaxTenants:           1000,
 		MaxSeries:            10000,
@@ -157,7 +160,8 @@ func (c *Config) Validate() error {
 			bad("%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
 	}
-	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor, "rules.batch_factor": c.Rules.BatchFactor} {
+	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor, "rules.batch_factor": c.Rules.BatchFactor,
+		"rules.family_pace_factor": c.Rules.FamilyPaceFactor} {
 		if v < 1 {
 			bad("%s: must be at least 1, got %v", name, v)
 		}

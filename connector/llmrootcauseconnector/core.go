@@ -45,7 +45,8 @@ type core struct {
 	primaryMetrics *metricsInput
 
 	baselines  map[string]*modelBaseline
-	shares     map[string]*shareBaseline // "t/" + tenant, "f/" + prompt family
+	shares     map[string]*shareBaseline    // "t/" + tenant, "f/" + prompt family
+	paces      map[string]*rollingQuantiles // prompt family -> prefill seconds per prompt token
 	tenants    map[string]bool
 	work       map[string]*workLog
 	origins    *fifoCache[spanKey, who]
@@ -80,7 +81,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	c := &core{cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
 		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
 			MaxReplicas: cfg.MaxReplicas}),
-		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, tenants: map[string]bool{},
+		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, paces: map[string]*rollingQuantiles{}, tenants: map[string]bool{},
 		work: map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
 		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{}}
 	meter := set.MeterProvider.Meter(scopeName)
@@ -405,6 +406,11 @@ func (c *core) finish(b *batch) output {
 			}
 		}
 		circ.usualCachedShare = c.usualShare(r)
+		if p := c.paces[r.family]; p != nil && r.family != "" {
+			if v := p.quantile(0.25, c.cfg.Rules.MinCacheSamples); !math.IsNaN(v) {
+				circ.familyPace = v
+			}
+		}
 		v := judge(r, circ, c.cfg)
 		if enrichSpans {
 			enrich(r, v)
@@ -524,6 +530,16 @@ func (c *core) usualShare(r *request) float64 {
 // learn adds a judged request to the baselines, after judging, so a request is never compared with itself.
 func (c *core) learn(r *request) {
 	c.baselineFor(r.model).add(r)
+	if r.family != "" && r.promptTokens > 0 && !math.IsNaN(r.prefill) {
+		p := c.paces[r.family]
+		if p == nil && len(c.paces) < c.cfg.MaxTenants {
+			p = newRollingQuantiles(c.cfg.Baseline.Window)
+			c.paces[r.family] = p
+		}
+		if p != nil {
+			p.add(r.prefill/r.promptTokens, r.end)
+		}
+	}
 	if math.IsNaN(r.cachedTokens) || !(r.promptTokens > 0) {
 		return
 	}

@@ -42,6 +42,8 @@ type circumstances struct {
 	contention func() (topOther string, share float64, others int)
 	// the usual cached share of the request's tenant or prompt family (NaN when not known)
 	usualCachedShare float64
+	// familyPace is the prompt family's median prefill seconds per prompt token (0 when not known)
+	familyPace float64
 }
 
 type verdict struct {
@@ -201,10 +203,18 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 			miss = fmt.Sprintf("%s of %s prompt tokens cached; this tenant usually gets %.0f%%", num(r.cachedTokens), num(r.promptTokens), 100*c.usualCachedShare)
 		case st.PrefixHitRatioUsual >= rules.CacheUsualShare && st.PrefixHitRatio < rules.HitRatioCollapse*st.PrefixHitRatioUsual:
 			miss = fmt.Sprintf("replica prefix-cache hit ratio %.0f%% around the request, usually %.0f%%", 100*st.PrefixHitRatio, 100*st.PrefixHitRatioUsual)
+		case math.IsNaN(r.cachedTokens) && r.promptTokens > 0 && c.familyPace > 0 && r.prefill/r.promptTokens >= rules.FamilyPaceFactor*c.familyPace:
+			// No cached-token count on the span (vLLM): the prompt family's own pace says its prefix is
+			// usually found cached, and this prefill computed far more of it.
+			miss = fmt.Sprintf("prefill took %.3f ms per prompt token; prompt family %s usually takes %.3f ms (its prefix is usually cached)",
+				1000*r.prefill/r.promptTokens, r.family, 1000*c.familyPace)
 		}
 		usualAtUsualShare := usualPrefill
-		if !math.IsNaN(c.usualCachedShare) {
+		switch {
+		case !math.IsNaN(c.usualCachedShare):
 			usualAtUsualShare = prefillPerToken * r.promptTokens * (1 - c.usualCachedShare)
+		case math.IsNaN(r.cachedTokens) && c.familyPace > 0:
+			usualAtUsualShare = c.familyPace * r.promptTokens
 		}
 		switch {
 		case miss != "":
@@ -214,7 +224,6 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(r.promptTokens), 100*rules.LongQuantile, num(promptP90))})
 		}
 	}
-	// long_generation / decode_contention
 	// long_generation / decode_contention, against the model's uncontended pace (its fast-decile TPOT): the
 	// median is itself contended on a busy fleet.
 	preempted := st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization

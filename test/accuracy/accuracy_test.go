@@ -151,6 +151,11 @@ func run(t *testing.T, scenario string) result {
 		if cause == truth.Cause {
 			res.match++
 		}
+		// SERVESCOPE_ACCURACY_SHOW=truth>ours (e.g. prefix_cache_miss>long_prompt) logs those requests' evidence.
+		if os.Getenv("SERVESCOPE_ACCURACY_SHOW") == truth.Cause+">"+cause {
+			ev, _ := got[schema.AttrLLMRootCauseEvidence].(string)
+			t.Logf("%s %s %s fam=%v prompt=%d cached=%d: %s", truth.Replica, truth.Engine, truth.Tenant, got[schema.AttrLLMPromptFamily], truth.PromptTokens, truth.CachedTokens, ev)
+		}
 		if cause == "unknown" {
 			ev, _ := got[schema.AttrLLMRootCauseEvidence].(string)
 			res.unknownBecause[ev[strings.Index(ev, "root cause"):]]++
