@@ -11,7 +11,7 @@ FUZZTIME      ?= 15s
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean demo
+.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean demo deps rules
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
@@ -23,7 +23,17 @@ run: build
 demo: build
 	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
-test: build check-generated vet unit fuzz e2e
+test: deps build check-generated vet rules unit fuzz e2e
+
+# What the tests need beyond Go: a real Prometheus (Debian's package), for the end-to-end tests that run
+# every dashboard and alert expression through it, and promtool for the rule tests.
+deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { 	  command -v apt-get >/dev/null || { echo "install Prometheus 2.x (prometheus and promtool on PATH)"; exit 1; }; 	  echo "installing Debian's prometheus package (prometheus, promtool)"; 	  $$(command -v sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null || 	  { $$(command -v sudo) apt-get update >/dev/null && $$(command -v sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+
+# The generated alert rules are valid, and fire (or not) as their tests say.
+rules:
+	promtool check rules alerts/servescope-rules.yaml
+	promtool test rules alerts/servescope-rules.test.yaml
 
 vet:
 	$(GO) vet ./...
@@ -50,6 +60,7 @@ e2e: build
 generate:
 	$(GO) run $(BUILDER) --config builder-config.yaml --skip-get-modules --skip-compilation
 	$(GO) run ./internal/schema/gen
+	$(GO) run ./internal/dashboards/gen
 
 # Regenerating must be a no-op: generate into a scratch copy and compare with what is committed.
 check-generated:
@@ -60,6 +71,9 @@ check-generated:
 	  diff -u cmd/otelcol-servescope/$$f $$tmp/$$f || { echo "cmd/otelcol-servescope/$$f is stale: run make generate"; exit 1; }; \
 	done && echo "generated collector sources are up to date"
 	$(GO) test -count=1 -run TestGeneratedFilesAreFresh ./internal/schema/
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(GO) run ./internal/dashboards/gen $$tmp && \
+	diff -ru dashboards $$tmp/dashboards && diff -u alerts/servescope-rules.yaml $$tmp/alerts/servescope-rules.yaml || \
+	{ echo "dashboards/ or alerts/ are stale: run make generate"; exit 1; }
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/promtext/ ./internal/enginescrape/

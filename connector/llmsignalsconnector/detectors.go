@@ -301,3 +301,15 @@ func num(v float64) string {
 	}
 	return fmt.Sprintf("%.0f", v)
 }
+
+// DetectorInfo describes one detector for what is generated from the list (alert rules).
+type DetectorInfo struct{ Name, Severity string }
+
+// Detectors lists every detector, replica-wide and pool-wide, in report order.
+func Detectors() []DetectorInfo {
+	out := make([]DetectorInfo, 0, len(detectors)+1)
+	for _, d := range append(append([]detector{}, detectors...), tenantFairness) {
+		out = append(out, DetectorInfo{Name: d.name, Severity: d.severity})
+	}
+	return out
+}
