@@ -243,6 +243,16 @@ service:
 `, url)
 }
 
+// httpPost posts an OTLP protobuf body and returns the status.
+func httpPost(url string, body []byte) (int, error) {
+	resp, err := http.Post(url, "application/x-protobuf", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // fetch GETs url and returns the status and body; status 0 when the request failed (not listening yet).
 func fetch(url string) (int, string) {
 	resp, err := http.Get(url)
