@@ -7,12 +7,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/metricstest"
@@ -271,30 +270,15 @@ func TestRollingQuantileWhenNoSLOIsSet(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	cm, err := confmaptest.LoadConf("testdata/config.yaml")
-	require.NoError(t, err)
-	for name, want := range map[string]string{
+	configtest.Sections(t, "testdata/config.yaml", createDefaultConfig, map[string]string{
 		"llm_root_cause":      "",
 		"llm_root_cause/slo":  "",
 		"llm_root_cause/bad":  "max_wait: must not be negative",
 		"llm_root_cause/bad2": "dimensions: \"user.id\" is not one of",
-	} {
-		t.Run(name, func(t *testing.T) {
-			cfg := createDefaultConfig()
-			sub, err := cm.Sub(name)
-			require.NoError(t, err)
-			require.NoError(t, sub.Unmarshal(cfg))
-			err = confmap.Validate(cfg)
-			if want == "" {
-				assert.NoError(t, err)
-			} else {
-				assert.ErrorContains(t, err, want)
-			}
-		})
-	}
+	})
 	cfg := createDefaultConfig()
 	cfg.Rules.QueueShare, cfg.HistogramBuckets = 1.5, []float64{1, 0.5}
-	err = cfg.Validate()
+	err := cfg.Validate()
 	assert.ErrorContains(t, err, "rules.queue_share: must be between 0 and 1")
 	assert.ErrorContains(t, err, "histogram_buckets: bounds must increase")
 }

@@ -9,14 +9,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/metricstest"
 	"github.com/servescope/servescope/internal/schema"
@@ -607,20 +606,6 @@ func TestCostPerToken(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	cm, err := confmaptest.LoadConf("testdata/config.yaml")
-	require.NoError(t, err)
-	for name, want := range map[string]string{"llm_signals": "", "llm_signals/custom": "", "llm_signals/bad": "stale: must be at least the interval"} {
-		t.Run(name, func(t *testing.T) {
-			cfg := createDefaultConfig()
-			sub, err := cm.Sub(name)
-			require.NoError(t, err)
-			require.NoError(t, sub.Unmarshal(cfg))
-			err = confmap.Validate(cfg)
-			if want == "" {
-				assert.NoError(t, err)
-			} else {
-				assert.ErrorContains(t, err, want)
-			}
-		})
-	}
+	configtest.Sections(t, "testdata/config.yaml", createDefaultConfig,
+		map[string]string{"llm_signals": "", "llm_signals/custom": "", "llm_signals/bad": "stale: must be at least the interval"})
 }

@@ -17,12 +17,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/promtext"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -293,17 +292,6 @@ func TestLifecycleAndConfig(t *testing.T) {
 	require.NoError(t, exp.ConsumeMetrics(context.Background(), fleet()))
 	require.NoError(t, exp.Shutdown(context.Background()))
 
-	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
-	require.NoError(t, err)
-	for name, want := range map[string]string{"llm_routing": "", "llm_routing/custom": "", "llm_routing/bad": "stale: must be positive"} {
-		c := createDefaultConfig()
-		sub, err := cm.Sub(name)
-		require.NoError(t, err)
-		require.NoError(t, sub.Unmarshal(c))
-		if err := confmap.Validate(c); want == "" {
-			assert.NoError(t, err, name)
-		} else {
-			assert.ErrorContains(t, err, want, name)
-		}
-	}
+	configtest.Sections(t, filepath.Join("testdata", "config.yaml"), createDefaultConfig,
+		map[string]string{"llm_routing": "", "llm_routing/custom": "", "llm_routing/bad": "stale: must be positive"})
 }
