@@ -578,4 +578,3 @@ func spanBatch(n *uint64, requests int) []byte {
 	body, _ := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
 	return body
 }
-
