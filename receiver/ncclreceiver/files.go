@@ -292,6 +292,12 @@ func (t *tailer) readJSON(f *tracked, b *budget, sink fileSink) bool {
 			if len(bytes.TrimSpace(line)) == 0 {
 				continue
 			}
+			if len(line) > maxLineBytes {
+				t.report(f, "long_line", "Inspector file has a line longer than 256 KiB; skipping it (reported once per file)",
+					zap.Int64("offset", at))
+				sink.rejected(f, 1, "too_long")
+				continue
+			}
 			b.records--
 			o, err := parseRecord(line)
 			if err != nil {
