@@ -352,9 +352,9 @@ const (
 	AttrLLMLoRAWaitingAdapters = "llm.lora.waiting_adapters"
 	// AttrLLMEngineRole: The engine's role in prefill/decode disaggregation (unified, prefill, decode).
 	AttrLLMEngineRole = "llm.engine.role"
-	// AttrLLMParallelTpRank: Tensor-parallel rank that reported the series.
+	// AttrLLMParallelTpRank: Tensor-parallel rank that reported the series (on GPU resources of the nvml receiver, the GPU's rank).
 	AttrLLMParallelTpRank = "llm.parallel.tp_rank"
-	// AttrLLMParallelPpRank: Pipeline-parallel rank (stage) that reported the series.
+	// AttrLLMParallelPpRank: Pipeline-parallel rank (stage) that reported the series (on GPU resources of the nvml receiver, the GPU's stage).
 	AttrLLMParallelPpRank = "llm.parallel.pp_rank"
 	// AttrLLMParallelEpRank: Expert-parallel rank that reported the series.
 	AttrLLMParallelEpRank = "llm.parallel.ep_rank"

@@ -43,8 +43,10 @@ func TestConfigRejects(t *testing.T) {
 		"replica id":        {func(c *Config) { c.Replicas = []ReplicaRule{{Host: "x"}} }, "service_instance_id"},
 		"replica host re":   {func(c *Config) { c.Replicas = []ReplicaRule{{Host: "(", ServiceInstanceID: "a"}} }, "host"},
 		"replica engine":    {func(c *Config) { c.Replicas = []ReplicaRule{{Host: "x", ServiceInstanceID: "a", Engine: "nope"}} }, "unknown engine"},
-		"replica sizes":     {func(c *Config) { c.Replicas = []ReplicaRule{{Host: "x", ServiceInstanceID: "a", TensorParallelSize: -2}} }, "negative"},
-		"all_reduce":        {func(c *Config) { c.Replicas = []ReplicaRule{{Host: "x", ServiceInstanceID: "a", AllReduce: "maybe"}} }, "all_reduce"},
+		"replica sizes": {func(c *Config) {
+			c.Replicas = []ReplicaRule{{Host: "x", ServiceInstanceID: "a", TensorParallelSize: -2}}
+		}, "negative"},
+		"all_reduce": {func(c *Config) { c.Replicas = []ReplicaRule{{Host: "x", ServiceInstanceID: "a", AllReduce: "maybe"}} }, "all_reduce"},
 	}
 	for name, c := range cases {
 		cfg := createDefaultConfig().(*Config)
