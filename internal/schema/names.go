@@ -148,7 +148,7 @@ const (
 	MetricLLMCollectiveCount = "llm.collective.count"
 	// MetricLLMCollectiveBusBandwidth: NCCL bus bandwidth over the interval (JSON records, time-weighted mean; Prometheus textfile mode, the Inspector's geometric mean).
 	MetricLLMCollectiveBusBandwidth = "llm.collective.bus_bandwidth"
-	// MetricLLMCollectiveAlgoBandwidth: NCCL algorithm bandwidth (message bytes over execution time), time-weighted mean over the interval's JSON records.
+	// MetricLLMCollectiveAlgoBandwidth: NCCL algorithm bandwidth (message bytes over execution time), time-weighted mean over the interval's JSON records (and NCCL 2.29's textfiles).
 	MetricLLMCollectiveAlgoBandwidth = "llm.collective.algo_bandwidth"
 	// MetricLLMCollectiveMeanDuration: Mean execution time over the Inspector's last dump window (Prometheus textfile mode, which carries no per-operation times or counts).
 	MetricLLMCollectiveMeanDuration = "llm.collective.mean_duration"

@@ -25,6 +25,8 @@ var bounds = []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-
 const staleAfter = 10 * time.Minute
 
 // proc is one process writing Inspector records: one rank of each of its communicators, normally one GPU.
+// Its resource is the host, GPU and replica; the pid goes on the data points (a data-point attribute in the
+// schema, as on the nvml receiver's per-process metrics).
 type proc struct {
 	key     string
 	host    string
@@ -331,6 +333,7 @@ func (a *aggregator) emit() pmetric.Metrics {
 		dp.SetSum(s.sum)
 		dp.SetCount(s.n)
 		m := dp.Attributes()
+		m.PutInt(schema.AttrProcessPid, s.proc.pid)
 		m.PutStr(schema.AttrLLMCollectiveType, s.name)
 		m.PutStr(schema.AttrLLMCollectiveCommunicator, s.comm)
 		m.PutStr(schema.AttrLLMCollectiveMessageSizeBucket, s.bucket)
@@ -359,6 +362,7 @@ func (a *aggregator) emit() pmetric.Metrics {
 }
 
 func (a *aggregator) opAttrs(s *opSeries, m pcommon.Map) {
+	m.PutInt(schema.AttrProcessPid, s.proc.pid)
 	m.PutStr(schema.AttrLLMCollectiveType, s.name)
 	m.PutStr(schema.AttrLLMCollectiveCommunicator, s.comm)
 	m.PutStr(schema.AttrLLMCollectiveMessageSizeBucket, s.bucket)
@@ -401,7 +405,6 @@ func (a *aggregator) procResource(p *proc, m pcommon.Map) {
 	if p.host != "" {
 		m.PutStr(schema.AttrHostName, p.host)
 	}
-	m.PutInt(schema.AttrProcessPid, p.pid)
 	if p.gpuOK {
 		m.PutStr(schema.AttrHwID, p.gpu.uuid)
 		m.PutInt(schema.AttrNvidiaGPUIndex, int64(p.gpu.index))

@@ -480,3 +480,46 @@ func newRigOnHost(t *testing.T, cfg *Config, loc gpuLocator, host string) *rig {
 	require.Eventually(t, func() bool { return g.intervals() >= 1 }, 5*time.Second, time.Millisecond)
 	return g
 }
+
+// Every metric the receiver emits is a canonical one it is declared to produce, with declared attributes
+// only, so that nothing downstream meets a name the schema does not know.
+func TestEmitsOnlyWhatTheSchemaDeclares(t *testing.T) {
+	s, err := schema.Default()
+	require.NoError(t, err)
+	resourceLevel := map[string]bool{}
+	for _, a := range s.Attributes {
+		resourceLevel[a.Name] = a.Level == "resource"
+	}
+	for _, dir := range []string{"tp4-straggler", "tp2pp2-idle-stage", "v2.28-two-hosts", "prom"} {
+		d := copyFixture(t, dir)
+		cfg := baseConfig(filepath.Join(d, "*"))
+		cfg.Replicas = []ReplicaRule{{Files: filepath.Join(d, "*"), ServiceInstanceID: "r:1", Engine: "vllm", TensorParallelSize: 2, PipelineParallelSize: 2}}
+		g := newRig(t, cfg, nil)
+		g.tick()
+		g.tick()
+		md := g.last()
+		for i := 0; i < md.ResourceMetrics().Len(); i++ {
+			rm := md.ResourceMetrics().At(i)
+			for k := range rm.Resource().Attributes().All() {
+				assert.True(t, resourceLevel[k], "%s: resource attribute %s is not a declared resource attribute", dir, k)
+			}
+			ms := rm.ScopeMetrics().At(0).Metrics()
+			for j := 0; j < ms.Len(); j++ {
+				m := ms.At(j)
+				def := s.Metric(m.Name())
+				require.NotNil(t, def, m.Name())
+				assert.Equal(t, "nccl receiver", def.ProducedBy)
+				assert.Equal(t, def.Unit, m.Unit(), m.Name())
+				declared := map[string]bool{}
+				for _, a := range def.Attributes {
+					declared[a] = true
+				}
+				for _, p := range points(md, m.Name()) {
+					for k := range p.attrs {
+						assert.True(t, declared[k] || resourceLevel[k], "%s: %s carries undeclared %s", dir, m.Name(), k)
+					}
+				}
+			}
+		}
+	}
+}
