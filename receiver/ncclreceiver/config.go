@@ -126,8 +126,9 @@ func (c *Config) Validate() error {
 	if c.CollectionInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("collection_interval: %s is too short (100ms minimum)", c.CollectionInterval))
 	}
-	if c.MaxBytesPerInterval < 64<<10 {
-		errs = append(errs, fmt.Errorf("max_bytes_per_interval: %d is below 64 KiB", c.MaxBytesPerInterval))
+	if c.MaxBytesPerInterval < maxLineBytes {
+		// Less than the longest record could never make progress through it.
+		errs = append(errs, fmt.Errorf("max_bytes_per_interval: %d is below 256 KiB", c.MaxBytesPerInterval))
 	}
 	if c.MaxRecordsPerInterval < 1 {
 		errs = append(errs, errors.New("max_records_per_interval: must be positive"))
