@@ -42,6 +42,7 @@ import (
 	hostmetricsreceiver "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver"
 	vllmreceiver "github.com/servescope/servescope/receiver/vllmreceiver"
 	nvmlreceiver "github.com/servescope/servescope/receiver/nvmlreceiver"
+	ncclreceiver "github.com/servescope/servescope/receiver/ncclreceiver"
 	llamacppreceiver "github.com/servescope/servescope/receiver/llamacppreceiver"
 	sglangreceiver "github.com/servescope/servescope/receiver/sglangreceiver"
 	tensorrtllmreceiver "github.com/servescope/servescope/receiver/tensorrtllmreceiver"
@@ -93,6 +94,7 @@ func components() (otelcol.Factories, error) {
 		hostmetricsreceiver.NewFactory(),
 		vllmreceiver.NewFactory(),
 		nvmlreceiver.NewFactory(),
+		ncclreceiver.NewFactory(),
 		llamacppreceiver.NewFactory(),
 		sglangreceiver.NewFactory(),
 		tensorrtllmreceiver.NewFactory(),
@@ -108,6 +110,7 @@ func components() (otelcol.Factories, error) {
 		hostmetricsreceiver.NewFactory().Type(): "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver v0.160.0",
 		vllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		nvmlreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		ncclreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		llamacppreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		sglangreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		tensorrtllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",

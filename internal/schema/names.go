@@ -142,6 +142,20 @@ const (
 	MetricLLMKVTransferTotalTime = "llm.kv_transfer.total_time"
 	// MetricLLMKVTransferRequests: Requests whose KV cache was moved between instances.
 	MetricLLMKVTransferRequests = "llm.kv_transfer.requests"
+	// MetricLLMCollectiveDuration: Execution time of each NCCL collective or point-to-point operation on one rank (Inspector JSON records; includes the time spent waiting for late peers).
+	MetricLLMCollectiveDuration = "llm.collective.duration"
+	// MetricLLMCollectiveCount: NCCL operations read from Inspector records (every completed one from NCCL 2.30; NCCL 2.28-2.29 write only the latest per communicator at each dump, a sample).
+	MetricLLMCollectiveCount = "llm.collective.count"
+	// MetricLLMCollectiveBusBandwidth: NCCL bus bandwidth over the interval (JSON records, time-weighted mean; Prometheus textfile mode, the Inspector's geometric mean).
+	MetricLLMCollectiveBusBandwidth = "llm.collective.bus_bandwidth"
+	// MetricLLMCollectiveAlgoBandwidth: NCCL algorithm bandwidth (message bytes over execution time), time-weighted mean over the interval's JSON records (and NCCL 2.29's textfiles).
+	MetricLLMCollectiveAlgoBandwidth = "llm.collective.algo_bandwidth"
+	// MetricLLMCollectiveMeanDuration: Mean execution time over the Inspector's last dump window (Prometheus textfile mode, which carries no per-operation times or counts).
+	MetricLLMCollectiveMeanDuration = "llm.collective.mean_duration"
+	// MetricLLMCollectiveArrivalSkew: How much later the last rank reached a collective than the first (timestamps, durations), or how long a rank waited above its own recent minimum (self_history).
+	MetricLLMCollectiveArrivalSkew = "llm.collective.arrival_skew"
+	// MetricLLMCollectiveObservability: 1 when a replica's collective time is observable through NCCL records, 0 when it is not (the reason says why).
+	MetricLLMCollectiveObservability = "llm.collective.observability"
 	// MetricLLMRequestPhaseDuration: Seconds each request spent in each phase; queue + prefill + decode + other = end to end. Exemplars carry trace ids.
 	MetricLLMRequestPhaseDuration = "llm.request.phase.duration"
 	// MetricLLMRequestRootCause: Requests by root cause (none for requests that were not slow).
@@ -338,9 +352,9 @@ const (
 	AttrLLMLoRAWaitingAdapters = "llm.lora.waiting_adapters"
 	// AttrLLMEngineRole: The engine's role in prefill/decode disaggregation (unified, prefill, decode).
 	AttrLLMEngineRole = "llm.engine.role"
-	// AttrLLMParallelTpRank: Tensor-parallel rank that reported the series.
+	// AttrLLMParallelTpRank: Tensor-parallel rank that reported the series (on GPU resources of the nvml receiver, the GPU's rank).
 	AttrLLMParallelTpRank = "llm.parallel.tp_rank"
-	// AttrLLMParallelPpRank: Pipeline-parallel rank (stage) that reported the series.
+	// AttrLLMParallelPpRank: Pipeline-parallel rank (stage) that reported the series (on GPU resources of the nvml receiver, the GPU's stage).
 	AttrLLMParallelPpRank = "llm.parallel.pp_rank"
 	// AttrLLMParallelEpRank: Expert-parallel rank that reported the series.
 	AttrLLMParallelEpRank = "llm.parallel.ep_rank"
@@ -352,6 +366,34 @@ const (
 	AttrLLMSlotState = "llm.slot.state"
 	// AttrLLMRequestState: running or waiting.
 	AttrLLMRequestState = "llm.request.state"
+	// AttrLLMParallelPpSize: Pipeline-parallel size of the replica (stages), as configured for the nccl and nvml receivers.
+	AttrLLMParallelPpSize = "llm.parallel.pp_size"
+	// AttrLLMParallelGroup: Tensor-parallel group a GPU or rank belongs to (replica/dp<d>/pp<s>); members of one group are compared with each other.
+	AttrLLMParallelGroup = "llm.parallel.group"
+	// AttrLLMCollectiveType: NCCL operation as the Inspector names it (AllReduce, AllGather, ReduceScatter, Broadcast, Reduce, Send, Recv, ...).
+	AttrLLMCollectiveType = "llm.collective.type"
+	// AttrLLMCollectiveCommunicator: NCCL communicator; its name where NCCL has one (NCCL 2.30 and later), else the Inspector's communicator hash.
+	AttrLLMCollectiveCommunicator = "llm.collective.communicator"
+	// AttrLLMCollectiveMessageSizeBucket: Power-of-two message-size range of the operation (e.g. 8MiB-16MiB).
+	AttrLLMCollectiveMessageSizeBucket = "llm.collective.message_size_bucket"
+	// AttrLLMCollectiveRank: Rank of the reporting process within the communicator.
+	AttrLLMCollectiveRank = "llm.collective.rank"
+	// AttrLLMCollectiveNranks: Number of ranks in the communicator.
+	AttrLLMCollectiveNranks = "llm.collective.nranks"
+	// AttrLLMCollectivePeer: Peer rank of a point-to-point Send or Recv.
+	AttrLLMCollectivePeer = "llm.collective.peer"
+	// AttrLLMCollectiveTimingSource: How NCCL timed the operation (kernel_gpu = GPU clocks; kernel_cpu, collective_cpu = host clocks, which include launch latency).
+	AttrLLMCollectiveTimingSource = "llm.collective.timing_source"
+	// AttrLLMCollectiveAlgoProto: NCCL algorithm and protocol (Ring_LL, Tree_Simple, ...), in the Inspector's Prometheus mode only.
+	AttrLLMCollectiveAlgoProto = "llm.collective.algo_proto"
+	// AttrLLMCollectiveLateRank: Rank (within the communicator) that arrived last at the collective, the straggler the others waited for.
+	AttrLLMCollectiveLateRank = "llm.collective.late_rank"
+	// AttrLLMCollectiveSkewBasis: How arrival skew was measured (timestamps = start times on comparable clocks; durations = spread of execution times of one collective across ranks; self_history = a rank's time above its own recent minimum).
+	AttrLLMCollectiveSkewBasis = "llm.collective.skew_basis"
+	// AttrLLMCollectiveObservable: Whether the replica's collective time can be seen at all (false = no root cause may claim collective_wait for it).
+	AttrLLMCollectiveObservable = "llm.collective.observable"
+	// AttrLLMCollectiveObservableReason: Why collective time is or is not observable (records, no_files, no_records, custom_all_reduce).
+	AttrLLMCollectiveObservableReason = "llm.collective.observable_reason"
 	// AttrGenAILatencyTimeInQueue: Seconds the request waited in the scheduler's queue.
 	AttrGenAILatencyTimeInQueue = "gen_ai.latency.time_in_queue"
 	// AttrGenAILatencyTimeToFirstToken: Seconds from arrival to the first output token.

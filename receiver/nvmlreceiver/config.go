@@ -43,6 +43,17 @@ type ReplicaRule struct {
 	// Engine is the replica's llm.engine.name.
 	Engine string `mapstructure:"engine"`
 
+	// The replica's parallel layout; when set, its GPUs carry their tensor-parallel rank, pipeline stage and
+	// group (internal/topology).
+	TensorParallelSize   int `mapstructure:"tensor_parallel_size"`
+	PipelineParallelSize int `mapstructure:"pipeline_parallel_size"`
+	DataParallelSize     int `mapstructure:"data_parallel_size"`
+	// GPUs lists the replica's GPU indexes on this node in rank order, where that is not ascending index order.
+	GPUs []int `mapstructure:"gpus"`
+	// FirstRank is the global rank of this node's first GPU of the replica (node k of a multi-node replica
+	// with n GPUs per node: k*n).
+	FirstRank int `mapstructure:"first_rank"`
+
 	nameRE *regexp.Regexp
 }
 
@@ -76,6 +87,12 @@ func (c *Config) Validate() error {
 		}
 		if r.Engine != "" && s.Engines[r.Engine] == nil {
 			errs = append(errs, fmt.Errorf("replicas[%d].engine: unknown engine %q", i, r.Engine))
+		}
+		if err := r.sizes().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("replicas[%d]: %w", i, err))
+		}
+		if r.FirstRank < 0 || ((len(r.GPUs) > 0 || r.FirstRank > 0) && !r.hasLayout()) {
+			errs = append(errs, fmt.Errorf("replicas[%d]: gpus and first_rank need a parallel size and first_rank must not be negative", i))
 		}
 	}
 	return errors.Join(errs...)

@@ -30,8 +30,10 @@ type gpuScraper struct {
 	driver   string
 	devices  map[string]*gpu // by UUID
 	events   nvml.EventSet
-	reported map[string]bool // one log line per problem
-	lost     map[string]bool // UUIDs NVML reported lost: not rediscovered until the collector restarts
+	reported map[string]bool               // one log line per problem
+	lost     map[string]bool               // UUIDs NVML reported lost: not rediscovered until the collector restarts
+	members  map[string]map[string]*member // replica -> GPU UUID -> when last attributed (topology.go)
+	scrapes  uint64
 }
 
 // gpu is what the receiver remembers about one device between scrapes.
@@ -53,7 +55,8 @@ type gpu struct {
 func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) *gpuScraper {
 	s, _ := schema.Default() // validated by the config
 	return &gpuScraper{cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
-		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, reported: map[string]bool{}, lost: map[string]bool{}}
+		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, reported: map[string]bool{}, lost: map[string]bool{},
+		members: map[string]map[string]*member{}}
 }
 
 func (s *gpuScraper) once(key string, log func(string, ...zap.Field), msg string, fields ...zap.Field) {
@@ -157,6 +160,7 @@ func (s *gpuScraper) scrape(context.Context) (pmetric.Metrics, error) {
 			}
 		}
 	}
+	s.place(md)
 	return md, nil
 }
 
