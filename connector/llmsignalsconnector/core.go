@@ -274,6 +274,7 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 		c.incidents[k] = inc
 	}
 	inc.model = v.model
+	closed := false
 	switch {
 	case f.fire:
 		inc.fireStreak++
@@ -291,6 +292,7 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 		c.record(ld, d, v, inc, f, "start", now)
 	case inc.open && inc.clearStreak >= c.cfg.Incidents.CloseAfter:
 		inc.open = false
+		closed = true
 		c.record(ld, d, v, inc, f, "end", now)
 		delete(c.incidents, k)
 	case inc.open:
@@ -304,12 +306,18 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 	case !inc.open && !f.fire && inc.fireStreak == 0:
 		delete(c.incidents, k)
 	}
-	if inc.open {
+	// 1 while open; 0 once, when it closes: an exporter that keeps the last value of a series (Prometheus
+	// holds it for minutes) must not show a closed incident as open.
+	if inc.open || closed {
 		attrs := []string{schema.AttrLLMIncidentDetector, d.name, schema.AttrLLMIncidentSeverity, d.severity, schema.AttrGenAIRequestModel, v.model}
 		if v.replica != "" {
 			attrs = append(attrs, schema.AttrServiceInstanceID, v.replica)
 		}
-		g.set(schema.MetricLLMIncidentActive, 1, attrs...)
+		active := 1.0
+		if closed {
+			active = 0
+		}
+		g.set(schema.MetricLLMIncidentActive, active, attrs...)
 	}
 }
 

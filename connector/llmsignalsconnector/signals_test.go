@@ -332,6 +332,12 @@ func TestIncidentsDoNotFlap(t *testing.T) {
 			assert.Equal(t, logs[0].id, il.id)
 		}
 		assert.Empty(t, r.lastGauges(schema.MetricLLMIncidentActive), "no incident open at the end")
+		var values []float64
+		for _, md := range r.metrics.AllMetrics() {
+			forEach(md, schema.MetricLLMIncidentActive, func(dp pmetric.NumberDataPoint) { values = append(values, dp.DoubleValue()) })
+		}
+		require.NotEmpty(t, values)
+		assert.Equal(t, 0.0, values[len(values)-1], "the closing evaluation says 0, so a backend that keeps the last value shows it closed")
 	})
 }
 

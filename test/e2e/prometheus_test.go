@@ -51,6 +51,7 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 rule_files: [%q]
 scrape_configs:
   - job_name: servescope
+    honor_labels: true # each replica keeps its own instance label rather than the collector's
     static_configs:
       - targets: [%q]
 `, rules, exporterAddr)), 0o600))
