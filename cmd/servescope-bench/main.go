@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,13 +224,7 @@ func measureMedian(o options, cfg config, load func(otlp string, stop <-chan str
 
 func median(v []float64) float64 {
 	sorted := append([]float64(nil), v...)
-	for i := range sorted {
-		for j := i + 1; j < len(sorted); j++ {
-			if sorted[j] < sorted[i] {
-				sorted[i], sorted[j] = sorted[j], sorted[i]
-			}
-		}
-	}
+	sort.Float64s(sorted)
 	return sorted[len(sorted)/2]
 }
 

@@ -1,9 +1,10 @@
 package llmsignalsconnector
 
 import (
+	"cmp"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -364,7 +365,7 @@ func (b *costBook) perRequest(g *gauges) {
 	for tm := range b.interval {
 		keys = append(keys, tm)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].tenant+"\x00"+keys[i].model < keys[j].tenant+"\x00"+keys[j].model })
+	slices.SortFunc(keys, func(a, b tenantModel) int { return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.model, b.model)) })
 	for _, tm := range keys {
 		if n := b.requests[tm]; n > 0 {
 			g.set(schema.MetricLLMCostPerRequest, b.interval[tm]/n, schema.AttrLLMTenant, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
@@ -376,7 +377,7 @@ func (b *costBook) perRequest(g *gauges) {
 	for tm := range b.phaseCost {
 		keys = append(keys, tm)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].model+"\x00"+keys[i].tenant < keys[j].model+"\x00"+keys[j].tenant })
+	slices.SortFunc(keys, func(a, b tenantModel) int { return cmp.Or(cmp.Compare(a.model, b.model), cmp.Compare(a.tenant, b.tenant)) })
 	for _, tm := range keys {
 		if n := b.phaseTokens[tm]; n > 0 {
 			g.set(schema.MetricLLMCostPerToken, b.phaseCost[tm]/n, schema.AttrLLMTokenType, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
@@ -387,60 +388,51 @@ func (b *costBook) perRequest(g *gauges) {
 }
 
 func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts pcommon.Timestamp) {
-	counter := func(name string) pmetric.NumberDataPointSlice {
-		m := ms.AppendEmpty()
-		def := sch.Metric(name)
-		m.SetName(name)
-		m.SetUnit(def.Unit)
-		m.SetDescription(def.Description)
-		s := m.SetEmptySum()
-		s.SetIsMonotonic(true)
-		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-		return s.DataPoints()
+	byTenant := func(a, c costKey) int {
+		return cmp.Or(cmp.Compare(a.replica, c.replica), cmp.Compare(a.model, c.model), cmp.Compare(a.tenant, c.tenant))
 	}
-	for _, f := range []struct {
-		name   string
-		values map[costKey]float64
-	}{{schema.MetricLLMCostGPUTime, b.gpuTime}, {schema.MetricLLMCostAmount, b.amount}, {schema.MetricLLMCostPrefixCacheSavings, b.savings}} {
-		if len(f.values) == 0 {
-			continue
-		}
-		dps := counter(f.name)
-		keys := make([]costKey, 0, len(f.values))
-		for k := range f.values {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(i, j int) bool {
-			return keys[i].replica+"\x00"+keys[i].model+"\x00"+keys[i].tenant < keys[j].replica+"\x00"+keys[j].model+"\x00"+keys[j].tenant
-		})
-		for _, k := range keys {
-			dp := dps.AppendEmpty()
-			dp.SetStartTimestamp(start)
-			dp.SetTimestamp(ts)
-			dp.SetDoubleValue(f.values[k])
-			dp.Attributes().PutStr(schema.AttrLLMTenant, k.tenant)
-			dp.Attributes().PutStr(schema.AttrGenAIRequestModel, k.model)
-			dp.Attributes().PutStr(schema.AttrServiceInstanceID, k.replica)
-		}
+	tenantAttrs := func(k costKey) []string {
+		return []string{schema.AttrLLMTenant, k.tenant, schema.AttrGenAIRequestModel, k.model, schema.AttrServiceInstanceID, k.replica}
 	}
-	if len(b.categories) == 0 {
+	writeCounter(ms, sch, schema.MetricLLMCostGPUTime, b.gpuTime, byTenant, tenantAttrs, start, ts)
+	writeCounter(ms, sch, schema.MetricLLMCostAmount, b.amount, byTenant, tenantAttrs, start, ts)
+	writeCounter(ms, sch, schema.MetricLLMCostPrefixCacheSavings, b.savings, byTenant, tenantAttrs, start, ts)
+	writeCounter(ms, sch, schema.MetricLLMCostGPUTimeByCategory, b.categories,
+		func(a, c categoryKey) int {
+			return cmp.Or(cmp.Compare(a.replica, c.replica), cmp.Compare(a.category, c.category))
+		},
+		func(k categoryKey) []string {
+			return []string{schema.AttrLLMCostCategory, k.category, schema.AttrGenAIRequestModel, k.model, schema.AttrServiceInstanceID, k.replica}
+		}, start, ts)
+}
+
+// writeCounter writes one cumulative counter, its series in a stable order; nothing when it has none.
+func writeCounter[K comparable](ms pmetric.MetricSlice, sch *schema.Schema, name string, values map[K]float64,
+	order func(a, b K) int, attrs func(K) []string, start, ts pcommon.Timestamp) {
+	if len(values) == 0 {
 		return
 	}
-	dps := counter(schema.MetricLLMCostGPUTimeByCategory)
-	keys := make([]categoryKey, 0, len(b.categories))
-	for k := range b.categories {
+	m := ms.AppendEmpty()
+	def := sch.Metric(name)
+	m.SetName(name)
+	m.SetUnit(def.Unit)
+	m.SetDescription(def.Description)
+	sum := m.SetEmptySum()
+	sum.SetIsMonotonic(true)
+	sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	keys := make([]K, 0, len(values))
+	for k := range values {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		return keys[i].replica+"\x00"+keys[i].category < keys[j].replica+"\x00"+keys[j].category
-	})
+	slices.SortFunc(keys, order)
 	for _, k := range keys {
-		dp := dps.AppendEmpty()
+		dp := sum.DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(ts)
-		dp.SetDoubleValue(b.categories[k])
-		dp.Attributes().PutStr(schema.AttrLLMCostCategory, k.category)
-		dp.Attributes().PutStr(schema.AttrGenAIRequestModel, k.model)
-		dp.Attributes().PutStr(schema.AttrServiceInstanceID, k.replica)
+		dp.SetDoubleValue(values[k])
+		kv := attrs(k)
+		for i := 0; i+1 < len(kv); i += 2 {
+			dp.Attributes().PutStr(kv[i], kv[i+1])
+		}
 	}
 }
