@@ -365,7 +365,9 @@ func (b *costBook) perRequest(g *gauges) {
 	for tm := range b.interval {
 		keys = append(keys, tm)
 	}
-	slices.SortFunc(keys, func(a, b tenantModel) int { return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.model, b.model)) })
+	slices.SortFunc(keys, func(a, b tenantModel) int {
+		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.model, b.model))
+	})
 	for _, tm := range keys {
 		if n := b.requests[tm]; n > 0 {
 			g.set(schema.MetricLLMCostPerRequest, b.interval[tm]/n, schema.AttrLLMTenant, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
@@ -377,7 +379,9 @@ func (b *costBook) perRequest(g *gauges) {
 	for tm := range b.phaseCost {
 		keys = append(keys, tm)
 	}
-	slices.SortFunc(keys, func(a, b tenantModel) int { return cmp.Or(cmp.Compare(a.model, b.model), cmp.Compare(a.tenant, b.tenant)) })
+	slices.SortFunc(keys, func(a, b tenantModel) int {
+		return cmp.Or(cmp.Compare(a.model, b.model), cmp.Compare(a.tenant, b.tenant))
+	})
 	for _, tm := range keys {
 		if n := b.phaseTokens[tm]; n > 0 {
 			g.set(schema.MetricLLMCostPerToken, b.phaseCost[tm]/n, schema.AttrLLMTokenType, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
