@@ -433,9 +433,9 @@ func (c *core) resolve(r *request, link bool) {
 		r.replica = key
 	}
 	if r.model == "" || r.engine == "" {
-		st := c.store.Summarize(r.replica, 0, 0)
-		r.model = firstNonEmpty(r.model, st.Model)
-		r.engine = firstNonEmpty(r.engine, st.Engine)
+		model, engine := c.store.Identity(r.replica)
+		r.model = firstNonEmpty(r.model, model)
+		r.engine = firstNonEmpty(r.engine, engine)
 	}
 	span := r.span
 	w := who{tenant: lookup(c.cfg.TenantKeys, span.Attributes(), r.resource), family: lookup(c.cfg.PromptFamilyKeys, span.Attributes(), r.resource)}

@@ -453,6 +453,16 @@ func (s *Store) Newest(key string) (int64, bool) {
 	return r.lastSeen, true
 }
 
+// Identity is the model and engine a replica last reported, without summarizing its state.
+func (s *Store) Identity(key string) (model, engine string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if r := s.replicas[key]; r != nil {
+		return r.model, r.engine
+	}
+	return "", ""
+}
+
 // Resolve maps a span's replica key onto a known replica: the key itself when known, else, when the store
 // holds exactly one replica (a sidecar), that one. ok is false when neither applies.
 func (s *Store) Resolve(key string) (string, bool) {
