@@ -48,6 +48,9 @@ type scenario struct {
 	// clock returns the GPU's SM clock (Hz) at a snapshot time, with no throttle reasons reported (as from
 	// dcgm-exporter, which gives them only as a bitmask); nil: no clock data
 	clock  func(sec float64) float64
+	// collectives returns the nccl receiver's cumulative view of the replica at a snapshot time; nil: no
+	// nccl receiver
+	collectives func(sec float64) fleetstatetest.Collectives
 	cached bool // the engine reports cached tokens (SGLang's shape)
 	// twoReplicas adds a second replica to the state, so a span naming neither cannot join a lone sidecar one
 	twoReplicas bool
@@ -81,6 +84,9 @@ func (sc scenario) run(t *testing.T) map[string]any {
 		}
 		if sc.clock != nil {
 			r.state(fleetstatetest.GPUWith(sec, fleetstatetest.GPUState{ID: "GPU-1", Utilization: 0.9, SMClockHz: sc.clock(sec)}))
+		}
+		if sc.collectives != nil {
+			r.state(fleetstatetest.CollectivesAt(sec, sc.collectives(sec)))
 		}
 		if sc.twoReplicas {
 			r.state(fleetstatetest.Engine("r2", testModel, sec, steady(sec)))
@@ -118,6 +124,29 @@ func with(c call, change func(*call)) call {
 func queueGrowing(sec float64, v map[string]float64) {
 	if sec >= 40 {
 		v[schema.MetricLLMSchedulerRequestsWaiting] = 14 + (sec-40)*28/60 // 14 at 40 s, 42 at 100 s
+	}
+}
+
+// straggler is a tensor-parallel pair whose rank 1 falls behind from 90 s on: before, rank 0 waits 1% of
+// its time at all-reduces; after, 40% (4 s of every 10, 2 ms per all-reduce). observable is what the nccl
+// receiver says of the replica.
+func straggler(observable bool) func(sec float64) fleetstatetest.Collectives {
+	return func(sec float64) fleetstatetest.Collectives {
+		ops := uint64(200 * (sec + 300)) // 2000 all-reduces per 10 s
+		skew := 0.01 * (sec + 300)
+		if sec > 90 {
+			skew = 0.01*390 + 0.4*(sec-90)
+		}
+		reason := "records"
+		if !observable {
+			reason = "custom_all_reduce"
+		}
+		return fleetstatetest.Collectives{Replica: "r1", Observable: observable, Reason: reason, LateRank: 1,
+			Ranks: []fleetstatetest.CollectiveRank{
+				{GPU: "GPU-a", PID: 10, TPRank: 0, Operations: ops, OperationSeconds: 0.0005*float64(ops) + skew},
+				{GPU: "GPU-b", PID: 11, TPRank: 1, Operations: ops, OperationSeconds: 0.0005 * float64(ops)},
+			},
+			Skews: ops, SkewSeconds: skew}
 	}
 }
 
@@ -218,6 +247,31 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.queue, c.decode = 6, 5.94 }),
 			wantSlow: true, wantReason: slowE2E, wantCause: causeQueueSaturation, wantSecondary: causeGPUThrottling,
 			wantSentence: []string{"also gpu_throttling: clocks throttled (sw_thermal)"}},
+		{name: "collective wait on a straggler rank", collectives: straggler(true),
+			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeCollectiveWait,
+			wantEvidence: map[string]any{keyCollectiveShare: 0.4, keyCollectiveSkew: 0.002, keyCollectiveLate: "tp rank 1, communicator tp0", keyCollectiveSeen: true},
+			wantSentence: []string{"the replica's ranks spent 40% of their time waiting at collectives for tp rank 1, communicator tp0 (100% of the waiting), 2.00 ms of arrival skew per collective"}},
+		{name: "the same skew where the receiver says collectives cannot be seen is never collective wait", collectives: straggler(false),
+			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention,
+			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.4},
+			wantSentence: []string{"60 ms per token against an uncontended"}},
+		{name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
+			state: func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
+			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeUnknown,
+			wantSentence: []string{"no rule has evidence", "collective time not observable (custom_all_reduce)"}},
+		{name: "a throttled straggler: throttling explains more, collective wait is secondary", collectives: straggler(true),
+			gpu: func(sec float64) []string {
+				if sec >= 100 {
+					return []string{"hw_slowdown"}
+				}
+				return nil
+			},
+			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling, wantSecondary: causeCollectiveWait,
+			wantSentence: []string{"also collective_wait: the replica's ranks spent 40%"}},
 		{name: "slow with no state for its replica is unknown, never a guess", twoReplicas: true,
 			req:      with(normal(), func(c *call) { c.replica, c.queue, c.model = "r-without-metrics", 3.4, testModel }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: causeUnknown,

@@ -84,12 +84,14 @@ type RulesConfig struct {
 	HitRatioCollapse float64       `mapstructure:"hit_ratio_collapse"`
 	LongQuantile     float64       `mapstructure:"long_quantile"`
 	TPOTFactor       float64       `mapstructure:"tpot_factor"`
-	BatchFactor      float64       `mapstructure:"batch_factor"`
 	// ClockDrop: a busy GPU whose SM clock fell below this share of its peak is throttled.
 	ClockDrop float64 `mapstructure:"clock_drop"`
 	// FamilyPaceFactor: without a cached-token count, a prefill this many times slower per prompt token than
 	// its prompt family's usual pace is a prefix-cache miss.
 	FamilyPaceFactor float64 `mapstructure:"family_pace_factor"`
+	// CollectiveWaitShare: a replica whose ranks spent at least this share of their time waiting at
+	// collectives for a late peer (nccl receiver's arrival skew) makes its engine time collective_wait.
+	CollectiveWaitShare float64 `mapstructure:"collective_wait_share"`
 	// MinTenantRequests is how many other requests must have been admitted before contention is judged.
 	MinTenantRequests int `mapstructure:"min_tenant_requests"`
 	// MinCacheSamples is how many requests with cached-token counts a tenant or prompt family needs before
@@ -113,7 +115,7 @@ func createDefaultConfig() *Config {
 		Baseline:         BaselineConfig{Window: 10 * time.Minute, MinSamples: 50, Quantile: 0.95},
 		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.5, KVUtilization: 0.9,
 			PrefillShare: 0.4, DecodeShare: 0.5, CacheMissShare: 0.1, CacheUsualShare: 0.3, HitRatioCollapse: 0.5,
-			LongQuantile: 0.9, TPOTFactor: 1.5, BatchFactor: 1.5, ClockDrop: 0.7, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
+			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},
 		MaxTenants:           1000,
 		MaxSeries:            10000,
@@ -154,13 +156,13 @@ func (c *Config) Validate() error {
 		"rules.tenant_share": c.Rules.TenantShare, "rules.kv_utilization": c.Rules.KVUtilization, "rules.prefill_share": c.Rules.PrefillShare,
 		"rules.decode_share": c.Rules.DecodeShare, "rules.cache_miss_share": c.Rules.CacheMissShare, "rules.cache_usual_share": c.Rules.CacheUsualShare,
 		"rules.hit_ratio_collapse": c.Rules.HitRatioCollapse, "rules.long_quantile": c.Rules.LongQuantile,
-		"rules.clock_drop": c.Rules.ClockDrop}
+		"rules.clock_drop": c.Rules.ClockDrop, "rules.collective_wait_share": c.Rules.CollectiveWaitShare}
 	for _, name := range sortedKeys(fractions) {
 		if v := fractions[name]; !(v > 0 && v < 1) {
 			bad("%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
 	}
-	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor, "rules.batch_factor": c.Rules.BatchFactor,
+	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor,
 		"rules.family_pace_factor": c.Rules.FamilyPaceFactor} {
 		if v < 1 {
 			bad("%s: must be at least 1, got %v", name, v)

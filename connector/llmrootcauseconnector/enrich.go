@@ -29,6 +29,10 @@ const (
 	keyXID              = schema.AttrLLMEvidenceGPUXidErrors
 	keyClockRatio       = schema.AttrLLMEvidenceGPUSmClockRatio
 	keySLO              = schema.AttrLLMEvidenceSlo
+	keyCollectiveShare  = schema.AttrLLMEvidenceCollectiveWaitShare
+	keyCollectiveSkew   = schema.AttrLLMEvidenceCollectiveSkewMean
+	keyCollectiveLate   = schema.AttrLLMEvidenceCollectiveLateRank
+	keyCollectiveSeen   = schema.AttrLLMEvidenceCollectiveObservable
 )
 
 // enrich writes the breakdown, the verdict and its evidence onto the request's span. Unknown numbers are
@@ -73,5 +77,8 @@ func enrich(r *request, v verdict) {
 	}
 	for _, t := range v.text {
 		a.PutStr(t.key, t.value)
+	}
+	for _, f := range v.flags {
+		a.PutBool(f.key, f.value)
 	}
 }

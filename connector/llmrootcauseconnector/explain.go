@@ -55,6 +55,7 @@ type verdict struct {
 	sentence  string
 	numbers   []evidenceNumber
 	text      []evidenceText
+	flags     []evidenceFlag
 }
 
 type evidenceNumber struct {
@@ -63,6 +64,11 @@ type evidenceNumber struct {
 }
 
 type evidenceText struct{ key, value string }
+
+type evidenceFlag struct {
+	key   string
+	value bool
+}
 
 type candidate struct {
 	cause   string
@@ -99,9 +105,16 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
 		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyTPOTPace, tpotPace}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
 		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit}, {keyClockRatio, st.SMClockRatio},
+		{keyCollectiveShare, st.CollectiveWaitShare}, {keyCollectiveSkew, st.CollectiveSkewMean},
 	}
 	if len(st.ThrottleReasons) > 0 {
 		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
+	}
+	if st.CollectiveLateRank != "" {
+		v.text = append(v.text, evidenceText{keyCollectiveLate, st.CollectiveLateRank})
+	}
+	if !math.IsNaN(st.CollectiveObservable) {
+		v.flags = append(v.flags, evidenceFlag{keyCollectiveSeen, st.CollectiveObservable > 0})
 	}
 	if !v.slow {
 		v.sentence = breakdown(r) + "; not slow"
@@ -229,8 +242,11 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	preempted := st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization
 	clockDrop := st.SMClockRatio < rules.ClockDrop
 	throttled := len(st.ThrottleReasons) > 0 || st.XIDErrors > 0 || clockDrop
+	// Collective waiting needs the nccl receiver's arrival skew on this replica, and never counts where the
+	// receiver says the replica's collective time cannot be seen (e.g. vLLM's custom all-reduce).
+	waitingOnPeers := st.CollectiveWaitShare >= rules.CollectiveWaitShare && st.CollectiveObservable != 0
 	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
-		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && !preempted && !throttled {
+		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && !preempted && !throttled && !waitingOnPeers {
 			cands = append(cands, candidate{causeDecodeContention, excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)),
 				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
 					1000*r.tpot, 1000*tpotPace, num(st.RunningMax), num(st.RunningUsual))})
@@ -256,6 +272,27 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		cands = append(cands, candidate{causeGPUThrottling, engineExcess, strings.Join(what, " and ") + " on the replica's GPUs during the request"})
 	} else if !st.HasGPU {
 		missing = append(missing, "no GPU state")
+	}
+
+	// collective_wait: the engine's time in scope stretched by the share its ranks spent waiting for a peer.
+	switch {
+	case waitingOnPeers:
+		engineTime := 0.0
+		if inScope["prefill"] {
+			engineTime += sumKnown(r.prefill)
+		}
+		if inScope["decode"] {
+			engineTime += sumKnown(r.decode)
+		}
+		late := ""
+		if st.CollectiveLateRank != "" {
+			late = fmt.Sprintf(" for %s (%.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
+		}
+		cands = append(cands, candidate{causeCollectiveWait, st.CollectiveWaitShare * engineTime,
+			fmt.Sprintf("the replica's ranks spent %.0f%% of their time waiting at collectives%s, %.2f ms of arrival skew per collective",
+				100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean)})
+	case st.CollectiveObservable == 0:
+		missing = append(missing, "collective time not observable ("+orDash(st.CollectiveObservableReason)+")")
 	}
 
 	cands = mergeSameCause(cands)

@@ -54,3 +54,11 @@ func (r *ring[T]) span(timeOf func(T) int64, from, to int64) (first, last int, o
 	}
 	return first, last, true
 }
+
+// newest is the newest snapshot held, nil when empty; callers may update it in place.
+func (r *ring[T]) newest() *T {
+	if r.n == 0 {
+		return nil
+	}
+	return &r.buf[(r.start+r.n-1)%len(r.buf)]
+}

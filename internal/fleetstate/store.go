@@ -38,6 +38,8 @@ type Store struct {
 	// byOwner indexes GPUs by the replica they are attributed to ("" for none), so a summary visits its
 	// replica's GPUs, not the fleet's.
 	byOwner map[string]map[string]*gpu
+	// replicaCollectives holds each replica's collective timings (nccl receiver), by replica key.
+	replicaCollectives map[string]*collectiveState
 }
 
 // EngineSnapshot is one scrape of one replica's engine state. NaN means the engine did not report it.
@@ -85,7 +87,31 @@ type gpu struct {
 	snaps    ring[GPUSnapshot]
 	owner    string // replica key, "" when not attributed
 	name     string // product name (hw.name), for pricing
+	position GPUPosition
 	lastSeen int64
+}
+
+// GPUPosition is a GPU's place in its replica's parallel layout, as the nvml receiver attributes it; -1 and
+// "" where unknown.
+type GPUPosition struct {
+	TPRank, PPStage int
+	Group           string
+}
+
+var unknownPosition = GPUPosition{TPRank: -1, PPStage: -1}
+
+func positionOf(res pcommon.Map) GPUPosition {
+	p := unknownPosition
+	if v, ok := res.Get(schema.AttrLLMParallelTpRank); ok && v.Type() == pcommon.ValueTypeInt {
+		p.TPRank = int(v.Int())
+	}
+	if v, ok := res.Get(schema.AttrLLMParallelPpRank); ok && v.Type() == pcommon.ValueTypeInt {
+		p.PPStage = int(v.Int())
+	}
+	if v, ok := res.Get(schema.AttrLLMParallelGroup); ok {
+		p.Group = v.AsString()
+	}
+	return p
 }
 
 // New returns an empty store.
@@ -99,7 +125,8 @@ func New(cfg Config) *Store {
 	if cfg.Window <= 0 {
 		cfg.Window = 15 * time.Minute
 	}
-	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}, byOwner: map[string]map[string]*gpu{}}
+	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}, byOwner: map[string]map[string]*gpu{},
+		replicaCollectives: map[string]*collectiveState{}}
 }
 
 // ReplicaKey names the replica a resource belongs to, "" when none of the configured keys is present.
@@ -120,9 +147,15 @@ func (s *Store) Observe(md pmetric.Metrics) {
 	rms := md.ResourceMetrics()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var collectives map[string]*collectiveReading
 	for i := 0; i < rms.Len(); i++ {
 		rm := rms.At(i)
 		res := rm.Resource().Attributes()
+		if key := s.ReplicaKey(res); key != "" && hasCollective(rm) {
+			// The nccl receiver's resources are processes (a rank on a GPU): their timings are the replica's.
+			collectives = s.readCollective(collectives, key, rm)
+			continue
+		}
 		if id, ok := res.Get(schema.AttrHwID); ok {
 			s.observeGPU(id.AsString(), s.ReplicaKey(res), rm)
 			continue
@@ -133,6 +166,21 @@ func (s *Store) Observe(md pmetric.Metrics) {
 		}
 		s.observeGPUPoints(key, rm)
 	}
+	for key, r := range collectives {
+		s.pushCollective(key, r)
+	}
+}
+
+// hasCollective reports whether a resource carries collective timings (its first metric says: the nccl
+// receiver emits nothing else on those resources).
+func hasCollective(rm pmetric.ResourceMetrics) bool {
+	sms := rm.ScopeMetrics()
+	for i := 0; i < sms.Len(); i++ {
+		if ms := sms.At(i).Metrics(); ms.Len() > 0 {
+			return isCollective(ms.At(0).Name())
+		}
+	}
+	return false
 }
 
 func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMetrics) {
@@ -213,12 +261,13 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 type gpuReading struct {
 	snap          GPUSnapshot
 	name          string
+	position      GPUPosition
 	processOwners map[string]bool
 }
 
 func newGPUReading() *gpuReading {
 	return &gpuReading{snap: GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN(), SMClock: math.NaN()},
-		processOwners: map[string]bool{}}
+		processOwners: map[string]bool{}, position: unknownPosition}
 }
 
 // add takes one point if it is GPU state; false when the metric is not one the summaries use.
@@ -263,6 +312,7 @@ func (s *Store) observeGPU(id, owner string, rm pmetric.ResourceMetrics) {
 	if n, ok := rm.Resource().Attributes().Get(schema.AttrHwName); ok {
 		g.name = n.AsString()
 	}
+	g.position = positionOf(rm.Resource().Attributes())
 	s.pushGPU(id, owner, g)
 }
 
@@ -302,7 +352,7 @@ func (s *Store) pushGPU(id, owner string, reading *gpuReading) {
 	g := s.gpus[id]
 	if g == nil {
 		s.makeRoom(len(s.gpus), func() { s.forgetOldestGPU() })
-		g = &gpu{id: id, snaps: newRing[GPUSnapshot](s.cfg.MaxSnapshots)}
+		g = &gpu{id: id, snaps: newRing[GPUSnapshot](s.cfg.MaxSnapshots), position: unknownPosition}
 		s.gpus[id] = g
 		s.index(g, "")
 	}
@@ -318,6 +368,9 @@ func (s *Store) pushGPU(id, owner string, reading *gpuReading) {
 	}
 	if reading.name != "" {
 		g.name = reading.name
+	}
+	if reading.position != unknownPosition {
+		g.position = reading.position
 	}
 	g.lastSeen = snap.Time
 	g.snaps.push(snap, gpuTime, snap.Time-s.cfg.Window.Nanoseconds())

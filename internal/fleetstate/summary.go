@@ -65,6 +65,26 @@ type Summary struct {
 	SMClockRatio    float64
 	ThrottleReasons []string
 	XIDErrors       float64
+	// GPUPositions places each GPU whose parallel position is known (tp rank, pp stage, group), by hw.id.
+	GPUPositions map[string]GPUPosition
+
+	// Collective communication (the nccl receiver), over the interval widened by RecentLookback.
+	// CollectiveObservable is 1 when the receiver says the replica's collective time can be seen, 0 when it
+	// says it cannot (CollectiveObservableReason says why), NaN when nothing was said.
+	CollectiveObservable       float64
+	CollectiveObservableReason string
+	// CollectiveWaitShare is the share of time the ranks spent waiting at collectives for a late peer: arrival
+	// skew per communicator over the time covered, a lower bound where NCCL records only a sample of operations.
+	CollectiveWaitShare float64
+	// CollectiveSkewMean is the mean arrival skew of one collective (s); CollectiveMeanDuration the mean
+	// execution time of one operation on one rank (s), over CollectiveOperations operations.
+	CollectiveSkewMean     float64
+	CollectiveMeanDuration float64
+	CollectiveOperations   float64
+	// CollectiveLateRank names the rank the others waited for most ("tp rank 1, pp stage 0, communicator X"),
+	// CollectiveLateShare its share of the waiting; "" and NaN when no late rank was named.
+	CollectiveLateRank  string
+	CollectiveLateShare float64
 }
 
 // RecentLookback widens short intervals for rates: a 300 ms request sees no counter move between two scrapes.
@@ -79,7 +99,8 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, WaitingEarlier: nan, WaitingEarlierAge: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
 		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
-		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan}
+		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan,
+		CollectiveObservable: nan, CollectiveWaitShare: nan, CollectiveSkewMean: nan, CollectiveMeanDuration: nan, CollectiveOperations: nan, CollectiveLateShare: nan}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.replicas[key]
@@ -104,6 +125,7 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 		}
 	}
 	summarizeGPUs(gpus, from, to, &sum)
+	summarizeCollectives(s.replicaCollectives[key], from, to, &sum)
 	return sum
 }
 
@@ -232,6 +254,12 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 			sum.GPUUtilization, sum.GPUNames = map[string]float64{}, map[string]string{}
 		}
 		sum.GPUNames[g.id] = g.name
+		if g.position != unknownPosition {
+			if sum.GPUPositions == nil {
+				sum.GPUPositions = map[string]GPUPosition{}
+			}
+			sum.GPUPositions[g.id] = g.position
+		}
 		own, ownN := 0.0, 0
 		for i := first; i <= last; i++ {
 			sn := g.snaps.at(i)

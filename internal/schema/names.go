@@ -496,6 +496,14 @@ const (
 	AttrLLMEvidenceGPUSmClockRatio = "llm.evidence.gpu.sm_clock_ratio"
 	// AttrLLMEvidenceGPUXidErrors: XID errors on the replica's GPUs during the request.
 	AttrLLMEvidenceGPUXidErrors = "llm.evidence.gpu.xid_errors"
+	// AttrLLMEvidenceCollectiveWaitShare: Share of the replica's rank time spent waiting at collectives for a late peer around the request (arrival skew over time, nccl receiver; a lower bound where NCCL samples operations).
+	AttrLLMEvidenceCollectiveWaitShare = "llm.evidence.collective.wait_share"
+	// AttrLLMEvidenceCollectiveSkewMean: Mean arrival skew of one collective on the replica around the request (s).
+	AttrLLMEvidenceCollectiveSkewMean = "llm.evidence.collective.skew_mean"
+	// AttrLLMEvidenceCollectiveLateRank: The rank the others waited for most around the request (its tensor-parallel rank, pipeline stage and communicator where known).
+	AttrLLMEvidenceCollectiveLateRank = "llm.evidence.collective.late_rank"
+	// AttrLLMEvidenceCollectiveObservable: Whether the replica's collective time could be seen (nccl receiver's llm.collective.observable); absent where no nccl receiver reports on the replica.
+	AttrLLMEvidenceCollectiveObservable = "llm.evidence.collective.observable"
 	// AttrLLMEvidenceSlo: The limit (s) the slow reason was judged against, configured SLO or rolling p95.
 	AttrLLMEvidenceSlo = "llm.evidence.slo"
 	// AttrLLMTokenType: Which tokens a count is of (prompt, generation).

@@ -141,3 +141,81 @@ func GPU(id, owner string, sec, utilization float64, throttle []string, xidError
 	}
 	return md
 }
+
+// CollectiveRank is one rank's cumulative operation count and time, as the nccl receiver reports them.
+type CollectiveRank struct {
+	GPU              string
+	PID              int64
+	TPRank           int
+	Operations       uint64
+	OperationSeconds float64
+}
+
+// Collectives is the nccl receiver's output for one replica: per-rank operation times, cumulative arrival
+// skew of its tensor-parallel communicator with the late rank named (LateRank -1: no skew series), and the
+// observability gauge.
+type Collectives struct {
+	Replica      string
+	Communicator string
+	Observable   bool
+	Reason       string
+	Ranks        []CollectiveRank
+	Skews        uint64
+	SkewSeconds  float64
+	LateRank     int
+}
+
+// CollectivesAt is c as the nccl receiver emits it at sec seconds.
+func CollectivesAt(sec float64, c Collectives) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	ts := pcommon.Timestamp(At(sec))
+	start := pcommon.Timestamp(Epoch.UnixNano())
+	comm := c.Communicator
+	if comm == "" {
+		comm = "tp0"
+	}
+	histogram := func(rm pmetric.ResourceMetrics, name string, count uint64, sum float64) pmetric.HistogramDataPoint {
+		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName(name)
+		m.SetUnit("s")
+		h := m.SetEmptyHistogram()
+		h.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		dp := h.DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(ts)
+		dp.SetCount(count)
+		dp.SetSum(sum)
+		dp.Attributes().PutStr(schema.AttrLLMCollectiveType, "AllReduce")
+		dp.Attributes().PutStr(schema.AttrLLMCollectiveCommunicator, comm)
+		dp.Attributes().PutInt(schema.AttrLLMCollectiveNranks, int64(len(c.Ranks)))
+		return dp
+	}
+	for _, r := range c.Ranks {
+		rm := md.ResourceMetrics().AppendEmpty()
+		rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, c.Replica)
+		rm.Resource().Attributes().PutStr(schema.AttrHwID, r.GPU)
+		dp := histogram(rm, schema.MetricLLMCollectiveDuration, r.Operations, r.OperationSeconds)
+		dp.Attributes().PutInt(schema.AttrProcessPid, r.PID)
+		dp.Attributes().PutInt(schema.AttrLLMCollectiveRank, int64(r.TPRank))
+		dp.Attributes().PutInt(schema.AttrLLMParallelTpRank, int64(r.TPRank))
+		if c.LateRank == r.TPRank {
+			dp := histogram(rm, schema.MetricLLMCollectiveArrivalSkew, c.Skews, c.SkewSeconds)
+			dp.Attributes().PutStr(schema.AttrLLMCollectiveSkewBasis, "timestamps")
+			dp.Attributes().PutInt(schema.AttrLLMCollectiveLateRank, int64(r.TPRank))
+			dp.Attributes().PutInt(schema.AttrLLMParallelTpRank, int64(r.TPRank))
+		}
+	}
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, c.Replica)
+	m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName(schema.MetricLLMCollectiveObservability)
+	dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(0)
+	if c.Observable {
+		dp.SetIntValue(1)
+	}
+	dp.Attributes().PutBool(schema.AttrLLMCollectiveObservable, c.Observable)
+	dp.Attributes().PutStr(schema.AttrLLMCollectiveObservableReason, c.Reason)
+	return md
+}

@@ -1,0 +1,99 @@
+package fleetstate
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// twoRanks is a tensor-parallel pair of cumulative timings: ops all-reduces each, rank 0 spending opSeconds0.
+func twoRanks(replica string, ops uint64, opSeconds0, opSeconds1 float64, skews uint64, skewSeconds float64, observable bool) fleetstatetest.Collectives {
+	return fleetstatetest.Collectives{Replica: replica, Observable: observable, Reason: map[bool]string{true: "records", false: "custom_all_reduce"}[observable],
+		Ranks: []fleetstatetest.CollectiveRank{
+			{GPU: "GPU-a", PID: 10, TPRank: 0, Operations: ops, OperationSeconds: opSeconds0},
+			{GPU: "GPU-b", PID: 11, TPRank: 1, Operations: ops, OperationSeconds: opSeconds1},
+		},
+		Skews: skews, SkewSeconds: skewSeconds, LateRank: 1}
+}
+
+func TestCollectiveWaitFromArrivalSkew(t *testing.T) {
+	s := newStore()
+	// Cumulative since the receiver started; the first batch is the baseline.
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 1000, 2, 1, 1000, 0.5, true)))
+	// 10 s later: 2000 more all-reduces; rank 0 waited 3 s in all for rank 1 (skew 1.5 ms per collective).
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 3000, 6, 2, 3000, 3.5, true)))
+
+	sum := s.Summarize("r1", at(4), at(9))
+	assert.Equal(t, 1.0, sum.CollectiveObservable)
+	assert.Equal(t, "records", sum.CollectiveObservableReason)
+	assert.InDelta(t, 0.3, sum.CollectiveWaitShare, 1e-9, "3 s of waiting over 10 s on one communicator")
+	assert.InDelta(t, 0.0015, sum.CollectiveSkewMean, 1e-12)
+	assert.InDelta(t, 4000.0, sum.CollectiveOperations, 1e-9, "2000 per rank")
+	assert.InDelta(t, 5.0/4000, sum.CollectiveMeanDuration, 1e-12)
+	assert.Equal(t, "tp rank 1, communicator tp0", sum.CollectiveLateRank)
+	assert.Equal(t, 1.0, sum.CollectiveLateShare)
+}
+
+func TestCollectiveBlindReplicaSaysSo(t *testing.T) {
+	s := newStore()
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 0, 0, 0, 0, 0, false)))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 0, 0, 0, 0, 0, false)))
+	sum := s.Summarize("r1", at(4), at(9))
+	assert.Equal(t, 0.0, sum.CollectiveObservable)
+	assert.Equal(t, "custom_all_reduce", sum.CollectiveObservableReason)
+	assert.True(t, math.IsNaN(sum.CollectiveWaitShare), "no skew measured: no share, not zero")
+
+	none := s.Summarize("r2", at(4), at(9))
+	assert.True(t, math.IsNaN(none.CollectiveObservable), "a replica without an nccl receiver is unknown, not blind")
+}
+
+func TestCollectiveCountersResetAndSplitBatches(t *testing.T) {
+	s := newStore()
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 1000, 2, 1, 1000, 1, true)))
+	// The receiver restarted: cumulative values start over, and the new values are all growth.
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 500, 1, 0.5, 500, 2, true)))
+	sum := s.Summarize("r1", at(9), at(10))
+	assert.InDelta(t, 0.2, sum.CollectiveWaitShare, 1e-9, "2 s of skew after the restart over 10 s")
+
+	// The same batch split in two (a batch processor in between): each series is counted once.
+	md := fleetstatetest.CollectivesAt(20, twoRanks("r1", 1500, 3, 1.5, 1500, 3, true))
+	first, second := pmetric.NewMetrics(), pmetric.NewMetrics()
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		dst := first
+		if i%2 == 1 {
+			dst = second
+		}
+		md.ResourceMetrics().At(i).CopyTo(dst.ResourceMetrics().AppendEmpty())
+	}
+	s.Observe(first)
+	s.Observe(second)
+	later := s.Summarize("r1", at(19), at(20))
+	require.False(t, math.IsNaN(later.CollectiveWaitShare))
+	assert.InDelta(t, 2000.0, later.CollectiveOperations, 1e-9, "the split batch: 1000 more per rank, each half counted once")
+	assert.InDelta(t, 1.0/10, later.CollectiveWaitShare, 1e-9, "1 s of skew over the 10 s the batch covers")
+	both := s.Summarize("r1", at(5), at(15))
+	assert.InDelta(t, 3.0/20, both.CollectiveWaitShare, 1e-9, "a request across two batches sees both")
+}
+
+func TestGPUPositionsFromTheNVMLReceiver(t *testing.T) {
+	s := newStore()
+	s.Observe(engineScrape("r1", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0}))
+	for i, id := range []string{"GPU-a", "GPU-b"} {
+		md := gpuScrape(id, "r1", 0, 0.9, nil, 0)
+		res := md.ResourceMetrics().At(0).Resource().Attributes()
+		res.PutInt(schema.AttrLLMParallelTpRank, 0)
+		res.PutInt(schema.AttrLLMParallelPpRank, int64(i))
+		res.PutStr(schema.AttrLLMParallelGroup, "r1/dp0/pp"+string(rune('0'+i)))
+		s.Observe(md)
+	}
+	s.Observe(gpuScrape("GPU-c", "r1", 0, 0.9, nil, 0))
+	sum := s.Summarize("r1", at(0), at(1))
+	assert.Equal(t, map[string]GPUPosition{"GPU-a": {TPRank: 0, PPStage: 0, Group: "r1/dp0/pp0"}, "GPU-b": {TPRank: 0, PPStage: 1, Group: "r1/dp0/pp1"}}, sum.GPUPositions,
+		"GPU-c has no position and is not listed")
+}
