@@ -47,11 +47,11 @@ type scenario struct {
 	gpu func(sec float64) []string
 	// clock returns the GPU's SM clock (Hz) at a snapshot time, with no throttle reasons reported (as from
 	// dcgm-exporter, which gives them only as a bitmask); nil: no clock data
-	clock  func(sec float64) float64
+	clock func(sec float64) float64
 	// collectives returns the nccl receiver's cumulative view of the replica at a snapshot time; nil: no
 	// nccl receiver
 	collectives func(sec float64) fleetstatetest.Collectives
-	cached bool // the engine reports cached tokens (SGLang's shape)
+	cached      bool // the engine reports cached tokens (SGLang's shape)
 	// twoReplicas adds a second replica to the state, so a span naming neither cannot join a lone sidecar one
 	twoReplicas bool
 	others      []call // requests sent with the one under test
@@ -258,7 +258,7 @@ func TestRootCauses(t *testing.T) {
 			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.4},
 			wantSentence: []string{"60 ms per token against an uncontended"}},
 		{name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
-			state: func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
+			state:    func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeUnknown,
 			wantSentence: []string{"no rule has evidence", "collective time not observable (custom_all_reduce)"}},
