@@ -341,12 +341,27 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 		idle = "idle_while_waiting" // queue-induced waste: requests waited while the GPUs had room
 	}
 	b.categories[categoryKey{idle, v.model, v.replica}] += gpuSeconds - busy
+	// NCCL kernels spin while a rank waits for a late peer, so that wait shows as busy: carve it out first.
+	working := busy
+	if share := v.interval.CollectiveWaitShare; known(share) && v.interval.CollectiveObservable != 0 {
+		wait := busy * math.Min(1, share)
+		b.categories[categoryKey{"collective_wait", v.model, v.replica}] += wait
+		working -= wait
+	}
 	if prefill+decode <= 0 {
-		b.categories[categoryKey{"busy", v.model, v.replica}] += busy
+		b.categories[categoryKey{"busy", v.model, v.replica}] += working
 		return
 	}
-	b.categories[categoryKey{"prefill", v.model, v.replica}] += busy * prefill / (prefill + decode)
-	b.categories[categoryKey{"decode", v.model, v.replica}] += busy * decode / (prefill + decode)
+	prefillTime := working * prefill / (prefill + decode)
+	// Cache-miss overhead: the prompt tokens computed beyond what the replica's usual hit ratio would have
+	// left to compute, (usual - now) / (1 - now) of the prefill time.
+	if hit, usual := v.interval.PrefixHitRatio, v.interval.PrefixHitRatioUsual; known(hit, usual) && usual > hit && hit < 1 {
+		miss := prefillTime * (usual - hit) / (1 - hit)
+		b.categories[categoryKey{"cache_miss", v.model, v.replica}] += miss
+		prefillTime -= miss
+	}
+	b.categories[categoryKey{"prefill", v.model, v.replica}] += prefillTime
+	b.categories[categoryKey{"decode", v.model, v.replica}] += working * decode / (prefill + decode)
 	// Per token: the busy share of the bill split by phase, over what each phase produced.
 	perSecond := cost / gpuSeconds
 	cached := 0.0

@@ -214,24 +214,111 @@ var detectors = []detector{
 			actions:  []string{"drain the replica and reset or replace the GPU (check the node's kernel log for the XID code)"}}
 	}},
 	{name: "tp_imbalance", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
-		if len(v.interval.GPUUtilization) < 2 {
+		// Like with like: the GPUs of one tensor-parallel group (one pipeline stage) run the same work.
+		// Stages differ by design; that is pipeline_bubble's business.
+		groups := map[string][]string{}
+		for id := range v.interval.GPUUtilization {
+			g := v.interval.GPUPositions[id].Group
+			groups[g] = append(groups[g], id)
+		}
+		var worst []string
+		var group string
+		worstSkew := -1.0
+		for _, g := range sortedKeys(groups) {
+			ids := groups[g]
+			if len(ids) < 2 {
+				continue
+			}
+			sort.Slice(ids, func(i, j int) bool {
+				a, b := v.interval.GPUUtilization[ids[i]], v.interval.GPUUtilization[ids[j]]
+				return a < b || (a == b && ids[i] < ids[j])
+			})
+			if skew := v.interval.GPUUtilization[ids[len(ids)-1]] - v.interval.GPUUtilization[ids[0]]; skew > worstSkew {
+				worst, group, worstSkew = ids, g, skew
+			}
+		}
+		if worst == nil {
 			return finding{clear: true}
 		}
-		ids := make([]string, 0, len(v.interval.GPUUtilization))
-		for id := range v.interval.GPUUtilization {
-			ids = append(ids, id)
+		low, high := v.interval.GPUUtilization[worst[0]], v.interval.GPUUtilization[worst[len(worst)-1]]
+		where := v.replica
+		if group != "" {
+			where = "tensor-parallel group " + group
 		}
-		sort.Slice(ids, func(i, j int) bool { return v.interval.GPUUtilization[ids[i]] < v.interval.GPUUtilization[ids[j]] })
-		low, high := v.interval.GPUUtilization[ids[0]], v.interval.GPUUtilization[ids[len(ids)-1]]
+		f := finding{
+			fire:     worstSkew >= d.TPImbalanceSkew,
+			clear:    worstSkew < d.TPImbalanceSkew*d.ClearFraction,
+			sentence: fmt.Sprintf("utilization across the %d GPUs of %s spans %.0f%% to %.0f%%; least busy %s", len(worst), where, 100*low, 100*high, worst[0]),
+			evidence: map[string]float64{"utilization_skew": worstSkew, "utilization_min": low, "utilization_max": high},
+			text:     map[string]string{"least_busy_gpu": worst[0]},
+			actions:  []string{fmt.Sprintf("check GPU %s: a straggler rank, or ranks waiting on it in collectives (NCCL timings show which)", worst[0])},
+		}
+		if group != "" {
+			f.text["group"] = group
+		}
+		return f
+	}},
+	{name: "pipeline_bubble", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		// Busy skew across pipeline stages: a stage that idles waits for its neighbours (uneven layer split,
+		// too few micro-batches in flight to fill the pipeline).
+		sums, counts := map[int]float64{}, map[int]int{}
+		for id, u := range v.interval.GPUUtilization {
+			if p, ok := v.interval.GPUPositions[id]; ok && p.PPStage >= 0 {
+				sums[p.PPStage] += u
+				counts[p.PPStage]++
+			}
+		}
+		if len(sums) < 2 {
+			return finding{clear: true}
+		}
+		idle, busy := -1, -1
+		for stage := range sums {
+			u := sums[stage] / float64(counts[stage])
+			if idle < 0 || u < sums[idle]/float64(counts[idle]) || (u == sums[idle]/float64(counts[idle]) && stage < idle) {
+				idle = stage
+			}
+			if busy < 0 || u > sums[busy]/float64(counts[busy]) || (u == sums[busy]/float64(counts[busy]) && stage < busy) {
+				busy = stage
+			}
+		}
+		low, high := sums[idle]/float64(counts[idle]), sums[busy]/float64(counts[busy])
 		skew := high - low
 		return finding{
-			fire:     skew >= d.TPImbalanceSkew,
-			clear:    skew < d.TPImbalanceSkew*d.ClearFraction,
-			sentence: fmt.Sprintf("utilization across the %d GPUs of %s spans %.0f%% to %.0f%%; least busy %s", len(ids), v.replica, 100*low, 100*high, ids[0]),
-			evidence: map[string]float64{"utilization_skew": skew, "utilization_min": low, "utilization_max": high},
-			text:     map[string]string{"least_busy_gpu": ids[0]},
-			actions:  []string{fmt.Sprintf("check GPU %s: a straggler rank, or ranks waiting on it in collectives (NCCL timings show which)", ids[0])},
+			fire:  skew >= d.PipelineBubbleSkew,
+			clear: skew < d.PipelineBubbleSkew*d.ClearFraction,
+			sentence: fmt.Sprintf("pipeline stages of %s are unevenly busy: stage %d at %.0f%%, stage %d at %.0f%% (%d stages)",
+				v.replica, idle, 100*low, busy, 100*high, len(sums)),
+			evidence: map[string]float64{"stage_utilization_skew": skew, "stage_utilization_min": low, "stage_utilization_max": high,
+				"idle_stage": float64(idle), "busy_stage": float64(busy), "stages": float64(len(sums))},
+			actions: []string{
+				fmt.Sprintf("rebalance layers between pipeline stages: stage %d waits on stage %d", idle, busy),
+				"keep more requests in flight (max-num-seqs) so micro-batches fill the pipeline",
+				"where the model fits, prefer more tensor parallelism over pipeline stages on one node"},
 		}
+	}},
+	{name: "collective_bottleneck", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+		share := v.interval.CollectiveWaitShare
+		// Only with the nccl receiver's timings, and never where it says collective time cannot be seen.
+		if !known(share) || v.interval.CollectiveObservable == 0 {
+			return finding{clear: true}
+		}
+		late := v.interval.CollectiveLateRank
+		f := finding{
+			fire:  share >= d.CollectiveWaitShare,
+			clear: share < d.CollectiveWaitShare*d.ClearFraction,
+			sentence: fmt.Sprintf("ranks of %s spent %.0f%% of their time waiting at collectives (%.2f ms of arrival skew per collective)",
+				v.replica, 100*share, 1000*v.interval.CollectiveSkewMean),
+			evidence: map[string]float64{"wait_share": share, "skew_mean_seconds": v.interval.CollectiveSkewMean,
+				"collective_mean_seconds": v.interval.CollectiveMeanDuration, "late_rank_share": v.interval.CollectiveLateShare},
+		}
+		if late != "" {
+			f.sentence += fmt.Sprintf(", mostly for %s", late)
+			f.text = map[string]string{"late_rank": late}
+			f.actions = append(f.actions, fmt.Sprintf("check the GPU and host of %s (clocks, throttling, NVLink/PCIe errors, CPU contention, NUMA placement): the other ranks wait for it", late))
+		}
+		f.actions = append(f.actions, "compare llm.collective.bus_bandwidth across the replica's communicators for a slow link",
+			"drain the replica and move it to other GPUs if it persists")
+		return f
 	}},
 }
 

@@ -2,6 +2,7 @@ package llmsignalsconnector
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -69,6 +70,8 @@ type replicaState struct {
 	gpus   []fleetstatetest.GPUState
 	ttft   *[2]float64 // cumulative sum, count
 	silent bool        // no scrape at all
+	// collectives is what the nccl receiver reports for the replica (cumulative); nil: no nccl receiver
+	collectives *fleetstatetest.Collectives
 }
 
 func steady(sec float64) map[string]float64 {
@@ -96,6 +99,9 @@ func (r *rig) run(replicas []string, until float64, state func(replica string, s
 				fleetstatetest.WithTTFT(md, s.ttft[0], uint64(s.ttft[1]))
 			}
 			r.feed(md)
+			if s.collectives != nil {
+				r.feed(fleetstatetest.CollectivesAt(sec, *s.collectives))
+			}
 			for _, g := range s.gpus {
 				r.feed(fleetstatetest.GPUWith(sec, g))
 			}
@@ -160,6 +166,34 @@ func forEach(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) 
 	}
 }
 
+// pipelined places r1 on two pipeline stages of two tensor-parallel GPUs each, every GPU at util.
+func pipelined(util func(stage int) float64) []fleetstatetest.GPUState {
+	var gpus []fleetstatetest.GPUState
+	for stage := 0; stage < 2; stage++ {
+		for rank := 0; rank < 2; rank++ {
+			gpus = append(gpus, fleetstatetest.GPUState{ID: fmt.Sprintf("GPU-r1-pp%d-tp%d", stage, rank), Owner: "r1", Utilization: util(stage),
+				MemoryUtilization: 0.9, Placed: true, TPRank: rank, PPStage: stage, Group: fmt.Sprintf("r1/dp0/pp%d", stage)})
+		}
+	}
+	return gpus
+}
+
+// straggling is r1's tensor-parallel pair as the nccl receiver reports it: rank 0 waits 1% of its time for
+// rank 1 at all-reduces until 100 s, then 40%.
+func straggling(sec float64, observable bool) *fleetstatetest.Collectives {
+	ops := uint64(200 * (sec + 600))
+	skew := 0.01 * (sec + 600)
+	if sec >= 100 {
+		skew = 0.01*700 + 0.4*(sec-100)
+	}
+	return &fleetstatetest.Collectives{Replica: "r1", Observable: observable, Reason: map[bool]string{true: "records", false: "custom_all_reduce"}[observable],
+		LateRank: 1, Skews: ops, SkewSeconds: skew,
+		Ranks: []fleetstatetest.CollectiveRank{
+			{GPU: "GPU-r1", PID: 10, TPRank: 0, Operations: ops, OperationSeconds: 0.0005*float64(ops) + skew},
+			{GPU: "GPU-r1-b", PID: 11, TPRank: 1, Operations: ops, OperationSeconds: 0.0005 * float64(ops)},
+		}}
+}
+
 func TestDetectors(t *testing.T) {
 	from := func(start float64, fn func(s *replicaState)) func(string, float64, *replicaState) {
 		return func(rep string, sec float64, s *replicaState) {
@@ -214,6 +248,22 @@ func TestDetectors(t *testing.T) {
 				s.gpus = append(s.gpus, second)
 			}
 		}, map[string]float64{"utilization_skew": 0.45}, "check GPU GPU-r1-b"},
+		// Stages differ, the GPUs within each stage agree: a pipeline bubble, and no tensor-parallel imbalance.
+		{"pipeline_bubble", func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" {
+				s.gpus = pipelined(func(stage int) float64 {
+					if stage == 1 && sec >= 100 {
+						return 0.3
+					}
+					return 0.8
+				})
+			}
+		}, map[string]float64{"stage_utilization_skew": 0.5, "idle_stage": 1, "busy_stage": 0, "stages": 2}, "stage 1 waits on stage 0"},
+		{"collective_bottleneck", func(rep string, sec float64, s *replicaState) {
+			if rep == "r1" {
+				s.collectives = straggling(sec, true)
+			}
+		}, map[string]float64{"wait_share": 0.4, "skew_mean_seconds": 0.002, "late_rank_share": 1}, "check the GPU and host of tp rank 1, communicator tp0"},
 		{"stale_telemetry", func(rep string, sec float64, s *replicaState) { s.silent = rep == "r1" && sec >= 100 }, nil, "metrics endpoint"},
 		{"starvation", func(rep string, sec float64, s *replicaState) {
 			n := (sec + 600) / 10 * 20 // 20 first tokens per 10 s at 0.2 s each...
@@ -269,6 +319,24 @@ func indexOf(s, sub string) int {
 		}
 	}
 	return -1
+}
+
+// Without evidence there is no incident: collective waiting where the receiver says collectives cannot be
+// seen, and GPUs of different pipeline stages compared as one tensor-parallel group.
+func TestParallelismDetectorsNeedTheirEvidence(t *testing.T) {
+	r := newRig(t)
+	r.run([]string{"r1"}, 200, func(rep string, sec float64, s *replicaState) {
+		s.collectives = straggling(sec, false)
+		// Stage 1 idles in both tensor-parallel groups alike (and unplaced GPUs are not compared with placed ones).
+		s.gpus = append(pipelined(func(stage int) float64 { return 0.8 - 0.5*float64(stage) }), s.gpus...)
+	})
+	var opened []string
+	for _, il := range r.incidents() {
+		if il.state == "start" {
+			opened = append(opened, il.detector)
+		}
+	}
+	assert.Equal(t, []string{"pipeline_bubble"}, opened, "collective waiting is not observable there, and each tp group is even")
 }
 
 func TestHealthyFleetIsQuiet(t *testing.T) {
@@ -588,6 +656,42 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 	interval := 2 * 3.6 * 10 / 3600
 	assert.InDelta(t, interval*0.75/10, perRequest[model+"/acme"], 1e-12)
 	assert.InDelta(t, interval*0.25/5, perRequest[model+"/globex"], 1e-12)
+}
+
+// The GPU-time breakdown carves collective waiting out of busy time and cache-miss overhead out of prefill,
+// and still adds up to the GPU time.
+func TestGPUTimeBreakdown(t *testing.T) {
+	r := newRig(t)
+	r.run([]string{"r1"}, 200, func(_ string, sec float64, s *replicaState) {
+		s.gpus[0].Utilization = 0.5
+		s.collectives = straggling(sec, true) // 1% of the ranks' time waiting, 40% from 100 s
+		if sec >= 100 {
+			s.values[schema.MetricLLMPrefixCacheHits] = 700 * 70 // the cache stops hitting
+		}
+		if sec >= 0 {
+			k := (sec + 10) / 10
+			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{"acme": {tokens: 1000 * k, generated: 500 * k,
+				requests: 10 * k, prefillSeconds: 2 * k, decodeSeconds: 6 * k}}))
+		}
+	})
+	categories := map[string]float64{}
+	all := r.metrics.AllMetrics()
+	forEach(all[len(all)-1], schema.MetricLLMCostGPUTimeByCategory, func(dp pmetric.NumberDataPoint) {
+		categories[text(dp.Attributes(), schema.AttrLLMCostCategory)] += dp.DoubleValue()
+	})
+	total := 0.0
+	for _, v := range categories {
+		total += v
+	}
+	elapsed := 790.0 // evaluations at -590 ... 200 s
+	assert.InDelta(t, elapsed, total, 1e-6, "nothing lost, nothing counted twice: %v", categories)
+	assert.InDelta(t, 0.5*elapsed, categories["idle"], 1e-6)
+	// Busy is 5 GPU-seconds per 10 s: 1% of it waiting in the 70 evaluations up to 100 s (each sees the batch
+	// that covers its interval), 40% in the 9 after it (200 s is evaluated only once data passes 205 s).
+	assert.InDelta(t, 0.5*10*(0.01*70+0.4*9), categories["collective_wait"], 1e-6)
+	assert.Positive(t, categories["cache_miss"], "the hit ratio fell below its usual level")
+	assert.Positive(t, categories["prefill"])
+	assert.Positive(t, categories["decode"])
 }
 
 func TestCostPerToken(t *testing.T) {

@@ -303,7 +303,8 @@ func summarizeCollectives(c *collectiveState, from, to int64, sum *Summary) {
 	}
 	for i := 0; i < c.snaps.n; i++ {
 		sn := c.snaps.at(i)
-		if sn.Time < from || sn.Time-int64(sn.Elapsed*1e9) >= to {
+		// (T-Elapsed, T] overlaps (from, to], or holds the instant when from == to.
+		if sn.Time < from || (sn.Time == from && from < to) || sn.Time-int64(sn.Elapsed*1e9) >= to {
 			continue
 		}
 		said(sn)

@@ -75,6 +75,10 @@ type GPUState struct {
 	XIDErrors         float64
 	ProcessOwners     []string
 	SMClockHz         float64 // 0: not reported
+	// Placed: the nvml receiver's topology placed the GPU at TPRank in pipeline stage PPStage of Group.
+	Placed          bool
+	TPRank, PPStage int
+	Group           string
 }
 
 // GPUWith is GPU with a GPU's product name and memory utilization too.
@@ -83,6 +87,13 @@ func GPUWith(sec float64, g GPUState) pmetric.Metrics {
 	rm := md.ResourceMetrics().At(0)
 	if g.Name != "" {
 		rm.Resource().Attributes().PutStr(schema.AttrHwName, g.Name)
+	}
+	if g.Placed {
+		rm.Resource().Attributes().PutInt(schema.AttrLLMParallelTpRank, int64(g.TPRank))
+		rm.Resource().Attributes().PutInt(schema.AttrLLMParallelPpRank, int64(g.PPStage))
+		if g.Group != "" {
+			rm.Resource().Attributes().PutStr(schema.AttrLLMParallelGroup, g.Group)
+		}
 	}
 	if g.SMClockHz > 0 {
 		m := rm.ScopeMetrics().At(0).Metrics().AppendEmpty()
