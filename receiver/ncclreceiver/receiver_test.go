@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/metricstest"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -522,4 +524,43 @@ func TestEmitsOnlyWhatTheSchemaDeclares(t *testing.T) {
 			}
 		}
 	}
+}
+
+// What the connectors read from this receiver's output (internal/fleetstate): the replica's waiting, the late
+// rank by its place in the layout, and the observability flag. The first batch is a baseline there (its
+// counts predate any request), so the straggler shows from the second.
+func TestOutputJoinsTheFleetState(t *testing.T) {
+	dir := copyFixture(t, "tp4-straggler")
+	cfg := baseConfig(filepath.Join(dir, "*.log"))
+	cfg.Replicas = []ReplicaRule{{Files: filepath.Join(dir, "*"), ServiceInstanceID: "a:8000", Engine: "vllm",
+		TensorParallelSize: 4, AllReduce: "nccl"}}
+	g := newRig(t, cfg, nil)
+	store := fleetstate.New(fleetstate.Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}})
+	first := g.last()
+	store.Observe(first)
+	begin := int64(metricstest.Numbers(first, schema.MetricLLMCollectiveObservability)[0].Timestamp())
+
+	for rank, pid := range []int{4101, 4102, 4103, 4104} {
+		f, err := os.OpenFile(filepath.Join(dir, "node-a-pid"+strconv.Itoa(pid)+".log"), os.O_RDWR|os.O_APPEND, 0)
+		require.NoError(t, err)
+		if pid == 4104 { // drop the half record the fixture ends with
+			b, _ := os.ReadFile(f.Name())
+			require.NoError(t, f.Truncate(int64(strings.LastIndexByte(string(b), '\n')+1)))
+		}
+		_, err = f.WriteString(record21(pid, rank, map[bool]uint64{true: 1200}[rank == 2]) + "\n")
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+	}
+	time.Sleep(10 * time.Millisecond) // the batches' clock must move for the second to cover any time
+	g.tick()
+	store.Observe(g.last())
+
+	sum := store.Summarize("a:8000", begin, time.Now().UnixNano())
+	assert.Equal(t, 1.0, sum.CollectiveObservable)
+	assert.Equal(t, "records", sum.CollectiveObservableReason)
+	assert.Equal(t, 4.0, sum.CollectiveOperations, "collective 21 on four ranks; the 20 before it are the baseline")
+	assert.InDelta(t, 1.2e-3, sum.CollectiveSkewMean, 25e-6)
+	assert.Equal(t, "tp rank 2, pp stage 0, communicator TP Group 0", sum.CollectiveLateRank)
+	assert.Equal(t, 1.0, sum.CollectiveLateShare)
+	assert.Positive(t, sum.CollectiveWaitShare)
 }
