@@ -7,7 +7,8 @@
 # every record the Inspector wrote was counted exactly once, and with 2+ GPUs the late rank was named. With
 # one GPU NCCL runs single-rank collectives as local copies that no profiler sees, so the loop adds
 # self send/recv pairs through libnccl (ctypes), which do go through NCCL's kernels and the Inspector.
-# Prints one verdict line: "nccl-smoke: PASS ..." or "nccl-smoke: FAIL ...".
+# Prints one verdict line: "nccl-smoke: PASS ..." or "nccl-smoke: FAIL ..." (exit 1), or on one GPU whose
+# Inspector wrote nothing "nccl-smoke: INCONCLUSIVE ..." (exit 3): the acceptance run needs 2+ GPUs.
 #
 #   usage: scripts/nccl-smoke.sh (--plugin PATH | --nccl-src DIR) [--bin PATH] [--steps N]
 #     --plugin PATH    a prebuilt libnccl-profiler-inspector.so (NCCL 2.28.3+ source)
@@ -214,6 +215,10 @@ for line in open(work + "/metrics.jsonl"):
                     observable = (a["llm.collective.observable"], a["llm.collective.observable_reason"])
 total = sum(counted.values())
 detail = f"{world} GPU(s), {records} Inspector records {ops}, {total} counted, GPUs named {len(hwids)}, observable {observable}"
+if records == 0 and world == 1:
+    # Seen on one H100 with NCCL 2.28.9 and Inspectors built from 2.28.9 and 2.30.7: the plugin loads, the
+    # self send/recv pairs are tracked, and nothing is dumped. One GPU cannot show the receiver working.
+    print(f"nccl-smoke: INCONCLUSIVE one GPU and the Inspector wrote no records ({detail}); run it on 2+ GPUs"); sys.exit(3)
 if records == 0:
     print(f"nccl-smoke: FAIL the Inspector wrote no records ({detail}); see workload.log (NCCL_DEBUG)"); sys.exit(1)
 if total != records:
