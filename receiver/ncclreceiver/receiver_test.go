@@ -162,12 +162,17 @@ func baseConfig(include ...string) *Config {
 	return cfg
 }
 
-func TestStragglerRankIsNamedFromTimestamps(t *testing.T) {
+// stragglerRig runs the receiver over a copy of the tp4-straggler fixture, as replica a:8000 (vLLM, TP 4).
+func stragglerRig(t *testing.T) (string, *rig) {
 	dir := copyFixture(t, "tp4-straggler")
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.Replicas = []ReplicaRule{{Files: filepath.Join(dir, "*"), ServiceInstanceID: "a:8000", Engine: "vllm",
 		TensorParallelSize: 4, AllReduce: "nccl"}}
-	g := newRig(t, cfg, nil)
+	return dir, newRig(t, cfg, nil)
+}
+
+func TestStragglerRankIsNamedFromTimestamps(t *testing.T) {
+	dir, g := stragglerRig(t)
 	md := g.last()
 
 	skew := points(md, schema.MetricLLMCollectiveArrivalSkew)
@@ -530,11 +535,7 @@ func TestEmitsOnlyWhatTheSchemaDeclares(t *testing.T) {
 // rank by its place in the layout, and the observability flag. The first batch is a baseline there (its
 // counts predate any request), so the straggler shows from the second.
 func TestOutputJoinsTheFleetState(t *testing.T) {
-	dir := copyFixture(t, "tp4-straggler")
-	cfg := baseConfig(filepath.Join(dir, "*.log"))
-	cfg.Replicas = []ReplicaRule{{Files: filepath.Join(dir, "*"), ServiceInstanceID: "a:8000", Engine: "vllm",
-		TensorParallelSize: 4, AllReduce: "nccl"}}
-	g := newRig(t, cfg, nil)
+	dir, g := stragglerRig(t)
 	store := fleetstate.New(fleetstate.Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}})
 	first := g.last()
 	store.Observe(first)
