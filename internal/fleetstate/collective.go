@@ -61,8 +61,6 @@ type collectiveReading struct {
 	observed bool
 }
 
-func isCollective(name string) bool { return strings.HasPrefix(name, "llm.collective.") }
-
 // readCollective adds rm's collective points to the batch's reading for its replica.
 func (s *Store) readCollective(readings map[string]*collectiveReading, key string, rm pmetric.ResourceMetrics) map[string]*collectiveReading {
 	sms := rm.ScopeMetrics()
@@ -80,8 +78,8 @@ func (s *Store) readCollective(readings map[string]*collectiveReading, key strin
 		}
 		return rd
 	}
-	st := s.collective(key)
-	resKey := resourceIdentity(rm.Resource().Attributes())
+	var st *collectiveState // made on the first histogram: most resources carry no collective timings
+	resKey := ""
 	for i := 0; i < sms.Len(); i++ {
 		ms := sms.At(i).Metrics()
 		for j := 0; j < ms.Len(); j++ {
@@ -119,6 +117,9 @@ func (s *Store) readCollective(readings map[string]*collectiveReading, key strin
 					r := reading()
 					ts := int64(dp.Timestamp())
 					r.stamp(ts)
+					if st == nil {
+						st, resKey = s.collective(key), resourceIdentity(rm.Resource().Attributes())
+					}
 					id := m.Name() + "\x00" + resKey + "\x00" + attributeIdentity(dp.Attributes())
 					dSum, dCount := st.grow(id, dp.Sum(), float64(dp.Count()), ts)
 					if skew {

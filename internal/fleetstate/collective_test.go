@@ -97,3 +97,19 @@ func TestGPUPositionsFromTheNVMLReceiver(t *testing.T) {
 	assert.Equal(t, map[string]GPUPosition{"GPU-a": {TPRank: 0, PPStage: 0, Group: "r1/dp0/pp0"}, "GPU-b": {TPRank: 0, PPStage: 1, Group: "r1/dp0/pp1"}}, sum.GPUPositions,
 		"GPU-c has no position and is not listed")
 }
+
+// A pipeline that merges resources with equal attributes may put the receiver's observability gauge next to
+// the engine's metrics: both are still read.
+func TestCollectivesOnAnEngineResource(t *testing.T) {
+	s := newStore()
+	for _, sec := range []float64{0, 10} {
+		md := engineScrape("r1", sec, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 3})
+		obs := fleetstatetest.CollectivesAt(sec, fleetstatetest.Collectives{Replica: "r1", Observable: false, Reason: "no_records", LateRank: -1})
+		obs.ResourceMetrics().At(0).ScopeMetrics().MoveAndAppendTo(md.ResourceMetrics().At(0).ScopeMetrics())
+		s.Observe(md)
+	}
+	sum := s.Summarize("r1", at(4), at(9))
+	assert.Equal(t, 3.0, sum.WaitingAtArrival)
+	assert.Equal(t, 0.0, sum.CollectiveObservable)
+	assert.Equal(t, "no_records", sum.CollectiveObservableReason)
+}

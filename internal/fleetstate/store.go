@@ -151,10 +151,9 @@ func (s *Store) Observe(md pmetric.Metrics) {
 	for i := 0; i < rms.Len(); i++ {
 		rm := rms.At(i)
 		res := rm.Resource().Attributes()
-		if key := s.ReplicaKey(res); key != "" && hasCollective(rm) {
+		if key := s.ReplicaKey(res); key != "" {
 			// The nccl receiver's resources are processes (a rank on a GPU): their timings are the replica's.
 			collectives = s.readCollective(collectives, key, rm)
-			continue
 		}
 		if id, ok := res.Get(schema.AttrHwID); ok {
 			s.observeGPU(id.AsString(), s.ReplicaKey(res), rm)
@@ -169,18 +168,6 @@ func (s *Store) Observe(md pmetric.Metrics) {
 	for key, r := range collectives {
 		s.pushCollective(key, r)
 	}
-}
-
-// hasCollective reports whether a resource carries collective timings (its first metric says: the nccl
-// receiver emits nothing else on those resources).
-func hasCollective(rm pmetric.ResourceMetrics) bool {
-	sms := rm.ScopeMetrics()
-	for i := 0; i < sms.Len(); i++ {
-		if ms := sms.At(i).Metrics(); ms.Len() > 0 {
-			return isCollective(ms.At(0).Name())
-		}
-	}
-	return false
 }
 
 func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMetrics) {
