@@ -242,7 +242,10 @@ func (c *core) evaluate(now int64) outputs {
 	for _, model := range sortedKeys(pools) {
 		p := pools[model]
 		g.set(schema.MetricLLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
-		g.set(schema.MetricLLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, p.reason)
+		g.set(schema.MetricLLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model)
+		for _, reason := range scaleReasons {
+			g.set(schema.MetricLLMPoolScaleReason, map[bool]float64{true: 1}[reason == p.reason], schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, reason)
+		}
 		if known(p.eta) {
 			g.set(schema.MetricLLMPoolSaturationEta, p.eta, schema.AttrGenAIRequestModel, model)
 		}

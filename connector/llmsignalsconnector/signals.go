@@ -95,6 +95,9 @@ const (
 	reasonSteady  = "steady"
 )
 
+// scaleReasons are all of them, for the state-set gauge llm.pool.scale_reason.
+var scaleReasons = []string{reasonQueue, reasonKVCache, reasonLowLoad, reasonSteady}
+
 // plan sets the pool's desired replicas: scale by the largest pressure above 1 (queue per replica against its
 // target, mean KV utilization against its target), one down when every pressure is below scale_down_below,
 // within [min_replicas, max_replicas]. Only replicas with fresh telemetry count.

@@ -160,6 +160,26 @@ func (r *rig) lastGauges(name string) map[string]float64 {
 	return out
 }
 
+// desired reads the latest desired replicas by "model/reason", the reason being the one the state-set gauge
+// marks current; every reason is reported, exactly one of them as current.
+func (r *rig) desired() map[string]float64 {
+	reasons := r.lastGauges(schema.MetricLLMPoolScaleReason)
+	out := map[string]float64{}
+	for m, v := range r.lastGauges(schema.MetricLLMPoolDesiredReplicas) {
+		current := 0
+		for _, reason := range scaleReasons {
+			flag, ok := reasons[m+"/"+reason]
+			require.True(r.t, ok, "reason %s of %s not reported", reason, m)
+			if flag == 1 {
+				current++
+				out[m+"/"+reason] = v
+			}
+		}
+		require.Equal(r.t, 1, current, "exactly one current reason for %s: %v", m, reasons)
+	}
+	return out
+}
+
 func forEach(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) {
 	for _, dp := range metricstest.Numbers(md, name) {
 		fn(dp)
@@ -347,7 +367,7 @@ func TestHealthyFleetIsQuiet(t *testing.T) {
 	for _, rep := range []string{"r1", "r2", "r3"} {
 		assert.Equal(t, 1.0, h[rep], rep)
 	}
-	assert.Equal(t, map[string]float64{model + "/" + reasonSteady: 3}, r.lastGauges(schema.MetricLLMPoolDesiredReplicas))
+	assert.Equal(t, map[string]float64{model + "/" + reasonSteady: 3}, r.desired())
 }
 
 func TestIncidentsDoNotFlap(t *testing.T) {
@@ -453,7 +473,7 @@ func TestAutoscaling(t *testing.T) {
 				s.values[schema.MetricLLMSchedulerRequestsWaiting] = tc.waiting
 				s.values[schema.MetricLLMKVCacheUtilization] = tc.kv
 			})
-			assert.Equal(t, tc.want, r.lastGauges(schema.MetricLLMPoolDesiredReplicas))
+			assert.Equal(t, tc.want, r.desired())
 			assert.Equal(t, map[string]float64{model: 2}, r.lastGauges(schema.MetricLLMPoolReplicas))
 		})
 	}
@@ -467,7 +487,7 @@ func TestAutoscaling(t *testing.T) {
 		eta := r.lastGauges(schema.MetricLLMPoolSaturationEta)[model]
 		// (waiting+1) grows about 1.2x a minute here; from max(waiting, 1) to the target of 2 takes ln 2 / ln 1.2 minutes.
 		assert.InDelta(t, 228, eta, 60)
-		desired := r.lastGauges(schema.MetricLLMPoolDesiredReplicas)[model+"/"+reasonSteady]
+		desired := r.desired()[model+"/"+reasonSteady]
 		forecast := r.lastGauges(schema.MetricLLMPoolForecastReplicas)[model]
 		assert.Equal(t, 1.0, desired, "fine now")
 		assert.Greater(t, forecast, desired, "not in ten minutes at this growth")

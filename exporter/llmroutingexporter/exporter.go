@@ -176,12 +176,17 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 		at := dp.Timestamp().AsTime()
 		model := text(attrs, schema.AttrGenAIRequestModel)
 		if m.Name() == schema.MetricLLMPoolDesiredReplicas || m.Name() == schema.MetricLLMPoolReplicas ||
-			m.Name() == schema.MetricLLMPoolForecastReplicas || m.Name() == schema.MetricLLMPoolSaturationEta {
+			m.Name() == schema.MetricLLMPoolForecastReplicas || m.Name() == schema.MetricLLMPoolSaturationEta ||
+			m.Name() == schema.MetricLLMPoolScaleReason {
 			p := getPool(model)
 			switch m.Name() {
 			case schema.MetricLLMPoolDesiredReplicas:
-				p.Desired, p.Reason = v, text(attrs, schema.AttrLLMScaleReason)
+				p.Desired = v
 				p.SaturationETA = math.NaN() // reported only while the queue grows: absent in this batch means none
+			case schema.MetricLLMPoolScaleReason:
+				if v == 1 {
+					p.Reason = text(attrs, schema.AttrLLMScaleReason)
+				}
 			case schema.MetricLLMPoolReplicas:
 				p.Current = v
 			case schema.MetricLLMPoolForecastReplicas:

@@ -104,7 +104,10 @@ func fleet() pmetric.Metrics {
 		b.signal(schema.MetricLLMReplicaRoutingScore, s.routing, ago, schema.AttrGenAIRequestModel, model, schema.AttrServiceInstanceID, s.replica)
 		b.signal(schema.MetricLLMReplicaRoutingRecommended, s.best, ago, schema.AttrGenAIRequestModel, model, schema.AttrServiceInstanceID, s.replica)
 	}
-	b.signal(schema.MetricLLMPoolDesiredReplicas, 5, 2*time.Second, schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, "queue")
+	b.signal(schema.MetricLLMPoolDesiredReplicas, 5, 2*time.Second, schema.AttrGenAIRequestModel, model)
+	for reason, current := range map[string]float64{"queue": 1, "kv_cache": 0, "low_load": 0, "steady": 0} {
+		b.signal(schema.MetricLLMPoolScaleReason, current, 2*time.Second, schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, reason)
+	}
 	b.signal(schema.MetricLLMPoolReplicas, 3, 2*time.Second, schema.AttrGenAIRequestModel, model)
 	b.signal(schema.MetricLLMPoolForecastReplicas, 7, 2*time.Second, schema.AttrGenAIRequestModel, model)
 	b.signal(schema.MetricLLMPoolSaturationEta, 95, 2*time.Second, schema.AttrGenAIRequestModel, model)

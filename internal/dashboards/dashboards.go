@@ -84,9 +84,10 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 			{Title: "Routing score", Unit: "percentunit", Exprs: []Expr{{fmt.Sprintf("max by (%s) (%s)", replica, n(schema.MetricLLMReplicaRoutingScore)), "{{" + replica + "}}"}}},
 			{Title: "Replicas: running, desired, forecast", Unit: "short", Exprs: []Expr{
 				{fmt.Sprintf("max by (%s) (%s)", model, n(schema.MetricLLMPoolReplicas)), "running {{" + model + "}}"},
-				{fmt.Sprintf("max by (%s, %s) (%s)", model, l(schema.AttrLLMScaleReason), n(schema.MetricLLMPoolDesiredReplicas)), "desired {{" + model + "}} ({{" + l(schema.AttrLLMScaleReason) + "}})"},
+				{fmt.Sprintf("max by (%s) (%s)", model, n(schema.MetricLLMPoolDesiredReplicas)), "desired {{" + model + "}}"},
 				{fmt.Sprintf("max by (%s) (%s)", model, n(schema.MetricLLMPoolForecastReplicas)), "forecast {{" + model + "}}"},
 			}},
+			{Title: "Why the desired replicas", Unit: "short", Exprs: []Expr{{fmt.Sprintf("max by (%s, %s) (%s) == 1", model, l(schema.AttrLLMScaleReason), n(schema.MetricLLMPoolScaleReason)), "{{" + model + "}}: {{" + l(schema.AttrLLMScaleReason) + "}}"}}},
 			{Title: "Open incidents", Unit: "short", Exprs: []Expr{{fmt.Sprintf("sum by (%s) (%s)", l(schema.AttrLLMIncidentDetector), n(schema.MetricLLMIncidentActive)), "{{" + l(schema.AttrLLMIncidentDetector) + "}}"}}},
 		}},
 		{UID: "servescope-cost", Title: "servescope: cost", Panels: []Panel{

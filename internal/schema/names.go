@@ -184,8 +184,10 @@ const (
 	MetricLLMCostPerToken = "llm.cost.per_token"
 	// MetricLLMPoolReplicas: Replicas of a model pool with fresh telemetry.
 	MetricLLMPoolReplicas = "llm.pool.replicas"
-	// MetricLLMPoolDesiredReplicas: Replicas the pool should run now, with the reason (for KEDA or an HPA).
+	// MetricLLMPoolDesiredReplicas: Replicas the pool should run now (for KEDA or an HPA); llm.pool.scale_reason says why. One series per model, so a query for a model returns one value.
 	MetricLLMPoolDesiredReplicas = "llm.pool.desired_replicas"
+	// MetricLLMPoolScaleReason: Why the pool's desired replicas are what they are, as a state set - every reason each interval, 1 for the current one and 0 for the others, so an earlier reason never lingers as current.
+	MetricLLMPoolScaleReason = "llm.pool.scale_reason"
 	// MetricLLMPoolSaturationEta: Time until the pool's queue reaches its target at the current growth rate (only while it grows).
 	MetricLLMPoolSaturationEta = "llm.pool.saturation_eta"
 	// MetricLLMIncidentActive: 1 while a detector's incident is open on a replica.
@@ -510,7 +512,7 @@ const (
 	AttrLLMTokenType = "llm.token.type"
 	// AttrLLMHealthComponent: One factor of a replica's health score (queue, kv_cache, ttft, gpu, telemetry).
 	AttrLLMHealthComponent = "llm.health.component"
-	// AttrLLMScaleReason: Why the pool should have the recommended number of replicas (queue, kv_cache, batch, low_load, steady).
+	// AttrLLMScaleReason: Why the pool should have the recommended number of replicas (queue, kv_cache, low_load, steady).
 	AttrLLMScaleReason = "llm.scale.reason"
 	// AttrLLMIncidentDetector: The detector that raised an incident (scheduler_saturation, kv_thrash, ...).
 	AttrLLMIncidentDetector = "llm.incident.detector"
