@@ -38,6 +38,9 @@ type Config struct {
 	Dimensions []string `mapstructure:"dimensions"`
 	// MaxTenants caps the tenants tracked; later ones fold into `_other` in metrics and baselines.
 	MaxTenants int `mapstructure:"max_tenants"`
+	// MaxPromptFamilies caps the prompt families llm.tenant.prompt_tokens is split by; later ones fold into
+	// `_other`.
+	MaxPromptFamilies int `mapstructure:"max_prompt_families"`
 	// MaxSeries caps the series per metric; later ones fold into one overflow series.
 	MaxSeries int `mapstructure:"max_series"`
 	// MaxModels caps the models with their own baselines.
@@ -118,6 +121,7 @@ func createDefaultConfig() *Config {
 			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},
 		MaxTenants:           1000,
+		MaxPromptFamilies:    100,
 		MaxSeries:            10000,
 		MaxModels:            200,
 		RequestIDCache:       65536,
@@ -140,7 +144,8 @@ func (c *Config) Validate() error {
 		bad("max_wait: must not be negative, got %s", c.MaxWait)
 	}
 	positive := map[string]int{"max_pending_spans": c.MaxPendingSpans, "max_replicas": c.MaxReplicas, "max_tenants": c.MaxTenants,
-		"max_series": c.MaxSeries, "max_models": c.MaxModels, "request_id_cache": c.RequestIDCache, "baseline.min_samples": c.Baseline.MinSamples}
+		"max_prompt_families": c.MaxPromptFamilies, "max_series": c.MaxSeries, "max_models": c.MaxModels,
+		"request_id_cache": c.RequestIDCache, "baseline.min_samples": c.Baseline.MinSamples}
 	for _, name := range sortedKeys(positive) {
 		if positive[name] <= 0 {
 			bad("%s: must be positive, got %d", name, positive[name])

@@ -213,6 +213,69 @@ func TestCardinalityIsCapped(t *testing.T) {
 	assert.Equal(t, 1, overflow)
 }
 
+// Prompt tokens are split by prompt family too, from the gateway span: cached and uncached per tenant and
+// family, `unknown` where no family is known.
+func TestPromptTokensByPromptFamily(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	r.send(batchOf(
+		with(normal(), func(c *call) { c.tenant, c.family, c.id, c.prompt, c.cached = "acme", "acme-agent", "a1", 1000, 900 }),
+		with(normal(), func(c *call) { c.tenant, c.family, c.id, c.prompt, c.cached = "acme", "acme-agent", "a2", 1000, 800 }),
+		with(normal(), func(c *call) { c.tenant, c.family, c.id, c.prompt, c.cached = "acme", "acme-chat", "a3", 500, 0 }),
+		with(normal(), func(c *call) { c.tenant, c.family, c.id, c.prompt, c.cached = "globex", "acme-chat", "g1", 300, 100 }),
+		with(normal(), func(c *call) { c.tenant, c.id, c.prompt, c.cached = "globex", "g2", 200, 50 }),
+		with(normal(), func(c *call) { c.tenant, c.family, c.id = "globex", "vllm-family", "g3" }), // no cached count: no tokens
+	))
+	r.shutdown()
+	md := r.metrics.AllMetrics()
+	require.NotEmpty(t, md)
+	tokens := map[string]float64{}
+	forEachPoint(t, md[len(md)-1], schema.MetricLLMTenantPromptTokens, func(dp pmetric.NumberDataPoint) {
+		a := dp.Attributes().AsRaw()
+		tokens[fmt.Sprintf("%s/%s/%s", a[schema.AttrLLMTenant], a[schema.AttrLLMPromptFamily], a[schema.AttrLLMPromptCache])] += dp.DoubleValue()
+		assert.Len(t, a, 6, "the cache, the four dimensions and the prompt family: %v", a)
+	})
+	assert.Equal(t, map[string]float64{
+		"acme/acme-agent/cached": 1700, "acme/acme-agent/uncached": 300,
+		"acme/acme-chat/cached": 0, "acme/acme-chat/uncached": 500,
+		"globex/acme-chat/cached": 100, "globex/acme-chat/uncached": 200,
+		"globex/unknown/cached": 50, "globex/unknown/uncached": 150,
+	}, tokens)
+}
+
+// Prompt families beyond max_prompt_families fold into `_other` in the metric, and only that many are kept;
+// the span keeps the family its gateway named.
+func TestPromptFamiliesAreCapped(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait, c.MaxPromptFamilies = 0, 2 })
+	var calls []call
+	for i := 0; i < 6; i++ {
+		calls = append(calls, with(normal(), func(c *call) {
+			c.tenant, c.family, c.id, c.prompt, c.cached = "acme", fmt.Sprintf("family-%d", i), fmt.Sprint(i), 100, 40
+		}))
+	}
+	calls = append(calls, with(normal(), func(c *call) { c.tenant, c.id, c.prompt, c.cached = "acme", "none", 100, 10 }))
+	calls = append(calls, with(normal(), func(c *call) { c.tenant, c.family, c.id, c.prompt, c.cached = "acme", "family-1", "again", 100, 100 }))
+	r.send(batchOf(calls...))
+	assert.Equal(t, "family-5", r.explained()["5"][schema.AttrLLMPromptFamily], "the span keeps its family")
+	cr := r.spansIn[0].(*tracesInput).core
+	cr.mu.Lock()
+	assert.Len(t, cr.agg.promptFamilies, 2, "no more families are kept than the cap")
+	cr.mu.Unlock()
+	r.shutdown()
+	md := r.metrics.AllMetrics()
+	require.NotEmpty(t, md)
+	tokens := map[string]float64{}
+	forEachPoint(t, md[len(md)-1], schema.MetricLLMTenantPromptTokens, func(dp pmetric.NumberDataPoint) {
+		a := dp.Attributes().AsRaw()
+		tokens[fmt.Sprintf("%s/%s", a[schema.AttrLLMPromptFamily], a[schema.AttrLLMPromptCache])] += dp.DoubleValue()
+	})
+	assert.Equal(t, map[string]float64{
+		"family-0/cached": 40, "family-0/uncached": 60,
+		"family-1/cached": 140, "family-1/uncached": 60,
+		"_other/cached": 160, "_other/uncached": 240, // family-2 to family-5
+		"unknown/cached": 10, "unknown/uncached": 90, // no family: not counted against the cap
+	}, tokens)
+}
+
 func TestTenantFromAGatewaySpanInALaterBatch(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.MaxWait = time.Hour })
 	r.state(fleetstatetest.Engine("r1", testModel, 90, steady(90)))
@@ -275,6 +338,7 @@ func TestConfig(t *testing.T) {
 		"llm_root_cause/slo":  "",
 		"llm_root_cause/bad":  "max_wait: must not be negative",
 		"llm_root_cause/bad2": "dimensions: \"user.id\" is not one of",
+		"llm_root_cause/bad3": "max_prompt_families: must be positive, got 0",
 	})
 	cfg := createDefaultConfig()
 	cfg.Rules.QueueShare, cfg.HistogramBuckets = 1.5, []float64{1, 0.5}

@@ -29,10 +29,14 @@ type exemplar struct {
 	time    pcommon.Timestamp
 }
 
-// seriesKey is a series' attribute values: the family's own attribute first, then the dimensions in order.
-type seriesKey [1 + maxDimensions]string
+// seriesKey is a series' attribute values: the family's own attribute first, then the dimensions in order,
+// then the value of the family's second attribute where it has one (the prompt family of prompt tokens).
+type seriesKey [2 + maxDimensions]string
 
-const maxDimensions = 4
+const (
+	maxDimensions = 4
+	extraSlot     = 1 + maxDimensions
+)
 
 type series struct {
 	attrs    []string // key, value pairs
@@ -49,6 +53,7 @@ type series struct {
 type family struct {
 	name   string
 	attr   string // the family's own attribute (llm.phase, llm.root_cause, ...)
+	extra  string // a second attribute of its own, after the dimensions ("" when none)
 	series map[seriesKey]*series
 	order  []seriesKey // insertion order, for stable output
 }
@@ -63,6 +68,8 @@ type aggregator struct {
 	slow       *family
 	tenantToks *family
 	tokens     *family
+	// promptFamilies are the prompt families with their own series, at most max_prompt_families.
+	promptFamilies map[string]bool
 }
 
 func newAggregator(cfg *Config, start time.Time) *aggregator {
@@ -70,9 +77,29 @@ func newAggregator(cfg *Config, start time.Time) *aggregator {
 		phases:     &family{name: schema.MetricLLMRequestPhaseDuration, attr: schema.AttrLLMPhase, series: map[seriesKey]*series{}},
 		rootCauses: &family{name: schema.MetricLLMRequestRootCause, attr: schema.AttrLLMRootCause, series: map[seriesKey]*series{}},
 		slow:       &family{name: schema.MetricLLMRequestSlow, attr: schema.AttrLLMSlowReason, series: map[seriesKey]*series{}},
-		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, series: map[seriesKey]*series{}},
-		tokens:     &family{name: schema.MetricLLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
+		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, extra: schema.AttrLLMPromptFamily,
+			series: map[seriesKey]*series{}},
+		tokens:         &family{name: schema.MetricLLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
+		promptFamilies: map[string]bool{},
 	}
+}
+
+// otherFamily collects the prompt families beyond max_prompt_families, as `_other` does tenants.
+const otherFamily = "_other"
+
+// promptFamily is the prompt family a request's tokens are counted under: `unknown` when none was found,
+// `_other` once max_prompt_families others have their own series (neither of those two takes a place).
+func (a *aggregator) promptFamily(f string) string {
+	switch {
+	case f == "":
+		return "unknown"
+	case f == otherFamily || f == "unknown" || a.promptFamilies[f]:
+		return f
+	case len(a.promptFamilies) >= a.cfg.MaxPromptFamilies:
+		return otherFamily
+	}
+	a.promptFamilies[f] = true
+	return f
 }
 
 // dimensions fills key[1:] with the request's dimension values, in the configured order.
@@ -116,6 +143,9 @@ func (a *aggregator) get(f *family, key seriesKey, histogram bool) *series {
 		attrs = append(attrs, f.attr, key[0])
 		for i, d := range a.cfg.Dimensions {
 			attrs = append(attrs, d, key[1+i])
+		}
+		if f.extra != "" {
+			attrs = append(attrs, f.extra, key[extraSlot])
 		}
 	}
 	s := &series{attrs: attrs}
@@ -165,10 +195,12 @@ func (a *aggregator) record(r *request, v verdict) {
 	}
 	if !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens) {
 		cached := math.Min(r.cachedTokens, r.promptTokens)
-		key[0] = "cached"
-		a.get(a.tenantToks, key, false).value += cached
-		key[0] = "uncached"
-		a.get(a.tenantToks, key, false).value += r.promptTokens - cached
+		fk := key
+		fk[extraSlot] = a.promptFamily(r.family)
+		fk[0] = "cached"
+		a.get(a.tenantToks, fk, false).value += cached
+		fk[0] = "uncached"
+		a.get(a.tenantToks, fk, false).value += r.promptTokens - cached
 	}
 }
 

@@ -45,6 +45,7 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 	}
 	l := promnames.Label
 	phase, replica, model, tenant := l(schema.AttrLLMPhase), l(schema.AttrServiceInstanceID), l(schema.AttrGenAIRequestModel), l(schema.AttrLLMTenant)
+	family := l(schema.AttrLLMPromptFamily)
 	dash := []Dashboard{
 		{UID: "servescope-requests", Title: "servescope: request explainability", Panels: []Panel{
 			{Title: "Mean seconds per phase", Unit: "s", Exprs: []Expr{{
@@ -64,7 +65,19 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 				fmt.Sprintf("sum by (instance) (rate(%s[5m])) / sum by (instance) (rate(%s[5m]))", n(schema.MetricLLMPrefixCacheHits), n(schema.MetricLLMPrefixCacheQueries)), "{{instance}}"}}},
 			{Title: "Cached share of prompt tokens by tenant", Unit: "percentunit", Exprs: []Expr{{
 				fmt.Sprintf(`sum by (%s) (rate(%s{%s="cached"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMTenantPromptTokens), l(schema.AttrLLMPromptCache), tenant, n(schema.MetricLLMTenantPromptTokens)), "{{" + tenant + "}}"}}},
+			// cached / (cached + uncached) per tenant and prompt family, from requests that report cached tokens.
+			{Title: "Prefix-cache hit ratio by tenant and prompt family", Unit: "percentunit", Exprs: []Expr{{
+				fmt.Sprintf(`sum by (%[1]s, %[2]s) (rate(%[3]s{%[4]s="cached"}[5m])) / sum by (%[1]s, %[2]s) (rate(%[3]s{%[4]s=~"cached|uncached"}[5m]))`,
+					tenant, family, n(schema.MetricLLMTenantPromptTokens), l(schema.AttrLLMPromptCache)), "{{" + tenant + "}} / {{" + family + "}}"}}},
 			{Title: "Preemptions", Unit: "ops", Exprs: []Expr{{fmt.Sprintf("sum by (instance) (rate(%s[5m]))", n(schema.MetricLLMSchedulerPreemptions)), "{{instance}}"}}},
+			// Every observation of the idle-before-eviction histogram is one evicted block; vLLM tracks a sample of
+			// its blocks (--kv-cache-metrics-sample), so the rate is of sampled blocks.
+			{Title: "KV-cache block evictions (sampled blocks)", Unit: "ops", Exprs: []Expr{{
+				fmt.Sprintf("sum by (instance) (rate(%s_count[5m]))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "{{instance}}"}}},
+			{Title: "Idle time before eviction p50 / p95", Unit: "s", Exprs: []Expr{
+				{fmt.Sprintf("histogram_quantile(0.5, sum by (le, instance) (rate(%s_bucket[5m])))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "p50 {{instance}}"},
+				{fmt.Sprintf("histogram_quantile(0.95, sum by (le, instance) (rate(%s_bucket[5m])))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "p95 {{instance}}"},
+			}},
 		}},
 		{UID: "servescope-scheduler", Title: "servescope: scheduler", Panels: []Panel{
 			{Title: "Waiting requests", Unit: "short", Exprs: []Expr{{fmt.Sprintf("sum by (instance) (%s)", n(schema.MetricLLMSchedulerRequestsWaiting)), "{{instance}}"}}},

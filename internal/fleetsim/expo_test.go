@@ -306,3 +306,49 @@ func TestPythonFloatFormatting(t *testing.T) {
 }
 
 func posInf() float64 { v := 0.0; return 1 / v }
+
+// A vLLM replica under KV pressure writes its evictions into vLLM's residency histograms, with vLLM's bucket
+// layout: every block whose cached content was dropped was allocated before, so it was tracked and reported.
+func TestVLLMKVResidencyHistograms(t *testing.T) {
+	f := mixedFleet(t, 40)
+	rp := f.replicas[0]
+	require.Equal(t, EngineVLLM, rp.engine)
+	require.Positive(t, rp.kv.evictions, "the scenario evicts cached blocks")
+	res := parse(t, "vllm", f.RenderMetrics(0))
+	byName := map[string]*promtext.Family{}
+	for _, fam := range res.Families {
+		byName[fam.Name] = fam
+	}
+	for _, name := range []string{"vllm:kv_block_lifetime_seconds", "vllm:kv_block_idle_before_evict_seconds", "vllm:kv_block_reuse_gap_seconds"} {
+		fam := byName[name]
+		require.NotNil(t, fam, name)
+		assert.Equal(t, promtext.TypeHistogram, fam.Type, name)
+		var les []string
+		count, sum := -1.0, -1.0
+		for _, s := range fam.Samples {
+			labels := map[string]string{}
+			for _, l := range s.Labels {
+				labels[l.Name] = l.Value
+			}
+			assert.Equal(t, "0", labels["engine"], name)
+			assert.Equal(t, f.cfg.Model.Name, labels["model_name"], name)
+			switch {
+			case strings.HasSuffix(s.Name, "_bucket"):
+				les = append(les, labels["le"])
+			case strings.HasSuffix(s.Name, "_count"):
+				count = s.Value
+			case strings.HasSuffix(s.Name, "_sum"):
+				sum = s.Value
+			}
+		}
+		assert.Equal(t, []string{"0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0", "2.0", "5.0", "10.0",
+			"20.0", "30.0", "60.0", "120.0", "300.0", "600.0", "1200.0", "1800.0", "+Inf"}, les, "%s: vLLM's kv_cache_residency_buckets", name)
+		if name == "vllm:kv_block_reuse_gap_seconds" {
+			assert.Positive(t, count, "blocks hit twice or more report the gaps between hits")
+			continue
+		}
+		assert.GreaterOrEqual(t, count, float64(rp.kv.evictions), "%s: one observation per evicted block", name)
+		assert.Positive(t, sum, name)
+	}
+	checkHistogram(t, byName["vllm:kv_block_idle_before_evict_seconds"], map[string]float64{})
+}

@@ -135,6 +135,7 @@ func New(cfg Config) (*Fleet, error) {
 		for g := 0; g < cfg.TP; g++ {
 			rp.gpus = append(rp.gpus, newGPU(cfg.GPU, i, g, gpuRNG.Uint64()))
 		}
+		rp.kv.onEvict = rp.stats.observeEviction
 		rp.instance = rp.name
 		f.replicas = append(f.replicas, rp)
 	}

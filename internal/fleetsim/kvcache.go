@@ -4,6 +4,17 @@ package fleetsim
 // reference count; a full block is known by the hash of the tokens it holds, so a later request whose prompt
 // starts with the same tokens reuses it instead of computing it again. Blocks nobody references stay cached
 // in a free queue and are taken for new allocations least recently freed first, which evicts their contents.
+//
+// It also keeps what vLLM V1's KV-cache residency metrics keep (--kv-cache-metrics; the collector in
+// vllm/v1/core/kv_cache_metrics.py, fed by vllm/v1/core/block_pool.py): per block, when it was allocated and
+// when it was last accessed, and its last few accesses. vLLM's clock for a block starts when the block is
+// allocated and is reset by every prefix-cache hit on it (touch); freeing it does not touch it. When a block
+// that is tracked is taken from the free queue for a new allocation, vLLM reports it as evicted, whether or
+// not it still held cached content: its lifetime (since allocation), its idle time (since its last access)
+// and the gaps between its recorded accesses. vLLM tracks a random sample of the blocks it allocates
+// (--kv-cache-metrics-sample, 1% by default); the simulator tracks every block, as with a sample rate of 1,
+// which keeps runs deterministic and gives short runs observations. Blocks never allocated since start carry
+// no state, so taking them reports nothing.
 type kvCache struct {
 	blockSize int
 	ref       []int32
@@ -13,6 +24,26 @@ type kvCache struct {
 	prev, next []int32
 	free       int
 	evictions  uint64 // cached blocks whose content was dropped to make room
+
+	// Residency, in the simulation's seconds (see above).
+	tracked    []bool
+	born       []float64
+	lastAccess []float64
+	accesses   [][kvAccessHistory]float64 // the latest prefix-cache hits on the block, oldest first
+	nAccesses  []uint8
+	onEvict    func(blockResidency) // nil: nobody listens
+}
+
+// kvAccessHistory is how many accesses vLLM remembers per block (a deque of 4), hence at most three reuse
+// gaps per eviction.
+const kvAccessHistory = 4
+
+// blockResidency is what vLLM records when a tracked block is evicted.
+type blockResidency struct {
+	lifetime float64 // since the block was allocated
+	idle     float64 // since its last access: its allocation or the latest prefix-cache hit on it
+	gaps     [kvAccessHistory - 1]float64
+	nGaps    int // reuse gaps between consecutive recorded accesses
 }
 
 func newKVCache(blocks, blockSize int) *kvCache {
@@ -23,6 +54,12 @@ func newKVCache(blocks, blockSize int) *kvCache {
 		byHash:    make(map[uint64]int32),
 		prev:      make([]int32, blocks+1),
 		next:      make([]int32, blocks+1),
+
+		tracked:    make([]bool, blocks),
+		born:       make([]float64, blocks),
+		lastAccess: make([]float64, blocks),
+		accesses:   make([][kvAccessHistory]float64, blocks),
+		nAccesses:  make([]uint8, blocks),
 	}
 	s := int32(blocks)
 	c.prev[s], c.next[s] = s, s
@@ -83,19 +120,50 @@ func (c *kvCache) freeAmong(hit []int32) int {
 	return n
 }
 
-// acquire takes a reference on cached blocks.
-func (c *kvCache) acquire(blocks []int32) {
+// acquire takes a reference on cached blocks at time t (a prefix-cache hit: vLLM's touch, an access).
+func (c *kvCache) acquire(blocks []int32, t float64) {
 	for _, b := range blocks {
 		if c.ref[b] == 0 {
 			c.unlink(b)
 		}
 		c.ref[b]++
+		c.access(b, t)
 	}
 }
 
-// allocate takes n blocks from the head of the free queue, evicting whatever they cached. It fails without
-// side effects when fewer than n are free.
-func (c *kvCache) allocate(n int) ([]int32, bool) {
+// access records a prefix-cache hit on a tracked block.
+func (c *kvCache) access(b int32, t float64) {
+	if !c.tracked[b] {
+		return
+	}
+	c.lastAccess[b] = t
+	h := &c.accesses[b]
+	if n := c.nAccesses[b]; n < kvAccessHistory {
+		h[n] = t
+		c.nAccesses[b] = n + 1
+		return
+	}
+	copy(h[:], h[1:])
+	h[kvAccessHistory-1] = t
+}
+
+// evict reports a tracked block taken from the free queue at t, as vLLM's on_block_evicted does.
+func (c *kvCache) evict(b int32, t float64) {
+	if !c.tracked[b] || c.onEvict == nil {
+		return
+	}
+	ev := blockResidency{lifetime: t - c.born[b], idle: t - c.lastAccess[b]}
+	h := c.accesses[b]
+	for i := 1; i < int(c.nAccesses[b]); i++ {
+		ev.gaps[ev.nGaps] = h[i] - h[i-1]
+		ev.nGaps++
+	}
+	c.onEvict(ev)
+}
+
+// allocate takes n blocks from the head of the free queue at time t, evicting whatever they cached. It fails
+// without side effects when fewer than n are free.
+func (c *kvCache) allocate(n int, t float64) ([]int32, bool) {
 	if n > c.free {
 		return nil, false
 	}
@@ -104,6 +172,8 @@ func (c *kvCache) allocate(n int) ([]int32, bool) {
 	for i := 0; i < n; i++ {
 		b := c.next[s]
 		c.unlink(b)
+		c.evict(b, t)
+		c.tracked[b], c.born[b], c.lastAccess[b], c.nAccesses[b] = true, t, t, 0
 		if h := c.hash[b]; h != 0 {
 			if c.byHash[h] == b {
 				delete(c.byHash, h)

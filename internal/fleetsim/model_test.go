@@ -32,7 +32,7 @@ func runScenario(t *testing.T, scenario string) *Fleet {
 
 func TestKVCachePrefixReuseAndLRUEviction(t *testing.T) {
 	c := newKVCache(4, 16)
-	a, ok := c.allocate(2)
+	a, ok := c.allocate(2, 0)
 	require.True(t, ok)
 	c.register(a[0], 11)
 	c.register(a[1], 12)
@@ -48,17 +48,83 @@ func TestKVCachePrefixReuseAndLRUEviction(t *testing.T) {
 
 	// Fresh allocations take never-used blocks first, then the least recently freed cached ones. The
 	// request's tail block (12) was queued before its head (11), so it goes first.
-	_, ok = c.allocate(2)
+	_, ok = c.allocate(2, 0)
 	require.True(t, ok)
 	assert.Zero(t, c.evictions)
-	b, ok := c.allocate(1)
+	b, ok := c.allocate(1, 0)
 	require.True(t, ok)
 	assert.Equal(t, uint64(1), c.evictions)
 	assert.Equal(t, a[1], b[0])
 	assert.Len(t, c.cachedPrefix(hashes(11, 12), 2), 1, "the head block survived")
-	_, ok = c.allocate(2)
+	_, ok = c.allocate(2, 0)
 	assert.False(t, ok, "only one block is left")
 	assert.Equal(t, 3, c.usedBlocks())
+}
+
+// An evicted block reports its residency the way vLLM's KV-cache metrics do: idle since its last access
+// (its allocation, or the latest prefix-cache hit on it), not since it was freed; alive since its allocation;
+// and the gaps between its recorded hits.
+func TestKVCacheEvictionReportsResidency(t *testing.T) {
+	c := newKVCache(2, 16)
+	var got []blockResidency
+	c.onEvict = func(ev blockResidency) { got = append(got, ev) }
+
+	a, ok := c.allocate(2, 1) // never used before: nothing to report
+	require.True(t, ok)
+	require.Empty(t, got)
+	c.register(a[0], 11)
+	c.register(a[1], 12)
+	c.release(a) // at 3 s: freeing is not an access
+
+	// Two later requests find the first block cached (prefix-cache hits at 5 s and 7 s), the second one
+	// while the first still holds it.
+	head := c.cachedPrefix(func(i int) uint64 { return []uint64{11, 99}[i] }, 2)
+	require.Equal(t, []int32{a[0]}, head)
+	c.acquire(head, 5)
+	c.acquire(head, 7)
+	c.release(head)
+	c.release(head)
+
+	// A new request takes both blocks at 10 s: the tail block first (least recently freed), then the head.
+	b, ok := c.allocate(2, 10)
+	require.True(t, ok)
+	assert.Equal(t, []int32{a[1], a[0]}, b)
+	assert.Equal(t, uint64(2), c.evictions)
+	require.Len(t, got, 2, "one observation per evicted block")
+	assert.Equal(t, blockResidency{lifetime: 9, idle: 9}, got[0], "never hit: idle since its allocation at 1 s")
+	assert.Equal(t, 9.0, got[1].lifetime)
+	assert.Equal(t, 3.0, got[1].idle, "idle since the last hit at 7 s")
+	assert.Equal(t, []float64{2}, got[1].gaps[:got[1].nGaps], "hits at 5 s and 7 s")
+
+	// The blocks are tracked anew from their new allocation; a block without cached content is reported
+	// too when it is taken again, as vLLM does.
+	c.release(b)
+	_, ok = c.allocate(1, 12.5)
+	require.True(t, ok)
+	require.Len(t, got, 3)
+	assert.Equal(t, blockResidency{lifetime: 2.5, idle: 2.5}, got[2])
+	assert.Equal(t, uint64(2), c.evictions, "it held no cached content")
+}
+
+// The access history keeps vLLM's last four hits, so an eviction reports at most three reuse gaps.
+func TestKVCacheReuseGapsAreTheLastThree(t *testing.T) {
+	c := newKVCache(1, 16)
+	var got []blockResidency
+	c.onEvict = func(ev blockResidency) { got = append(got, ev) }
+	a, _ := c.allocate(1, 0)
+	for _, at := range []float64{1, 2, 4, 8, 16} {
+		c.acquire(a, at)
+	}
+	c.release(a)
+	for range 5 {
+		c.release(a)
+	}
+	_, ok := c.allocate(1, 20)
+	require.True(t, ok)
+	require.Len(t, got, 1)
+	assert.Equal(t, []float64{2, 4, 8}, got[0].gaps[:got[0].nGaps])
+	assert.Equal(t, 4.0, got[0].idle)
+	assert.Equal(t, 20.0, got[0].lifetime)
 }
 
 func TestSameSeedSameGroundTruth(t *testing.T) {

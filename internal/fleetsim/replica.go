@@ -238,7 +238,7 @@ func (rp *replica) schedule(t float64) ([]slot, admissions) {
 			if want <= 0 {
 				break
 			}
-			if b, ok := rp.kv.allocate(want); ok {
+			if b, ok := rp.kv.allocate(want, t); ok {
 				r.blocks = append(r.blocks, b...)
 				adm.newBlocks += want
 				break
@@ -270,8 +270,8 @@ func (rp *replica) schedule(t float64) ([]slot, admissions) {
 			rp.blockedKV = true
 			break
 		}
-		rp.kv.acquire(hit)
-		fresh, _ := rp.kv.allocate(want)
+		rp.kv.acquire(hit, t)
+		fresh, _ := rp.kv.allocate(want, t)
 		adm.newBlocks += want
 		r.blocks = append(append(r.blocks[:0], hit...), fresh...)
 		r.computed = hitTokens

@@ -22,6 +22,9 @@ const (
 	qPreemptions
 	qPrefillComputed
 	qIterationTokens
+	qKVBlockLifetime // KV-cache residency of evicted blocks (vLLM --kv-cache-metrics)
+	qKVBlockIdle
+	qKVBlockReuseGap
 	numQuantities
 )
 
@@ -89,6 +92,15 @@ func newEngineStats(bounds map[quantity][]float64) *engineStats {
 }
 
 func (s *engineStats) observe(q quantity, v float64) { s.hist[q].observe(v) }
+
+// observeEviction records an evicted block's residency (kept only by engines that expose it).
+func (s *engineStats) observeEviction(ev blockResidency) {
+	s.observe(qKVBlockLifetime, ev.lifetime)
+	s.observe(qKVBlockIdle, ev.idle)
+	for _, g := range ev.gaps[:ev.nGaps] {
+		s.observe(qKVBlockReuseGap, g)
+	}
+}
 
 // Bucket sets shared by engines that copied vLLM's.
 var (

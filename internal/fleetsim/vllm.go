@@ -12,6 +12,11 @@ import (
 // them (its CUDA-graph capture sizes up to the batch-token limit).
 var vllmIterationBuckets = []float64{1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}
 
+// vllmKVResidencyBuckets are the bounds vLLM gives its three KV-cache residency histograms
+// (vllm:kv_block_lifetime_seconds, vllm:kv_block_idle_before_evict_seconds, vllm:kv_block_reuse_gap_seconds;
+// kv_cache_residency_buckets in vllm/v1/metrics/loggers.py): 1 ms to 30 min.
+var vllmKVResidencyBuckets = []float64{0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800}
+
 func vllmBuckets(maxModelLen int) map[quantity][]float64 {
 	tokens := buckets125(maxModelLen)
 	return map[quantity][]float64{
@@ -21,6 +26,7 @@ func vllmBuckets(maxModelLen int) map[quantity][]float64 {
 		qParamsN:         {1, 2, 5, 10, 20},
 		qPreemptions:     {1, 2, 3, 4, 5, 10, 20},
 		qIterationTokens: vllmIterationBuckets,
+		qKVBlockLifetime: vllmKVResidencyBuckets, qKVBlockIdle: vllmKVResidencyBuckets, qKVBlockReuseGap: vllmKVResidencyBuckets,
 	}
 }
 
@@ -90,6 +96,11 @@ func (rp *replica) vllmMetrics(now float64) []byte {
 	h("vllm:request_decode_time_seconds", "Time from first to last token, seconds.", qDecode)
 	h("vllm:request_num_preemptions", "Preemptions per finished request.", qPreemptions)
 	h("vllm:request_prefill_kv_computed_tokens", "Prompt tokens computed (not cached) per request.", qPrefillComputed)
+	// The server runs with --kv-cache-metrics: every block the cache tracks reports when it is evicted (see
+	// kvCache). vLLM creates these series at start, so they are written from the first scrape on.
+	h("vllm:kv_block_lifetime_seconds", "Seconds from a sampled KV-cache block's allocation to its eviction.", qKVBlockLifetime)
+	h("vllm:kv_block_idle_before_evict_seconds", "Seconds a sampled KV-cache block went unaccessed before its eviction.", qKVBlockIdle)
+	h("vllm:kv_block_reuse_gap_seconds", "Seconds between the last recorded accesses of a sampled KV-cache block, at its eviction.", qKVBlockReuseGap)
 	bs := rp.kv.blockSize
 	blocks := rp.kv.numBlocks()
 	e.gauge("vllm:cache_config_info", "KV-cache configuration.", []label{

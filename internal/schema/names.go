@@ -162,7 +162,7 @@ const (
 	MetricLLMRequestRootCause = "llm.request.root_cause"
 	// MetricLLMRequestSlow: Slow requests by the limit they broke.
 	MetricLLMRequestSlow = "llm.request.slow"
-	// MetricLLMTenantPromptTokens: Prompt tokens per tenant, cached or computed, where requests report cached tokens.
+	// MetricLLMTenantPromptTokens: Prompt tokens per tenant and prompt family, cached or computed, where requests report cached tokens.
 	MetricLLMTenantPromptTokens = "llm.tenant.prompt_tokens"
 	// MetricLLMTenantTokens: Prompt and generated tokens per tenant, from request spans (what cost attribution splits GPU time by).
 	MetricLLMTenantTokens = "llm.tenant.tokens"
@@ -442,7 +442,7 @@ const (
 	AttrLLMTokensCached = "llm.tokens.cached"
 	// AttrLLMTenant: Who sent the request (from configurable span, parent-span or resource keys; `unknown` when none; `_other` beyond the cardinality cap). Also set on the span.
 	AttrLLMTenant = "llm.tenant"
-	// AttrLLMPromptFamily: A label for prompts that share a prefix (set by a gateway), used to judge prefix-cache misses per family.
+	// AttrLLMPromptFamily: A label for prompts that share a prefix (set by a gateway), used to judge prefix-cache misses per family. On llm.tenant.prompt_tokens `unknown` when none is found and `_other` beyond the cardinality cap; on the span as the gateway named it, where it did.
 	AttrLLMPromptFamily = "llm.prompt.family"
 	// AttrLLMSlow: Whether the request broke its SLO (or, with no SLO configured, its model's rolling p95).
 	AttrLLMSlow = "llm.slow"
