@@ -18,13 +18,20 @@ import (
 // model, cached prompt tokens per tenant, and prefill and decode seconds. Its metrics are cumulative; usage
 // keeps the last value of each series and hands out the growth.
 type usage struct {
-	last       map[usageKey]float64
+	last       map[string]float64 // by series: metric, replica and every attribute, as seriesID makes it
 	pending    map[string]*replicaUsage
 	tenants    map[string]bool
 	maxTenants int
 }
 
 type usageKey struct{ metric, replica, tenant, model, sub string }
+
+// seriesID names one cumulative series by everything that tells it apart. Growth is taken per series, not
+// per usageKey: several series fold into one key (tenants beyond the cap into _other, the prompt families
+// of one tenant), and taking growth across them would read each switch between them as a restart.
+func seriesID(metric, replica string, attrs pcommon.Map) string {
+	return metric + "\x00" + replica + "\x00" + fmt.Sprint(attrs.AsRaw())
+}
 
 type tenantModel struct{ tenant, model string }
 
@@ -42,7 +49,7 @@ type replicaUsage struct {
 }
 
 func newUsage(maxTenants int) *usage {
-	return &usage{last: map[usageKey]float64{}, pending: map[string]*replicaUsage{}, tenants: map[string]bool{}, maxTenants: maxTenants}
+	return &usage{last: map[string]float64{}, pending: map[string]*replicaUsage{}, tenants: map[string]bool{}, maxTenants: maxTenants}
 }
 
 const unattributed = "unattributed"
@@ -71,7 +78,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 							continue
 						}
 						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), sub}
-						d := u.grow(key, dp.DoubleValue())
+						d := u.grow(seriesID(m.Name(), key.replica, a), dp.DoubleValue())
 						ru := u.of(key.replica)
 						if m.Name() == schema.MetricLLMTenantTokens {
 							ru.tokens[tenantModel{key.tenant, key.model}] += d
@@ -86,7 +93,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 						dp := dps.At(n)
 						a := dp.Attributes()
 						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), text(a, schema.AttrLLMRootCause)}
-						u.of(key.replica).requests[tenantModel{key.tenant, key.model}] += u.grow(key, dp.DoubleValue())
+						u.of(key.replica).requests[tenantModel{key.tenant, key.model}] += u.grow(seriesID(m.Name(), key.replica, a), dp.DoubleValue())
 					}
 				case schema.MetricLLMRequestPhaseDuration:
 					dps := m.Histogram().DataPoints()
@@ -95,7 +102,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 						a := dp.Attributes()
 						phase := text(a, schema.AttrLLMPhase)
 						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), phase}
-						grown := u.grow(key, dp.Sum())
+						grown := u.grow(seriesID(m.Name(), key.replica, a), dp.Sum())
 						ru := u.of(key.replica)
 						switch phase {
 						case "prefill", "decode":
@@ -129,10 +136,9 @@ func (u *usage) queueHistogram(replica string, dp pmetric.HistogramDataPoint) {
 	if len(bounds) != len(ru.queueBounds) || dp.BucketCounts().Len() != len(ru.queueCounts) {
 		return
 	}
-	attrs := dp.Attributes().AsRaw()
-	series := fmt.Sprint(attrs)
+	series := seriesID(schema.MetricLLMRequestQueueTime, replica, dp.Attributes())
 	for i := 0; i < dp.BucketCounts().Len(); i++ {
-		ru.queueCounts[i] += u.grow(usageKey{schema.MetricLLMRequestQueueTime, replica, series, "", strconv.Itoa(i)}, float64(dp.BucketCounts().At(i)))
+		ru.queueCounts[i] += u.grow(series+"\x00"+strconv.Itoa(i), float64(dp.BucketCounts().At(i)))
 	}
 }
 
@@ -161,9 +167,9 @@ func (ru *replicaUsage) queueQuantile(q float64) (float64, float64) {
 
 // grow returns how much a cumulative series grew since it was last seen (all of it the first time, since
 // llm_root_cause's counters start with it; a drop is a restart).
-func (u *usage) grow(key usageKey, v float64) float64 {
-	prev, seen := u.last[key]
-	u.last[key] = v
+func (u *usage) grow(series string, v float64) float64 {
+	prev, seen := u.last[series]
+	u.last[series] = v
 	switch {
 	case !seen || v < prev:
 		return v
