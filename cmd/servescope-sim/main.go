@@ -65,6 +65,7 @@ type options struct {
 	host                     string
 	basePort                 int
 	groundTruth              string
+	ncclDir                  string
 	sloTTFT, sloTPOT, sloE2E float64
 	status                   time.Duration
 	list                     bool
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.host, "listen-host", "127.0.0.1", "address the endpoints listen on")
 	fs.IntVar(&o.basePort, "base-port", 0, "replica i serves its engine on base+2i and dcgm-exporter on base+2i+1; 0 picks free ports")
 	fs.StringVar(&o.groundTruth, "ground-truth", "", "write one JSON record per finished request to this file")
+	fs.StringVar(&o.ncclDir, "nccl-dir", "", "replicas with tensor parallelism write NCCL Inspector records here, one <node>-pid<pid>.log per rank")
 	fs.Float64Var(&o.sloTTFT, "slo-ttft", def.SLO.TTFT, "a request is slow above this time to first token (s)")
 	fs.Float64Var(&o.sloTPOT, "slo-tpot", def.SLO.TPOT, "… or above this time per output token (s)")
 	fs.Float64Var(&o.sloE2E, "slo-e2e", def.SLO.E2E, "… or above this end-to-end latency (s)")
@@ -116,11 +118,12 @@ func buildConfig(o options) (fleetsim.Config, error) {
 	}
 	cfg.TP = o.tp
 	cfg.Duration, cfg.Drain = o.duration, o.drain
+	cfg.NCCLDir = o.ncclDir
 	cfg.SLO = fleetsim.SLO{TTFT: o.sloTTFT, TPOT: o.sloTPOT, E2E: o.sloE2E}
 	return cfg, nil
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -144,7 +147,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() {
+		// Close also writes the NCCL Inspector records of the last second and reports a failed write.
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
 
 	var truth *bufio.Writer
 	if o.groundTruth != "" {

@@ -116,6 +116,31 @@ func TestFastRunWritesGroundTruth(t *testing.T) {
 	assert.Positive(t, slow)
 }
 
+// TestNCCLDir: with -nccl-dir, each tensor-parallel replica writes one Inspector file per rank, and the
+// startup line says which are whose.
+func TestNCCLDir(t *testing.T) {
+	dir := t.TempDir()
+	var stdout bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{
+		"-scenario", "tp_imbalance", "-replicas", "2", "-speed", "0", "-duration", "4s", "-drain", "2s",
+		"-nccl-dir", dir, "-status-every", "0",
+	}, &stdout, io.Discard))
+	var st startup
+	require.NoError(t, json.Unmarshal(bytes.SplitN(stdout.Bytes(), []byte("\n"), 2)[0], &st))
+	require.Len(t, st.Replicas, 2)
+	for _, ep := range st.Replicas {
+		files, err := filepath.Glob(ep.NCCLFiles)
+		require.NoError(t, err)
+		require.Len(t, files, 2, "%s: %s", ep.Replica, ep.NCCLFiles)
+		for _, f := range files {
+			assert.Regexp(t, `^`+ep.Host+`-pid\d+\.log$`, filepath.Base(f))
+			body, err := os.ReadFile(f)
+			require.NoError(t, err)
+			assert.Contains(t, string(body), `"comm_name":"TP Group 0"`)
+		}
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-scenario", "nope"},

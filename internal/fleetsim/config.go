@@ -54,6 +54,10 @@ type Config struct {
 	// Epoch is the wall-clock time of virtual time zero (span timestamps, _created series). Zero means the
 	// time New is called.
 	Epoch time.Time
+	// NCCLDir, when set, is where every replica with tensor parallelism (TP >= 2) writes NCCL Inspector
+	// records, one file per rank process (<NCCLDir>/<node>-pid<pid>.log), as the Inspector profiler plugin
+	// does in verbose mode; see nccl.go for the model. New creates the directory.
+	NCCLDir string
 }
 
 // DefaultConfig is a four-replica vLLM fleet running the baseline for a minute.

@@ -13,7 +13,9 @@
 // under a gateway span that carries the tenant. Scenarios inject known faults; for every request the
 // simulator writes a ground-truth record whose cause is measured from what the request went through (time
 // queued and why, time lost to preemption, prefix tokens it did not find cached, step time lost to throttled
-// clocks or to a straggler rank), not taken from the scenario's name.
+// clocks or to a straggler rank), not taken from the scenario's name. Optionally (Config.NCCLDir) the ranks of
+// tensor-parallel replicas write NCCL Inspector records, one coarse all-reduce per step whose timestamps show
+// a straggler arriving late (nccl.go).
 //
 // Time is virtual and deterministic for a seed: Advance steps it as fast as the CPU allows (tests), and
 // RunRealtime ties it to the wall clock while the HTTP endpoints serve (demo, end-to-end tests).

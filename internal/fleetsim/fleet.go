@@ -82,6 +82,7 @@ type Fleet struct {
 	dropped     uint64
 
 	servers []*server
+	nccl    *ncclOutput // nil unless Config.NCCLDir is set
 }
 
 // New builds a fleet at virtual time zero. Nothing runs until Advance or RunRealtime.
@@ -155,6 +156,13 @@ func New(cfg Config) (*Fleet, error) {
 		f.scheduleArrival(i, 0)
 	}
 	f.applyFaults(0)
+	if cfg.NCCLDir != "" {
+		out, err := newNCCLOutput(f)
+		if err != nil {
+			return nil, err
+		}
+		f.nccl = out
+	}
 	return f, nil
 }
 
@@ -400,6 +408,9 @@ func (f *Fleet) advance(t float64) {
 		f.applyFaults(t)
 	}
 	f.now = math.Max(f.now, t)
+	if f.nccl != nil {
+		f.nccl.dump(f.now, f.done())
+	}
 }
 
 // RunToEnd runs the whole scenario as fast as it can: arrivals for Duration, then until every request has

@@ -110,11 +110,7 @@ func stepTimes(m ModelSpec, g GPUSpec, e EngineParams, tp int, b batchShape, clo
 	compute := flops / (g.PeakFLOPS * m.speedup() * g.MFU)
 	mem := (m.WeightBytes()/float64(tp) + b.ctxRead*m.KVBytesPerToken()/float64(tp)) / (g.HBMBytesPerS * g.HBMEfficiency)
 	rank := math.Max(compute, mem)
-	var allReduce float64
-	if tp > 1 {
-		bytes := tokens * float64(m.Hidden) * 2 * 2 * float64(tp-1) / float64(tp)
-		allReduce = 2 * float64(m.Layers) * (8e-6 + bytes/g.NVLinkBytesS)
-	}
+	allReduce := allReduceTime(m, g, tp, tokens)
 	balanced = rank + allReduce + e.StepOverhead
 	slowest, slowestThrottled := rank, rank
 	for r := 0; r < tp; r++ {
@@ -125,6 +121,16 @@ func stepTimes(m ModelSpec, g GPUSpec, e EngineParams, tp int, b batchShape, clo
 	unthrottled = slowest + allReduce + e.StepOverhead
 	actual = slowestThrottled + allReduce + e.StepOverhead
 	return actual, unthrottled, balanced
+}
+
+// allReduceTime is the time a step's all-reduces take (two per layer over the step's tokens' activations)
+// once every rank has arrived; 0 without tensor parallelism.
+func allReduceTime(m ModelSpec, g GPUSpec, tp int, tokens float64) float64 {
+	if tp < 2 {
+		return 0
+	}
+	bytes := tokens * float64(m.Hidden) * 2 * 2 * float64(tp-1) / float64(tp)
+	return 2 * float64(m.Layers) * (8e-6 + bytes/g.NVLinkBytesS)
 }
 
 // attentionFlops approximates the attention FLOPs of prefilling n tokens that start at position start:

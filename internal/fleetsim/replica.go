@@ -107,7 +107,8 @@ type replica struct {
 	gpus     []*gpu
 	stats    *engineStats
 	rng      *rand.Rand
-	instance string // host:port of its engine endpoint once served
+	instance string    // host:port of its engine endpoint once served
+	nccl     *ncclComm // its NCCL Inspector files, when written
 
 	busy      bool
 	stepStart float64
@@ -351,6 +352,13 @@ func (rp *replica) startStep(t float64) {
 	rp.step = stepRecord{admissions: adm, actual: actual, unthrottled: unthrottled, balanced: balanced,
 		compute: compute, mem: mem, overhead: f.cfg.Engine.StepOverhead * jitter, straggle: straggle,
 		prefillTokens: b.prefillTokens, decodeSeqs: b.decodeSeqs, ctxRead: b.ctxRead}
+	if rp.nccl != nil {
+		own := make([]float64, rp.tp)
+		for i := range own {
+			own[i] = math.Max(compute, mem) * (1 + straggle[i]) / clock[i] * jitter
+		}
+		rp.nccl.step(m, t, rp.step.overhead, allReduceTime(m, f.cfg.GPU, rp.tp, tokens)*jitter, own, b.prefillTokens+b.decodeSeqs)
+	}
 	f.push(&event{t: t + actual, kind: evStepEnd, rep: rp})
 }
 

@@ -24,6 +24,9 @@ type Endpoint struct {
 	DCGM     string    `json:"dcgm_endpoint"`
 	Host     string    `json:"node"`
 	GPUs     []GPUInfo `json:"gpus"`
+	// NCCLFiles is the glob of the replica's NCCL Inspector files, when the fleet writes them
+	// (Config.NCCLDir) and the replica has tensor parallelism.
+	NCCLFiles string `json:"nccl_files,omitempty"`
 }
 
 // GPUInfo identifies one simulated GPU as dcgm-exporter labels it.
@@ -45,13 +48,13 @@ func (f *Fleet) Serve(host string, basePort int) ([]Endpoint, error) {
 	for _, rp := range f.replicas {
 		engineLn, err := listen(host, basePort, 2*rp.idx)
 		if err != nil {
-			f.Close()
+			f.closeServers()
 			return nil, err
 		}
 		dcgmLn, err := listen(host, basePort, 2*rp.idx+1)
 		if err != nil {
 			engineLn.Close()
-			f.Close()
+			f.closeServers()
 			return nil, err
 		}
 		engineMux, dcgmMux := http.NewServeMux(), http.NewServeMux()
@@ -68,6 +71,7 @@ func (f *Fleet) Serve(host string, basePort int) ([]Endpoint, error) {
 		ep := Endpoint{
 			Replica: rp.name, Engine: rp.engine, URL: "http://" + rp.instance, MetricsPath: "/metrics",
 			Instance: rp.instance, DCGM: "http://" + dcgmLn.Addr().String(), Host: rp.nodeName(),
+			NCCLFiles: rp.ncclFiles(),
 		}
 		if rp.engine == EngineTRTLLM {
 			ep.MetricsPath = "/prometheus/metrics"
@@ -92,8 +96,20 @@ func listen(host string, base, offset int) (net.Listener, error) {
 	return ln, nil
 }
 
-// Close stops the HTTP endpoints.
+// Close stops the HTTP endpoints and, when the fleet writes NCCL Inspector files, writes the collectives
+// completed since the last dump and closes them.
 func (f *Fleet) Close() error {
+	err := f.closeServers()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nccl != nil {
+		f.nccl.dump(f.now, true)
+		err = errors.Join(err, f.nccl.close())
+	}
+	return err
+}
+
+func (f *Fleet) closeServers() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var errs []error

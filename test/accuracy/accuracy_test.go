@@ -38,7 +38,7 @@ var floors = map[string]float64{
 	"prompt_family_change": 0.40,
 	"kv_pressure":          0.55,
 	"gpu_throttling":       0.70,
-	"tp_imbalance":         0.00, // collective_wait needs NCCL timings, which the simulator does not emit: never guessed
+	"tp_imbalance":         0.00, // collective_wait needs NCCL timings, which this harness does not feed: never guessed (test/e2e measures it with them)
 }
 
 type result struct {
