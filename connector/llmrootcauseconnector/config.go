@@ -92,8 +92,8 @@ type RulesConfig struct {
 	// FamilyPaceFactor: without a cached-token count, a prefill this many times slower per prompt token than
 	// its prompt family's usual pace is a prefix-cache miss.
 	FamilyPaceFactor float64 `mapstructure:"family_pace_factor"`
-	// CollectiveWaitShare: a replica whose ranks spent at least this share of their time waiting at
-	// collectives for a late peer (nccl receiver's arrival skew) makes its engine time collective_wait.
+	// CollectiveWaitShare: a replica whose collectives spent at least this share of the time waiting for a
+	// late rank (nccl receiver's arrival skew) makes its engine time collective_wait.
 	CollectiveWaitShare float64 `mapstructure:"collective_wait_share"`
 	// MinTenantRequests is how many other requests must have been admitted before contention is judged.
 	MinTenantRequests int `mapstructure:"min_tenant_requests"`

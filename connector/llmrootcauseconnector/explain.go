@@ -274,7 +274,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		missing = append(missing, "no GPU state")
 	}
 
-	// collective_wait: the engine's time in scope stretched by the share its ranks spent waiting for a peer.
+	// collective_wait: the engine's time in scope stretched by the share of time its collectives waited for a late rank.
 	switch {
 	case waitingOnPeers:
 		engineTime := 0.0
@@ -286,10 +286,10 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		}
 		late := ""
 		if st.CollectiveLateRank != "" {
-			late = fmt.Sprintf(" for %s (%.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
+			late = fmt.Sprintf(" (%s: %.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
 		}
 		cands = append(cands, candidate{causeCollectiveWait, st.CollectiveWaitShare * engineTime,
-			fmt.Sprintf("the replica's ranks spent %.0f%% of their time waiting at collectives%s, %.2f ms of arrival skew per collective",
+			fmt.Sprintf("the replica's collectives spent %.0f%% of the time waiting for a late rank%s, %.2f ms of arrival skew per collective",
 				100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean)})
 	case st.CollectiveObservable == 0:
 		missing = append(missing, "collective time not observable ("+orDash(st.CollectiveObservableReason)+")")

@@ -306,7 +306,7 @@ var detectors = []detector{
 		f := finding{
 			fire:  share >= d.CollectiveWaitShare,
 			clear: share < d.CollectiveWaitShare*d.ClearFraction,
-			sentence: fmt.Sprintf("ranks of %s spent %.0f%% of their time waiting at collectives (%.2f ms of arrival skew per collective)",
+			sentence: fmt.Sprintf("collectives of %s spent %.0f%% of the time waiting for their last rank (%.2f ms of arrival skew per collective)",
 				v.replica, 100*share, 1000*v.interval.CollectiveSkewMean),
 			evidence: map[string]float64{"wait_share": share, "skew_mean_seconds": v.interval.CollectiveSkewMean,
 				"collective_mean_seconds": v.interval.CollectiveMeanDuration, "late_rank_share": v.interval.CollectiveLateShare},

@@ -31,7 +31,7 @@ type CollectiveSnapshot struct {
 	Reason     string
 	// Operations finished and their execution time (s), over all ranks.
 	Operations, OperationSeconds float64
-	// Skews are arrival-skew measurements and SkewSeconds their total: time ranks spent waiting for a late
+	// Skews are arrival-skew measurements and SkewSeconds their total: time the early ranks spent waiting for a late
 	// peer. Waiters is how many communicators (or, measured per rank, ranks) the skews came from.
 	Skews, SkewSeconds float64
 	Waiters            int
@@ -149,9 +149,11 @@ func (r *collectiveReading) stamp(ts int64) {
 	}
 }
 
-// grow records a series' cumulative value and returns how much it grew since last seen. A series seen for
-// the first time is a baseline (its history predates the window); a drop is a restart, after which the new
-// value is all growth.
+// grow records a series' cumulative value and returns how much it grew since last seen; a drop is a
+// restart, after which the new value is all growth. A series seen for the first time is a baseline in the
+// replica's first batch (its history predates the state). In later batches it is all growth: the nccl
+// receiver emits every live series each interval, so one not seen before was born since the last batch (a
+// new message size, a late rank first named).
 func (c *collectiveState) grow(id string, sum, count float64, ts int64) (float64, float64) {
 	prev := c.last[id]
 	if prev == nil {
@@ -159,7 +161,10 @@ func (c *collectiveState) grow(id string, sum, count float64, ts int64) (float64
 			c.forgetOldest()
 		}
 		c.last[id] = &cumulative{sum: sum, count: count, seen: ts}
-		return 0, 0
+		if c.snaps.n == 0 {
+			return 0, 0
+		}
+		return sum, count
 	}
 	dSum, dCount := sum-prev.sum, count-prev.count
 	if count < prev.count || sum < prev.sum {

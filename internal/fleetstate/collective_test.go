@@ -113,3 +113,16 @@ func TestCollectivesOnAnEngineResource(t *testing.T) {
 	assert.Equal(t, 0.0, sum.CollectiveObservable)
 	assert.Equal(t, "no_records", sum.CollectiveObservableReason)
 }
+
+// A series that appears after the replica's first batch (a new message size, a late rank first named) was
+// born since the batch before: all of it is growth.
+func TestCollectiveSeriesBornLaterCountsInFull(t *testing.T) {
+	s := newStore()
+	quiet := twoRanks("r1", 1000, 1, 1, 0, 0, true)
+	quiet.LateRank = -1 // no skew series yet
+	s.Observe(fleetstatetest.CollectivesAt(0, quiet))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 2000, 3, 2, 1000, 2.5, true)))
+	sum := s.Summarize("r1", at(1), at(9))
+	assert.InDelta(t, 0.25, sum.CollectiveWaitShare, 1e-9, "the late rank's first series: 2.5 s of skew over 10 s")
+	assert.Equal(t, "tp rank 1, communicator tp0", sum.CollectiveLateRank)
+}

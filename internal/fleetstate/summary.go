@@ -73,7 +73,7 @@ type Summary struct {
 	// says it cannot (CollectiveObservableReason says why), NaN when nothing was said.
 	CollectiveObservable       float64
 	CollectiveObservableReason string
-	// CollectiveWaitShare is the share of time the ranks spent waiting at collectives for a late peer: arrival
+	// CollectiveWaitShare is the share of time the replica's collectives spent waiting for their last rank: arrival
 	// skew per communicator over the time covered, a lower bound where NCCL records only a sample of operations.
 	CollectiveWaitShare float64
 	// CollectiveSkewMean is the mean arrival skew of one collective (s); CollectiveMeanDuration the mean

@@ -498,7 +498,7 @@ const (
 	AttrLLMEvidenceGPUSmClockRatio = "llm.evidence.gpu.sm_clock_ratio"
 	// AttrLLMEvidenceGPUXidErrors: XID errors on the replica's GPUs during the request.
 	AttrLLMEvidenceGPUXidErrors = "llm.evidence.gpu.xid_errors"
-	// AttrLLMEvidenceCollectiveWaitShare: Share of the replica's rank time spent waiting at collectives for a late peer around the request (arrival skew over time, nccl receiver; a lower bound where NCCL samples operations).
+	// AttrLLMEvidenceCollectiveWaitShare: Share of the time the replica's collectives spent waiting for their last rank to arrive, around the request (arrival skew over time, nccl receiver; a lower bound where NCCL samples operations).
 	AttrLLMEvidenceCollectiveWaitShare = "llm.evidence.collective.wait_share"
 	// AttrLLMEvidenceCollectiveSkewMean: Mean arrival skew of one collective on the replica around the request (s).
 	AttrLLMEvidenceCollectiveSkewMean = "llm.evidence.collective.skew_mean"
