@@ -85,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drain, "drain", def.Drain, "after -duration, how long running requests may take to finish")
 	fs.DurationVar(&o.linger, "linger", 0, "keep serving the final state this long after the run (wall time)")
 	fs.Float64Var(&o.speed, "speed", 1, "simulated seconds per wall second: 1 is real time, 0 as fast as possible")
-	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OTLP/HTTP endpoint for request spans (http://127.0.0.1:4318); empty sends none")
+	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OTLP/HTTP endpoint for request spans (http://127.0.0.1:4318), or one per replica, comma-separated (each replica's requests to its own); empty sends none")
 	fs.StringVar(&o.host, "listen-host", "127.0.0.1", "address the endpoints listen on")
 	fs.IntVar(&o.basePort, "base-port", 0, "replica i serves its engine on base+2i and dcgm-exporter on base+2i+1; 0 picks free ports")
 	fs.StringVar(&o.groundTruth, "ground-truth", "", "write one JSON record per finished request to this file")
@@ -120,7 +120,21 @@ func buildConfig(o options) (fleetsim.Config, error) {
 	cfg.Duration, cfg.Drain = o.duration, o.drain
 	cfg.NCCLDir = o.ncclDir
 	cfg.SLO = fleetsim.SLO{TTFT: o.sloTTFT, TPOT: o.sloTPOT, E2E: o.sloE2E}
+	if n := len(otlpEndpoints(o.otlp)); n > 1 && n != len(cfg.Engines) {
+		return cfg, fmt.Errorf("-otlp-endpoint: %d endpoints for %d replicas (give one, or one per replica)", n, len(cfg.Engines))
+	}
 	return cfg, nil
+}
+
+// otlpEndpoints splits -otlp-endpoint: none, one for the whole fleet, or one per replica in order.
+func otlpEndpoints(flag string) []string {
+	var out []string
+	for _, e := range strings.Split(flag, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -182,7 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		fl.Sync() //nolint:errcheck // a pipe cannot sync
 	}
 
-	exp := newSpanShipper(o.otlp, stderr)
+	exp := newSpanShipper(otlpEndpoints(o.otlp), stderr)
 	var mu sync.Mutex
 	lastStatus, lastShip := time.Now(), time.Time{}
 	tick := func() {
@@ -191,7 +205,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		// Ship a few times a second rather than every 20 ms tick: fewer, larger OTLP requests.
 		if time.Since(lastShip) >= 250*time.Millisecond {
 			lastShip = time.Now()
-			exp.ship(f.TakeTraces())
+			exp.ship(f)
 		}
 		if truth != nil {
 			truth.Flush() //nolint:errcheck // reported at the final Flush
@@ -202,7 +216,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 	runErr := f.RunRealtime(ctx, o.speed, tick)
-	exp.ship(f.TakeTraces())
+	exp.ship(f)
 	exp.close(5 * time.Second)
 	printSummary(stderr, f)
 	if truth != nil {
@@ -252,60 +266,88 @@ func printSummary(w io.Writer, f *fleetsim.Fleet) {
 	fmt.Fprintln(w)
 }
 
-// spanShipper sends traces from a goroutine of its own, so that a slow collector never holds the
-// simulation back; when it falls behind, batches are dropped and counted.
+// spanShipper sends traces from goroutines of its own, so that a slow collector never holds the simulation
+// back; when one falls behind, its batches are dropped and counted. With one endpoint every replica's spans
+// go there; with one per replica, each replica's requests (their whole traces) go to its own, one lane each,
+// so a slow collector holds back only its replica's spans.
 type spanShipper struct {
-	exp     *fleetsim.OTLPExporter
-	queue   chan ptrace.Traces
-	done    chan struct{}
-	stderr  io.Writer
-	dropped int
+	lanes  []*shipLane
+	stderr io.Writer
 }
 
-func newSpanShipper(endpoint string, stderr io.Writer) *spanShipper {
-	s := &spanShipper{queue: make(chan ptrace.Traces, 64), done: make(chan struct{}), stderr: stderr}
-	if endpoint == "" {
-		close(s.done)
-		return s
-	}
-	s.exp = fleetsim.NewOTLPExporter(endpoint)
-	go func() {
-		defer close(s.done)
-		warned := false
-		for td := range s.queue {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := s.exp.Export(ctx, td); err != nil && !warned {
-				fmt.Fprintln(s.stderr, "servescope-sim: span export failed (further failures are not reported):", err)
-				warned = true
+type shipLane struct {
+	endpoint string
+	exp      *fleetsim.OTLPExporter
+	queue    chan ptrace.Traces
+	done     chan struct{}
+	dropped  int
+}
+
+func newSpanShipper(endpoints []string, stderr io.Writer) *spanShipper {
+	s := &spanShipper{stderr: stderr}
+	for _, endpoint := range endpoints {
+		l := &shipLane{endpoint: endpoint, exp: fleetsim.NewOTLPExporter(endpoint), queue: make(chan ptrace.Traces, 64), done: make(chan struct{})}
+		s.lanes = append(s.lanes, l)
+		go func() {
+			defer close(l.done)
+			warned := false
+			for td := range l.queue {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := l.exp.Export(ctx, td); err != nil && !warned {
+					fmt.Fprintln(stderr, "servescope-sim: span export failed (further failures are not reported):", err)
+					warned = true
+				}
+				cancel()
 			}
-			cancel()
-		}
-	}()
+		}()
+	}
 	return s
 }
 
-func (s *spanShipper) ship(td ptrace.Traces) {
-	if s.exp == nil || td.SpanCount() == 0 {
+// ship takes the spans of the requests finished since the last call and queues them for their endpoints.
+func (s *spanShipper) ship(f *fleetsim.Fleet) {
+	switch len(s.lanes) {
+	case 0:
+		return
+	case 1:
+		s.lanes[0].ship(f.TakeTraces())
+	default:
+		for i, td := range f.TakeTracesByReplica() {
+			s.lanes[i].ship(td)
+		}
+	}
+}
+
+func (l *shipLane) ship(td ptrace.Traces) {
+	if td.SpanCount() == 0 {
 		return
 	}
 	select {
-	case s.queue <- td:
+	case l.queue <- td:
 	default:
-		s.dropped++
+		l.dropped++
 	}
 }
 
 func (s *spanShipper) close(wait time.Duration) {
-	if s.exp == nil {
-		return
+	for _, l := range s.lanes {
+		close(l.queue)
 	}
-	close(s.queue)
-	select {
-	case <-s.done:
-	case <-time.After(wait):
-		fmt.Fprintln(s.stderr, "servescope-sim: gave up waiting for the last span exports")
-	}
-	if s.dropped > 0 {
-		fmt.Fprintf(s.stderr, "servescope-sim: dropped %d span batches the collector could not take\n", s.dropped)
+	deadline := time.Now().Add(wait)
+	for _, l := range s.lanes {
+		timer := time.NewTimer(max(time.Until(deadline), 0))
+		select {
+		case <-l.done:
+		case <-timer.C:
+			select {
+			case <-l.done:
+			default:
+				fmt.Fprintln(s.stderr, "servescope-sim: gave up waiting for the last span exports to", l.endpoint)
+			}
+		}
+		timer.Stop()
+		if l.dropped > 0 {
+			fmt.Fprintf(s.stderr, "servescope-sim: dropped %d span batches %s could not take\n", l.dropped, l.endpoint)
+		}
 	}
 }

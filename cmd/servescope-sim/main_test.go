@@ -7,13 +7,16 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/fleetsim"
@@ -147,6 +150,7 @@ func TestBadFlags(t *testing.T) {
 		{"-engines", "vllm,tgi"},
 		{"-duration", "0s"},
 		{"extra"},
+		{"-replicas", "3", "-otlp-endpoint", "http://127.0.0.1:1,http://127.0.0.1:2"},
 	} {
 		assert.Error(t, run(context.Background(), args, io.Discard, io.Discard), "%v", args)
 	}
@@ -154,5 +158,82 @@ func TestBadFlags(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"-list-scenarios"}, &out, io.Discard))
 	for _, name := range fleetsim.ScenarioNames() {
 		assert.Contains(t, out.String(), name)
+	}
+}
+
+// -otlp-endpoint with one endpoint per replica: each replica's requests, their whole traces, go to its own
+// endpoint (a sidecar collector per replica), and none to another's.
+func TestOTLPEndpointPerReplica(t *testing.T) {
+	type sink struct {
+		mu        sync.Mutex
+		instances map[string]int // engine spans by the service.instance.id of their resource
+		traces    map[string]bool
+		spans     int
+	}
+	var sinks []*sink
+	var urls []string
+	for range 3 {
+		s := &sink{instances: map[string]int{}, traces: map[string]bool{}}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			req := ptraceotlp.NewExportRequest()
+			if err := req.UnmarshalProto(body); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			td := req.Traces()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.spans += td.SpanCount()
+			for i := 0; i < td.ResourceSpans().Len(); i++ {
+				rs := td.ResourceSpans().At(i)
+				inst, _ := rs.Resource().Attributes().Get("service.instance.id")
+				spans := rs.ScopeSpans().At(0).Spans()
+				for j := 0; j < spans.Len(); j++ {
+					s.traces[spans.At(j).TraceID().String()] = true
+					if inst.Str() != "" {
+						s.instances[inst.Str()]++
+					}
+				}
+			}
+			resp, _ := ptraceotlp.NewExportResponse().MarshalProto()
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.Write(resp) //nolint:errcheck
+		}))
+		t.Cleanup(srv.Close)
+		sinks, urls = append(sinks, s), append(urls, srv.URL)
+	}
+
+	truthPath := filepath.Join(t.TempDir(), "truth.jsonl")
+	var stdout bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{
+		"-replicas", "3", "-engines", "vllm,sglang", "-speed", "0", "-duration", "20s", "-status-every", "0",
+		"-ground-truth", truthPath, "-otlp-endpoint", urls[0] + "," + urls[1] + ", " + urls[2],
+	}, &stdout, io.Discard))
+	var st startup
+	require.NoError(t, json.Unmarshal(bytes.SplitN(stdout.Bytes(), []byte("\n"), 2)[0], &st))
+	require.Len(t, st.Replicas, 3)
+
+	body, err := os.ReadFile(truthPath)
+	require.NoError(t, err)
+	want := make([]map[string]bool, 3) // per replica, the traces of its requests
+	index := map[string]int{}
+	for i, r := range st.Replicas {
+		index[r.Instance] = i
+		want[i] = map[string]bool{}
+	}
+	for _, l := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+		var tr fleetsim.Truth
+		require.NoError(t, json.Unmarshal(l, &tr))
+		want[index[tr.Instance]][tr.TraceID] = true
+	}
+	for i, s := range sinks {
+		s.mu.Lock()
+		assert.NotEmpty(t, want[i], "requests on replica %d", i)
+		assert.Equal(t, want[i], s.traces, "replica %d's endpoint gets exactly its requests' traces", i)
+		assert.Equal(t, map[string]int{st.Replicas[i].Instance: s.instances[st.Replicas[i].Instance]}, s.instances,
+			"replica %d's endpoint gets engine spans of that replica only", i)
+		assert.Positive(t, s.instances[st.Replicas[i].Instance])
+		s.mu.Unlock()
 	}
 }

@@ -55,6 +55,26 @@ func (f *Fleet) TakeTraces() ptrace.Traces {
 	return f.buildTraces(pending)
 }
 
+// TakeTracesByReplica is TakeTraces split by the replica that served each request: element i holds the
+// traces of replica i's requests (the gateway's two spans and the engine's, as TakeTraces builds them), for
+// a harness that sends each replica's spans to the collector next to that replica. A replica with no
+// request finished since the last call gets empty traces.
+func (f *Fleet) TakeTracesByReplica() []ptrace.Traces {
+	f.mu.Lock()
+	pending := f.pending
+	f.pending = nil
+	f.mu.Unlock()
+	byReplica := make([][]*request, len(f.replicas))
+	for _, r := range pending {
+		byReplica[r.replica.idx] = append(byReplica[r.replica.idx], r)
+	}
+	out := make([]ptrace.Traces, len(byReplica))
+	for i, reqs := range byReplica {
+		out[i] = f.buildTraces(reqs)
+	}
+	return out
+}
+
 func (f *Fleet) ts(t float64) pcommon.Timestamp { return pcommon.NewTimestampFromTime(f.wall(t)) }
 
 func (f *Fleet) buildTraces(reqs []*request) ptrace.Traces {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -244,4 +245,56 @@ func checkVLLMSpan(t *testing.T, e receivedSpan, gw ptrace.Span, tr Truth, insta
 	assert.InDelta(t, tr.E2ES, e2e, 1e-5)
 	_, err := hex.DecodeString(tr.TraceID)
 	assert.NoError(t, err)
+}
+
+// TakeTracesByReplica gives each replica the whole traces of its own requests (the gateway's spans with the
+// engine's) and nothing of another replica's: what a sidecar per replica receives.
+func TestTracesByReplica(t *testing.T) {
+	cfg := testConfig(t, "baseline")
+	cfg.Engines = Engines()
+	f, err := New(cfg)
+	require.NoError(t, err)
+	eps, err := f.Serve("127.0.0.1", 0)
+	require.NoError(t, err)
+	defer f.Close()
+	byTrace := map[string]string{} // trace id -> instance of the replica that holds it
+	for t0 := 10.0; !f.Done(); t0 += 10 {
+		f.Advance(t0)
+		split := f.TakeTracesByReplica()
+		require.Len(t, split, len(eps))
+		for i, td := range split {
+			for j := 0; j < td.ResourceSpans().Len(); j++ {
+				rs := td.ResourceSpans().At(j)
+				if inst := str(rs.Resource().Attributes(), "service.instance.id"); inst != "" {
+					assert.Equal(t, eps[i].Instance, inst, "replica %d's traces hold only its engine spans", i)
+				}
+				ss := rs.ScopeSpans().At(0).Spans()
+				for k := 0; k < ss.Len(); k++ {
+					sp := ss.At(k)
+					if sp.Kind() == ptrace.SpanKindClient {
+						a := sp.Attributes()
+						assert.Equal(t, eps[i].Instance, str(a, "server.address")+":"+strconv.FormatInt(a.AsRaw()["server.port"].(int64), 10),
+							"the gateway's call in replica %d's traces goes to that replica", i)
+					}
+					id := sp.TraceID().String()
+					if prev, ok := byTrace[id]; ok {
+						assert.Equal(t, prev, eps[i].Instance, "a trace is never split across replicas")
+					}
+					byTrace[id] = eps[i].Instance
+				}
+			}
+		}
+	}
+	assert.Empty(t, f.TakeTraces().SpanCount(), "nothing left behind")
+	truth := f.GroundTruth()
+	require.NotEmpty(t, truth)
+	require.Len(t, byTrace, len(truth), "every finished request's trace, once")
+	perReplica := map[string]int{}
+	for _, tr := range truth {
+		assert.Equal(t, tr.Instance, byTrace[tr.TraceID], "request %s", tr.RequestID)
+		perReplica[tr.Instance]++
+	}
+	for _, ep := range eps {
+		assert.Positive(t, perReplica[ep.Instance], "requests on %s", ep.Replica)
+	}
 }

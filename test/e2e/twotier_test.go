@@ -18,7 +18,8 @@ import (
 
 // Two tiers: a sidecar next to one replica explains its spans and watches it, and sends everything over OTLP
 // to a gateway collector that writes it to files. Enriched spans, canonical metrics and incident logs must
-// arrive with the replica named on them.
+// arrive with the replica named on them. TestFleetSidecarsToGateway runs the documented configurations on a
+// simulated fleet, one sidecar per replica.
 func TestSidecarToGateway(t *testing.T) {
 	dir := t.TempDir()
 	gatewayOTLP := freePort(t)
