@@ -44,15 +44,17 @@ type IncidentsConfig struct {
 
 // DetectorsConfig holds each detector's thresholds; README.md explains them.
 type DetectorsConfig struct {
-	SaturationWaiting       float64 `mapstructure:"saturation_waiting"`
-	SaturationGrowth        float64 `mapstructure:"saturation_growth"`
-	KVThrashUtilization     float64 `mapstructure:"kv_thrash_utilization"`
-	HitRatioCollapse        float64 `mapstructure:"hit_ratio_collapse"`
-	HitRatioUsualMin        float64 `mapstructure:"hit_ratio_usual_min"`
-	GPUIdleUtilization      float64 `mapstructure:"gpu_idle_utilization"`
-	GPUMemoryPressure       float64 `mapstructure:"gpu_memory_pressure"`
-	TPImbalanceSkew         float64 `mapstructure:"tp_imbalance_skew"`
-	PipelineBubbleSkew      float64 `mapstructure:"pipeline_bubble_skew"`
+	SaturationWaiting   float64 `mapstructure:"saturation_waiting"`
+	SaturationGrowth    float64 `mapstructure:"saturation_growth"`
+	KVThrashUtilization float64 `mapstructure:"kv_thrash_utilization"`
+	HitRatioCollapse    float64 `mapstructure:"hit_ratio_collapse"`
+	HitRatioUsualMin    float64 `mapstructure:"hit_ratio_usual_min"`
+	GPUIdleUtilization  float64 `mapstructure:"gpu_idle_utilization"`
+	GPUMemoryPressure   float64 `mapstructure:"gpu_memory_pressure"`
+	TPImbalanceSkew     float64 `mapstructure:"tp_imbalance_skew"`
+	PipelineBubbleSkew  float64 `mapstructure:"pipeline_bubble_skew"`
+	// ClockDrop: a busy GPU whose SM clock fell below this share of its peak is throttled.
+	ClockDrop               float64 `mapstructure:"clock_drop"`
 	CollectiveWaitShare     float64 `mapstructure:"collective_wait_share"`
 	StarvationTTFTFactor    float64 `mapstructure:"starvation_ttft_factor"`
 	StarvationQueueFactor   float64 `mapstructure:"starvation_queue_factor"`
@@ -99,7 +101,7 @@ func createDefaultConfig() *Config {
 		MaxTenants:      1000,
 		Incidents:       IncidentsConfig{OpenAfter: 2, CloseAfter: 2, UpdateEvery: 4},
 		Detectors: DetectorsConfig{SaturationWaiting: 4, SaturationGrowth: 1.5, KVThrashUtilization: 0.95, HitRatioCollapse: 0.5,
-			HitRatioUsualMin: 0.3, GPUIdleUtilization: 0.2, GPUMemoryPressure: 0.97, TPImbalanceSkew: 0.3, PipelineBubbleSkew: 0.3, CollectiveWaitShare: 0.2, StarvationTTFTFactor: 3,
+			HitRatioUsualMin: 0.3, GPUIdleUtilization: 0.2, GPUMemoryPressure: 0.97, TPImbalanceSkew: 0.3, PipelineBubbleSkew: 0.3, ClockDrop: 0.7, CollectiveWaitShare: 0.2, StarvationTTFTFactor: 3,
 			StarvationQueueFactor: 10, StarvationMinSeconds: 1, StarvationMinRequests: 10, FairnessTokenShare: 0.5, FairnessMinQueueSeconds: 0.5,
 			TrendWindow: 5 * time.Minute, OOMFrom: 0.8, OOMHorizon: 10 * time.Minute,
 			ClearFraction: 0.8, SuggestedKVMemoryStep: 0.04},
@@ -136,7 +138,7 @@ func (c *Config) Validate() error {
 	d := c.Detectors
 	for name, v := range map[string]float64{"kv_thrash_utilization": d.KVThrashUtilization, "hit_ratio_collapse": d.HitRatioCollapse,
 		"hit_ratio_usual_min": d.HitRatioUsualMin, "gpu_idle_utilization": d.GPUIdleUtilization, "gpu_memory_pressure": d.GPUMemoryPressure,
-		"tp_imbalance_skew": d.TPImbalanceSkew, "pipeline_bubble_skew": d.PipelineBubbleSkew, "collective_wait_share": d.CollectiveWaitShare, "clear_fraction": d.ClearFraction, "oom_from": d.OOMFrom} {
+		"tp_imbalance_skew": d.TPImbalanceSkew, "pipeline_bubble_skew": d.PipelineBubbleSkew, "clock_drop": d.ClockDrop, "collective_wait_share": d.CollectiveWaitShare, "clear_fraction": d.ClearFraction, "oom_from": d.OOMFrom} {
 		if !(v > 0 && v < 1) {
 			bad("detectors.%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}

@@ -159,15 +159,25 @@ var detectors = []detector{
 			actions:  []string{"check the scheduler's limits (max-num-seqs, free KV blocks) and the engine's logs: work is queued but not running"},
 		}
 	}},
-	{name: "gpu_throttling", severity: severityWarning, check: func(v *view, _ *DetectorsConfig) finding {
+	{name: "gpu_throttling", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
 		if !v.interval.HasGPU {
 			return finding{clear: true}
 		}
 		reasons := strings.Join(v.interval.ThrottleReasons, ",")
+		// dcgm-exporter gives throttle reasons only as a bitmask: there a busy GPU's SM clock falling far
+		// below its peak is what shows the throttling.
+		ratio := v.interval.SMClockRatio
+		dropped := known(ratio) && ratio < d.ClockDrop
+		recovered := !known(ratio) || ratio >= 1-(1-d.ClockDrop)*d.ClearFraction
+		what := "throttled (" + reasons + ")"
+		if len(v.interval.ThrottleReasons) == 0 {
+			what = fmt.Sprintf("down to %.0f%% of their peak while busy", 100*ratio)
+		}
 		return finding{
-			fire:     len(v.interval.ThrottleReasons) > 0,
-			clear:    len(v.interval.ThrottleReasons) == 0,
-			sentence: fmt.Sprintf("GPU clocks of %s throttled (%s)", v.replica, reasons),
+			fire:     len(v.interval.ThrottleReasons) > 0 || dropped,
+			clear:    len(v.interval.ThrottleReasons) == 0 && recovered,
+			sentence: fmt.Sprintf("GPU clocks of %s %s", v.replica, what),
+			evidence: map[string]float64{"sm_clock_ratio": ratio},
 			text:     map[string]string{"throttle_reasons": reasons},
 			actions:  []string{"check cooling and power caps on the node", "drain the replica if it persists"},
 		}

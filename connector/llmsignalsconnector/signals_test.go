@@ -247,6 +247,13 @@ func TestDetectors(t *testing.T) {
 			s.gpus[0].Utilization = 0.05
 		}), map[string]float64{"gpu_utilization_mean": 0.05, "waiting": 3}, "scheduler's limits"},
 		{"gpu_throttling", from(100, func(s *replicaState) { s.gpus[0].Throttle = []string{"hw_slowdown"} }), nil, "cooling"},
+		// dcgm-exporter's shape: no reasons, the SM clock of the busy GPU drops.
+		{"gpu_throttling", func(rep string, sec float64, s *replicaState) {
+			s.gpus[0].SMClockHz = 1980e6
+			if rep == "r1" && sec >= 100 {
+				s.gpus[0].SMClockHz = 600e6
+			}
+		}, map[string]float64{"sm_clock_ratio": 600.0 / 1980}, "cooling"},
 		{"gpu_memory_pressure", from(100, func(s *replicaState) { s.gpus[0].MemoryUtilization = 0.99 }),
 			map[string]float64{"gpu_memory_utilization_max": 0.99}, "out-of-memory"},
 		{"gpu_memory_oom_risk", func(rep string, sec float64, s *replicaState) {
