@@ -214,7 +214,16 @@ func straggling(sec float64, observable bool) *fleetstatetest.Collectives {
 		}}
 }
 
-func TestDetectors(t *testing.T) {
+// detectorScenario opens one detector's incident on r1 from 100 s on, with the evidence and an action it must
+// carry.
+type detectorScenario struct {
+	detector string
+	state    func(string, float64, *replicaState)
+	evidence map[string]float64
+	action   string
+}
+
+func detectorScenarios() []detectorScenario {
 	from := func(start float64, fn func(s *replicaState)) func(string, float64, *replicaState) {
 		return func(rep string, sec float64, s *replicaState) {
 			if rep == "r1" && sec >= start {
@@ -222,12 +231,7 @@ func TestDetectors(t *testing.T) {
 			}
 		}
 	}
-	cases := []struct {
-		detector string
-		state    func(string, float64, *replicaState)
-		evidence map[string]float64
-		action   string
-	}{
+	return []detectorScenario{
 		{"scheduler_saturation", func(rep string, sec float64, s *replicaState) {
 			if rep == "r1" && sec >= 100 {
 				s.values[schema.MetricLLMSchedulerRequestsWaiting] = 5 * math.Pow(2, (sec-100)/30)
@@ -302,6 +306,10 @@ func TestDetectors(t *testing.T) {
 			s.ttft = &[2]float64{sum, n}
 		}, map[string]float64{"ttft_mean": 2}, "noisy tenant"},
 	}
+}
+
+func TestDetectors(t *testing.T) {
+	cases := detectorScenarios()
 	for _, tc := range cases {
 		t.Run(tc.detector, func(t *testing.T) {
 			r := newRig(t)
@@ -364,6 +372,32 @@ func TestParallelismDetectorsNeedTheirEvidence(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"pipeline_bubble"}, opened, "collective waiting is not observable there, and each tp group is even")
+}
+
+// Every detector's fault, present only at every other scrape from 100 s on: whatever each detector makes of
+// it, an incident opens at most once and never closes to reopen (open_after, close_after and the separate
+// clear thresholds).
+func TestDetectorsDoNotFlap(t *testing.T) {
+	for _, tc := range detectorScenarios() {
+		t.Run(tc.detector, func(t *testing.T) {
+			r := newRig(t)
+			r.run([]string{"r1", "r2"}, 400, func(rep string, sec float64, s *replicaState) {
+				if sec < 100 || int(sec/10)%2 == 0 {
+					tc.state(rep, sec, s)
+				}
+			})
+			var states []string
+			for _, il := range r.incidents() {
+				if il.detector == tc.detector && il.state != "update" {
+					states = append(states, il.state)
+				}
+			}
+			assert.LessOrEqual(t, len(states), 2, "at most one start and its end: %v", states)
+			if len(states) > 0 {
+				assert.Equal(t, "start", states[0], "%v", states)
+			}
+		})
+	}
 }
 
 func TestHealthyFleetIsQuiet(t *testing.T) {
