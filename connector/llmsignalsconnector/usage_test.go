@@ -18,27 +18,32 @@ import (
 func TestUsageTakesGrowthPerSeries(t *testing.T) {
 	u := newUsage(1) // acme is tracked; globex and initech fold into _other
 	store := fleetstate.New(fleetstate.Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}})
-	cachedTokens := func(sec float64, series map[[2]string]float64) pmetric.Metrics {
+	type series struct {
+		tenant, family string
+		value          float64
+	}
+	// In order: the first tenant seen is the one tracked.
+	cachedTokens := func(sec float64, all ...series) pmetric.Metrics {
 		md := pmetric.NewMetrics()
 		m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
 		m.SetName(schema.MetricLLMTenantPromptTokens)
 		s := m.SetEmptySum()
 		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-		for tf, v := range series {
+		for _, one := range all {
 			dp := s.DataPoints().AppendEmpty()
 			dp.SetTimestamp(pcommon.Timestamp(fleetstatetest.At(sec)))
-			dp.SetDoubleValue(v)
+			dp.SetDoubleValue(one.value)
 			a := dp.Attributes()
 			a.PutStr(schema.AttrServiceInstanceID, "r1")
 			a.PutStr(schema.AttrGenAIRequestModel, model)
-			a.PutStr(schema.AttrLLMTenant, tf[0])
-			a.PutStr(schema.AttrLLMPromptFamily, tf[1])
+			a.PutStr(schema.AttrLLMTenant, one.tenant)
+			a.PutStr(schema.AttrLLMPromptFamily, one.family)
 			a.PutStr(schema.AttrLLMPromptCache, "cached")
 		}
 		return md
 	}
-	u.observe(cachedTokens(0, map[[2]string]float64{{"acme", "agent"}: 100, {"acme", "docqa"}: 1000, {"globex", "support"}: 50, {"initech", "report"}: 500}), store)
-	u.observe(cachedTokens(10, map[[2]string]float64{{"acme", "agent"}: 110, {"acme", "docqa"}: 1020, {"globex", "support"}: 55, {"initech", "report"}: 530}), store)
+	u.observe(cachedTokens(0, series{"acme", "agent", 100}, series{"acme", "docqa", 1000}, series{"globex", "support", 50}, series{"initech", "report", 500}), store)
+	u.observe(cachedTokens(10, series{"acme", "agent", 110}, series{"acme", "docqa", 1020}, series{"globex", "support", 55}, series{"initech", "report", 530}), store)
 	cached := u.take("r1", true).cached
 	assert.Equal(t, 100.0+1000+10+20, cached[tenantModel{"acme", model}], "both families, counted from their start")
 	assert.Equal(t, 50.0+500+5+30, cached[tenantModel{"_other", model}])
