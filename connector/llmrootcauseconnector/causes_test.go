@@ -128,14 +128,20 @@ func queueGrowing(sec float64, v map[string]float64) {
 }
 
 // straggler is a tensor-parallel pair whose rank 1 falls behind from 90 s on: before, rank 0 waits 1% of
-// its time at all-reduces; after, 40% (4 s of every 10, 2 ms per all-reduce). observable is what the nccl
+// its time at all-reduces; after, 70% (7 s of every 10, 3.5 ms per all-reduce): all of the decode's
+// slowdown in the scenarios below. observable is what the nccl
 // receiver says of the replica.
 func straggler(observable bool) func(sec float64) fleetstatetest.Collectives {
+	return waitingFor(0.7, observable)
+}
+
+// waitingFor is straggler with the share of time rank 0 waits from 90 s on.
+func waitingFor(share float64, observable bool) func(sec float64) fleetstatetest.Collectives {
 	return func(sec float64) fleetstatetest.Collectives {
 		ops := uint64(200 * (sec + 300)) // 2000 all-reduces per 10 s
 		skew := 0.01 * (sec + 300)
 		if sec > 90 {
-			skew = 0.01*390 + 0.4*(sec-90)
+			skew = 0.01*390 + share*(sec-90)
 		}
 		reason := "records"
 		if !observable {
@@ -250,12 +256,22 @@ func TestRootCauses(t *testing.T) {
 		{name: "collective wait on a straggler rank", collectives: straggler(true),
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeCollectiveWait,
-			wantEvidence: map[string]any{keyCollectiveShare: 0.4, keyCollectiveSkew: 0.002, keyCollectiveLate: "tp rank 1, communicator tp0", keyCollectiveSeen: true},
-			wantSentence: []string{"the replica's collectives spent 40% of the time waiting for a late rank (tp rank 1, communicator tp0: 100% of the waiting), 2.00 ms of arrival skew per collective"}},
+			wantEvidence: map[string]any{keyCollectiveShare: 0.7, keyCollectiveSkew: 0.0035, keyCollectiveLate: "tp rank 1, communicator tp0", keyCollectiveSeen: true},
+			wantSentence: []string{"the replica's collectives spent 70% of the time waiting for a late rank (tp rank 1, communicator tp0: 100% of the waiting), 3.50 ms of arrival skew per collective"}},
+		{name: "a batch surge with a mild straggler: contention keeps what the waiting does not explain", collectives: waitingFor(0.25, true),
+			state: func(sec float64, v map[string]float64) {
+				if sec >= 100 {
+					v[schema.MetricLLMSchedulerRequestsRunning] = 40
+				}
+			},
+			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
+			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention, wantSecondary: causeCollectiveWait,
+			wantEvidence: map[string]any{keyCollectiveShare: 0.25},
+			wantSentence: []string{"with up to 40 requests running", "also collective_wait: the replica's collectives spent 25%"}},
 		{name: "the same skew where the receiver says collectives cannot be seen is never collective wait", collectives: straggler(false),
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention,
-			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.4},
+			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.7},
 			wantSentence: []string{"60 ms per token against an uncontended"}},
 		{name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
 			state:    func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
@@ -271,7 +287,7 @@ func TestRootCauses(t *testing.T) {
 			},
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling, wantSecondary: causeCollectiveWait,
-			wantSentence: []string{"also collective_wait: the replica's collectives spent 40%"}},
+			wantSentence: []string{"also collective_wait: the replica's collectives spent 70%"}},
 		{name: "slow with no state for its replica is unknown, never a guess", twoReplicas: true,
 			req:      with(normal(), func(c *call) { c.replica, c.queue, c.model = "r-without-metrics", 3.4, testModel }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: causeUnknown,

@@ -78,6 +78,22 @@ func TestSpansWaitForTheStateAfterTheirEnd(t *testing.T) {
 	assert.Equal(t, 0.0, got["late"][keyWaitingAtArrival])
 }
 
+// Where an nccl receiver reports on the replica, its batch after the span's end is waited for too: the
+// collective evidence of a request shorter than the receiver's interval would otherwise be missing.
+func TestSpansWaitForTheCollectiveBatchAfterTheirEnd(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = time.Hour })
+	r.state(fleetstatetest.CollectivesAt(90, straggler(true)(90)))
+	r.state(fleetstatetest.Engine("r1", testModel, 90, steady(90)))
+	r.state(fleetstatetest.Engine("r1", testModel, 110, steady(110)))
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id = "r1", "waits" })))
+	assert.Empty(t, r.traces.AllTraces(), "the engine state covers the end (110 s), the collective timings do not (90 s)")
+
+	r.state(fleetstatetest.CollectivesAt(110, straggler(true)(110)))
+	got := r.explained()
+	require.Contains(t, got, "waits")
+	assert.InDelta(t, 0.7, got["waits"][keyCollectiveShare], 1e-9, "the batch that covers the request is in the evidence")
+}
+
 func TestWaitingIsBounded(t *testing.T) {
 	t.Run("max_wait", func(t *testing.T) {
 		r := newRig(t, func(c *Config) { c.MaxWait = 50 * time.Millisecond })

@@ -224,7 +224,8 @@ func (c *core) choosePrimaryTraces() *tracesInput {
 	return best
 }
 
-// readyLocked: every request's replica has state after the request's end, or waiting cannot help (no metrics
+// readyLocked: every request's replica has state (engine, and collective timings where they are reported)
+// after the request's end, or waiting cannot help (no metrics
 // input, max_wait zero, or a replica the state has never seen once the start-up grace of max_wait is over).
 func (c *core) readyLocked(b *batch) bool {
 	if len(c.metricsInputs) == 0 || c.cfg.MaxWait == 0 {
@@ -239,6 +240,10 @@ func (c *core) readyLocked(b *batch) bool {
 			continue
 		}
 		if newest, _ := c.store.Newest(key); newest < r.end {
+			return false
+		}
+		// A replica whose nccl receiver reports: its collective batch covering the end is evidence too.
+		if !c.store.CollectivesSettled(key, r.end) {
 			return false
 		}
 	}

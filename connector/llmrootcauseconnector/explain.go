@@ -245,9 +245,15 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	// Collective waiting needs the nccl receiver's arrival skew on this replica, and never counts where the
 	// receiver says the replica's collective time cannot be seen (e.g. vLLM's custom all-reduce).
 	waitingOnPeers := st.CollectiveWaitShare >= rules.CollectiveWaitShare && st.CollectiveObservable != 0
+	waitShare := 0.0
+	if waitingOnPeers {
+		waitShare = st.CollectiveWaitShare
+	}
 	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
-		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && !preempted && !throttled && !waitingOnPeers {
-			cands = append(cands, candidate{causeDecodeContention, excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)),
+		// Contention is what the waiting for a late peer does not explain.
+		contention := excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)) - waitShare*r.decode
+		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && !preempted && !throttled && contention > 0 {
+			cands = append(cands, candidate{causeDecodeContention, contention,
 				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
 					1000*r.tpot, 1000*tpotPace, num(st.RunningMax), num(st.RunningUsual))})
 		}
@@ -274,7 +280,9 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		missing = append(missing, "no GPU state")
 	}
 
-	// collective_wait: the engine's time in scope stretched by the share of time its collectives waited for a late rank.
+	// collective_wait: the engine's time in scope stretched by the share of time its collectives waited for a
+	// late rank. Waiting for a throttled GPU is the throttling's doing: that blame goes to gpu_throttling as
+	// well, so collective_wait is then its secondary.
 	switch {
 	case waitingOnPeers:
 		engineTime := 0.0
@@ -283,6 +291,11 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		}
 		if inScope["decode"] {
 			engineTime += sumKnown(r.decode)
+		}
+		for i := range cands {
+			if cands[i].cause == causeGPUThrottling {
+				cands[i].blame += waitShare * engineTime
+			}
 		}
 		late := ""
 		if st.CollectiveLateRank != "" {

@@ -374,13 +374,17 @@ func TestParallelismDetectorsNeedTheirEvidence(t *testing.T) {
 	assert.Equal(t, []string{"pipeline_bubble"}, opened, "collective waiting is not observable there, and each tp group is even")
 }
 
-// Every detector's fault, present only at every other scrape from 100 s on: whatever each detector makes of
-// it, an incident opens at most once and never closes to reopen (open_after, close_after and the separate
-// clear thresholds).
+// Every detector's fault, present only at every other scrape from 100 s on, with incidents opening on the
+// first evaluation that fires (open_after 1): each opens once and stays open through the scrapes without
+// the fault (close_after and the separate clear thresholds), never closing to reopen. With close_after 1 as
+// well, four of them flap.
 func TestDetectorsDoNotFlap(t *testing.T) {
+	// Detectors whose evidence an intermittent fault does not make: a replica that reports every other
+	// scrape is never silent for `stale`, and the others judge the interval's totals or means, which halve.
+	quietWhenIntermittent := map[string]bool{"stale_telemetry": true, "prefix_cache_collapse": true, "gpu_idle_while_waiting": true, "starvation": true}
 	for _, tc := range detectorScenarios() {
 		t.Run(tc.detector, func(t *testing.T) {
-			r := newRig(t)
+			r := newRig(t, func(c *Config) { c.Incidents.OpenAfter = 1 })
 			r.run([]string{"r1", "r2"}, 400, func(rep string, sec float64, s *replicaState) {
 				if sec < 100 || int(sec/10)%2 == 0 {
 					tc.state(rep, sec, s)
@@ -392,10 +396,11 @@ func TestDetectorsDoNotFlap(t *testing.T) {
 					states = append(states, il.state)
 				}
 			}
-			assert.LessOrEqual(t, len(states), 2, "at most one start and its end: %v", states)
-			if len(states) > 0 {
-				assert.Equal(t, "start", states[0], "%v", states)
+			if quietWhenIntermittent[tc.detector] {
+				assert.Empty(t, states)
+				return
 			}
+			assert.Equal(t, []string{"start"}, states, "opens once and stays open")
 		})
 	}
 }

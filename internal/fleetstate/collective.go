@@ -16,14 +16,17 @@ import (
 // that says whether the replica's collective time can be seen at all.
 //
 // The histograms are cumulative per series and a replica has many series (rank x operation x size), which
-// may arrive split across batches; the store keeps each series' last cumulative value and records, per
-// batch, what grew. A snapshot is therefore a delta, unlike the engine's.
+// may arrive split across batches, and from several collectors (one per node, each reading its own ranks'
+// files). The store keeps each series' last cumulative value and records, per batch and source, what grew:
+// a snapshot is a delta, unlike the engine's.
 
-// CollectiveSnapshot is what one batch of collective timings added for one replica.
+// CollectiveSnapshot is what one batch of collective timings from one source added for one replica.
 type CollectiveSnapshot struct {
 	Time int64
-	// Elapsed is the time (s) since the replica's previous collective batch, which this batch's deltas cover;
-	// 0 for the first batch, whose cumulative values are the baseline and add nothing.
+	// Source is the host the batch's processes run on ("" for the receiver's replica-level resources).
+	Source string
+	// Elapsed is the time (s) since the same source's previous batch, which this batch's deltas cover; 0 for
+	// a source's first batch, whose cumulative values are the baseline and add nothing.
 	Elapsed float64
 	// Observable is 1 when the receiver says the replica's collective time is observable, 0 when it says it
 	// is not, NaN when this batch did not say.
@@ -31,10 +34,10 @@ type CollectiveSnapshot struct {
 	Reason     string
 	// Operations finished and their execution time (s), over all ranks.
 	Operations, OperationSeconds float64
-	// Skews are arrival-skew measurements and SkewSeconds their total: time the early ranks spent waiting for a late
-	// peer. Waiters is how many communicators (or, measured per rank, ranks) the skews came from.
+	// Skews are arrival-skew measurements and SkewSeconds their total: time the early ranks spent waiting for
+	// a late peer. Waiters are the communicators (or, measured per rank, the ranks) the skews came from.
 	Skews, SkewSeconds float64
-	Waiters            int
+	Waiters            map[string]bool
 	// LateSeconds is skew seconds by the late rank's description ("tp rank 1, pp stage 0"), where named.
 	LateSeconds map[string]float64
 }
@@ -42,6 +45,8 @@ type CollectiveSnapshot struct {
 func collectiveTime(s CollectiveSnapshot) int64 { return s.Time }
 
 // maxCollectiveSeries bounds the cumulative values a replica keeps (ranks x operations x size buckets).
+// Series beyond it are not followed: forgetting one to make room would count its whole history again when
+// it next arrived.
 const maxCollectiveSeries = 4096
 
 type cumulative struct {
@@ -52,33 +57,49 @@ type cumulative struct {
 type collectiveState struct {
 	last  map[string]*cumulative
 	snaps ring[CollectiveSnapshot]
+	// sources holds each source's newest batch time: a source's first batch is its baseline, and Elapsed
+	// is measured per source.
+	sources map[string]int64
+	seen    int64 // newest data seen, for forgetting the quietest replica first
 }
 
-// collectiveReading gathers one replica's collective points from one batch.
+// collectiveReading gathers one replica's collective points from one source in one batch.
 type collectiveReading struct {
-	snap     CollectiveSnapshot
-	waiters  map[string]bool
-	observed bool
+	key  string
+	snap CollectiveSnapshot
 }
 
-// readCollective adds rm's collective points to the batch's reading for its replica.
-func (s *Store) readCollective(readings map[string]*collectiveReading, key string, rm pmetric.ResourceMetrics) map[string]*collectiveReading {
+type readingKey struct{ replica, source string }
+
+// readCollective adds rm's collective points to the batch's reading for its replica and source.
+func (s *Store) readCollective(readings map[readingKey]*collectiveReading, key string, rm pmetric.ResourceMetrics) map[readingKey]*collectiveReading {
 	sms := rm.ScopeMetrics()
+	res := rm.Resource().Attributes()
+	source := text(res, schema.AttrHostName)
 	var rd *collectiveReading
-	reading := func() *collectiveReading {
+	var st *collectiveState // made on the first point: most resources carry no collective timings
+	first := false          // the source's first batch: a baseline
+	reading := func(ts int64) *collectiveReading {
 		if rd == nil {
 			if readings == nil {
-				readings = map[string]*collectiveReading{}
+				readings = map[readingKey]*collectiveReading{}
 			}
-			rd = readings[key]
+			rk := readingKey{key, source}
+			rd = readings[rk]
 			if rd == nil {
-				rd = &collectiveReading{snap: CollectiveSnapshot{Observable: math.NaN()}, waiters: map[string]bool{}}
-				readings[key] = rd
+				rd = &collectiveReading{key: key, snap: CollectiveSnapshot{Source: source, Observable: math.NaN()}}
+				readings[rk] = rd
 			}
+			st = s.collective(key, ts)
+			_, seenBefore := st.sources[source]
+			first = !seenBefore
 		}
+		if ts > rd.snap.Time {
+			rd.snap.Time = ts
+		}
+		st.seen = max(st.seen, ts)
 		return rd
 	}
-	var st *collectiveState // made on the first histogram: most resources carry no collective timings
 	resKey := ""
 	for i := 0; i < sms.Len(); i++ {
 		ms := sms.At(i).Metrics()
@@ -89,22 +110,16 @@ func (s *Store) readCollective(readings map[string]*collectiveReading, key strin
 				dps := m.Gauge().DataPoints()
 				for k := 0; k < dps.Len(); k++ {
 					dp := dps.At(k)
-					r := reading()
-					r.observed = true
-					r.stamp(int64(dp.Timestamp()))
+					r := reading(int64(dp.Timestamp()))
 					observable := dp.IntValue() > 0 || dp.DoubleValue() > 0
 					if v, ok := dp.Attributes().Get(schema.AttrLLMCollectiveObservable); ok {
 						observable = v.Bool()
 					}
-					// Any "no" wins: one blind process is enough to doubt the replica.
-					if observable && math.IsNaN(r.snap.Observable) {
-						r.snap.Observable = 1
-					} else if !observable {
-						r.snap.Observable = 0
+					flag := 0.0
+					if observable {
+						flag = 1
 					}
-					if reason, ok := dp.Attributes().Get(schema.AttrLLMCollectiveObservableReason); ok && (r.snap.Reason == "" || !observable) {
-						r.snap.Reason = reason.AsString()
-					}
+					r.snap.said(flag, text(dp.Attributes(), schema.AttrLLMCollectiveObservableReason))
 				}
 			case (m.Name() == schema.MetricLLMCollectiveDuration || m.Name() == schema.MetricLLMCollectiveArrivalSkew) && m.Type() == pmetric.MetricTypeHistogram:
 				skew := m.Name() == schema.MetricLLMCollectiveArrivalSkew
@@ -114,18 +129,20 @@ func (s *Store) readCollective(readings map[string]*collectiveReading, key strin
 					if dp.Flags().NoRecordedValue() || !dp.HasSum() || math.IsNaN(dp.Sum()) || math.IsInf(dp.Sum(), 0) || dp.Sum() < 0 {
 						continue
 					}
-					r := reading()
 					ts := int64(dp.Timestamp())
-					r.stamp(ts)
-					if st == nil {
-						st, resKey = s.collective(key), resourceIdentity(rm.Resource().Attributes())
+					r := reading(ts)
+					if resKey == "" {
+						resKey = resourceIdentity(res)
 					}
 					id := m.Name() + "\x00" + resKey + "\x00" + attributeIdentity(dp.Attributes())
-					dSum, dCount := st.grow(id, dp.Sum(), float64(dp.Count()), ts)
+					dSum, dCount := st.grow(id, dp.Sum(), float64(dp.Count()), ts, first)
 					if skew {
 						r.snap.Skews += dCount
 						r.snap.SkewSeconds += dSum
-						r.waiters[waiterOf(dp.Attributes())] = true
+						if r.snap.Waiters == nil {
+							r.snap.Waiters = map[string]bool{}
+						}
+						r.snap.Waiters[waiterOf(dp.Attributes())] = true
 						if late := lateRankOf(dp.Attributes()); late != "" && dSum > 0 {
 							if r.snap.LateSeconds == nil {
 								r.snap.LateSeconds = map[string]float64{}
@@ -143,28 +160,37 @@ func (s *Store) readCollective(readings map[string]*collectiveReading, key strin
 	return readings
 }
 
-func (r *collectiveReading) stamp(ts int64) {
-	if ts > r.snap.Time {
-		r.snap.Time = ts
+// said takes what the receiver says of observability; any "no" wins: one blind process is enough to doubt
+// the replica.
+func (c *CollectiveSnapshot) said(observable float64, reason string) {
+	if math.IsNaN(observable) {
+		return
+	}
+	if math.IsNaN(c.Observable) || observable < c.Observable || (observable == c.Observable && c.Reason == "") {
+		c.Observable, c.Reason = observable, reason
 	}
 }
 
 // grow records a series' cumulative value and returns how much it grew since last seen; a drop is a
-// restart, after which the new value is all growth. A series seen for the first time is a baseline in the
-// replica's first batch (its history predates the state). In later batches it is all growth: the nccl
-// receiver emits every live series each interval, so one not seen before was born since the last batch (a
-// new message size, a late rank first named).
-func (c *collectiveState) grow(id string, sum, count float64, ts int64) (float64, float64) {
+// restart, after which the new value is all growth, and a value older than the one held (a late or
+// replayed batch) adds nothing. A series seen for the first time is a baseline in its source's first batch
+// (its history predates the state); in later batches it is all growth: the nccl receiver emits every live
+// series each interval, so one not seen before was born since (a new message size, a late rank first
+// named).
+func (c *collectiveState) grow(id string, sum, count float64, ts int64, baseline bool) (float64, float64) {
 	prev := c.last[id]
 	if prev == nil {
 		if len(c.last) >= maxCollectiveSeries {
-			c.forgetOldest()
+			return 0, 0
 		}
 		c.last[id] = &cumulative{sum: sum, count: count, seen: ts}
-		if c.snaps.n == 0 {
+		if baseline {
 			return 0, 0
 		}
 		return sum, count
+	}
+	if ts < prev.seen {
+		return 0, 0
 	}
 	dSum, dCount := sum-prev.sum, count-prev.count
 	if count < prev.count || sum < prev.sum {
@@ -174,62 +200,73 @@ func (c *collectiveState) grow(id string, sum, count float64, ts int64) (float64
 	return dSum, dCount
 }
 
-func (c *collectiveState) forgetOldest() {
-	delete(c.last, oldest(c.last, func(v *cumulative) int64 { return v.seen }))
-}
-
-func (s *Store) collective(key string) *collectiveState {
+// collective is the replica's state, made (and the quietest replica forgotten at the cap) when first needed.
+func (s *Store) collective(key string, ts int64) *collectiveState {
 	r := s.replicaCollectives[key]
 	if r == nil {
 		s.makeRoom(len(s.replicaCollectives), func() {
-			delete(s.replicaCollectives, oldest(s.replicaCollectives, func(c *collectiveState) int64 { return c.newest() }))
+			delete(s.replicaCollectives, oldest(s.replicaCollectives, func(c *collectiveState) int64 { return c.seen }))
 		})
-		r = &collectiveState{last: map[string]*cumulative{}, snaps: newRing[CollectiveSnapshot](s.cfg.MaxSnapshots)}
+		r = &collectiveState{last: map[string]*cumulative{}, snaps: newRing[CollectiveSnapshot](s.cfg.MaxSnapshots),
+			sources: map[string]int64{}, seen: ts}
 		s.replicaCollectives[key] = r
 	}
 	return r
 }
 
-func (c *collectiveState) newest() int64 {
-	if c.snaps.n == 0 {
-		return 0
-	}
-	return c.snaps.at(c.snaps.n - 1).Time
-}
-
-// pushCollective stores one batch's reading for a replica.
-func (s *Store) pushCollective(key string, r *collectiveReading) {
+// pushCollective stores one batch's reading for a replica and source.
+func (s *Store) pushCollective(r *collectiveReading) {
 	if r.snap.Time == 0 {
 		return
 	}
-	st := s.collective(key)
-	r.snap.Waiters = len(r.waiters)
-	if last := st.snaps.newest(); last != nil && last.Time == r.snap.Time {
+	st := s.collective(r.key, r.snap.Time)
+	prev, known := st.sources[r.snap.Source]
+	switch {
+	case known && r.snap.Time == prev:
 		// The rest of a batch that was split on its way (each series still counted once: deltas).
-		last.merge(r.snap)
-	} else {
-		if prev := st.newest(); prev > 0 && r.snap.Time > prev {
-			r.snap.Elapsed = float64(r.snap.Time-prev) / 1e9
+		for i := st.snaps.n - 1; i >= 0; i-- {
+			sn := st.snaps.ptr(i)
+			if sn.Time < prev {
+				break
+			}
+			if sn.Time == prev && sn.Source == r.snap.Source {
+				sn.merge(r.snap)
+				return
+			}
 		}
-		st.snaps.push(r.snap, collectiveTime, r.snap.Time-s.cfg.Window.Nanoseconds())
+	case known && r.snap.Time < prev:
+		return // a late batch: its series added nothing (grow), and summaries assume time order
+	case known:
+		r.snap.Elapsed = float64(r.snap.Time-prev) / 1e9
 	}
+	st.sources[r.snap.Source] = r.snap.Time
+	// Sources report at their own moments and may arrive out of order among themselves: insert in time order.
+	st.snaps.insert(r.snap, collectiveTime, r.snap.Time-s.cfg.Window.Nanoseconds())
 	cutoff := r.snap.Time - s.cfg.Window.Nanoseconds()
 	for id, v := range st.last {
 		if v.seen < cutoff {
 			delete(st.last, id)
 		}
 	}
+	for src, t := range st.sources {
+		if t < cutoff {
+			delete(st.sources, src)
+		}
+	}
 }
 
 func (c *CollectiveSnapshot) merge(o CollectiveSnapshot) {
-	if !math.IsNaN(o.Observable) && (math.IsNaN(c.Observable) || o.Observable < c.Observable) {
-		c.Observable, c.Reason = o.Observable, o.Reason
-	}
+	c.said(o.Observable, o.Reason)
 	c.Operations += o.Operations
 	c.OperationSeconds += o.OperationSeconds
 	c.Skews += o.Skews
 	c.SkewSeconds += o.SkewSeconds
-	c.Waiters = max(c.Waiters, o.Waiters)
+	for w := range o.Waiters {
+		if c.Waiters == nil {
+			c.Waiters = map[string]bool{}
+		}
+		c.Waiters[w] = true
+	}
 	for who, s := range o.LateSeconds {
 		if c.LateSeconds == nil {
 			c.LateSeconds = map[string]float64{}
@@ -294,13 +331,13 @@ func resourceIdentity(attrs pcommon.Map) string {
 }
 
 // summarizeCollectives fills the collective fields of sum from the batches whose time covers part of
-// [from, to]: a batch at T covers (T-Elapsed, T].
+// [from, to]: a batch at T covers (T-Elapsed, T]. The wait share is skew seconds over the waiting capacity
+// those batches cover: each batch's elapsed time times its communicators, summed over batches and sources.
 func summarizeCollectives(c *collectiveState, from, to int64, sum *Summary) {
 	if c == nil || c.snaps.n == 0 {
 		return
 	}
-	skews, skewSeconds, opSeconds, ops, elapsed := 0.0, 0.0, 0.0, 0.0, 0.0
-	waiters := 0
+	skews, skewSeconds, opSeconds, ops, capacity := 0.0, 0.0, 0.0, 0.0, 0.0
 	late := map[string]float64{}
 	said := func(sn CollectiveSnapshot) {
 		if !math.IsNaN(sn.Observable) && (math.IsNaN(sum.CollectiveObservable) || sn.Observable < sum.CollectiveObservable) {
@@ -321,8 +358,7 @@ func summarizeCollectives(c *collectiveState, from, to int64, sum *Summary) {
 		skewSeconds += sn.SkewSeconds
 		ops += sn.Operations
 		opSeconds += sn.OperationSeconds
-		elapsed += sn.Elapsed
-		waiters = max(waiters, sn.Waiters)
+		capacity += sn.Elapsed * float64(len(sn.Waiters))
 		for who, s := range sn.LateSeconds {
 			late[who] += s
 		}
@@ -339,17 +375,31 @@ func summarizeCollectives(c *collectiveState, from, to int64, sum *Summary) {
 		sum.CollectiveOperations = ops
 		sum.CollectiveMeanDuration = opSeconds / ops
 	}
-	if skews > 0 && elapsed > 0 && waiters > 0 {
+	if skews > 0 && capacity > 0 {
 		sum.CollectiveSkewMean = skewSeconds / skews
-		sum.CollectiveWaitShare = math.Min(1, skewSeconds/(elapsed*float64(waiters)))
+		sum.CollectiveWaitShare = math.Min(1, skewSeconds/capacity)
 		best := 0.0
 		for who, s := range late {
 			if s > best || (s == best && who < sum.CollectiveLateRank) {
 				best, sum.CollectiveLateRank = s, who
 			}
 		}
-		if skewSeconds > 0 {
+		if sum.CollectiveLateRank != "" && skewSeconds > 0 {
 			sum.CollectiveLateShare = best / skewSeconds
 		}
 	}
+}
+
+// CollectivesSettled reports whether the replica's collective timings can no longer change a summary that
+// ends at end (unix ns): the receiver has reported at or after it, or it has not reported for a while (a
+// replica without an nccl receiver, or one that went quiet, is not waited for).
+func (s *Store) CollectivesSettled(key string, end int64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.replicaCollectives[key]
+	if c == nil {
+		return true
+	}
+	newest := c.seen
+	return newest >= end || newest < end-int64(RecentLookback)
 }

@@ -1,6 +1,7 @@
 package fleetstate
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -125,4 +126,93 @@ func TestCollectiveSeriesBornLaterCountsInFull(t *testing.T) {
 	sum := s.Summarize("r1", at(1), at(9))
 	assert.InDelta(t, 0.25, sum.CollectiveWaitShare, 1e-9, "the late rank's first series: 2.5 s of skew over 10 s")
 	assert.Equal(t, "tp rank 1, communicator tp0", sum.CollectiveLateRank)
+}
+
+// Beyond maxCollectiveSeries a replica's series are not followed, and none is forgotten to make room: a
+// forgotten series would come back as new and count its whole history again.
+func TestCollectiveSeriesBeyondTheCapAddNothing(t *testing.T) {
+	s := newStore()
+	many := func(sec float64) pmetric.Metrics {
+		md := fleetstatetest.CollectivesAt(sec, twoRanks("r1", 1000, 1, 1, 1000, 1, true))
+		skew := md.ResourceMetrics().At(1).ScopeMetrics().At(1).Metrics().At(0).Histogram().DataPoints()
+		for i := 0; i < maxCollectiveSeries+1000; i++ {
+			dp := skew.AppendEmpty()
+			skew.At(0).CopyTo(dp)
+			dp.Attributes().PutStr(schema.AttrLLMCollectiveCommunicator, fmt.Sprintf("c%d", i))
+		}
+		return md
+	}
+	for _, sec := range []float64{0, 10, 20} {
+		s.Observe(many(sec))
+	}
+	sum := s.Summarize("r1", at(11), at(20))
+	assert.True(t, math.IsNaN(sum.CollectiveWaitShare), "nothing grew: no skew, got share %v", sum.CollectiveWaitShare)
+}
+
+// Two collectors report on one replica (one per node, each with its own ranks), at their own moments: each
+// batch covers the time since the same collector's previous one, and their communicators add up.
+func TestCollectivesFromTwoNodes(t *testing.T) {
+	s := newStore()
+	node := func(host, comm string, sec float64, n int) fleetstatetest.Collectives {
+		c := twoRanks("r1", uint64(1000*n), float64(n), float64(n), uint64(1000*n), float64(n), true) // 1 s of skew per 10 s
+		c.Host, c.Communicator = host, comm
+		for i := range c.Ranks {
+			c.Ranks[i].GPU = host + c.Ranks[i].GPU
+		}
+		return c
+	}
+	for n := 0; n < 4; n++ {
+		sec := 10 * float64(n)
+		s.Observe(fleetstatetest.CollectivesAt(sec, node("node-a", "tp-a", sec, n)))
+		s.Observe(fleetstatetest.CollectivesAt(sec+0.3, node("node-b", "tp-b", sec+0.3, n)))
+	}
+	for _, w := range [][2]float64{{5, 30.3}, {10.1, 10.2}, {20.1, 20.2}} {
+		sum := s.Summarize("r1", at(w[0]), at(w[1]))
+		assert.InDelta(t, 0.1, sum.CollectiveWaitShare, 1e-9, "window %v", w)
+	}
+}
+
+// A batch replayed late (an exporter's retry, queues with several consumers) counts nothing twice.
+func TestCollectiveLateBatchCountsNothingTwice(t *testing.T) {
+	s := newStore()
+	batches := map[float64]pmetric.Metrics{}
+	for n, sec := range []float64{0, 10, 20, 30} {
+		batches[sec] = fleetstatetest.CollectivesAt(sec, twoRanks("r1", uint64(1000*n), 1, 1, uint64(1000*n), 3*float64(n), true))
+	}
+	s.Observe(batches[0])
+	s.Observe(batches[10])
+	s.Observe(batches[20])
+	s.Observe(batches[10]) // again, late
+	s.Observe(batches[30])
+	sum := s.Summarize("r1", at(21), at(29))
+	assert.InDelta(t, 0.3, sum.CollectiveWaitShare, 1e-9, "3 s of skew over the 10 s from 20 s to 30 s")
+}
+
+// A batch split in two with each communicator's skew in a different half still counts both communicators.
+func TestCollectiveSplitBatchKeepsEveryCommunicator(t *testing.T) {
+	s := newStore()
+	both := func(sec float64, n int) (pmetric.Metrics, pmetric.Metrics) {
+		a := twoRanks("r1", uint64(1000*n), 1, 1, uint64(1000*n), 2*float64(n), true)
+		b := a
+		a.Communicator, b.Communicator = "tp0", "tp1"
+		b.Ranks = []fleetstatetest.CollectiveRank{{GPU: "GPU-c", PID: 12, TPRank: 0}, {GPU: "GPU-d", PID: 13, TPRank: 1}}
+		return fleetstatetest.CollectivesAt(sec, a), fleetstatetest.CollectivesAt(sec, b)
+	}
+	for n, sec := range []float64{0, 10} {
+		first, second := both(sec, n)
+		s.Observe(first)
+		s.Observe(second)
+	}
+	sum := s.Summarize("r1", at(1), at(9))
+	assert.InDelta(t, 4.0/(10*2), sum.CollectiveWaitShare, 1e-9, "2 s of skew on each of two communicators over 10 s")
+}
+
+func TestCollectivesSettled(t *testing.T) {
+	s := newStore()
+	assert.True(t, s.CollectivesSettled("r1", at(5)), "no nccl receiver: nothing to wait for")
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 0, 0, 0, 0, 0, true)))
+	assert.False(t, s.CollectivesSettled("r1", at(5)), "the receiver reports: wait for its batch after the request")
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 0, 0, 0, 0, 0, true)))
+	assert.True(t, s.CollectivesSettled("r1", at(5)))
+	assert.True(t, s.CollectivesSettled("r1", at(200)), "quiet for over a minute: not waited for")
 }

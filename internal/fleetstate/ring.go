@@ -55,10 +55,23 @@ func (r *ring[T]) span(timeOf func(T) int64, from, to int64) (first, last int, o
 	return first, last, true
 }
 
-// newest is the newest snapshot held, nil when empty; callers may update it in place.
-func (r *ring[T]) newest() *T {
-	if r.n == 0 {
-		return nil
+// insert places v in time order, keeping snapshots of equal time (sources that report at the same moment);
+// a full ring drops its oldest first, and what is older than cutoff goes.
+func (r *ring[T]) insert(v T, timeOf func(T) int64, cutoff int64) {
+	if r.n == len(r.buf) {
+		r.start = (r.start + 1) % len(r.buf)
+		r.n--
 	}
-	return &r.buf[(r.start+r.n-1)%len(r.buf)]
+	*r.ptr(r.n) = v
+	r.n++
+	for i := r.n - 1; i > 0 && timeOf(r.at(i-1)) > timeOf(r.at(i)); i-- {
+		*r.ptr(i - 1), *r.ptr(i) = r.at(i), r.at(i-1)
+	}
+	for r.n > 1 && timeOf(r.at(0)) < cutoff {
+		r.start = (r.start + 1) % len(r.buf)
+		r.n--
+	}
 }
+
+// ptr is the i-th oldest snapshot held, for updating in place.
+func (r *ring[T]) ptr(i int) *T { return &r.buf[(r.start+i)%len(r.buf)] }

@@ -147,7 +147,7 @@ func (s *Store) Observe(md pmetric.Metrics) {
 	rms := md.ResourceMetrics()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var collectives map[string]*collectiveReading
+	var collectives map[readingKey]*collectiveReading
 	for i := 0; i < rms.Len(); i++ {
 		rm := rms.At(i)
 		res := rm.Resource().Attributes()
@@ -165,8 +165,8 @@ func (s *Store) Observe(md pmetric.Metrics) {
 		}
 		s.observeGPUPoints(key, rm)
 	}
-	for key, r := range collectives {
-		s.pushCollective(key, r)
+	for _, r := range collectives {
+		s.pushCollective(r)
 	}
 }
 

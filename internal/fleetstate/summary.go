@@ -68,7 +68,7 @@ type Summary struct {
 	// GPUPositions places each GPU whose parallel position is known (tp rank, pp stage, group), by hw.id.
 	GPUPositions map[string]GPUPosition
 
-	// Collective communication (the nccl receiver), over the interval widened by RecentLookback.
+	// Collective communication (the nccl receiver), from the receiver's batches that cover part of the interval.
 	// CollectiveObservable is 1 when the receiver says the replica's collective time can be seen, 0 when it
 	// says it cannot (CollectiveObservableReason says why), NaN when nothing was said.
 	CollectiveObservable       float64

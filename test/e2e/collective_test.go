@@ -56,15 +56,18 @@ func TestCollectiveWaitFromSimulatedNCCL(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &simOut, &simErr
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	done := make(chan struct{}) // closed once Wait returned: ProcessState is not read while Wait runs
+	go func() { exited <- cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-done:
+		default:
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-exited:
+			case <-done:
 			case <-time.After(10 * time.Second):
 				_ = cmd.Process.Kill()
-				<-exited
+				<-done
 			}
 		}
 		if t.Failed() {

@@ -167,6 +167,7 @@ type CollectiveRank struct {
 // observability gauge.
 type Collectives struct {
 	Replica      string
+	Host         string // host.name of the ranks' processes (the collector's node), "" for none
 	Communicator string
 	Observable   bool
 	Reason       string
@@ -205,6 +206,9 @@ func CollectivesAt(sec float64, c Collectives) pmetric.Metrics {
 		rm := md.ResourceMetrics().AppendEmpty()
 		rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, c.Replica)
 		rm.Resource().Attributes().PutStr(schema.AttrHwID, r.GPU)
+		if c.Host != "" {
+			rm.Resource().Attributes().PutStr(schema.AttrHostName, c.Host)
+		}
 		dp := histogram(rm, schema.MetricLLMCollectiveDuration, r.Operations, r.OperationSeconds)
 		dp.Attributes().PutInt(schema.AttrProcessPid, r.PID)
 		dp.Attributes().PutInt(schema.AttrLLMCollectiveRank, int64(r.TPRank))
