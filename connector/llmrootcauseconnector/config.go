@@ -3,7 +3,8 @@ package llmrootcauseconnector
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/servescope/servescope/internal/schema"
@@ -146,13 +147,13 @@ func (c *Config) Validate() error {
 	positive := map[string]int{"max_pending_spans": c.MaxPendingSpans, "max_replicas": c.MaxReplicas, "max_tenants": c.MaxTenants,
 		"max_prompt_families": c.MaxPromptFamilies, "max_series": c.MaxSeries, "max_models": c.MaxModels,
 		"request_id_cache": c.RequestIDCache, "baseline.min_samples": c.Baseline.MinSamples}
-	for _, name := range sortedKeys(positive) {
+	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] <= 0 {
 			bad("%s: must be positive, got %d", name, positive[name])
 		}
 	}
 	durations := map[string]time.Duration{"state_window": c.StateWindow, "baseline.window": c.Baseline.Window, "metrics_flush_interval": c.MetricsFlushInterval}
-	for _, name := range sortedKeys(durations) {
+	for _, name := range slices.Sorted(maps.Keys(durations)) {
 		if durations[name] <= 0 {
 			bad("%s: must be positive, got %s", name, durations[name])
 		}
@@ -162,7 +163,7 @@ func (c *Config) Validate() error {
 		"rules.decode_share": c.Rules.DecodeShare, "rules.cache_miss_share": c.Rules.CacheMissShare, "rules.cache_usual_share": c.Rules.CacheUsualShare,
 		"rules.hit_ratio_collapse": c.Rules.HitRatioCollapse, "rules.long_quantile": c.Rules.LongQuantile,
 		"rules.clock_drop": c.Rules.ClockDrop, "rules.collective_wait_share": c.Rules.CollectiveWaitShare}
-	for _, name := range sortedKeys(fractions) {
+	for _, name := range slices.Sorted(maps.Keys(fractions)) {
 		if v := fractions[name]; !(v > 0 && v < 1) {
 			bad("%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
@@ -183,7 +184,7 @@ func (c *Config) Validate() error {
 		}
 		seenDim[d] = true
 		if !allowedDimensions[d] {
-			bad("dimensions: %q is not one of %v", d, sortedKeys(allowedDimensions))
+			bad("dimensions: %q is not one of %v", d, slices.Sorted(maps.Keys(allowedDimensions)))
 		}
 	}
 	if len(c.HistogramBuckets) == 0 {
@@ -205,15 +206,6 @@ func (c *Config) Validate() error {
 		checkLimits("slo.models."+model, l)
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // limits returns the SLO for a model, falling back to the default per limit.

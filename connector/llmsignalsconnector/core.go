@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -215,7 +216,7 @@ func (c *core) evaluate(now int64) outputs {
 	for _, v := range views {
 		h := healthOf(v, c.cfg)
 		g.set(schema.MetricLLMReplicaHealthScore, h.score, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
-		for _, name := range sortedKeys(h.components) {
+		for _, name := range slices.Sorted(maps.Keys(h.components)) {
 			g.set(schema.MetricLLMReplicaHealthComponent, h.components[name], schema.AttrLLMHealthComponent, name,
 				schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
 		}
@@ -234,12 +235,12 @@ func (c *core) evaluate(now int64) outputs {
 			c.costs.charge(c.cfg, v, v.usage, dt)
 		}
 	}
-	for _, model := range sortedKeys(pools) {
+	for _, model := range slices.Sorted(maps.Keys(pools)) {
 		pv := &view{model: model}
 		c.advance(incidentKey{tenantFairness.name, poolSubject(model)}, tenantFairness, tenantFairness.checkPool(pools[model], &c.cfg.Detectors), pv, now, ld, g)
 	}
 	c.costs.perRequest(g)
-	for _, model := range sortedKeys(pools) {
+	for _, model := range slices.Sorted(maps.Keys(pools)) {
 		p := pools[model]
 		g.set(schema.MetricLLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
 		g.set(schema.MetricLLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model)
@@ -398,12 +399,12 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 			actions.AppendEmpty().SetStr(act)
 		}
 		ev := a.PutEmptyMap(evidenceAttribute)
-		for _, k := range sortedKeys(f.evidence) {
+		for _, k := range slices.Sorted(maps.Keys(f.evidence)) {
 			if val := f.evidence[k]; known(val) {
 				ev.PutDouble(k, val)
 			}
 		}
-		for _, k := range sortedKeys(f.text) {
+		for _, k := range slices.Sorted(maps.Keys(f.text)) {
 			ev.PutStr(k, f.text[k])
 		}
 	}
@@ -444,15 +445,6 @@ func (g *gauges) set(name string, value float64, attrs ...string) {
 	for i := 0; i+1 < len(attrs); i += 2 {
 		dp.Attributes().PutStr(attrs[i], attrs[i+1])
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func orUnknown(s string) string {

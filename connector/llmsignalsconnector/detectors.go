@@ -2,7 +2,9 @@ package llmsignalsconnector
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -234,7 +236,7 @@ var detectors = []detector{
 		var worst []string
 		var group string
 		worstSkew := -1.0
-		for _, g := range sortedKeys(groups) {
+		for _, g := range slices.Sorted(maps.Keys(groups)) {
 			ids := groups[g]
 			if len(ids) < 2 {
 				continue
@@ -357,7 +359,7 @@ var tenantFairness = detector{name: "tenant_fairness", severity: severityWarning
 		return finding{clear: true}
 	}
 	noisy := ""
-	for _, t := range sortedKeys(tokens) {
+	for _, t := range slices.Sorted(maps.Keys(tokens)) {
 		if noisy == "" || tokens[t] > tokens[noisy] {
 			noisy = t
 		}
@@ -370,7 +372,7 @@ var tenantFairness = detector{name: "tenant_fairness", severity: severityWarning
 	}
 	tokenShare, requestShare := tokens[noisy]/totalTokens, requests[noisy]/totalRequests
 	starving, worst := "", 0.0
-	for _, t := range sortedKeys(requests) {
+	for _, t := range slices.Sorted(maps.Keys(requests)) {
 		if q := meanQueue(t); t != noisy && known(q) && q > worst {
 			starving, worst = t, q
 		}

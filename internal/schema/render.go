@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"go/format"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -97,7 +99,7 @@ func RenderMarkdown(s *Schema) []byte {
 		b.WriteString("\n\n")
 		if len(e.LabelRenames) > 0 {
 			b.WriteString("Labels renamed on every mapped family:")
-			for _, from := range sortedKeys(e.LabelRenames) {
+			for _, from := range slices.Sorted(maps.Keys(e.LabelRenames)) {
 				fmt.Fprintf(&b, " `%s` → `%s`;", from, e.LabelRenames[from])
 			}
 			b.WriteString("\n\n")
@@ -113,7 +115,7 @@ func RenderMarkdown(s *Schema) []byte {
 				if i > 0 {
 					notes = append(notes, "fallback")
 				}
-				for _, from := range sortedKeys(src.Labels) {
+				for _, from := range slices.Sorted(maps.Keys(src.Labels)) {
 					notes = append(notes, fmt.Sprintf("`%s` → `%s`", from, src.Labels[from]))
 				}
 				if src.Note != "" {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -108,7 +109,7 @@ func (src *Source) Display() string {
 		return src.Name
 	}
 	parts := make([]string, 0, len(src.Select))
-	for _, k := range sortedKeys(src.Select) {
+	for _, k := range slices.Sorted(maps.Keys(src.Select)) {
 		parts = append(parts, fmt.Sprintf("%s=%q", k, src.Select[k]))
 	}
 	return src.Name + "{" + strings.Join(parts, ",") + "}"
@@ -257,7 +258,7 @@ func (s *Schema) validate() error {
 
 func validateSelect(engine, metric string, src *Source, selectedOn map[string]string) []error {
 	var errs []error
-	on := strings.Join(sortedKeys(src.Select), ",")
+	on := strings.Join(slices.Sorted(maps.Keys(src.Select)), ",")
 	for label, value := range src.Select {
 		if label == "" || value == "" {
 			errs = append(errs, fmt.Errorf("metric %q: source %q: select needs a label and a value, got %q=%q", metric, src.Name, label, value))

@@ -8,8 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
@@ -88,9 +89,9 @@ func parseApplications(body []byte, out *enginescrape.StateOutput) error {
 	if err := json.Unmarshal(body, &d); err != nil {
 		return fmt.Errorf("serve applications: %w", err)
 	}
-	for _, app := range sortedKeys(d.Applications) {
+	for _, app := range slices.Sorted(maps.Keys(d.Applications)) {
 		deployments := d.Applications[app].Deployments
-		for _, dep := range sortedKeys(deployments) {
+		for _, dep := range slices.Sorted(maps.Keys(deployments)) {
 			details := deployments[dep]
 			byState := map[string]int{}
 			for _, r := range details.Replicas {
@@ -98,7 +99,7 @@ func parseApplications(body []byte, out *enginescrape.StateOutput) error {
 					byState[*r.State]++
 				}
 			}
-			for _, state := range sortedKeys(byState) {
+			for _, state := range slices.Sorted(maps.Keys(byState)) {
 				out.Gauge(schema.MetricLLMServeReplicas, float64(byState[state]),
 					schema.AttrLLMServeApplication, app, schema.AttrLLMServeDeployment, dep, schema.AttrLLMServeReplicaState, state)
 			}
@@ -113,13 +114,4 @@ func parseApplications(body []byte, out *enginescrape.StateOutput) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,8 +1,0 @@
-package schema
-
-import (
-	"maps"
-	"slices"
-)
-
-func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
