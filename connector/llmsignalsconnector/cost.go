@@ -2,7 +2,6 @@ package llmsignalsconnector
 
 import (
 	"cmp"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -30,7 +29,7 @@ type usageKey struct{ metric, replica, tenant, model, sub string }
 // per usageKey: several series fold into one key (tenants beyond the cap into _other, the prompt families
 // of one tenant), and taking growth across them would read each switch between them as a restart.
 func seriesID(metric, replica string, attrs pcommon.Map) string {
-	return metric + "\x00" + replica + "\x00" + fmt.Sprint(attrs.AsRaw())
+	return metric + "\x00" + replica + "\x00" + fleetstate.AttributesKey(attrs)
 }
 
 type tenantModel struct{ tenant, model string }

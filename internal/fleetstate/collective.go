@@ -134,7 +134,7 @@ func (s *Store) readCollective(readings map[readingKey]*collectiveReading, key s
 					if resKey == "" {
 						resKey = resourceIdentity(res)
 					}
-					id := m.Name() + "\x00" + resKey + "\x00" + attributeIdentity(dp.Attributes())
+					id := m.Name() + "\x00" + resKey + "\x00" + AttributesKey(dp.Attributes())
 					dSum, dCount := st.grow(id, dp.Sum(), float64(dp.Count()), ts, first)
 					if skew {
 						r.snap.Skews += dCount
@@ -314,8 +314,9 @@ func text(attrs pcommon.Map, key string) string {
 	return ""
 }
 
-// attributeIdentity is a series' attributes as a key, independent of their order.
-func attributeIdentity(attrs pcommon.Map) string {
+// AttributesKey is a series' attributes as a key, independent of their order: what tells one cumulative
+// series from another (both connectors take growth per series).
+func AttributesKey(attrs pcommon.Map) string {
 	kv := make([]string, 0, attrs.Len())
 	attrs.Range(func(k string, v pcommon.Value) bool {
 		kv = append(kv, k+"="+v.AsString())
