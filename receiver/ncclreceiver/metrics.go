@@ -1,8 +1,10 @@
 package ncclreceiver
 
 import (
+	"maps"
 	"math"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -49,10 +51,7 @@ type opSeries struct {
 	nranks int
 	peer   int
 	timing string
-
-	counts []uint64
-	sum    float64
-	n      uint64
+	histogram
 
 	// this interval's bandwidth, time-weighted: sum(bw x t) / sum(t)
 	busW, algoW, weight float64
@@ -68,10 +67,33 @@ type skewSeries struct {
 	nranks   int
 	lateRank int
 	rank     int
-	counts   []uint64
-	sum      float64
-	n        uint64
-	seen     time.Time
+	histogram
+	seen time.Time
+}
+
+// histogram is one cumulative series of seconds in the receiver's buckets.
+type histogram struct {
+	counts []uint64
+	sum    float64
+	n      uint64
+}
+
+func newHistogram() histogram { return histogram{counts: make([]uint64, len(bounds)+1)} }
+
+func (h *histogram) observe(secs float64) {
+	h.counts[sort.SearchFloat64s(bounds, secs)]++
+	h.sum += secs
+	h.n++
+}
+
+// writeTo fills a cumulative data point (attributes are the caller's).
+func (h *histogram) writeTo(dp pmetric.HistogramDataPoint, start, ts pcommon.Timestamp) {
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.ExplicitBounds().FromRaw(bounds)
+	dp.BucketCounts().FromRaw(h.counts)
+	dp.SetSum(h.sum)
+	dp.SetCount(h.n)
 }
 
 // promSet is the last reading of one textfile.
@@ -191,13 +213,11 @@ func (a *aggregator) record(f *tracked, o op) {
 			return
 		}
 		s = &opSeries{proc: p, name: o.name, comm: o.communicator(), bucket: bucket, rank: o.rank, nranks: o.nranks,
-			peer: o.peer, timing: o.timing, counts: make([]uint64, len(bounds)+1)}
+			peer: o.peer, timing: o.timing, histogram: newHistogram()}
 		a.ops[key] = s
 	}
 	secs := o.execUs / 1e6
-	s.counts[sort.SearchFloat64s(bounds, secs)]++
-	s.sum += secs
-	s.n++
+	s.observe(secs)
 	s.seen = a.now
 	if secs > 0 && !math.IsNaN(o.busGBs) && !math.IsNaN(o.algoGBs) {
 		s.busW += o.busGBs * secs
@@ -232,12 +252,10 @@ func (a *aggregator) addSkew(r skewResult) {
 			return
 		}
 		s = &skewSeries{proc: r.proc, basis: r.basis, name: r.name, comm: r.label, bucket: r.bucket, nranks: r.nranks,
-			lateRank: r.lateRank, rank: r.rank, counts: make([]uint64, len(bounds)+1)}
+			lateRank: r.lateRank, rank: r.rank, histogram: newHistogram()}
 		a.skews[key] = s
 	}
-	s.counts[sort.SearchFloat64s(bounds, r.skewS)]++
-	s.sum += r.skewS
-	s.n++
+	s.observe(r.skewS)
 	s.seen = a.now
 }
 
@@ -273,12 +291,7 @@ func (a *aggregator) emit() pmetric.Metrics {
 		}
 		return r
 	}
-	keys := make([]string, 0, len(a.ops))
-	for k := range a.ops {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(a.ops)) {
 		s := a.ops[k]
 		if a.now.Sub(s.seen) > staleAfter {
 			delete(a.ops, k)
@@ -289,12 +302,7 @@ func (a *aggregator) emit() pmetric.Metrics {
 			a.opAttrs(s, m)
 		}
 		h := r.histogram(schema.MetricLLMCollectiveDuration, "s").DataPoints().AppendEmpty()
-		h.SetStartTimestamp(a.start)
-		h.SetTimestamp(ts)
-		h.ExplicitBounds().FromRaw(bounds)
-		h.BucketCounts().FromRaw(s.counts)
-		h.SetSum(s.sum)
-		h.SetCount(s.n)
+		s.writeTo(h, a.start, ts)
 		attrs(h.Attributes())
 		c := r.sum(schema.MetricLLMCollectiveCount, "{operation}").DataPoints().AppendEmpty()
 		c.SetStartTimestamp(a.start)
@@ -314,24 +322,14 @@ func (a *aggregator) emit() pmetric.Metrics {
 			s.busW, s.algoW, s.weight = 0, 0, 0
 		}
 	}
-	keys = keys[:0]
-	for k := range a.skews {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(a.skews)) {
 		s := a.skews[k]
 		if a.now.Sub(s.seen) > staleAfter {
 			delete(a.skews, k)
 			continue
 		}
 		dp := out(s.proc).histogram(schema.MetricLLMCollectiveArrivalSkew, "s").DataPoints().AppendEmpty()
-		dp.SetStartTimestamp(a.start)
-		dp.SetTimestamp(ts)
-		dp.ExplicitBounds().FromRaw(bounds)
-		dp.BucketCounts().FromRaw(s.counts)
-		dp.SetSum(s.sum)
-		dp.SetCount(s.n)
+		s.writeTo(dp, a.start, ts)
 		m := dp.Attributes()
 		m.PutInt(schema.AttrProcessPid, s.proc.pid)
 		m.PutStr(schema.AttrLLMCollectiveType, s.name)
