@@ -145,38 +145,29 @@ func (r *Rig) Warnings() int { return r.Logs.FilterLevelExact(zapcore.WarnLevel)
 
 // Gauges returns a gauge's data points keyed by their attributes as "k=v;" in order ("" for none).
 func Gauges(md pmetric.Metrics, name string) map[string]float64 {
-	out := map[string]float64{}
-	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
-	for i := 0; i < ms.Len(); i++ {
-		m := ms.At(i)
-		if m.Name() != name || m.Type() != pmetric.MetricTypeGauge {
-			continue
-		}
-		for _, dp := range m.Gauge().DataPoints().All() {
-			key := ""
-			for k, v := range dp.Attributes().All() {
-				key += k + "=" + v.AsString() + ";"
-			}
-			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
-				out[key] = float64(dp.IntValue())
-			} else {
-				out[key] = dp.DoubleValue()
-			}
-		}
-	}
-	return out
+	return numbers(md, name, pmetric.MetricTypeGauge)
 }
 
 // Sums returns a sum's data points keyed like Gauges.
 func Sums(md pmetric.Metrics, name string) map[string]float64 {
+	return numbers(md, name, pmetric.MetricTypeSum)
+}
+
+func numbers(md pmetric.Metrics, name string, typ pmetric.MetricType) map[string]float64 {
 	out := map[string]float64{}
 	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	for i := 0; i < ms.Len(); i++ {
 		m := ms.At(i)
-		if m.Name() != name || m.Type() != pmetric.MetricTypeSum {
+		if m.Name() != name || m.Type() != typ {
 			continue
 		}
-		for _, dp := range m.Sum().DataPoints().All() {
+		var dps pmetric.NumberDataPointSlice
+		if typ == pmetric.MetricTypeSum {
+			dps = m.Sum().DataPoints()
+		} else {
+			dps = m.Gauge().DataPoints()
+		}
+		for _, dp := range dps.All() {
 			key := ""
 			for k, v := range dp.Attributes().All() {
 				key += k + "=" + v.AsString() + ";"
