@@ -2,6 +2,7 @@ package llmsignalsconnector
 
 import (
 	"cmp"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -33,6 +34,8 @@ func seriesID(metric, replica string, attrs pcommon.Map) string {
 }
 
 type tenantModel struct{ tenant, model string }
+
+type tokenModel struct{ tokenType, model string }
 
 type replicaUsage struct {
 	tokens   map[tenantModel]float64
@@ -268,7 +271,7 @@ type costBook struct {
 	interval, requests map[tenantModel]float64
 	// phaseCost and phaseTokens are this evaluation's prefill and decode cost and the tokens they produced,
 	// per model: computed prompt tokens for prefill, generated tokens for decode.
-	phaseCost, phaseTokens map[tenantModel]float64 // tenant field holds the token type
+	phaseCost, phaseTokens map[tokenModel]float64
 }
 
 type costKey struct{ tenant, model, replica string }
@@ -278,7 +281,7 @@ type categoryKey struct{ category, model, replica string }
 func newCostBook() *costBook {
 	return &costBook{gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{},
 		categories: map[categoryKey]float64{}, interval: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
-		phaseCost: map[tenantModel]float64{}, phaseTokens: map[tenantModel]float64{}}
+		phaseCost: map[tokenModel]float64{}, phaseTokens: map[tokenModel]float64{}}
 }
 
 // charge books dt seconds of a replica's GPUs: split among tenant and model by their share of the tokens the
@@ -373,42 +376,41 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 	for _, c := range u.cached {
 		cached += c
 	}
-	b.phaseCost[tenantModel{"prompt", v.model}] += busy * prefill / (prefill + decode) * perSecond
-	b.phaseCost[tenantModel{"generation", v.model}] += busy * decode / (prefill + decode) * perSecond
-	b.phaseTokens[tenantModel{"prompt", v.model}] += math.Max(0, u.byType["prompt"]-cached)
-	b.phaseTokens[tenantModel{"generation", v.model}] += u.byType["generation"]
+	b.phaseCost[tokenModel{"prompt", v.model}] += busy * prefill / (prefill + decode) * perSecond
+	b.phaseCost[tokenModel{"generation", v.model}] += busy * decode / (prefill + decode) * perSecond
+	b.phaseTokens[tokenModel{"prompt", v.model}] += math.Max(0, u.byType["prompt"]-cached)
+	b.phaseTokens[tokenModel{"generation", v.model}] += u.byType["generation"]
 }
 
-// perRequest writes this evaluation's cost per request (per tenant and model) and starts the next interval.
+// perRequest writes this evaluation's cost per request (per tenant and model) and per token (per token type
+// and model), and starts the next interval.
 func (b *costBook) perRequest(g *gauges) {
-	keys := make([]tenantModel, 0, len(b.interval))
-	for tm := range b.interval {
-		keys = append(keys, tm)
-	}
-	slices.SortFunc(keys, func(a, b tenantModel) int {
-		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.model, b.model))
-	})
-	for _, tm := range keys {
-		if n := b.requests[tm]; n > 0 {
-			g.set(schema.MetricLLMCostPerRequest, b.interval[tm]/n, schema.AttrLLMTenant, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
+	writeRatios(g, schema.MetricLLMCostPerRequest, b.interval, b.requests,
+		func(a, c tenantModel) int {
+			return cmp.Or(cmp.Compare(a.tenant, c.tenant), cmp.Compare(a.model, c.model))
+		},
+		func(k tenantModel) []string {
+			return []string{schema.AttrLLMTenant, k.tenant, schema.AttrGenAIRequestModel, k.model}
+		})
+	writeRatios(g, schema.MetricLLMCostPerToken, b.phaseCost, b.phaseTokens,
+		func(a, c tokenModel) int {
+			return cmp.Or(cmp.Compare(a.model, c.model), cmp.Compare(a.tokenType, c.tokenType))
+		},
+		func(k tokenModel) []string {
+			return []string{schema.AttrLLMTokenType, k.tokenType, schema.AttrGenAIRequestModel, k.model}
+		})
+}
+
+// writeRatios sets name to num[k]/den[k] for every key with a positive denominator, keys in order, and
+// clears both maps: the per-interval ratios.
+func writeRatios[K comparable](g *gauges, name string, num, den map[K]float64, order func(a, b K) int, attrs func(K) []string) {
+	for _, k := range slices.SortedFunc(maps.Keys(num), order) {
+		if n := den[k]; n > 0 {
+			g.set(name, num[k]/n, attrs(k)...)
 		}
 	}
-	clear(b.interval)
-	clear(b.requests)
-	keys = keys[:0]
-	for tm := range b.phaseCost {
-		keys = append(keys, tm)
-	}
-	slices.SortFunc(keys, func(a, b tenantModel) int {
-		return cmp.Or(cmp.Compare(a.model, b.model), cmp.Compare(a.tenant, b.tenant))
-	})
-	for _, tm := range keys {
-		if n := b.phaseTokens[tm]; n > 0 {
-			g.set(schema.MetricLLMCostPerToken, b.phaseCost[tm]/n, schema.AttrLLMTokenType, tm.tenant, schema.AttrGenAIRequestModel, tm.model)
-		}
-	}
-	clear(b.phaseCost)
-	clear(b.phaseTokens)
+	clear(num)
+	clear(den)
 }
 
 func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts pcommon.Timestamp) {
