@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/datapoints"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -168,24 +169,7 @@ func selectsAny(m pmetric.Metric, selected map[string]string) bool {
 		}
 		found = true
 	}
-	switch m.Type() {
-	case pmetric.MetricTypeGauge:
-		for _, dp := range m.Gauge().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	case pmetric.MetricTypeSum:
-		for _, dp := range m.Sum().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	case pmetric.MetricTypeHistogram:
-		for _, dp := range m.Histogram().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	case pmetric.MetricTypeSummary:
-		for _, dp := range m.Summary().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	}
+	datapoints.EachAttributes(m, visit)
 	return found
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/processor/processortest"
 
+	"github.com/servescope/servescope/internal/datapoints"
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
@@ -85,22 +86,5 @@ func walk(m pmetric.Metric) {
 			sink += len(k) + int(v.Type())
 		}
 	}
-	switch m.Type() {
-	case pmetric.MetricTypeGauge:
-		for _, dp := range m.Gauge().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	case pmetric.MetricTypeSum:
-		for _, dp := range m.Sum().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	case pmetric.MetricTypeHistogram:
-		for _, dp := range m.Histogram().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	case pmetric.MetricTypeSummary:
-		for _, dp := range m.Summary().DataPoints().All() {
-			visit(dp.Attributes())
-		}
-	}
+	datapoints.EachAttributes(m, visit)
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/internal/datapoints"
 	"github.com/servescope/servescope/internal/fleetsim"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -262,7 +263,7 @@ func (v *gatewayView) addMetrics(md pmetric.Metrics) {
 			ms := rm.ScopeMetrics().At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
 				m := ms.At(k)
-				eachPointAttrs(m, func(attrs pcommon.Map) {
+				datapoints.EachAttributes(m, func(attrs pcommon.Map) {
 					pointInst := inst
 					if p := str(attrs, schema.AttrServiceInstanceID); p != "" {
 						if !v.known(p, m.Name()+" point") {
@@ -316,31 +317,6 @@ func (v *gatewayView) addLogs(ld plog.Logs) {
 					v.slowLogTraces[rec.TraceID().String()] = inst
 				}
 			}
-		}
-	}
-}
-
-func eachPointAttrs(m pmetric.Metric, fn func(pcommon.Map)) {
-	switch m.Type() {
-	case pmetric.MetricTypeGauge:
-		for i := 0; i < m.Gauge().DataPoints().Len(); i++ {
-			fn(m.Gauge().DataPoints().At(i).Attributes())
-		}
-	case pmetric.MetricTypeSum:
-		for i := 0; i < m.Sum().DataPoints().Len(); i++ {
-			fn(m.Sum().DataPoints().At(i).Attributes())
-		}
-	case pmetric.MetricTypeHistogram:
-		for i := 0; i < m.Histogram().DataPoints().Len(); i++ {
-			fn(m.Histogram().DataPoints().At(i).Attributes())
-		}
-	case pmetric.MetricTypeExponentialHistogram:
-		for i := 0; i < m.ExponentialHistogram().DataPoints().Len(); i++ {
-			fn(m.ExponentialHistogram().DataPoints().At(i).Attributes())
-		}
-	case pmetric.MetricTypeSummary:
-		for i := 0; i < m.Summary().DataPoints().Len(); i++ {
-			fn(m.Summary().DataPoints().At(i).Attributes())
 		}
 	}
 }
