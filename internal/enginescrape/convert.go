@@ -1,6 +1,7 @@
 package enginescrape
 
 import (
+	"hash/maphash"
 	"math"
 	"slices"
 	"sort"
@@ -19,6 +20,7 @@ import (
 type converter struct {
 	series map[string]*seriesState
 	gen    uint64
+	seed   maphash.Seed // for seriesSet; random per converter, so a page cannot aim at collisions
 }
 
 type seriesState struct {
@@ -32,18 +34,166 @@ type seriesState struct {
 type conversion struct {
 	points     int
 	nanDropped map[string]int // family -> NaN samples dropped
+	infDropped map[string]int // family -> +Inf/-Inf values dropped
 	resets     []string       // families with a counter reset
+	resetCount int            // series that started a new cumulative run
 	malformed  map[string]string
+	// repeats counts, per family in order of appearance, the samples of a series already seen in the
+	// scrape; repeatExample is the first such series, shortened for a log line.
+	repeats       []familyCount
+	repeatExample string
+}
+
+type familyCount struct {
+	family string
+	n      int
+}
+
+// seriesSet tells the first line of each series of one family from repeats. A page that writes a series
+// twice (two exporters merged, a client bug) would otherwise give two points of one series at one time; the
+// first line wins, as a reader of the page would take it. The series of a histogram or summary line is its
+// part: a bucket (le), a quantile, _count or _sum.
+//
+// Samples are hashed (name and labels, in any order) rather than keyed by a string built per sample, so a page
+// without repeats, the usual one, costs no allocation per sample. A hash match is confirmed by comparing the
+// two samples: a collision can only let a repeat through, never drop a series.
+type seriesSet struct {
+	seed    maphash.Seed
+	samples []promtext.Sample
+	first   map[uint64]int // hash -> index of the first sample with it
+	name    string         // the name all samples' series share (a counter's c and c_total); "" = their own
+}
+
+func newSeriesSet(seed maphash.Seed, f *promtext.Family, sharedName string) seriesSet {
+	set := seriesSet{seed: seed, samples: f.Samples, name: sharedName}
+	if len(f.Samples) > 1 { // most gauge families are one line, which cannot repeat
+		set.first = make(map[uint64]int, len(f.Samples))
+	}
+	return set
+}
+
+func (set *seriesSet) nameOf(s promtext.Sample) string {
+	if set.name != "" {
+		return set.name
+	}
+	return s.Name
+}
+
+// hash adds up one hash per label, so that label order does not matter (the parser has rejected a line
+// that repeats a label name).
+func (set *seriesSet) hash(s promtext.Sample) uint64 {
+	var h maphash.Hash
+	h.SetSeed(set.seed)
+	h.WriteString(set.nameOf(s))
+	sum := h.Sum64()
+	for _, l := range s.Labels {
+		h.Reset()
+		h.WriteString(l.Name)
+		h.WriteByte(0xff) // not valid UTF-8: no name ends in it
+		h.WriteString(l.Value)
+		sum += h.Sum64()
+	}
+	return sum
+}
+
+func (set *seriesSet) sameSeries(a, b promtext.Sample) bool {
+	if set.nameOf(a) != set.nameOf(b) || len(a.Labels) != len(b.Labels) {
+		return false
+	}
+	for _, la := range a.Labels {
+		found := false
+		for _, lb := range b.Labels {
+			if la.Name == lb.Name {
+				found = la.Value == lb.Value
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// firstOfSeries reports whether sample i of the family is the first line of its series; a repeat is
+// counted for the caller to log and dropped.
+func (out *conversion) firstOfSeries(set *seriesSet, family string, i int) bool {
+	if set.first == nil {
+		return true
+	}
+	s := set.samples[i]
+	h := set.hash(s)
+	j, known := set.first[h]
+	if !known {
+		set.first[h] = i
+		return true
+	}
+	if !set.sameSeries(set.samples[j], s) {
+		return true // a hash collision
+	}
+	if n := len(out.repeats); n > 0 && out.repeats[n-1].family == family {
+		out.repeats[n-1].n++
+	} else {
+		out.repeats = append(out.repeats, familyCount{family, 1})
+	}
+	if out.repeatExample == "" {
+		out.repeatExample = describeSample(s)
+	}
+	return false
+}
+
+// describeSample writes a sample's series as the page did, each label value cut to 40 bytes and the whole
+// to 200: enough to find the line, without copying a huge label into the log.
+func describeSample(s promtext.Sample) string {
+	const maxValue, maxTotal = 40, 200
+	var b strings.Builder
+	b.WriteString(s.Name)
+	b.WriteByte('{')
+	for i, l := range s.Labels {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		v := l.Value
+		if len(v) > maxValue {
+			v = strings.ToValidUTF8(v[:maxValue], "") + "…"
+		}
+		b.WriteString(l.Name + "=" + strconv.Quote(v))
+		if b.Len() > maxTotal {
+			break
+		}
+	}
+	b.WriteByte('}')
+	if out := b.String(); len(out) > maxTotal {
+		return strings.ToValidUTF8(out[:maxTotal], "") + "…"
+	}
+	return b.String()
+}
+
+// usable reports whether a sample value can be passed on; NaN and ±Inf are counted per family and dropped.
+// An engine writes NaN for "no value yet" and +Inf for a division by zero (a rate before the first request);
+// neither is a measurement, and an infinite gauge or counter breaks every sum and rate downstream.
+func (out *conversion) usable(family string, v float64) bool {
+	switch {
+	case math.IsNaN(v):
+		out.nanDropped[family]++
+		return false
+	case math.IsInf(v, 0):
+		out.infDropped[family]++
+		return false
+	}
+	return true
 }
 
 // forgetAfterScrapes is how many scrapes a series may be missing before its start time is forgotten.
 const forgetAfterScrapes = 5
 
-func newConverter() *converter { return &converter{series: map[string]*seriesState{}} }
+func newConverter() *converter {
+	return &converter{series: map[string]*seriesState{}, seed: maphash.MakeSeed()}
+}
 
 func (c *converter) convert(families []*promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice) conversion {
 	c.gen++
-	out := conversion{nanDropped: map[string]int{}, malformed: map[string]string{}}
+	out := conversion{nanDropped: map[string]int{}, infDropped: map[string]int{}, malformed: map[string]string{}}
 	byName := make(map[string]*promtext.Family, len(families))
 	for _, f := range families {
 		byName[f.Name] = f
@@ -112,7 +262,8 @@ func labelKey(name string, labels []promtext.Label, split bool) string {
 func createdTimes(f, created *promtext.Family, split bool) map[string]pcommon.Timestamp {
 	times := map[string]pcommon.Timestamp{}
 	add := func(s promtext.Sample) {
-		if !strings.HasSuffix(s.Name, "_created") || math.IsNaN(s.Value) || s.Value <= 0 {
+		// Positive and before 2514 (2^34 s): NaN, ±Inf and absurd values would overflow the timestamp.
+		if !strings.HasSuffix(s.Name, "_created") || !(s.Value > 0 && s.Value < 1<<34) {
 			return
 		}
 		times[labelKey("", s.Labels, split)] = pcommon.Timestamp(s.Value * 1e9)
@@ -177,9 +328,11 @@ func putLabels(attrs pcommon.Map, labels []promtext.Label, split bool) {
 
 func (c *converter) gauge(f *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
 	var m pmetric.Metric
-	for _, s := range f.Samples {
-		if math.IsNaN(s.Value) {
-			out.nanDropped[f.Name]++
+	// Every sample becomes a point of the metric f.Name, so an untyped family's foo and foo_total lines are
+	// one series too.
+	seen := newSeriesSet(c.seed, f, f.Name)
+	for i, s := range f.Samples {
+		if !out.firstOfSeries(&seen, f.Name, i) || !out.usable(f.Name, s.Value) {
 			continue
 		}
 		if m == (pmetric.Metric{}) {
@@ -198,25 +351,28 @@ func (c *converter) counter(f, createdFam *promtext.Family, now pcommon.Timestam
 	created := createdTimes(f, createdFam, false)
 	var m pmetric.Metric
 	reset := false
-	for _, s := range f.Samples {
+	seen := newSeriesSet(c.seed, f, f.Name) // c and c_total are one series
+	for i, s := range f.Samples {
 		if strings.HasSuffix(s.Name, "_created") {
 			continue
 		}
-		if math.IsNaN(s.Value) {
-			out.nanDropped[f.Name]++
+		if !out.firstOfSeries(&seen, f.Name, i) || !out.usable(f.Name, s.Value) {
 			continue
 		}
+		key := labelKey(f.Name, s.Labels, false)
 		if m == (pmetric.Metric{}) {
 			m = newMetric(ms, f)
 			sum := m.SetEmptySum()
 			sum.SetIsMonotonic(true)
 			sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 		}
-		key := labelKey(f.Name, s.Labels, false)
 		at := sampleTime(s, now)
 		createdAt, hasCreated := created[labelKey("", s.Labels, false)]
 		start, r := c.startFor(key, s.Value, createdAt, hasCreated, at)
 		reset = reset || r
+		if r {
+			out.resetCount++
+		}
 		dp := m.Sum().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(at)
@@ -243,7 +399,7 @@ type histSeries struct {
 
 func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {
 	created := createdTimes(f, createdFam, true)
-	series, order := groupSeries(f, now)
+	series, order := c.groupSeries(f, now, out)
 	var m pmetric.Metric
 	reset := false
 	for _, key := range order {
@@ -253,6 +409,10 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 		}
 		if !h.hasCnt || math.IsNaN(h.count) {
 			out.malformed[f.Name] = "histogram series without a count"
+			continue
+		}
+		if math.IsInf(h.count, 0) || slices.ContainsFunc(h.cumul, func(v float64) bool { return math.IsInf(v, 0) }) {
+			out.malformed[f.Name] = "histogram count or bucket is infinite"
 			continue
 		}
 		sort.Sort(byBound{h})
@@ -272,12 +432,16 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 		createdAt, hasCreated := created[labelKey("", h.labels, true)]
 		start, r := c.startFor(f.Name+"\xff"+key, h.count, createdAt, hasCreated, h.at)
 		reset = reset || r
+		if r {
+			out.resetCount++
+		}
 		dp := m.Histogram().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(h.at)
 		total, _ := wholeCount(h.count) // validated by bucketCounts
 		dp.SetCount(total)
-		if h.hasSum && !math.IsNaN(h.sum) {
+		// A NaN sum (no observation yet, in some clients) is left out quietly; an infinite one is said.
+		if h.hasSum && !math.IsNaN(h.sum) && out.usable(f.Name, h.sum) {
 			dp.SetSum(h.sum)
 		}
 		finite := h.bounds
@@ -295,8 +459,8 @@ func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timest
 }
 
 // groupSeries collects a histogram's _bucket/_count/_sum samples per label set, in order of appearance.
-func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSeries, []string) {
-	return bySeries(f, func(s promtext.Sample) *histSeries { return &histSeries{labels: s.Labels, at: sampleTime(s, now)} },
+func (c *converter) groupSeries(f *promtext.Family, now pcommon.Timestamp, out *conversion) (map[string]*histSeries, []string) {
+	return bySeries(newSeriesSet(c.seed, f, ""), f, out, func(s promtext.Sample) *histSeries { return &histSeries{labels: s.Labels, at: sampleTime(s, now)} },
 		func(h *histSeries, suffix string, s promtext.Sample) {
 			switch suffix {
 			case "_bucket":
@@ -316,13 +480,17 @@ func groupSeries(f *promtext.Family, now pcommon.Timestamp) (map[string]*histSer
 
 // bySeries hands every sample of a histogram or summary family (its _created samples aside) to add, with the
 // series it belongs to (one per label set without le/quantile, created by newSeries in order of appearance)
-// and its name's suffix after the family name.
-func bySeries[S any](f *promtext.Family, newSeries func(promtext.Sample) *S, add func(*S, string, promtext.Sample)) (map[string]*S, []string) {
+// and its name's suffix after the family name. A part written twice (the same bucket, _count or quantile of
+// one series) is dropped after its first line.
+func bySeries[S any](seen seriesSet, f *promtext.Family, out *conversion, newSeries func(promtext.Sample) *S, add func(*S, string, promtext.Sample)) (map[string]*S, []string) {
 	series := map[string]*S{}
 	var order []string
-	for _, s := range f.Samples {
+	for i, s := range f.Samples {
 		suffix := strings.TrimPrefix(s.Name, f.Name)
 		if suffix == "_created" {
+			continue
+		}
+		if !out.firstOfSeries(&seen, f.Name, i) {
 			continue
 		}
 		key := labelKey("", s.Labels, true)
@@ -409,13 +577,14 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 		sum       float64
 		at        pcommon.Timestamp
 	}
-	series, order := bySeries(f, func(s promtext.Sample) *sumSeries { return &sumSeries{labels: s.Labels, at: sampleTime(s, now)} },
+	series, order := bySeries(newSeriesSet(c.seed, f, ""), f, out, func(s promtext.Sample) *sumSeries { return &sumSeries{labels: s.Labels, at: sampleTime(s, now)} },
 		func(ss *sumSeries, suffix string, s promtext.Sample) {
 			switch suffix {
 			case "":
 				for _, l := range s.Labels {
 					if l.Name == "quantile" {
-						if q, err := strconv.ParseFloat(l.Value, 64); err == nil && !math.IsNaN(s.Value) {
+						// A NaN quantile (no observation in the window) is left out quietly, an infinite one is said.
+						if q, err := strconv.ParseFloat(l.Value, 64); err == nil && !math.IsNaN(s.Value) && out.usable(f.Name, s.Value) {
 							ss.quantiles = append(ss.quantiles, [2]float64{q, s.Value})
 						}
 					}
@@ -427,6 +596,7 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 			}
 		})
 	var m pmetric.Metric
+	reset := false
 	for _, key := range order {
 		ss := series[key]
 		total, ok := wholeCount(ss.count)
@@ -439,12 +609,16 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 			m.SetEmptySummary()
 		}
 		createdAt, hasCreated := created[labelKey("", ss.labels, true)]
-		start, _ := c.startFor(f.Name+"\xff"+key, ss.count, createdAt, hasCreated, ss.at)
+		start, r := c.startFor(f.Name+"\xff"+key, ss.count, createdAt, hasCreated, ss.at)
+		reset = reset || r
+		if r {
+			out.resetCount++
+		}
 		dp := m.Summary().DataPoints().AppendEmpty()
 		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(ss.at)
 		dp.SetCount(total)
-		if !math.IsNaN(ss.sum) {
+		if !math.IsNaN(ss.sum) && out.usable(f.Name, ss.sum) {
 			dp.SetSum(ss.sum)
 		}
 		slices.SortFunc(ss.quantiles, func(a, b [2]float64) int { return compareFloat(a[0], b[0]) })
@@ -455,6 +629,9 @@ func (c *converter) summary(f, createdFam *promtext.Family, now pcommon.Timestam
 		}
 		putLabels(dp.Attributes(), ss.labels, true)
 		out.points++
+	}
+	if reset {
+		out.resets = append(out.resets, f.Name)
 	}
 }
 

@@ -1,28 +1,49 @@
 package enginescrape
 
 import (
+	"fmt"
+	"math"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/servescope/servescope/internal/datapoints"
 	"github.com/servescope/servescope/internal/fixtures"
 )
 
-// FuzzExpositionToMetrics: whatever an engine sends, conversion never panics and emits only well-formed
-// histograms (bucket counts add up to the count, one more bucket than bounds).
+// FuzzExpositionToMetrics: whatever an engine sends, conversion never panics, emits only well-formed
+// histograms (bucket counts add up to the count, one more bucket than bounds), no infinite value, and no
+// two points of one metric with the same attributes.
 func FuzzExpositionToMetrics(f *testing.F) {
 	for _, rel := range fixtures.Glob(f, "*/*.txt") {
 		f.Add(fixtures.Read(f, rel))
 	}
 	f.Add([]byte("# TYPE h histogram\nh_bucket{le=\"1\"} 5\nh_bucket{le=\"0.5\"} 7\nh_bucket{le=\"+Inf\"} 3\nh_count 2\n"))
 	f.Add([]byte("# TYPE c counter\nc_total 1\nc_created -1\nc_total NaN\n# TYPE s summary\ns{quantile=\"x\"} 1\ns_count -3\n"))
+	f.Add([]byte("# TYPE g gauge\ng{a=\"1\",b=\"2\"} 1\ng{b=\"2\",a=\"1\"} +Inf\n# HELP u x\nu 1\nu_total 2\n" +
+		"# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_count 1\nh_sum -Inf\n# TYPE s summary\ns{quantile=\"1\"} Inf\ns_count 1\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		md := ExpositionToMetrics(body, time.Unix(1700000000, 0))
 		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		forEachNumber(md, func(name string, v float64) {
+			if math.IsInf(v, 0) {
+				t.Fatalf("%s: infinite value", name)
+			}
+		})
 		for i := 0; i < ms.Len(); i++ {
 			m := ms.At(i)
 			if m.Name() == "" {
 				t.Fatal("metric without a name")
 			}
+			seen := map[string]bool{}
+			datapoints.EachAttributes(m, func(attrs pcommon.Map) {
+				key := fmt.Sprint(attrs.AsRaw()) // fmt prints maps sorted by key
+				if seen[key] {
+					t.Fatalf("%s: two points with attributes %s", m.Name(), key)
+				}
+				seen[key] = true
+			})
 			if m.Type().String() != "Histogram" {
 				continue
 			}

@@ -29,7 +29,7 @@ func (p *problemLog) endScrape() {
 	for key := range p.active {
 		if !p.seen[key] {
 			delete(p.active, key)
-			if key == problemUnreachable || key == problemHTTPStatus || key == problemNoSeries {
+			if key == problemUnreachable || key == problemHTTPStatus || key == problemNoSeries || key == problemSampleLimit {
 				p.logger.Info("Engine endpoint is healthy again", zap.String("problem", key))
 			}
 		}
@@ -44,4 +44,7 @@ const (
 	problemBadLines    = "invalid_lines"
 	problemTooLarge    = "body_too_large"
 	problemVersion     = "version"
+	problemSampleLimit = "sample_limit"
+	// problemRepeatedSeries is one problem for the whole page: a page that repeats series usually repeats many.
+	problemRepeatedSeries = "repeated_series"
 )

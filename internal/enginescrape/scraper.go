@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -58,12 +59,15 @@ type Scraper struct {
 	scrapes   uint64
 	state     []*stateEndpoint
 	telemetry scrapeTelemetry
+	resets    resetLog
+	clock     func() time.Time
 }
 
 type scrapeTelemetry struct {
 	failures      metric.Int64Counter
 	rejectedLines metric.Int64Counter
 	droppedPoints metric.Int64Counter
+	counterResets metric.Int64Counter
 	attrs         metric.MeasurementOption
 }
 
@@ -71,17 +75,24 @@ type scrapeTelemetry struct {
 func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scraper, error) {
 	t, err := newTarget(cfg.Endpoint, cfg.MetricsPath)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", cfg.Endpoint, err)
+		return nil, fmt.Errorf("endpoint %q: %w", RedactURL(cfg.Endpoint), err)
 	}
-	logger := settings.Logger.With(zap.String("endpoint", t.metricsURL))
+	logger := settings.Logger.With(zap.String("endpoint", t.redacted))
 	s := &Scraper{cfg: cfg, engine: engine, target: t, settings: settings, logger: logger,
-		problems: newProblemLog(logger), converter: newConverter()}
+		problems: newProblemLog(logger), converter: newConverter(), resets: newResetLog(), clock: time.Now}
 	for _, e := range engine.State {
 		parse := e.Parse
 		if e.NewParse != nil {
 			parse = e.NewParse()
 		}
-		s.state = append(s.state, &stateEndpoint{StateEndpoint: e, parse: parse})
+		st := &stateEndpoint{StateEndpoint: e, parse: parse, base: t.baseURL, user: t.user}
+		if e.BaseURL != "" {
+			// Another address (Ray's dashboard) gets its own URL's credentials, never the endpoint's.
+			if st.base, st.user, err = splitCredentials(e.BaseURL); err != nil {
+				return nil, fmt.Errorf("state endpoint %s %q: %w", e.Name, RedactURL(e.BaseURL), err)
+			}
+		}
+		s.state = append(s.state, st)
 	}
 	if err := s.initTelemetry(); err != nil {
 		return nil, err
@@ -91,13 +102,18 @@ func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scrape
 
 func (s *Scraper) initTelemetry() error {
 	meter := s.settings.MeterProvider.Meter("github.com/servescope/servescope/internal/enginescrape")
-	var errs [3]error
+	var errs [4]error
 	s.telemetry.failures, errs[0] = meter.Int64Counter("servescope_engine_scrape_failures",
 		metric.WithDescription("Scrapes of an engine endpoint that returned no usable series."), metric.WithUnit("{scrape}"))
 	s.telemetry.rejectedLines, errs[1] = meter.Int64Counter("servescope_engine_scrape_rejected_lines",
 		metric.WithDescription("Exposition lines skipped because they could not be parsed."), metric.WithUnit("{line}"))
 	s.telemetry.droppedPoints, errs[2] = meter.Int64Counter("servescope_engine_scrape_dropped_points",
-		metric.WithDescription("Samples dropped because their value was NaN or their series was malformed."), metric.WithUnit("{point}"))
+		metric.WithDescription("Samples dropped because their value was NaN or infinite, their series was malformed, or "+
+			"the page repeated a series already read in the scrape."), metric.WithUnit("{point}"))
+	s.telemetry.counterResets, errs[3] = meter.Int64Counter("servescope_engine_counter_resets",
+		metric.WithDescription("Cumulative series (counters, histograms, summaries) that started over because their value "+
+			"went down or their _created time moved: an engine restart, or several engines behind one endpoint."),
+		metric.WithUnit("{series}"))
 	s.telemetry.attrs = metric.WithAttributeSet(attributeSet(s.settings.ID, s.engine.Name, s.target.instance))
 	return errors.Join(errs[:]...)
 }
@@ -124,7 +140,7 @@ func (s *Scraper) Shutdown(context.Context) error {
 // broken engine is data (llm.engine.up = 0) and is logged once, not on every scrape.
 func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	defer s.problems.endScrape()
-	now := pcommon.NewTimestampFromTime(time.Now())
+	now := pcommon.NewTimestampFromTime(s.clock())
 	md := pmetric.NewMetrics()
 	rm := md.ResourceMetrics().AppendEmpty()
 	sm := rm.ScopeMetrics().AppendEmpty()
@@ -153,7 +169,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 // scrapeMetrics reports up (the Prometheus endpoint returned series) and answered (the engine answered
 // over HTTP at all, with series or an error status).
 func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms pmetric.MetricSlice) (up, answered bool) {
-	body, contentType, err := s.fetch(ctx, s.target.metricsURL, s.cfg.MaxBodySize)
+	body, contentType, err := s.fetch(ctx, s.target.metricsURL, s.target.user, s.cfg.MaxBodySize)
 	var status statusError
 	switch {
 	case errors.As(err, &status):
@@ -172,7 +188,15 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 		return false, false
 	}
 
-	parsed := promtext.Parse(body)
+	parsed := promtext.ParseLimit(body, s.cfg.SampleLimit)
+	if parsed.OverLimit {
+		// Rejected whole, as Prometheus does: a page cut at an arbitrary series would make sums and ratios
+		// lie, and the parser stopped at the limit, so a huge page costs only sample_limit samples.
+		s.problems.report(problemSampleLimit, "Engine metrics exceed sample_limit; the whole scrape is rejected and llm.engine.up=0 "+
+			"until a scrape is back under it (raise sample_limit, or 0 for none, if the page is meant to be this large)",
+			zap.Int("sample_limit", s.cfg.SampleLimit), zap.Int("samples", parsed.Samples), zap.Int("bytes", len(body)))
+		return false, true
+	}
 	if parsed.ErrorCount > 0 {
 		s.telemetry.rejectedLines.Add(ctx, int64(parsed.ErrorCount), s.telemetry.attrs)
 	}
@@ -194,17 +218,36 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 		s.telemetry.droppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
 		s.problems.report("nan:"+family, "Dropped NaN samples; the engine has no value for them yet", zap.String("family", family), zap.Int("samples", n))
 	}
+	for family, n := range conv.infDropped {
+		s.telemetry.droppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
+		s.problems.report("inf:"+family, "Dropped infinite samples (+Inf or -Inf); they are no measurement and would break sums and rates",
+			zap.String("family", family), zap.Int("samples", n))
+	}
 	for family, why := range conv.malformed {
 		s.telemetry.droppedPoints.Add(ctx, 1, s.telemetry.attrs)
 		s.problems.report("malformed:"+family, "Dropped a malformed series", zap.String("family", family), zap.String("reason", why))
 	}
-	if len(conv.resets) > 0 {
-		// One line per scrape that saw a restart, which is once per restart.
-		s.logger.Info("Counters went back to zero (engine restart?); started new cumulative series",
-			zap.Strings("families", conv.resets))
+	if len(conv.repeats) > 0 {
+		families, total := make([]string, 0, len(conv.repeats)), 0
+		for _, r := range conv.repeats {
+			if len(families) < maxListedFamilies {
+				families = append(families, r.family)
+			}
+			total += r.n
+		}
+		s.telemetry.droppedPoints.Add(ctx, int64(total), s.telemetry.attrs)
+		s.problems.report(problemRepeatedSeries, "Dropped repeated series: the page writes some series more than once; the first line of each is kept",
+			zap.Strings("families", families), zap.Int("samples", total), zap.String("first", conv.repeatExample))
 	}
+	if conv.resetCount > 0 {
+		s.telemetry.counterResets.Add(ctx, int64(conv.resetCount), s.telemetry.attrs)
+	}
+	s.resets.note(s.logger, conv.resets, s.clock())
 	return true, true
 }
+
+// maxListedFamilies bounds the families a log line lists; a page can have thousands.
+const maxListedFamilies = 20
 
 var errBodyTooLarge = errors.New("body exceeds max_body_size")
 
@@ -213,14 +256,21 @@ type statusError struct{ code int }
 func (e statusError) Error() string { return "HTTP " + strconv.Itoa(e.code) }
 
 // fetch GETs url and returns at most limit bytes of the body. A body over the limit comes back cut at the
-// limit together with errBodyTooLarge, so the caller can keep what arrived.
-func (s *Scraper) fetch(ctx context.Context, url string, limit int64) ([]byte, string, error) {
+// limit together with errBodyTooLarge, so the caller can keep what arrived. user, when set, is sent as basic
+// auth, as Go's client does for credentials in a URL; the URL itself never carries them, so no error or log
+// line built from it can show the password. confighttp's `headers` and `auth` would replace the header, which
+// is why Validate does not allow them together with credentials in the endpoint.
+func (s *Scraper) fetch(ctx context.Context, rawURL string, user *url.Userinfo, limit int64) ([]byte, string, error) {
 	if s.client == nil {
 		return nil, "", errors.New("scraper not started")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, http.NoBody)
 	if err != nil {
 		return nil, "", err
+	}
+	if user != nil {
+		password, _ := user.Password()
+		req.SetBasicAuth(user.Username(), password)
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4;q=1,*/*;q=0.1")
 	resp, err := s.client.Do(req)
@@ -233,7 +283,7 @@ func (s *Scraper) fetch(ctx context.Context, url string, limit int64) ([]byte, s
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // let the connection be reused
 		return nil, contentType, statusError{resp.StatusCode}
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	body, err := readBody(resp, limit)
 	if err != nil {
 		// A connection cut mid-body still leaves the complete lines before the cut.
 		body = completeLines(body)
@@ -249,6 +299,18 @@ func (s *Scraper) fetch(ctx context.Context, url string, limit int64) ([]byte, s
 	return body, contentType, nil
 }
 
+// readBody reads at most limit+1 bytes (one more tells a body over the limit). io.ReadAll would grow its
+// buffer step by step, allocating about twice a large body; engines send Content-Length, so the buffer is
+// sized once, never beyond the limit whatever the header claims.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := resp.ContentLength; n > 0 {
+		buf.Grow(int(min(n, limit+1)) + bytes.MinRead) // ReadFrom wants MinRead spare bytes to see the end
+	}
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
+	return buf.Bytes(), err
+}
+
 // completeLines drops a cut-off last line: "c_total 10001" cut to "c_total 100" would parse as a valid,
 // wrong value (and fake a counter reset).
 func completeLines(body []byte) []byte {
@@ -259,7 +321,7 @@ func (s *Scraper) refreshVersion(ctx context.Context) {
 	if s.engine.VersionPath == "" || s.engine.ParseVersion == nil {
 		return
 	}
-	body, _, err := s.fetch(ctx, s.target.baseURL+s.engine.VersionPath, 64<<10)
+	body, _, err := s.fetch(ctx, s.target.baseURL+s.engine.VersionPath, s.target.user, 64<<10)
 	if err == nil {
 		var v string
 		if v, err = s.engine.ParseVersion(body); err == nil {

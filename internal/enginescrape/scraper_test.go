@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -60,8 +61,9 @@ func newEngineServer(t *testing.T, body []byte) *engineServer {
 func (es *engineServer) set(body []byte) { es.body.Store(&body) }
 
 type harness struct {
-	scraper *Scraper
-	logs    *observer.ObservedLogs
+	scraper   *Scraper
+	logs      *observer.ObservedLogs
+	telemetry *componenttest.Telemetry
 }
 
 func newHarness(t *testing.T, endpoint string, mutate ...func(*Config)) *harness {
@@ -71,7 +73,10 @@ func newHarness(t *testing.T, endpoint string, mutate ...func(*Config)) *harness
 	}
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.InfoLevel)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	set := receivertest.NewNopSettings(component.MustNewType("vllm"))
+	set.TelemetrySettings = tel.NewTelemetrySettings()
 	set.Logger = zap.New(core)
 	s, err := NewScraper(&cfg, Engine{Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: func(b []byte) (string, error) {
 		m := regexp.MustCompile(`"version":"([^"]+)"`).FindSubmatch(b)
@@ -83,7 +88,22 @@ func newHarness(t *testing.T, endpoint string, mutate ...func(*Config)) *harness
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background(), componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, s.Shutdown(context.Background())) })
-	return &harness{scraper: s, logs: logs}
+	return &harness{scraper: s, logs: logs, telemetry: tel}
+}
+
+// selfMetric sums the receiver's own counter name over its attribute sets (0 when never recorded).
+func (h *harness) selfMetric(t *testing.T, name string) int64 {
+	m, err := h.telemetry.GetMetric(name)
+	if err != nil {
+		return 0
+	}
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok, "%s is an int64 counter", name)
+	var total int64
+	for _, dp := range sum.DataPoints {
+		total += dp.Value
+	}
+	return total
 }
 
 func (h *harness) scrape(t *testing.T) pmetric.Metrics {

@@ -41,7 +41,7 @@ func (p *SpanPoll) Get(ctx context.Context, path string, limit int64) ([]byte, e
 	if limit <= 0 {
 		limit = 1 << 20
 	}
-	body, _, err := p.scraper.fetch(ctx, p.scraper.target.baseURL+path, limit)
+	body, _, err := p.scraper.fetch(ctx, p.scraper.target.baseURL+path, p.scraper.target.user, limit)
 	return body, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -46,7 +47,9 @@ type StateEndpoint struct {
 type stateEndpoint struct {
 	StateEndpoint
 	parse   func(body []byte, out *StateOutput) error
-	current int // index into Paths of the path that answered last
+	current int           // index into Paths of the path that answered last
+	base    string        // where Paths live, without credentials
+	user    *url.Userinfo // the credentials for base: the endpoint's, or those in BaseURL
 }
 
 // StateOutput collects what a state endpoint reports, under canonical names (units and descriptions come
@@ -246,11 +249,7 @@ func (s *Scraper) fetchState(ctx context.Context, e *stateEndpoint) ([]byte, str
 	for i := range e.Paths {
 		idx := (e.current + i) % len(e.Paths)
 		path := e.Paths[idx]
-		base := s.target.baseURL
-		if e.BaseURL != "" {
-			base = strings.TrimRight(e.BaseURL, "/")
-		}
-		body, _, err := s.fetch(ctx, base+path, limit)
+		body, _, err := s.fetch(ctx, e.base+path, e.user, limit)
 		if err == nil {
 			e.current = idx
 			return body, path, nil

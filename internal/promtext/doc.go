@@ -25,7 +25,10 @@
 //   - Work is linear in the size of the body and the memory kept is the parsed
 //     result plus bounded scratch space. A line longer than 1 MiB is rejected
 //     without being copied, and a sample may have at most 1000 labels, so a
-//     hostile or broken endpoint cannot make a scrape expensive.
+//     hostile or broken endpoint cannot make a scrape expensive. ParseLimit
+//     also bounds the samples kept: it stops at the first sample beyond its
+//     limit and only counts the lines after it, for a caller that rejects such
+//     a body whole (Prometheus' sample_limit) and would throw them away.
 //   - The input is read the way engines actually write it rather than the
 //     way the specification spells it: OpenMetrics type words (unknown, info,
 //     stateset, gaugehistogram), every NaN spelling seen from C runtimes,

@@ -94,6 +94,12 @@ type Result struct {
 	Families   []*Family   // in order of first appearance, as the engine wrote them
 	Errors     []LineError // the first MaxReportedErrors skipped lines
 	ErrorCount int         // all skipped lines
+	// Samples is how many sample lines were read, or with OverLimit, how many the body holds at least.
+	Samples int
+	// OverLimit is set when ParseLimit stopped at the first sample beyond its limit. Families and Errors
+	// then cover only the body before that sample; Samples adds the unread lines that are neither blank nor
+	// comments, which are counted without being parsed.
+	OverLimit bool
 }
 
 // MaxReportedErrors bounds Result.Errors: the first few errors are what an
@@ -112,7 +118,13 @@ const (
 
 // Parse reads a whole exposition body. It never fails as a whole; see the
 // package documentation for what happens to lines it cannot read.
-func Parse(body []byte) Result {
+func Parse(body []byte) Result { return ParseLimit(body, 0) }
+
+// ParseLimit is Parse with a bound on the samples kept: once the body has
+// given more than maxSamples samples (0 means no bound), parsing stops and the
+// Result says OverLimit. A caller that rejects such a body as a whole then
+// never pays for building the samples it throws away.
+func ParseLimit(body []byte, maxSamples int) Result {
 	p := parser{
 		fams:   make(map[string]*famState),
 		intern: make(map[string]string),
@@ -123,16 +135,44 @@ func Parse(body []byte) Result {
 	lineNo := 0
 	for len(body) > 0 {
 		lineNo++
-		var line []byte
-		if i := bytes.IndexByte(body, '\n'); i >= 0 {
-			line, body = body[:i], body[i+1:]
-		} else {
-			line, body = body, nil
-		}
+		line, rest := nextLine(body)
+		body = rest
 		p.parseLine(lineNo, line)
+		if maxSamples > 0 && len(p.samples) > maxSamples {
+			p.res.OverLimit = true
+			p.res.Samples = len(p.samples) + countSampleLines(body)
+			break
+		}
+	}
+	if !p.res.OverLimit {
+		p.res.Samples = len(p.samples)
 	}
 	p.distributeSamples()
 	return p.res
+}
+
+// nextLine splits off the first line of body, without its newline.
+func nextLine(body []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(body, '\n'); i >= 0 {
+		return body[:i], body[i+1:]
+	}
+	return body, nil
+}
+
+// countSampleLines counts the lines that are neither blank nor comments: the
+// samples a body over the limit would have added had it been parsed (lines
+// that would fail to parse included), without allocating.
+func countSampleLines(body []byte) int {
+	n := 0
+	for len(body) > 0 {
+		var line []byte
+		line, body = nextLine(body)
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if content := trimSpace(line); len(content) > 0 && content[0] != '#' {
+			n++
+		}
+	}
+	return n
 }
 
 // famState adds to a Family what the parser needs to know about it; the

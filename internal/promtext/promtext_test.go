@@ -875,6 +875,19 @@ func FuzzParse(f *testing.F) {
 		if again := Parse(body); !reflect.DeepEqual(dump(again), dump(res)) {
 			t.Fatal("second parse differs")
 		}
+		// A limit either changes nothing or stops right after the first sample beyond it.
+		const limit = 3
+		limited := ParseLimit(body, limit)
+		kept := 0
+		for _, fam := range limited.Families {
+			kept += len(fam.Samples)
+		}
+		switch {
+		case !limited.OverLimit && dump(limited) != dump(res):
+			t.Fatal("a limit the body stays under changed the result")
+		case limited.OverLimit && (kept != limit+1 || res.Samples <= limit || limited.Samples < res.Samples):
+			t.Fatalf("over the limit: kept %d, counted %d, the whole body has %d", kept, limited.Samples, res.Samples)
+		}
 	})
 }
 
@@ -894,6 +907,43 @@ func declaredIn(lines [][]byte, name string) bool {
 		}
 	}
 	return false
+}
+
+func TestParseLimit(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("# HELP wide Many series.\n# TYPE wide gauge\n")
+	for i := range 1000 {
+		fmt.Fprintf(&b, "wide{series=\"%d\"} %d\n", i, i)
+		if i%100 == 0 {
+			b.WriteString("# a comment\n\r\n\n")
+		}
+	}
+	b.WriteString("wide{broken 1\n") // not a sample, but counted as one of the unread lines
+	body := []byte(b.String())
+
+	full := Parse(body)
+	require.False(t, full.OverLimit)
+	assert.Equal(t, 1000, full.Samples)
+	assert.Equal(t, 1, full.ErrorCount)
+
+	t.Run("over the limit stops parsing", func(t *testing.T) {
+		res := ParseLimit(body, 10)
+		assert.True(t, res.OverLimit)
+		require.Len(t, res.Families, 1)
+		assert.Len(t, res.Families[0].Samples, 11, "parsing stops at the first sample beyond the limit")
+		assert.Equal(t, 1001, res.Samples, "the unread lines are counted, the broken one included")
+		assert.Zero(t, res.ErrorCount, "the broken line was never parsed")
+	})
+	t.Run("at the limit", func(t *testing.T) {
+		res := ParseLimit(body, 1000)
+		assert.False(t, res.OverLimit)
+		assert.Equal(t, dump(full), dump(res))
+	})
+	t.Run("zero is no limit", func(t *testing.T) {
+		res := ParseLimit(body, 0)
+		assert.False(t, res.OverLimit)
+		assert.Equal(t, dump(full), dump(res))
+	})
 }
 
 func BenchmarkParse(b *testing.B) {

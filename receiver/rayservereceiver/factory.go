@@ -41,7 +41,8 @@ func (c *Config) Validate() error {
 	errs := []error{c.Config.Validate()}
 	if c.DashboardEndpoint != "" {
 		if u, err := url.Parse(c.DashboardEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("dashboard_endpoint %q: must be an http(s) URL such as %s", c.DashboardEndpoint, defaultDashboard))
+			errs = append(errs, fmt.Errorf("dashboard_endpoint %q: must be an http(s) URL such as %s",
+				enginescrape.RedactURL(c.DashboardEndpoint), defaultDashboard))
 		}
 	}
 	return errors.Join(errs...)

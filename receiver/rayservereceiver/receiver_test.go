@@ -87,6 +87,15 @@ func TestConfigValidate(t *testing.T) {
 	assert.NoError(t, cfg.Validate())
 	cfg.DashboardEndpoint = "localhost:8265"
 	assert.ErrorContains(t, cfg.Validate(), `dashboard_endpoint "localhost:8265"`)
+
+	// Credentials in the dashboard URL are never quoted back, whether or not the URL parses.
+	for _, dashboard := range []string{"ftp://ray:dash-secret@ray-head:8265", "http://ray:dash-secret@ray-head:82x5"} {
+		cfg.DashboardEndpoint = dashboard
+		err := cfg.Validate()
+		require.Error(t, err, dashboard)
+		assert.NotContains(t, err.Error(), "dash-secret")
+		assert.Contains(t, err.Error(), "ray:xxxxx@ray-head")
+	}
 }
 
 func TestReceiverLifecycle(t *testing.T) {

@@ -38,6 +38,7 @@ func TestLoadConfig(t *testing.T) {
 		assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
 		assert.Equal(t, 5*time.Second, cfg.ClientConfig.Timeout)
 		assert.EqualValues(t, 16<<20, cfg.MaxBodySize)
+		assert.Equal(t, 50000, cfg.SampleLimit)
 	})
 	t.Run("custom", func(t *testing.T) {
 		cfg, err := load(t, "custom")
@@ -47,6 +48,7 @@ func TestLoadConfig(t *testing.T) {
 		assert.Equal(t, 2*time.Second, cfg.ClientConfig.Timeout)
 		assert.Equal(t, "/custom/metrics", cfg.MetricsPath)
 		assert.EqualValues(t, 1<<20, cfg.MaxBodySize)
+		assert.Equal(t, 200000, cfg.SampleLimit)
 		assert.True(t, cfg.TLS.InsecureSkipVerify)
 		header, ok := cfg.Headers.Get("X-Scope")
 		assert.True(t, ok)
@@ -60,6 +62,21 @@ func TestLoadConfig(t *testing.T) {
 	t.Run("bad path", func(t *testing.T) {
 		_, err := load(t, "bad_path")
 		assert.ErrorContains(t, err, `metrics_path "metrics": must start with /`)
+	})
+	t.Run("sample_limit 0 is no limit", func(t *testing.T) {
+		cfg, err := load(t, "no_sample_limit")
+		require.NoError(t, err)
+		assert.Zero(t, cfg.SampleLimit)
+	})
+	t.Run("negative sample_limit", func(t *testing.T) {
+		_, err := load(t, "negative_sample_limit")
+		assert.ErrorContains(t, err, "sample_limit: must be 0 (no limit) or positive, got -5")
+	})
+	t.Run("credentials in the endpoint and an auth extension", func(t *testing.T) {
+		_, err := load(t, "credentials_and_auth")
+		require.Error(t, err)
+		assert.ErrorContains(t, err, `endpoint "http://scraper:xxxxx@vllm.inference.svc:8000": credentials in the URL and an `+"`auth`")
+		assert.NotContains(t, err.Error(), "s3cr3t")
 	})
 }
 
