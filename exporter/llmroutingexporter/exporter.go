@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/internal/schema"
@@ -43,28 +46,49 @@ type pool struct {
 	Reason                     string
 	SaturationETA              float64
 	Updated                    time.Time
+	// Seen is the last word about the model: this signal or the telemetry of any replica serving it.
+	// A pool not Seen for pool_expiry is forgotten.
+	Seen time.Time
 }
 
-// snapshot is one consistent view; readers load it atomically and never see a half-applied batch.
+// snapshot is one consistent view; readers load it atomically and never see a half-applied batch. Its
+// maps are copy-on-write: a batch shares every shard of them that it does not change.
 type snapshot struct {
-	replicas map[string]*replica
-	pools    map[string]*pool
+	replicas shardedMap[*replica]
+	pools    shardedMap[*pool]
 }
 
 type routingExporter struct {
 	cfg    *Config
-	set    component.TelemetrySettings
+	set    exporter.Settings
 	now    func() time.Time
 	state  atomic.Pointer[snapshot]
 	write  sync.Mutex // one writer at a time; readers never wait
 	server *http.Server
 	done   chan struct{}
+
+	// Guarded by write.
+	lastSweep     time.Time
+	saidPoolsFull bool
+
+	telemetry struct {
+		refusedPools, expiredPools metric.Int64Counter
+		attrs                      metric.MeasurementOption
+	}
 }
 
-func newRoutingExporter(cfg *Config, set component.TelemetrySettings) *routingExporter {
+func newRoutingExporter(cfg *Config, set exporter.Settings) (*routingExporter, error) {
 	e := &routingExporter{cfg: cfg, set: set, now: time.Now}
-	e.state.Store(&snapshot{replicas: map[string]*replica{}, pools: map[string]*pool{}})
-	return e
+	e.state.Store(&snapshot{})
+	meter := set.MeterProvider.Meter("github.com/servescope/servescope/exporter/llmroutingexporter")
+	var errs [2]error
+	e.telemetry.refusedPools, errs[0] = meter.Int64Counter("servescope_llm_routing_refused_pools",
+		metric.WithDescription("Scaling signals of a model not kept because max_pools was reached, one per model and batch."),
+		metric.WithUnit("{pool}"))
+	e.telemetry.expiredPools, errs[1] = meter.Int64Counter("servescope_llm_routing_expired_pools",
+		metric.WithDescription("Pools forgotten after pool_expiry without a word about their model."), metric.WithUnit("{pool}"))
+	e.telemetry.attrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("exporter", set.ID.String())))
+	return e, errors.Join(errs[:]...)
 }
 
 func (e *routingExporter) start(ctx context.Context, host component.Host) error {
@@ -72,7 +96,7 @@ func (e *routingExporter) start(ctx context.Context, host component.Host) error 
 	if err != nil {
 		return err
 	}
-	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set, e.handler())
+	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.handler())
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -96,49 +120,26 @@ func (e *routingExporter) shutdown(ctx context.Context) error {
 	return err
 }
 
+// change is one batch being applied to the next snapshot. Every replica and pool it changes is copied the
+// first time (the published ones are shared with readers), and so is every shard of the maps holding them.
+type change struct {
+	e              *routingExporter
+	ctx            context.Context
+	replicas       cowWriter[*replica]
+	pools          cowWriter[*pool]
+	copiedReplicas map[string]bool
+	copiedPools    map[string]bool
+	refusedPools   map[string]bool
+	swept          bool
+}
+
 // consume applies a batch to a copy of the state and publishes the copy.
-func (e *routingExporter) consume(_ context.Context, md pmetric.Metrics) error {
+func (e *routingExporter) consume(ctx context.Context, md pmetric.Metrics) error {
 	e.write.Lock()
 	defer e.write.Unlock()
-	cur := e.state.Load()
-	next := &snapshot{replicas: make(map[string]*replica, len(cur.replicas)), pools: make(map[string]*pool, len(cur.pools))}
-	for k, v := range cur.replicas {
-		next.replicas[k] = v
-	}
-	for k, v := range cur.pools {
-		next.pools[k] = v
-	}
-	copied := map[string]bool{}
-	get := func(key string) *replica {
-		r := next.replicas[key]
-		switch {
-		case r == nil:
-			if len(next.replicas) >= e.cfg.MaxReplicas {
-				forgetOldest(next.replicas)
-			}
-			nan := math.NaN()
-			r = &replica{Replica: key, Waiting: nan, Running: nan, KVUtilization: nan, BlockSize: nan, NumBlocks: nan, Health: nan, Routing: nan}
-		case !copied[key]:
-			c := *r
-			c.Components = cloneMap(r.Components)
-			r = &c
-		}
-		copied[key] = true
-		next.replicas[key] = r
-		return r
-	}
-	getPool := func(model string) *pool {
-		p := next.pools[model]
-		if p == nil {
-			p = &pool{Model: model, Desired: math.NaN(), Current: math.NaN(), Forecast: math.NaN(), SaturationETA: math.NaN()}
-		} else if !copied["pool/"+model] {
-			c := *p
-			p = &c
-		}
-		copied["pool/"+model] = true
-		next.pools[model] = p
-		return p
-	}
+	next := *e.state.Load() // the shard arrays only: the shards themselves are copied when changed
+	c := &change{e: e, ctx: ctx, replicas: cowWriter[*replica]{next: &next.replicas}, pools: cowWriter[*pool]{next: &next.pools},
+		copiedReplicas: map[string]bool{}, copiedPools: map[string]bool{}, refusedPools: map[string]bool{}}
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		res := rms.At(i).Resource().Attributes()
@@ -147,12 +148,128 @@ func (e *routingExporter) consume(_ context.Context, md pmetric.Metrics) error {
 		for j := 0; j < sms.Len(); j++ {
 			ms := sms.At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
-				e.apply(ms.At(k), res, engine, get, getPool)
+				e.apply(ms.At(k), res, engine, c.replica, c.pool)
 			}
 		}
 	}
-	e.state.Store(next)
+	c.poolsSeenThroughReplicas()
+	// Expired pools are hidden by the scale endpoint the moment they expire; sweeping them out of memory
+	// once per stale period (or when a new model finds max_pools reached) is soon enough.
+	if now := e.now(); !c.swept && now.Sub(e.lastSweep) >= e.cfg.Stale {
+		c.expirePools(now)
+	}
+	e.state.Store(&next)
 	return nil
+}
+
+// replica returns the batch's own copy of a replica, made (or, at max_replicas, made in place of the one
+// updated longest ago) if it is new.
+func (c *change) replica(key string) *replica {
+	r, ok := c.replicas.next.Get(key)
+	switch {
+	case !ok:
+		if c.replicas.next.Len() >= c.e.cfg.MaxReplicas {
+			forgetOldest(&c.replicas)
+		}
+		nan := math.NaN()
+		r = &replica{Replica: key, Waiting: nan, Running: nan, KVUtilization: nan, BlockSize: nan, NumBlocks: nan, Health: nan, Routing: nan}
+	case !c.copiedReplicas[key]:
+		copied := *r
+		copied.Components = cloneMap(r.Components)
+		r = &copied
+	default:
+		return r
+	}
+	c.copiedReplicas[key] = true
+	c.replicas.Set(key, r)
+	return r
+}
+
+// pool returns the batch's own copy of a model's pool, or nil where the model is new and max_pools is
+// reached.
+//
+// At the cap a new model is refused rather than the least recently updated pool evicted: the cap is hit
+// when something upstream mints model names (a request id or a path in gen_ai.request.model), and with
+// eviction such a flood would push out the pools of the real models, whose scale endpoints KEDA is polling,
+// turning working autoscaling into 404s. Refusing keeps every pool that was being served; the junk is counted
+// and said once, and a real new model gets a slot as soon as a pool expires (pool_expiry).
+func (c *change) pool(model string) *pool {
+	p, ok := c.pools.next.Get(model)
+	switch {
+	case !ok:
+		if c.refusedPools[model] {
+			return nil
+		}
+		if c.pools.next.Len() >= c.e.cfg.MaxPools && !c.swept {
+			c.expirePools(c.e.now())
+		}
+		if c.pools.next.Len() >= c.e.cfg.MaxPools {
+			c.refuse(model)
+			return nil
+		}
+		p = &pool{Model: model, Desired: math.NaN(), Current: math.NaN(), Forecast: math.NaN(), SaturationETA: math.NaN()}
+	case !c.copiedPools[model]:
+		copied := *p
+		p = &copied
+	default:
+		return p
+	}
+	c.copiedPools[model] = true
+	c.pools.Set(model, p)
+	return p
+}
+
+func (c *change) refuse(model string) {
+	c.refusedPools[model] = true
+	c.e.telemetry.refusedPools.Add(c.ctx, 1, c.e.telemetry.attrs)
+	if !c.e.saidPoolsFull {
+		c.e.saidPoolsFull = true
+		c.e.set.Logger.Warn("llm_routing: max_pools reached; the scaling signals of models not seen before are dropped until a pool "+
+			"expires (said once; servescope_llm_routing_refused_pools counts them)",
+			zap.Int("max_pools", c.e.cfg.MaxPools), zap.Duration("pool_expiry", c.e.cfg.PoolExpiry), zap.String("first_refused_model", model))
+	}
+}
+
+// poolsSeenThroughReplicas keeps a pool alive while any replica of its model reports, even where its own
+// scaling signal has stopped (the endpoint then answers 503, stale, rather than 404).
+func (c *change) poolsSeenThroughReplicas() {
+	for key := range c.copiedReplicas {
+		r, ok := c.replicas.next.Get(key)
+		if !ok || r.Model == "" {
+			continue
+		}
+		last := r.EngineUpdated
+		if r.SignalsUpdated.After(last) {
+			last = r.SignalsUpdated
+		}
+		if p, ok := c.pools.next.Get(r.Model); ok && last.After(p.Seen) {
+			c.pool(r.Model).Seen = last
+		}
+	}
+}
+
+// expirePools forgets the pools nothing has been said about for pool_expiry, except those this batch
+// touched.
+func (c *change) expirePools(now time.Time) {
+	c.swept = true
+	c.e.lastSweep = now
+	var expired []string
+	c.pools.next.Range(func(model string, p *pool) bool {
+		if poolExpired(p, now, c.e.cfg.PoolExpiry) && !c.copiedPools[model] {
+			expired = append(expired, model)
+		}
+		return true
+	})
+	for _, model := range expired {
+		c.pools.Delete(model)
+	}
+	if len(expired) > 0 {
+		c.e.telemetry.expiredPools.Add(c.ctx, int64(len(expired)), c.e.telemetry.attrs)
+	}
+}
+
+func poolExpired(p *pool, now time.Time, expiry time.Duration) bool {
+	return now.Sub(p.Seen) > expiry
 }
 
 // apply folds one metric into the state. Engine gauges are summed (queues of several engine cores) or
@@ -179,6 +296,9 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 			m.Name() == schema.MetricLLMPoolForecastReplicas || m.Name() == schema.MetricLLMPoolSaturationEta ||
 			m.Name() == schema.MetricLLMPoolScaleReason {
 			p := getPool(model)
+			if p == nil {
+				continue // refused at max_pools
+			}
 			switch m.Name() {
 			case schema.MetricLLMPoolDesiredReplicas:
 				p.Desired = v
@@ -195,6 +315,9 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 				p.SaturationETA = v
 			}
 			p.Updated = at
+			if at.After(p.Seen) {
+				p.Seen = at
+			}
 			continue
 		}
 		key := e.replicaKey(attrs, res)
@@ -279,10 +402,10 @@ func (e *routingExporter) replicaKey(attrs, res pcommon.Map) string {
 	return ""
 }
 
-func forgetOldest(replicas map[string]*replica) {
+func forgetOldest(replicas *cowWriter[*replica]) {
 	oldest := ""
 	var at time.Time
-	for k, r := range replicas {
+	replicas.next.Range(func(k string, r *replica) bool {
 		updated := r.EngineUpdated
 		if r.SignalsUpdated.After(updated) {
 			updated = r.SignalsUpdated
@@ -290,8 +413,9 @@ func forgetOldest(replicas map[string]*replica) {
 		if oldest == "" || updated.Before(at) {
 			oldest, at = k, updated
 		}
-	}
-	delete(replicas, oldest)
+		return true
+	})
+	replicas.Delete(oldest)
 }
 
 func text(m pcommon.Map, key string) string {
@@ -313,10 +437,11 @@ func cloneMap(m map[string]float64) map[string]float64 {
 }
 
 func sortedReplicas(s *snapshot) []*replica {
-	out := make([]*replica, 0, len(s.replicas))
-	for _, r := range s.replicas {
+	out := make([]*replica, 0, s.replicas.Len())
+	s.replicas.Range(func(_ string, r *replica) bool {
 		out = append(out, r)
-	}
+		return true
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Replica < out[j].Replica })
 	return out
 }

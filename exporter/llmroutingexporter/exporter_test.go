@@ -117,7 +117,8 @@ func fleet() pmetric.Metrics {
 func newServed(t *testing.T) (*routingExporter, *httptest.Server) {
 	cfg := createDefaultConfig()
 	require.NoError(t, cfg.Validate())
-	e := newRoutingExporter(cfg, componenttest.NewNopTelemetrySettings())
+	e, err := newRoutingExporter(cfg, exportertest.NewNopSettings(componentType))
+	require.NoError(t, err)
 	e.now = func() time.Time { return now }
 	srv := httptest.NewServer(e.handler())
 	t.Cleanup(srv.Close)
@@ -227,7 +228,8 @@ func TestModelServerProtocolParses(t *testing.T) {
 	}
 }
 
-// Readers never see half a batch: each batch sets waiting and running to the same number.
+// Readers never see half a batch: each batch sets waiting and running, and a pool's desired and current
+// replicas, to the same number.
 func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 	e, srv := newServed(t)
 	e.now = func() time.Time { return now }
@@ -253,6 +255,12 @@ func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 						assert.Equal(t, *rep.Waiting, *rep.Running, "a torn read")
 					}
 				}
+				if status, body := get(t, srv.URL+"/v1/pools/"+model+"/scale"); status == http.StatusOK {
+					var scale struct{ DesiredReplicas, CurrentReplicas float64 }
+					if assert.NoError(t, json.Unmarshal([]byte(body), &scale)) {
+						assert.Equal(t, scale.DesiredReplicas, scale.CurrentReplicas, "a torn read of a pool")
+					}
+				}
 			}
 		}()
 	}
@@ -262,6 +270,8 @@ func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 		for r := 0; r < 5; r++ {
 			b.engine(fmt.Sprintf("r%d", r), "vllm", model, 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: v, schema.MetricLLMSchedulerRequestsRunning: v})
 		}
+		b.signal(schema.MetricLLMPoolDesiredReplicas, v, 0, schema.AttrGenAIRequestModel, model)
+		b.signal(schema.MetricLLMPoolReplicas, v, 0, schema.AttrGenAIRequestModel, model)
 		require.NoError(t, e.consume(context.Background(), b.md))
 	}
 	close(stop)
@@ -276,8 +286,9 @@ func TestBoundedReplicas(t *testing.T) {
 		require.NoError(t, e.consume(context.Background(), b.md))
 	}
 	s := e.state.Load()
-	assert.Len(t, s.replicas, 3)
-	assert.Contains(t, s.replicas, "r9")
+	assert.Equal(t, 3, s.replicas.Len())
+	_, kept := s.replicas.Get("r9")
+	assert.True(t, kept)
 }
 
 func TestLifecycleAndConfig(t *testing.T) {
@@ -291,5 +302,6 @@ func TestLifecycleAndConfig(t *testing.T) {
 	require.NoError(t, exp.Shutdown(context.Background()))
 
 	configtest.Sections(t, filepath.Join("testdata", "config.yaml"), createDefaultConfig,
-		map[string]string{"llm_routing": "", "llm_routing/custom": "", "llm_routing/bad": "stale: must be positive"})
+		map[string]string{"llm_routing": "", "llm_routing/custom": "", "llm_routing/bad": "stale: must be positive",
+			"llm_routing/no_pools": "max_pools: must be at least 1", "llm_routing/short_expiry": "pool_expiry: must be at least stale (1m0s)"})
 }

@@ -21,7 +21,10 @@ func NewFactory() exporter.Factory {
 }
 
 func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
-	e := newRoutingExporter(cfg.(*Config), set.TelemetrySettings)
+	e, err := newRoutingExporter(cfg.(*Config), set)
+	if err != nil {
+		return nil, err
+	}
 	// No queue and no retries: the latest state is what matters, and it is kept in memory here.
 	return exporterhelper.NewMetrics(ctx, set, cfg, e.consume,
 		exporterhelper.WithStart(e.start), exporterhelper.WithShutdown(e.shutdown),

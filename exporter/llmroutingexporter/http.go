@@ -158,9 +158,12 @@ func scoreOf(c candidate) float64 {
 
 // scale answers KEDA's metrics-api scaler: desiredReplicas is the value to read (valueLocation).
 func (e *routingExporter) scale(w http.ResponseWriter, s *snapshot, model string, now time.Time) {
-	p := s.pools[model]
-	if p == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no scaling signal for model %q (is llm_signals feeding this exporter?)", model)})
+	p, ok := s.pools.Get(model)
+	if !ok || poolExpired(p, now, e.cfg.PoolExpiry) {
+		// An expired pool that the writer has not swept out yet answers as it will once it has.
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf(
+			"no scaling signal for model %q (is llm_signals feeding this exporter? a pool is forgotten after pool_expiry, %s, without a word about its model)",
+			model, e.cfg.PoolExpiry)})
 		return
 	}
 	body := map[string]any{"model": model, "desiredReplicas": opt(p.Desired), "currentReplicas": opt(p.Current),
@@ -182,8 +185,8 @@ func (e *routingExporter) modelServer(w http.ResponseWriter, req *http.Request) 
 		key = k
 	}
 	s := e.state.Load()
-	r := s.replicas[key]
-	if r == nil {
+	r, ok := s.replicas.Get(key)
+	if !ok {
 		http.Error(w, fmt.Sprintf("unknown replica %q (GET /v1/replicas lists them)", key), http.StatusNotFound)
 		return
 	}

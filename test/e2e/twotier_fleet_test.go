@@ -79,6 +79,7 @@ func TestFleetSidecarsToGateway(t *testing.T) {
 			"SERVESCOPE_ENGINE_ENDPOINT="+ep.URL,
 			"SERVESCOPE_DCGM_TARGET="+strings.TrimPrefix(ep.DCGM, "http://"),
 			"SERVESCOPE_REPLICA="+ep.Instance,
+			"SERVESCOPE_QUEUE_DIR="+t.TempDir(),
 			"SERVESCOPE_OTLP_GRPC_ENDPOINT="+grpcPorts[i],
 			"SERVESCOPE_OTLP_HTTP_ENDPOINT="+httpPorts[i],
 			"SERVESCOPE_GATEWAY="+gatewayOTLP,
