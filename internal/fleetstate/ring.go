@@ -14,6 +14,12 @@ func (r *ring[T]) at(i int) T { return r.buf[(r.start+i)%len(r.buf)] }
 // push appends v and drops what is older than cutoff. A snapshot older than the newest one held (a late
 // batch) replaces nothing and is dropped: summaries assume time order.
 func (r *ring[T]) push(v T, timeOf func(T) int64, cutoff int64) {
+	r.pushDropping(v, timeOf, cutoff, nil)
+}
+
+// pushDropping is push that hands each snapshot it drops for age or room to dropped, with the snapshot that
+// follows it (the next one held, or v), before it goes: what leaves the window can still be summed up.
+func (r *ring[T]) pushDropping(v T, timeOf func(T) int64, cutoff int64, dropped func(old, next T)) {
 	if r.n > 0 && timeOf(r.at(r.n-1)) >= timeOf(v) {
 		if timeOf(r.at(r.n-1)) == timeOf(v) {
 			r.buf[(r.start+r.n-1)%len(r.buf)] = v // the same scrape seen again (a retried batch)
@@ -21,12 +27,22 @@ func (r *ring[T]) push(v T, timeOf func(T) int64, cutoff int64) {
 		return
 	}
 	if r.n == len(r.buf) {
+		if dropped != nil {
+			next := v
+			if r.n > 1 {
+				next = r.at(1)
+			}
+			dropped(r.at(0), next)
+		}
 		r.start = (r.start + 1) % len(r.buf)
 		r.n--
 	}
 	r.buf[(r.start+r.n)%len(r.buf)] = v
 	r.n++
 	for r.n > 1 && timeOf(r.at(0)) < cutoff {
+		if dropped != nil {
+			dropped(r.at(0), r.at(1))
+		}
 		r.start = (r.start + 1) % len(r.buf)
 		r.n--
 	}

@@ -2,7 +2,8 @@
 // KV cache, prefix cache, GPUs) and summarizes it over an interval, such as one request's lifetime.
 //
 // It reads canonical names only: what llm_normalize and the nvml receiver produce. Everything it holds is
-// bounded by Config: snapshots per replica and per GPU, the age of a snapshot, the number of replicas and GPUs.
+// bounded by Config: snapshots per replica and per GPU, the age of a snapshot, the number of replicas and GPUs;
+// besides, each replica's usual levels (usual.go) take a bounded histogram and a bounded list of marks.
 package fleetstate
 
 import (
@@ -27,6 +28,14 @@ type Config struct {
 	MaxSnapshots int
 	// MaxReplicas caps replicas and GPUs each; the one seen longest ago is forgotten first.
 	MaxReplicas int
+	// MinPrefixQueries is how many prompt tokens must have been looked up in the prefix cache for a hit ratio
+	// to be evidence (the engines count tokens, and hits in whole KV blocks of 16 or so: a ratio of a few
+	// dozen tokens moves in steps of a quarter). A short request's scrape interval is widened back, scrape
+	// by scrape, until it holds that many, RecentLookback at most. Default 256.
+	MinPrefixQueries float64
+	// UsualHalfLife is how fast the usual levels forget: an observation this old weighs half as much as a
+	// new one. Default 2 h.
+	UsualHalfLife time.Duration
 }
 
 // Store is safe for concurrent use.
@@ -40,6 +49,8 @@ type Store struct {
 	byOwner map[string]map[string]*gpu
 	// replicaCollectives holds each replica's collective timings (nccl receiver), by replica key.
 	replicaCollectives map[string]*collectiveState
+	// usualScratch is reused to recompute a replica's usual levels (under the write lock).
+	usualScratch usualSums
 }
 
 // EngineSnapshot is one scrape of one replica's engine state. NaN means the engine did not report it.
@@ -79,7 +90,11 @@ type replica struct {
 	engine   string
 	lastSeen int64
 
-	runningUsual, hitRatioUsual float64 // window-wide levels, recomputed per scrape
+	// unhealthy is the time the caller marked unhealthy; folded the healthy levels of what left the window.
+	unhealthy healthMarks
+	folded    usualSums
+	// The usual levels, recomputed per scrape and per mark, not per summary.
+	runningUsual, hitRatioUsual, ttftUsual float64
 }
 
 type gpu struct {
@@ -124,6 +139,12 @@ func New(cfg Config) *Store {
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 15 * time.Minute
+	}
+	if cfg.MinPrefixQueries <= 0 {
+		cfg.MinPrefixQueries = 256
+	}
+	if cfg.UsualHalfLife <= 0 {
+		cfg.UsualHalfLife = 2 * time.Hour
 	}
 	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}, byOwner: map[string]map[string]*gpu{},
 		replicaCollectives: map[string]*collectiveState{}}
@@ -230,7 +251,7 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 	r := s.replicas[key]
 	if r == nil {
 		s.makeRoom(len(s.replicas), func() { s.forgetOldestReplica() })
-		r = &replica{snaps: newRing[EngineSnapshot](s.cfg.MaxSnapshots)}
+		r = &replica{snaps: newRing[EngineSnapshot](s.cfg.MaxSnapshots), runningUsual: math.NaN(), hitRatioUsual: math.NaN(), ttftUsual: math.NaN()}
 		s.replicas[key] = r
 	}
 	if model != "" {
@@ -240,8 +261,35 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 		r.engine = e.AsString()
 	}
 	r.lastSeen = snap.Time
-	r.snaps.push(snap, engineTime, snap.Time-s.cfg.Window.Nanoseconds())
-	r.usual()
+	halfLife := float64(s.cfg.UsualHalfLife.Nanoseconds())
+	r.folded.keepNear(snap.Time, halfLife)
+	r.snaps.pushDropping(snap, engineTime, snap.Time-s.cfg.Window.Nanoseconds(), func(old, next EngineSnapshot) {
+		r.folded.fold(old, next, r.unhealthy, halfLife)
+	})
+	if r.snaps.n > 0 {
+		r.unhealthy = r.unhealthy.forgetBefore(r.snaps.at(0).Time)
+	}
+	r.refreshUsual(halfLife, &s.usualScratch)
+}
+
+// MarkUnhealthy tells the store that replica was unhealthy over [from, to] (unix ns): its slow requests,
+// its open incidents. The usual levels leave that time out. A mark must come while the snapshots it covers
+// are still held (within Window and MaxSnapshots); an unknown replica's marks are ignored.
+func (s *Store) MarkUnhealthy(replica string, from, to int64) {
+	if to < from {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.replicas[replica]
+	if r == nil || r.snaps.n == 0 || to < r.snaps.at(0).Time {
+		return
+	}
+	if r.unhealthy.covers(from, to) {
+		return // already known: one call per slow request of an incident costs no recomputation
+	}
+	r.unhealthy = r.unhealthy.add(from, to)
+	r.refreshUsual(float64(s.cfg.UsualHalfLife.Nanoseconds()), &s.usualScratch)
 }
 
 // gpuReading gathers one GPU's points from one batch.
@@ -501,6 +549,34 @@ func (s *Store) Identity(key string) (model, engine string) {
 		return r.model, r.engine
 	}
 	return "", ""
+}
+
+// UnattributedGPUs lists, sorted, the GPUs seen within the window that belong to no replica the store
+// knows, when it knows several: their state reaches no summary, and the caller can say so once. Empty with
+// a lone replica, which has them all (a sidecar), and with none.
+func (s *Store) UnattributedGPUs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.replicas) < 2 {
+		return nil
+	}
+	newest := int64(math.MinInt64)
+	for _, g := range s.gpus {
+		newest = max(newest, g.lastSeen)
+	}
+	var out []string
+	for owner, gpus := range s.byOwner {
+		if _, ok := s.replicas[owner]; ok {
+			continue
+		}
+		for id, g := range gpus {
+			if g.lastSeen >= newest-s.cfg.Window.Nanoseconds() {
+				out = append(out, id)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Resolve maps a span's replica key onto a known replica: the key itself when known, else, when the store

@@ -52,8 +52,9 @@ func TestSummaryOverARequestsLifetime(t *testing.T) {
 	assert.Equal(t, 12.0, sum.RunningUsual)
 	assert.Equal(t, 0.97, sum.KVUtilizationMax)
 	assert.Equal(t, 6.0, sum.Preemptions, "3 -> 7 -> 9 between the 60 s and 80 s scrapes")
-	assert.InDelta(t, 0.3, sum.PrefixHitRatio, 1e-9, "widened a minute back to the 0 s scrape: 1600-700 hits of 4000-1000 queries")
-	assert.InDelta(t, 0.4, sum.PrefixHitRatioUsual, 1e-9, "the whole window: 1600 hits of 4000 queries")
+	assert.InDelta(t, 0.1, sum.PrefixHitRatio, 1e-9, "the bracketing 60 s and 80 s scrapes hold enough queries: 1600-1400 hits of 4000-2000")
+	assert.Equal(t, 0.0, sum.PrefixHitRatioWidened, "not widened")
+	assert.InDelta(t, 0.4, sum.PrefixHitRatioUsual, 0.005, "all healthy: 1600 hits of 4000 queries, the newer weighing a little more")
 
 	open := s.Summarize("r1", at(79), at(85))
 	assert.False(t, open.Complete, "no scrape after the end yet: the caller may wait")
@@ -93,7 +94,7 @@ func TestGPUsJoinTheirReplica(t *testing.T) {
 	// Sidecar: one replica, GPUs without an owner are its GPUs.
 	s.Observe(gpuScrape("GPU-a", "", 0, 0.9, []string{"gpu_idle"}, 0))
 	s.Observe(gpuScrape("GPU-a", "", 10, 0.5, []string{"hw_slowdown"}, 2))
-	sum := s.Summarize("r1", at(1), at(9))
+	sum := s.Summarize("r1", at(0), at(10))
 	assert.True(t, sum.HasGPU)
 	assert.InDelta(t, 0.7, sum.GPUUtilizationMean, 1e-9)
 	assert.Equal(t, []string{"hw_slowdown"}, sum.ThrottleReasons, "idle is not throttling")
@@ -103,8 +104,8 @@ func TestGPUsJoinTheirReplica(t *testing.T) {
 	s.Observe(engineScrape("r2", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0}))
 	s.Observe(gpuScrape("GPU-b", "", 10, 0.2, []string{"sw_thermal"}, 0, "r2"))
 	s.Observe(gpuScrape("GPU-c", "r1", 10, 0.4, nil, 0))
-	assert.Equal(t, []string{"sw_thermal"}, s.Summarize("r2", at(1), at(9)).ThrottleReasons)
-	r1 := s.Summarize("r1", at(1), at(9))
+	assert.Equal(t, []string{"sw_thermal"}, s.Summarize("r2", at(0), at(10)).ThrottleReasons)
+	r1 := s.Summarize("r1", at(0), at(10))
 	assert.Equal(t, []string{}, append([]string{}, r1.ThrottleReasons...), "GPU-a is unattributed now that two replicas exist; GPU-c is r1's and calm")
 	assert.InDelta(t, 0.4, r1.GPUUtilizationMean, 1e-9)
 }
@@ -155,7 +156,7 @@ func TestStateIsBounded(t *testing.T) {
 		s.Observe(engineScrape("r1", float64(i), map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: float64(i)}))
 	}
 	assert.Equal(t, 8, s.replicas["r1"].snaps.n)
-	assert.Equal(t, 92.0, s.Summarize("r1", at(50), at(91)).WaitingAtArrival, "the oldest kept is scrape 92")
+	assert.Equal(t, 92.0, s.Summarize("r1", at(50), at(95)).WaitingAtArrival, "the oldest kept is scrape 92")
 
 	for i := 0; i < 10; i++ {
 		s.Observe(engineScrape(fmt.Sprintf("other-%d", i), 200+float64(i), map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 1}))

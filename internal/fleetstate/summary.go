@@ -18,28 +18,52 @@ type Summary struct {
 	// Complete is true when a snapshot at or after the interval's end was seen: nothing later can change it.
 	Complete bool
 
+	// StateAge is the age at the interval's end (s) of the newest engine snapshot its levels (WaitingMax and
+	// the like) come from: 0 when one was taken at the end, 60 when the engine went unscraped for the last
+	// minute of it; NaN when no snapshot describes it.
+	StateAge float64
+
+	// WaitingAtArrival is the queue at the snapshot at or before the interval's start.
 	WaitingAtArrival float64
-	WaitingMax       float64
+	// WaitingMax, RunningMax and KVUtilizationMax are the highest levels in the snapshots taken within the
+	// interval, or, when none was, in the one at or before its start (the state it ran in); never in one
+	// taken after its end.
+	WaitingMax float64
 	// QueueGrowthPerMinute compares the queue at arrival with the queue up to a minute earlier, as a ratio
 	// per minute ((waiting+1) / (earlier waiting+1), scaled to 60 s); 1 is flat.
 	QueueGrowthPerMinute float64
 	// WaitingEarlier is the queue that growth compares with, WaitingEarlierAge how long before arrival (s).
 	WaitingEarlier, WaitingEarlierAge float64
 	RunningMax                        float64
-	RunningUsual                      float64 // median over the window
-	KVUtilizationMax                  float64
-	Preemptions                       float64
-	// PrefixHitRatio covers the interval widened to RecentLookback before it; PrefixHitRatioUsual the window.
-	PrefixHitRatio      float64
+	// RunningUsual is the replica's usual running batch: an exponentially weighted median (Config.UsualHalfLife)
+	// over its healthy time (see MarkUnhealthy), NaN when it had none.
+	RunningUsual     float64
+	KVUtilizationMax float64
+	// Preemptions grew this much between the scrapes that bracket the interval (the last at or before its
+	// start, the first at or after its end).
+	Preemptions float64
+	// PrefixHitRatio is the prefix-cache hit ratio over the scrapes that bracket the interval, widened back
+	// scrape by scrape (RecentLookback at most) until Config.MinPrefixQueries tokens were looked up; NaN when
+	// even that saw fewer. PrefixQueries is the tokens it is over, PrefixHitRatioWindow the seconds it covers,
+	// PrefixHitRatioWidened how many of them lie before the bracket (0: the bracket alone sufficed).
+	// PrefixHitRatioBracket is the bracket's own ratio, however few tokens it saw (NaN for none): set beside a
+	// widened PrefixHitRatio it shows a change of regime within the window.
+	PrefixHitRatio        float64
+	PrefixQueries         float64
+	PrefixHitRatioWindow  float64
+	PrefixHitRatioWidened float64
+	PrefixHitRatioBracket float64
+	// PrefixHitRatioUsual is the replica's usual hit ratio, exponentially weighted over its healthy time
+	// (like RunningUsual), NaN when it had none.
 	PrefixHitRatioUsual float64
 
-	// Rates over the interval (per second) and its counter deltas; NaN when the engine does not report them
-	// or the interval holds fewer than two snapshots.
+	// Rates (per second) and counter deltas between the scrapes that bracket the interval; NaN when the engine
+	// does not report them or no two snapshots bracket it.
 	FinishedRate float64
 	PromptTokens float64
 	GenTokens    float64
-	// TTFTMean is the mean time to first token of the requests that got one during the interval;
-	// TTFTUsual over the window.
+	// TTFTMean is the mean time to first token of the requests that got one between the bracketing scrapes;
+	// TTFTUsual over the replica's healthy time (like RunningUsual).
 	TTFTMean  float64
 	TTFTUsual float64
 	// MaxRunning is the engine's configured capacity (latest), NaN when it does not report one.
@@ -47,6 +71,8 @@ type Summary struct {
 	// Newest is the time of the replica's newest engine snapshot (unix ns), 0 when none.
 	Newest int64
 
+	// GPU levels (utilization, memory, clocks, throttling) come from the GPU snapshots within the interval, or
+	// the one at or before its start when none was, like WaitingMax; XIDErrors between the bracketing ones.
 	HasGPU             bool
 	GPUUtilizationMean float64
 	// GPUUtilization is each of the replica's GPUs' mean utilization over the interval, by hw.id.
@@ -55,9 +81,10 @@ type Summary struct {
 	GPUNames                map[string]string
 	GPUMemoryUtilizationMax float64
 	// GPUMemoryGrowth is the fastest growth of one GPU's memory utilization across the interval (per second,
-	// first to last snapshot), NaN with fewer than two snapshots.
+	// from the snapshot at or before its start to the last one within it), NaN with fewer than two snapshots.
 	GPUMemoryGrowth float64
-	// GPUMemoryUtilizationNow is the highest GPU memory utilization at the interval's end.
+	// GPUMemoryUtilizationNow is the highest GPU memory utilization at the interval's end (the last snapshot
+	// at or before it).
 	GPUMemoryUtilizationNow float64
 	// SMClockRatio is the lowest SM clock a busy GPU of the replica ran at during the interval, over the
 	// highest that GPU reached in the window (1: full speed); NaN without clock readings. A drop while busy is
@@ -87,7 +114,9 @@ type Summary struct {
 	CollectiveLateShare float64
 }
 
-// RecentLookback widens short intervals for rates: a 300 ms request sees no counter move between two scrapes.
+// RecentLookback is how far state may lie from an interval and still describe it: the most a hit ratio is
+// widened back (a 300 ms request may see too few tokens looked up between two scrapes), and how far before
+// an interval a GPU's last snapshot may be.
 const RecentLookback = time.Minute
 
 func engineTime(s EngineSnapshot) int64 { return s.Time }
@@ -96,7 +125,8 @@ func gpuTime(s GPUSnapshot) int64       { return s.Time }
 // Summarize describes replica key over [from, to] (unix ns).
 func (s *Store) Summarize(key string, from, to int64) Summary {
 	nan := math.NaN()
-	sum := Summary{Replica: key, WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, WaitingEarlier: nan, WaitingEarlierAge: nan, RunningMax: nan,
+	sum := Summary{Replica: key, StateAge: nan, PrefixQueries: nan, PrefixHitRatioWindow: nan, PrefixHitRatioWidened: nan, PrefixHitRatioBracket: nan,
+		WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, WaitingEarlier: nan, WaitingEarlierAge: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
 		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
 		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan,
@@ -109,18 +139,19 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 		if r.snaps.n > 0 {
 			sum.MaxRunning = r.snaps.at(r.snaps.n - 1).MaxRunning
 		}
-		sum.RunningUsual, sum.PrefixHitRatioUsual = r.runningUsual, r.hitRatioUsual
-		summarizeEngine(&r.snaps, from, to, &sum)
+		sum.RunningUsual, sum.PrefixHitRatioUsual, sum.TTFTUsual = r.runningUsual, r.hitRatioUsual, r.ttftUsual
+		summarizeEngine(&r.snaps, from, to, s.cfg.MinPrefixQueries, &sum)
 	}
 	var gpus []*gpu
-	if key != "" {
-		for _, g := range s.byOwner[key] {
+	switch {
+	case r != nil && len(s.replicas) == 1:
+		// A lone replica (a sidecar) has every GPU the store knows: the unattributed ones and those whose
+		// resource names something that is no replica (a dcgm-exporter target's own host:port).
+		for _, g := range s.gpus {
 			gpus = append(gpus, g)
 		}
-	}
-	// Unattributed GPUs belong to a lone replica (a sidecar).
-	if r != nil && len(s.replicas) == 1 {
-		for _, g := range s.byOwner[""] {
+	case key != "":
+		for _, g := range s.byOwner[key] {
 			gpus = append(gpus, g)
 		}
 	}
@@ -129,7 +160,27 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 	return sum
 }
 
-func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) {
+// levelRange is the snapshots whose levels (gauges) describe [from, to], given the bracket [first, last]
+// from span: those taken within it, else the one at or before from. ok is false when neither exists (all
+// that is held was taken after to).
+func levelRange[T any](snaps *ring[T], timeOf func(T) int64, first, last int, from, to int64) (lo, hi int, ok bool) {
+	lo, hi = first, last
+	if timeOf(snaps.at(lo)) < from {
+		lo++
+	}
+	if timeOf(snaps.at(hi)) > to {
+		hi--
+	}
+	if lo <= hi {
+		return lo, hi, true
+	}
+	if timeOf(snaps.at(first)) <= from {
+		return first, first, true
+	}
+	return 0, 0, false
+}
+
+func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, minPrefixQueries float64, sum *Summary) {
 	first, last, ok := snaps.span(engineTime, from, to)
 	// State from well after the request (a span replayed from before the window) says nothing about it.
 	if !ok || snaps.at(first).Time > to+int64(RecentLookback) {
@@ -138,12 +189,15 @@ func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) 
 	arrival := snaps.at(first)
 	sum.HasEngine = arrival.Time <= from
 	sum.Complete = snaps.at(last).Time >= to
-	sum.WaitingAtArrival = arrival.Waiting
-	for i := first; i <= last; i++ {
-		sn := snaps.at(i)
-		sum.WaitingMax = nanMax(sum.WaitingMax, sn.Waiting)
-		sum.RunningMax = nanMax(sum.RunningMax, sn.Running)
-		sum.KVUtilizationMax = nanMax(sum.KVUtilizationMax, sn.KVUtilization)
+	if lo, hi, ok := levelRange(snaps, engineTime, first, last, from, to); ok {
+		sum.WaitingAtArrival = arrival.Waiting
+		for i := lo; i <= hi; i++ {
+			sn := snaps.at(i)
+			sum.WaitingMax = nanMax(sum.WaitingMax, sn.Waiting)
+			sum.RunningMax = nanMax(sum.RunningMax, sn.Running)
+			sum.KVUtilizationMax = nanMax(sum.KVUtilizationMax, sn.KVUtilization)
+		}
+		sum.StateAge = float64(to-snaps.at(hi).Time) / 1e9
 	}
 	sum.Preemptions = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.Preemptions })
 
@@ -165,8 +219,7 @@ func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) 
 		}
 	}
 
-	recentFirst, _, _ := snaps.span(engineTime, from-int64(RecentLookback), to)
-	sum.PrefixHitRatio = hitRatio(snaps, recentFirst, last)
+	summarizePrefixCache(snaps, first, last, from, minPrefixQueries, sum)
 
 	if dt := float64(snaps.at(last).Time-arrival.Time) / 1e9; dt > 0 {
 		sum.FinishedRate = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.Finished }) / dt
@@ -174,7 +227,33 @@ func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, sum *Summary) 
 	sum.PromptTokens = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.PromptTokens })
 	sum.GenTokens = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.GenTokens })
 	sum.TTFTMean = meanOf(snaps, first, last)
-	sum.TTFTUsual = meanOf(snaps, 0, snaps.n-1)
+}
+
+// summarizePrefixCache takes the hit ratio over the bracket [first, last], widened back one scrape at a time
+// (no further than RecentLookback before from) until it holds minQueries looked-up tokens. Only as wide as
+// the data needs: a minute-wide ratio is mostly the minute, and a collapse seconds old vanishes in it.
+func summarizePrefixCache(snaps *ring[EngineSnapshot], first, last int, from int64, minQueries float64, sum *Summary) {
+	queries := func(lo int) float64 {
+		return counterDelta(snaps, lo, last, func(e EngineSnapshot) float64 { return e.PrefixQueries })
+	}
+	lo, q := first, queries(first)
+	if q > 0 {
+		sum.PrefixHitRatioBracket = hitRatio(snaps, first, last)
+	}
+	for !(q >= minQueries) && lo > 0 && snaps.at(lo-1).Time >= from-int64(RecentLookback) {
+		lo--
+		q = queries(lo)
+	}
+	if !(q >= minQueries) {
+		return
+	}
+	sum.PrefixHitRatio = hitRatio(snaps, lo, last)
+	if math.IsNaN(sum.PrefixHitRatio) {
+		return
+	}
+	sum.PrefixQueries = q
+	sum.PrefixHitRatioWindow = float64(snaps.at(last).Time-snaps.at(lo).Time) / 1e9
+	sum.PrefixHitRatioWidened = float64(snaps.at(first).Time-snaps.at(lo).Time) / 1e9
 }
 
 // meanOf is the mean time to first token between two snapshots, from the histogram's sum and count.
@@ -185,22 +264,6 @@ func meanOf(snaps *ring[EngineSnapshot], first, last int) float64 {
 		return math.NaN()
 	}
 	return total / n
-}
-
-// usual computes the replica's window-wide levels; Observe calls it once per scrape, not per request.
-func (r *replica) usual() {
-	r.hitRatioUsual = hitRatio(&r.snaps, 0, r.snaps.n-1)
-	running := make([]float64, 0, r.snaps.n)
-	for i := 0; i < r.snaps.n; i++ {
-		if v := r.snaps.at(i).Running; !math.IsNaN(v) {
-			running = append(running, v)
-		}
-	}
-	r.runningUsual = math.NaN()
-	if len(running) > 0 {
-		sort.Float64s(running)
-		r.runningUsual = running[len(running)/2]
-	}
 }
 
 func hitRatio(snaps *ring[EngineSnapshot], first, last int) float64 {
@@ -246,7 +309,13 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 	reasons := map[string]bool{}
 	for _, g := range gpus {
 		first, last, ok := g.snaps.span(gpuTime, from, to)
-		if !ok || g.snaps.at(last).Time < from-int64(RecentLookback) || g.snaps.at(first).Time > to+int64(RecentLookback) {
+		if !ok {
+			continue
+		}
+		// Levels from the GPU's snapshots within the interval (or the one it started in), not from after it,
+		// and not from one more than RecentLookback older than the start: a GPU gone quiet says nothing.
+		lo, hi, ok := levelRange(&g.snaps, gpuTime, first, last, from, to)
+		if !ok || g.snaps.at(hi).Time < from-int64(RecentLookback) {
 			continue
 		}
 		sum.HasGPU = true
@@ -261,7 +330,7 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 			sum.GPUPositions[g.id] = g.position
 		}
 		own, ownN := 0.0, 0
-		for i := first; i <= last; i++ {
+		for i := lo; i <= hi; i++ {
 			sn := g.snaps.at(i)
 			sum.GPUMemoryUtilizationMax = nanMax(sum.GPUMemoryUtilizationMax, sn.MemoryUtilization)
 			if !math.IsNaN(sn.Utilization) {
@@ -278,13 +347,13 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 			sum.GPUUtilization[g.id] = own / float64(ownN)
 		}
 		if peak := g.peakClock(); peak > 0 {
-			for i := first; i <= last; i++ {
+			for i := lo; i <= hi; i++ {
 				if sn := g.snaps.at(i); sn.SMClock > 0 && sn.Utilization >= busyUtilization {
 					sum.SMClockRatio = nanMin(sum.SMClockRatio, sn.SMClock/peak)
 				}
 			}
 		}
-		a, b := g.snaps.at(first), g.snaps.at(last)
+		a, b := g.snaps.at(first), g.snaps.at(hi)
 		sum.GPUMemoryUtilizationNow = nanMax(sum.GPUMemoryUtilizationNow, b.MemoryUtilization)
 		if b.Time > a.Time && !math.IsNaN(a.MemoryUtilization) && !math.IsNaN(b.MemoryUtilization) {
 			sum.GPUMemoryGrowth = nanMax(sum.GPUMemoryGrowth, (b.MemoryUtilization-a.MemoryUtilization)/(float64(b.Time-a.Time)/1e9))

@@ -234,3 +234,22 @@ func CollectivesAt(sec float64, c Collectives) pmetric.Metrics {
 	dp.Attributes().PutStr(schema.AttrLLMCollectiveObservableReason, c.Reason)
 	return md
 }
+
+// GPUPoints is dcgm-exporter's scrape as the stock prometheus receiver and llm_normalize deliver it: one
+// resource named by the scrape target (target, e.g. "10.0.0.5:9400", as service.instance.id, which names no
+// engine replica) and each GPU's utilization on a data point carrying its hw.id.
+func GPUPoints(target string, sec float64, utilization map[string]float64) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, target)
+	m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName(schema.MetricHwGPUUtilization)
+	points := m.SetEmptyGauge().DataPoints()
+	for id, u := range utilization {
+		dp := points.AppendEmpty()
+		dp.SetTimestamp(pcommon.Timestamp(At(sec)))
+		dp.SetDoubleValue(u)
+		dp.Attributes().PutStr(schema.AttrHwID, id)
+	}
+	return md
+}
