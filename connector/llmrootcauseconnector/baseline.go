@@ -32,14 +32,16 @@ func newRollingQuantiles(window time.Duration) *rollingQuantiles {
 }
 
 func bucketOf(v float64) int {
-	if v <= sketchMin {
+	if !(v > sketchMin) { // NaN included
 		return 0
 	}
-	b := int(math.Log(v/sketchMin)/logGamma) + 1
-	if b >= sketchBuckets {
-		b = sketchBuckets - 1
+	// Compare as a float before converting: v/sketchMin overflows to +Inf for v near MaxFloat64, and
+	// int(+Inf) is not a large index but an arbitrary (negative, on amd64) one.
+	b := math.Log(v/sketchMin)/logGamma + 1
+	if !(b < sketchBuckets-1) {
+		return sketchBuckets - 1
 	}
-	return b
+	return int(b)
 }
 
 func bucketValue(b int) float64 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -37,8 +38,18 @@ type Config struct {
 	// Dimensions are the attributes the metrics carry, from: gen_ai.request.model, llm.tenant, llm.engine.name,
 	// service.instance.id.
 	Dimensions []string `mapstructure:"dimensions"`
-	// MaxTenants caps the tenants tracked; later ones fold into `_other` in metrics and baselines.
+	// MaxTenants caps the tenants with series and baselines of their own; the others fold into `_other` there
+	// (spans and logs keep the tenant's name). The busiest tenants of the last baseline.window hold the
+	// places, not the first ones seen.
 	MaxTenants int `mapstructure:"max_tenants"`
+	// MaxLabelLength caps, in bytes, every tenant, prompt family, model and replica name the connector reads
+	// from spans and metrics; longer values are cut (at a character boundary) before they are stored or sent.
+	MaxLabelLength int `mapstructure:"max_label_length"`
+	// MaxRequestTokens and MaxRequestDuration are the bounds of one physical request: a span claiming more
+	// tokens or a longer latency (or a negative, NaN or infinite one) is not explained or counted; it goes on
+	// unchanged, and the first of each kind is reported.
+	MaxRequestTokens   int64         `mapstructure:"max_request_tokens"`
+	MaxRequestDuration time.Duration `mapstructure:"max_request_duration"`
 	// MaxPromptFamilies caps the prompt families llm.tenant.prompt_tokens is split by; later ones fold into
 	// `_other`.
 	MaxPromptFamilies int `mapstructure:"max_prompt_families"`
@@ -122,6 +133,9 @@ func createDefaultConfig() *Config {
 			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},
 		MaxTenants:           1000,
+		MaxLabelLength:       256,
+		MaxRequestTokens:     100_000_000,
+		MaxRequestDuration:   24 * time.Hour,
 		MaxPromptFamilies:    100,
 		MaxSeries:            10000,
 		MaxModels:            200,
@@ -146,13 +160,14 @@ func (c *Config) Validate() error {
 	}
 	positive := map[string]int{"max_pending_spans": c.MaxPendingSpans, "max_replicas": c.MaxReplicas, "max_tenants": c.MaxTenants,
 		"max_prompt_families": c.MaxPromptFamilies, "max_series": c.MaxSeries, "max_models": c.MaxModels,
-		"request_id_cache": c.RequestIDCache, "baseline.min_samples": c.Baseline.MinSamples}
+		"request_id_cache": c.RequestIDCache, "baseline.min_samples": c.Baseline.MinSamples, "max_label_length": c.MaxLabelLength,
+		"max_request_tokens": int(min(c.MaxRequestTokens, math.MaxInt32))}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] <= 0 {
 			bad("%s: must be positive, got %d", name, positive[name])
 		}
 	}
-	durations := map[string]time.Duration{"state_window": c.StateWindow, "baseline.window": c.Baseline.Window, "metrics_flush_interval": c.MetricsFlushInterval}
+	durations := map[string]time.Duration{"max_request_duration": c.MaxRequestDuration, "state_window": c.StateWindow, "baseline.window": c.Baseline.Window, "metrics_flush_interval": c.MetricsFlushInterval}
 	for _, name := range slices.Sorted(maps.Keys(durations)) {
 		if durations[name] <= 0 {
 			bad("%s: must be positive, got %s", name, durations[name])

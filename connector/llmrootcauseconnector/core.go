@@ -18,6 +18,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/heavyhitters"
+	"github.com/servescope/servescope/internal/labelcap"
+	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -44,25 +47,34 @@ type core struct {
 	primaryTraces  *tracesInput
 	primaryMetrics *metricsInput
 
-	baselines  map[string]*modelBaseline
-	shares     map[string]*shareBaseline    // "t/" + tenant, "f/" + prompt family
-	paces      map[string]*rollingQuantiles // prompt family -> prefill seconds per prompt token
-	tenants    map[string]bool
-	work       map[string]*workLog
-	origins    *fifoCache[spanKey, who]
-	byRequest  *fifoCache[string, who]
-	agg        *aggregator
-	pending    []*batch
-	pendingN   int
-	started    time.Time
-	refs       int
-	stop       chan struct{}
-	done       sync.WaitGroup
-	warnedOnce map[string]bool
+	baselines map[string]*modelBaseline
+	shares    map[string]*shareBaseline    // "t/" + tenant, "f/" + prompt family
+	paces     map[string]*rollingQuantiles // prompt family -> prefill seconds per prompt token
+	// The tenants, prompt families and models with series and baselines of their own: the busiest recently.
+	tenantSlots, familySlots, modelSlots *heavyhitters.Tracker
+	bounds                               requestBounds
+	work                                 map[string]*workLog
+	origins                              *fifoCache[spanKey, who]
+	byRequest                            *fifoCache[string, who]
+	agg                                  *aggregator
+	pending                              []*batch
+	pendingN                             int
+	started                              time.Time
+	refs                                 int
+	stop                                 chan struct{}
+	done                                 sync.WaitGroup
+	warnedOnce                           map[string]bool
+	// draining is set once the first traces input shuts down: nothing more will arrive (its upstream has
+	// stopped), every held span has gone out while all outputs still ran, and later spans are not held.
+	draining bool
+	// beforeJudge, when set (tests), runs before each request is judged: a way to force a fault.
+	beforeJudge func(*request)
 
 	requests metric.Int64Counter
 	forced   metric.Int64Counter
 	waiting  metric.Int64UpDownCounter
+	rejected metric.Int64Counter
+	guards   *panicguard.Guard
 }
 
 // batch is one ConsumeTraces call's data, held until the state after its requests' ends is known.
@@ -80,12 +92,16 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	}
 	c := &core{cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
 		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
-			MaxReplicas: cfg.MaxReplicas}),
-		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, paces: map[string]*rollingQuantiles{}, tenants: map[string]bool{},
-		work: map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
+			MaxReplicas: cfg.MaxReplicas, MaxLabelLength: cfg.MaxLabelLength}),
+		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, paces: map[string]*rollingQuantiles{},
+		tenantSlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window), familySlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window),
+		modelSlots: heavyhitters.New(cfg.MaxModels, cfg.Baseline.Window),
+		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
+		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
 		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{}}
 	meter := set.MeterProvider.Meter(scopeName)
-	var errs [3]error
+	var errs [5]error
+	c.guards, errs[4] = panicguard.NewGuard("llm_root_cause", "servescope_root_cause", set.Logger, meter)
 	c.requests, errs[0] = meter.Int64Counter("servescope_root_cause_requests",
 		metric.WithDescription("Request spans explained, by root cause."), metric.WithUnit("{request}"))
 	c.forced, errs[1] = meter.Int64Counter("servescope_root_cause_forced_spans",
@@ -93,38 +109,74 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		metric.WithUnit("{span}"))
 	c.waiting, errs[2] = meter.Int64UpDownCounter("servescope_root_cause_waiting_spans",
 		metric.WithDescription("Spans held for the state after their end."), metric.WithUnit("{span}"))
+	c.rejected, errs[3] = meter.Int64Counter("servescope_root_cause_rejected_spans",
+		metric.WithDescription("Request spans passed on unexplained because a number is outside the bounds of one request, by attribute."),
+		metric.WithUnit("{span}"))
 	return c, errors.Join(errs[:]...)
 }
 
-func (c *core) start() {
+// start counts an instance in; an instance started twice counts once.
+func (c *core) start(instanceStarted *bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if *instanceStarted {
+		return
+	}
+	*instanceStarted = true
 	c.refs++
 	if c.refs > 1 {
 		return
 	}
 	c.started = c.now()
 	c.agg = newAggregator(c.cfg, c.started)
+	c.draining = false
 	c.stop = make(chan struct{})
 	c.done.Add(1)
-	go c.loop()
+	go c.loop(c.stop)
 }
 
-func (c *core) shutdown(ctx context.Context) error {
+// shutdown counts an instance out. An instance never started (the collector shuts every component down when
+// another failed to start) changes nothing. The first traces input to stop sends everything held: the
+// collector stops components in pipeline order, so at that moment the pipelines that send spans here have
+// stopped and every pipeline this connector feeds still runs. Waiting for the last instance instead can mean
+// sending into exporters that have already stopped.
+func (c *core) shutdown(ctx context.Context, instanceStarted *bool, spansInput bool) error {
 	c.mu.Lock()
-	c.refs--
-	if c.refs != 0 || c.stop == nil {
+	if !*instanceStarted {
 		c.mu.Unlock()
 		return nil
 	}
+	*instanceStarted = false
+	var errs []error
+	if spansInput && !c.draining {
+		c.draining = true
+		c.mu.Unlock()
+		// Nothing is dropped on the way out: held spans go with what is known, and the last metrics are sent.
+		errs = append(errs, c.release(ctx, func(*batch) bool { return true }, "shutdown"), c.flushMetrics(ctx))
+		c.mu.Lock()
+	}
+	c.refs--
+	if c.refs > 0 || c.stop == nil {
+		c.mu.Unlock()
+		return errors.Join(errs...)
+	}
 	close(c.stop)
+	c.stop = nil
+	drained := c.draining
 	c.mu.Unlock()
 	c.done.Wait()
-	// Nothing is dropped on the way out: held spans go with what is known, and the last metrics are sent.
-	return errors.Join(c.release(ctx, func(*batch) bool { return true }, "shutdown"), c.flushMetrics(ctx))
+	if !drained { // no traces input ever ran: only metrics can be left
+		errs = append(errs, c.flushMetrics(ctx))
+	}
+	return errors.Join(errs...)
 }
 
-func (c *core) loop() {
+// guard runs one step of a batch's handling; a panic in it is reported (counted, logged once per stage with
+// its stack), so one bad input costs its batch and the connector goes on. The lock, where the caller holds
+// it, stays held and is released by the caller as usual.
+func (c *core) guard(stage string, fn func()) bool { return c.guards.Run(stage, fn) }
+
+func (c *core) loop(stop <-chan struct{}) {
 	defer c.done.Done()
 	tick := c.cfg.MaxWait / 4
 	if tick <= 0 || tick > time.Second {
@@ -136,7 +188,7 @@ func (c *core) loop() {
 	defer flushes.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-stop:
 			return
 		case <-waits.C:
 			now := c.now()
@@ -155,11 +207,15 @@ func (c *core) logError(err error) {
 
 func (c *core) warnOnce(key, msg string, fields ...zap.Field) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.warnOnceLocked(key, msg, fields...)
+}
+
+func (c *core) warnOnceLocked(key, msg string, fields ...zap.Field) {
 	seen := c.warnedOnce[key]
 	if !seen && len(c.warnedOnce) < 1000 {
 		c.warnedOnce[key] = true
 	}
-	c.mu.Unlock()
 	if !seen {
 		c.logger.Warn(msg, fields...)
 	}
@@ -176,7 +232,7 @@ func (c *core) consumeMetrics(ctx context.Context, md pmetric.Metrics, from *met
 	if !primary {
 		return nil
 	}
-	c.store.Observe(md)
+	c.guard("state", func() { c.store.Observe(md) })
 	return c.release(ctx, c.readyLocked, "")
 }
 
@@ -189,8 +245,11 @@ func (c *core) consumeTraces(ctx context.Context, td ptrace.Traces, from *traces
 		c.mu.Unlock()
 		return nil
 	}
-	b := &batch{td: td, requests: c.collect(td), deadline: c.now().Add(c.cfg.MaxWait), ctx: context.WithoutCancel(ctx)}
-	if len(b.requests) == 0 || c.readyLocked(b) {
+	b := &batch{td: td, deadline: c.now().Add(c.cfg.MaxWait), ctx: context.WithoutCancel(ctx)}
+	if !c.guard("read", func() { b.requests = c.collect(b.ctx, td) }) {
+		b.requests = nil // what was read before the fault is not trusted: the batch goes on unexplained
+	}
+	if len(b.requests) == 0 || c.draining || c.readyLocked(b) {
 		out := c.finish(b)
 		c.mu.Unlock()
 		return c.emit(ctx, out)
@@ -228,7 +287,7 @@ func (c *core) choosePrimaryTraces() *tracesInput {
 // after the request's end, or waiting cannot help (no metrics
 // input, max_wait zero, or a replica the state has never seen once the start-up grace of max_wait is over).
 func (c *core) readyLocked(b *batch) bool {
-	if len(c.metricsInputs) == 0 || c.cfg.MaxWait == 0 {
+	if len(c.metricsInputs) == 0 || c.cfg.MaxWait == 0 || c.draining {
 		return true
 	}
 	for _, r := range b.requests {
@@ -312,7 +371,7 @@ func (c *core) emit(ctx context.Context, o output) error {
 }
 
 // collect indexes who sent what (tenants by span and by request id) and reads the batch's request spans.
-func (c *core) collect(td ptrace.Traces) []*request {
+func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 	var reqs []*request
 	rss := td.ResourceSpans()
 	// Stage spans first: an engine whose request span carries no latency attributes (SGLang) is read from
@@ -346,23 +405,33 @@ func (c *core) collect(td ptrace.Traces) []*request {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				span := spans.At(k)
-				w := who{tenant: lookup(c.cfg.TenantKeys, span.Attributes(), res), family: lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res),
+				w := who{tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), res)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res)),
 					traceID: span.TraceID(), spanID: span.SpanID()}
 				if w.tenant != "" || w.family != "" {
 					c.origins.put(spanKey{span.TraceID(), span.SpanID()}, w)
 				}
 				var r *request
-				switch st := staged[spanKey{span.TraceID(), span.SpanID()}]; {
-				case isEngineRequest(span):
-					r = readRequest(span, res)
-				case st != nil:
-					r = readStagedRequest(span, res, st)
-				default:
-					if id := text(span.Attributes(), schema.AttrGenAIRequestID); id != "" && (w.tenant != "" || w.family != "") {
+				st := staged[spanKey{span.TraceID(), span.SpanID()}]
+				engineSpan := isEngineRequest(span)
+				if !engineSpan && st == nil {
+					if id := c.label(text(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
 						c.byRequest.put(id, w)
 					}
 					continue
 				}
+				if field := c.bounds.violation(span); field != "" {
+					c.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("attribute", field)))
+					c.warnOnceLocked("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in servescope_root_cause_rejected_spans)",
+						zap.String("attribute", field), zap.Int64("max_request_tokens", c.cfg.MaxRequestTokens),
+						zap.Duration("max_request_duration", c.cfg.MaxRequestDuration))
+					continue
+				}
+				if engineSpan {
+					r = readRequest(span, res)
+				} else {
+					r = readStagedRequest(span, res, st)
+				}
+				r.requestID, r.model, r.engine = c.label(r.requestID), c.label(r.model), c.label(r.engine)
 				r.replicaKey = c.store.ReplicaKey(res)
 				reqs = append(reqs, r)
 			}
@@ -372,7 +441,17 @@ func (c *core) collect(td ptrace.Traces) []*request {
 }
 
 // finish explains every request of a batch, records metrics and builds the outputs. Called with c.mu held.
+// A fault while explaining costs the batch its explanations, never its spans: they go on as they came
+// (possibly with some attributes written before the fault).
 func (c *core) finish(b *batch) output {
+	var out output
+	if !c.guard("explain", func() { out = c.explain(b) }) {
+		return output{ctx: b.ctx, traces: b.td}
+	}
+	return out
+}
+
+func (c *core) explain(b *batch) output {
 	out := output{ctx: b.ctx, traces: b.td}
 	if len(b.requests) == 0 {
 		return out
@@ -399,7 +478,7 @@ func (c *core) finish(b *batch) output {
 		if tokens == 0 {
 			tokens = 1
 		}
-		wl.add(admitted{from: r.start + int64(r.queue*1e9), to: r.end, tenant: r.tenant, tokens: tokens, traceID: r.span.TraceID(), spanID: r.span.SpanID()})
+		wl.add(admitted{from: r.start + int64(r.queue*1e9), to: r.end, tenant: r.tenantSlot, tokens: tokens, traceID: r.span.TraceID(), spanID: r.span.SpanID()})
 	}
 	for _, r := range b.requests {
 		circ := &circumstances{limits: c.cfg.limits(r.model), usualCachedShare: math.NaN()}
@@ -407,20 +486,23 @@ func (c *core) finish(b *batch) output {
 		circ.baseline = c.baselineFor(r.model)
 		if wl := c.work[firstNonEmpty(r.replica, r.replicaKey)]; wl != nil && !math.IsNaN(r.queue) {
 			circ.contention = func() (string, float64, int) {
-				return wl.contention(r.tenant, r.start, r.start+int64(r.queue*1e9), r.span.SpanID())
+				return wl.contention(r.tenantSlot, r.start, r.start+int64(r.queue*1e9), r.span.SpanID())
 			}
 		}
 		circ.usualCachedShare = c.usualShare(r)
-		if p := c.paces[r.family]; p != nil && r.family != "" {
+		if p := c.paces[r.familySlot]; p != nil && r.familySlot != "" {
 			if v := p.quantile(0.25, c.cfg.Rules.MinCacheSamples); !math.IsNaN(v) {
 				circ.familyPace = v
 			}
+		}
+		if c.beforeJudge != nil {
+			c.beforeJudge(r)
 		}
 		v := judge(r, circ, c.cfg)
 		if enrichSpans {
 			enrich(r, v)
 		}
-		c.agg.record(r, v)
+		c.agg.record(r, v, c.now())
 		c.learn(r)
 		c.requests.Add(b.ctx, 1, metric.WithAttributes(attribute.String(schema.AttrLLMRootCause, v.cause)))
 		if v.slow && c.logsOut != nil {
@@ -443,7 +525,7 @@ func (c *core) resolve(r *request, link bool) {
 		r.engine = firstNonEmpty(r.engine, engine)
 	}
 	span := r.span
-	w := who{tenant: lookup(c.cfg.TenantKeys, span.Attributes(), r.resource), family: lookup(c.cfg.PromptFamilyKeys, span.Attributes(), r.resource)}
+	w := who{tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), r.resource)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), r.resource))}
 	fill := func(o who) {
 		w.tenant = firstNonEmpty(w.tenant, o.tenant)
 		w.family = firstNonEmpty(w.family, o.family)
@@ -464,8 +546,10 @@ func (c *core) resolve(r *request, link bool) {
 			}
 		}
 	}
-	r.tenant = c.capTenant(firstNonEmpty(w.tenant, "unknown"))
+	r.tenant = firstNonEmpty(w.tenant, "unknown")
+	r.tenantSlot = c.tenantSlot(r.tenant)
 	r.family = w.family
+	r.familySlot = c.familySlot(r.family)
 }
 
 func alreadyLinked(span ptrace.Span, w who) bool {
@@ -477,28 +561,63 @@ func alreadyLinked(span ptrace.Span, w who) bool {
 	return false
 }
 
-// capTenant folds tenants beyond max_tenants into _other.
-func (c *core) capTenant(t string) string {
-	if c.tenants[t] {
+// label bounds a name read from a span or a resource.
+func (c *core) label(s string) string { return labelcap.Cut(s, c.cfg.MaxLabelLength) }
+
+// otherSlot collects the tenants, prompt families and models that hold no slot of their own.
+const otherSlot = "_other"
+
+// tenantSlot is the name a tenant's metrics, baselines and contention use: its own while it is among the
+// max_tenants busiest of the recent past, `_other` otherwise. A tenant that loses its place loses its state.
+func (c *core) tenantSlot(t string) string {
+	if t == "unknown" || t == otherSlot {
 		return t
 	}
-	if len(c.tenants) >= c.cfg.MaxTenants {
-		return "_other"
+	held, evicted := c.tenantSlots.Observe(t, c.now().UnixNano())
+	if evicted != "" {
+		delete(c.shares, "t/"+evicted)
+		if c.agg != nil {
+			c.agg.forget(schema.AttrLLMTenant, evicted)
+		}
 	}
-	c.tenants[t] = true
+	if !held {
+		return otherSlot
+	}
 	return t
 }
 
+// familySlot is the prompt family's name for its baselines: its own while among the busiest, "" otherwise
+// (a family without a place has no usual pace or share to compare with).
+func (c *core) familySlot(f string) string {
+	if f == "" {
+		return ""
+	}
+	held, evicted := c.familySlots.Observe(f, c.now().UnixNano())
+	if evicted != "" {
+		delete(c.shares, "f/"+evicted)
+		delete(c.paces, evicted)
+	}
+	if !held {
+		return ""
+	}
+	return f
+}
+
+// baselineFor is the model's baseline while the model is among the max_models busiest, `_other`'s otherwise.
 func (c *core) baselineFor(model string) *modelBaseline {
 	key := orUnknown(model)
+	if b := c.baselines[key]; b != nil && c.modelSlots.Holds(key) {
+		return b
+	}
+	held, evicted := c.modelSlots.Observe(key, c.now().UnixNano())
+	if evicted != "" {
+		delete(c.baselines, evicted)
+	}
+	if !held {
+		key = otherSlot
+	}
 	b := c.baselines[key]
 	if b == nil {
-		if len(c.baselines) >= c.cfg.MaxModels {
-			key = "_other"
-			if b = c.baselines[key]; b != nil {
-				return b
-			}
-		}
 		b = newModelBaseline(c.cfg.Baseline.Window)
 		c.baselines[key] = b
 	}
@@ -519,7 +638,7 @@ func (c *core) shareFor(key string, create bool) *shareBaseline {
 
 // usualShare is the cached share the request's prompt family usually gets, else its tenant's.
 func (c *core) usualShare(r *request) float64 {
-	for _, key := range []string{"f/" + r.family, "t/" + r.tenant} {
+	for _, key := range []string{"f/" + r.familySlot, "t/" + r.tenantSlot} {
 		if key == "f/" {
 			continue
 		}
@@ -535,11 +654,11 @@ func (c *core) usualShare(r *request) float64 {
 // learn adds a judged request to the baselines, after judging, so a request is never compared with itself.
 func (c *core) learn(r *request) {
 	c.baselineFor(r.model).add(r)
-	if r.family != "" && r.promptTokens > 0 && !math.IsNaN(r.prefill) {
-		p := c.paces[r.family]
+	if r.familySlot != "" && r.promptTokens > 0 && !math.IsNaN(r.prefill) {
+		p := c.paces[r.familySlot]
 		if p == nil && len(c.paces) < c.cfg.MaxTenants {
 			p = newRollingQuantiles(c.cfg.Baseline.Window)
-			c.paces[r.family] = p
+			c.paces[r.familySlot] = p
 		}
 		if p != nil {
 			p.add(r.prefill/r.promptTokens, r.end)
@@ -548,7 +667,7 @@ func (c *core) learn(r *request) {
 	if math.IsNaN(r.cachedTokens) || !(r.promptTokens > 0) {
 		return
 	}
-	for _, key := range []string{"f/" + r.family, "t/" + r.tenant} {
+	for _, key := range []string{"f/" + r.familySlot, "t/" + r.tenantSlot} {
 		if key == "f/" {
 			continue
 		}

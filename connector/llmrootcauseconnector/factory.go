@@ -68,9 +68,10 @@ const (
 )
 
 type tracesInput struct {
-	id   component.ID
-	core *core
-	rank int
+	id      component.ID
+	core    *core
+	rank    int
+	started bool // guarded by core.mu
 }
 
 func newTracesInput(set connector.Settings, cfg component.Config, rank int, register func(*core)) (*tracesInput, error) {
@@ -86,9 +87,13 @@ func newTracesInput(set connector.Settings, cfg component.Config, rank int, regi
 	return in, nil
 }
 
-func (in *tracesInput) Start(context.Context, component.Host) error { in.core.start(); return nil }
+func (in *tracesInput) Start(context.Context, component.Host) error {
+	in.core.start(&in.started)
+	return nil
+}
+
 func (in *tracesInput) Shutdown(ctx context.Context) error {
-	err := in.core.shutdown(ctx)
+	err := in.core.shutdown(ctx, &in.started, true)
 	release(in.id, in.core)
 	return err
 }
@@ -103,8 +108,9 @@ func (in *tracesInput) ConsumeTraces(ctx context.Context, td ptrace.Traces) erro
 }
 
 type metricsInput struct {
-	id   component.ID
-	core *core
+	id      component.ID
+	core    *core
+	started bool // guarded by core.mu
 }
 
 func newMetricsInput(set connector.Settings, cfg component.Config) (*metricsInput, error) {
@@ -119,9 +125,13 @@ func newMetricsInput(set connector.Settings, cfg component.Config) (*metricsInpu
 	return in, nil
 }
 
-func (in *metricsInput) Start(context.Context, component.Host) error { in.core.start(); return nil }
+func (in *metricsInput) Start(context.Context, component.Host) error {
+	in.core.start(&in.started)
+	return nil
+}
+
 func (in *metricsInput) Shutdown(ctx context.Context) error {
-	err := in.core.shutdown(ctx)
+	err := in.core.shutdown(ctx, &in.started, false)
 	release(in.id, in.core)
 	return err
 }

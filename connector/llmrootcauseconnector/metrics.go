@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -40,6 +41,7 @@ const (
 
 type series struct {
 	attrs    []string // key, value pairs
+	start    pcommon.Timestamp
 	count    uint64
 	sum      float64
 	buckets  []uint64 // histograms only
@@ -63,13 +65,15 @@ type family struct {
 type aggregator struct {
 	cfg        *Config
 	start      pcommon.Timestamp
+	lastFlush  pcommon.Timestamp
+	flushed    bool
 	phases     *family
 	rootCauses *family
 	slow       *family
 	tenantToks *family
 	tokens     *family
-	// promptFamilies are the prompt families with their own series, at most max_prompt_families.
-	promptFamilies map[string]bool
+	// promptFamilies are the prompt families with their own series: the max_prompt_families busiest.
+	promptFamilies *heavyhitters.Tracker
 }
 
 func newAggregator(cfg *Config, start time.Time) *aggregator {
@@ -80,7 +84,7 @@ func newAggregator(cfg *Config, start time.Time) *aggregator {
 		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, extra: schema.AttrLLMPromptFamily,
 			series: map[seriesKey]*series{}},
 		tokens:         &family{name: schema.MetricLLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
-		promptFamilies: map[string]bool{},
+		promptFamilies: heavyhitters.New(cfg.MaxPromptFamilies, cfg.Baseline.Window),
 	}
 }
 
@@ -88,18 +92,50 @@ func newAggregator(cfg *Config, start time.Time) *aggregator {
 const otherFamily = "_other"
 
 // promptFamily is the prompt family a request's tokens are counted under: `unknown` when none was found,
-// `_other` once max_prompt_families others have their own series (neither of those two takes a place).
-func (a *aggregator) promptFamily(f string) string {
+// `_other` when it is not among the max_prompt_families busiest (neither of those two takes a place). A
+// family that loses its place loses its series.
+func (a *aggregator) promptFamily(f string, now time.Time) string {
 	switch {
 	case f == "":
 		return "unknown"
-	case f == otherFamily || f == "unknown" || a.promptFamilies[f]:
+	case f == otherFamily || f == "unknown":
 		return f
-	case len(a.promptFamilies) >= a.cfg.MaxPromptFamilies:
+	}
+	held, evicted := a.promptFamilies.Observe(f, now.UnixNano())
+	if evicted != "" {
+		a.forget(a.tenantToks.extra, evicted)
+	}
+	if !held {
 		return otherFamily
 	}
-	a.promptFamilies[f] = true
 	return f
+}
+
+// forget drops every series whose attribute attr has the value value (a tenant or prompt family that lost
+// its place), so the series of those that hold places stay within max_series. A series that comes back
+// starts again from zero with a new start time, as a restarted counter does.
+func (a *aggregator) forget(attr, value string) {
+	for _, f := range []*family{a.phases, a.rootCauses, a.slow, a.tenantToks, a.tokens} {
+		kept := f.order[:0]
+		for _, key := range f.order {
+			if s := f.series[key]; s.has(attr, value) {
+				delete(f.series, key)
+				continue
+			}
+			kept = append(kept, key)
+		}
+		clear(f.order[len(kept):])
+		f.order = kept
+	}
+}
+
+func (s *series) has(attr, value string) bool {
+	for i := 0; i+1 < len(s.attrs); i += 2 {
+		if s.attrs[i] == attr && s.attrs[i+1] == value {
+			return true
+		}
+	}
+	return false
 }
 
 // dimensions fills key[1:] with the request's dimension values, in the configured order.
@@ -110,7 +146,7 @@ func (a *aggregator) dimensions(r *request, key *seriesKey) {
 		case schema.AttrGenAIRequestModel:
 			v = r.model
 		case schema.AttrLLMTenant:
-			v = r.tenant
+			v = r.tenantSlot
 		case schema.AttrLLMEngineName:
 			v = r.engine
 		case schema.AttrServiceInstanceID:
@@ -148,7 +184,10 @@ func (a *aggregator) get(f *family, key seriesKey, histogram bool) *series {
 			attrs = append(attrs, f.extra, key[extraSlot])
 		}
 	}
-	s := &series{attrs: attrs}
+	s := &series{attrs: attrs, start: a.start}
+	if a.flushed {
+		s.start = a.lastFlush // a series born after the first flush counts from then, not from the start
+	}
 	if histogram {
 		s.buckets = make([]uint64, len(a.cfg.HistogramBuckets)+1)
 	}
@@ -157,7 +196,7 @@ func (a *aggregator) get(f *family, key seriesKey, histogram bool) *series {
 	return s
 }
 
-func (a *aggregator) record(r *request, v verdict) {
+func (a *aggregator) record(r *request, v verdict, now time.Time) {
 	var key seriesKey
 	a.dimensions(r, &key)
 	ex := exemplar{traceID: r.span.TraceID(), spanID: r.span.SpanID(), value: r.e2e, time: r.span.EndTimestamp()}
@@ -196,7 +235,7 @@ func (a *aggregator) record(r *request, v verdict) {
 	if !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens) {
 		cached := math.Min(r.cachedTokens, r.promptTokens)
 		fk := key
-		fk[extraSlot] = a.promptFamily(r.family)
+		fk[extraSlot] = a.promptFamily(r.family, now)
 		fk[0] = "cached"
 		a.get(a.tenantToks, fk, false).value += cached
 		fk[0] = "uncached"
@@ -218,6 +257,7 @@ func (s *series) setExemplar(ex exemplar, value float64) {
 // flush and are then cleared.
 func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics, sch *schema.Schema) {
 	ts := pcommon.NewTimestampFromTime(now)
+	a.lastFlush, a.flushed = ts, true
 	for _, f := range []*family{a.phases, a.rootCauses, a.slow, a.tenantToks, a.tokens} {
 		if len(f.order) == 0 {
 			continue
@@ -234,7 +274,7 @@ func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics, sch *schem
 				s := f.series[key]
 				dp := h.DataPoints().AppendEmpty()
 				a.point(dp.Attributes(), s)
-				dp.SetStartTimestamp(a.start)
+				dp.SetStartTimestamp(s.start)
 				dp.SetTimestamp(ts)
 				dp.SetCount(s.count)
 				dp.SetSum(s.sum)
@@ -251,7 +291,7 @@ func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics, sch *schem
 			s := f.series[key]
 			dp := sum.DataPoints().AppendEmpty()
 			a.point(dp.Attributes(), s)
-			dp.SetStartTimestamp(a.start)
+			dp.SetStartTimestamp(s.start)
 			dp.SetTimestamp(ts)
 			dp.SetDoubleValue(s.value)
 			putExemplar(dp.Exemplars(), s)

@@ -18,8 +18,12 @@ type request struct {
 	replica    string // the replica in the state it joined, "" when none
 	model      string
 	engine     string
-	tenant     string
+	tenant     string // as the request's spans name it (cut to max_label_length)
 	family     string
+	// tenantSlot and familySlot are the names metrics and baselines use: the tenant's own or `_other`, the
+	// family's own or "" (see core.tenantSlot).
+	tenantSlot string
+	familySlot string
 	requestID  string
 
 	start, end int64 // unix ns: arrival and finish
@@ -58,6 +62,57 @@ func number(attrs pcommon.Map, key string) float64 {
 		return math.NaN()
 	}
 	return f
+}
+
+// requestBounds are what one physical request can be; a span outside them is not a request we can explain.
+type requestBounds struct {
+	maxTokens  float64
+	maxSeconds float64
+}
+
+// boundedAttributes are the numbers of an engine span that the explanation reads.
+var boundedAttributes = [...]struct {
+	key     string
+	isCount bool
+}{
+	{schema.AttrGenAILatencyTimeInQueue, false}, {schema.AttrGenAILatencyTimeInModelPrefill, false},
+	{schema.AttrGenAILatencyTimeInModelDecode, false}, {schema.AttrGenAILatencyTimeInModelInference, false},
+	{schema.AttrGenAILatencyTimeToFirstToken, false}, {schema.AttrGenAILatencyE2e, false},
+	{schema.AttrGenAIUsagePromptTokens, true}, {schema.AttrGenAIUsageCompletionTokens, true},
+	{schema.AttrGenAIUsageCachedTokens, true},
+}
+
+// violation names the first number of the span outside the bounds (negative, NaN, infinite, or more than
+// one request can be), "" when all are within them. A number of another type (a string) reads as unknown
+// later and is not a violation: it is missing evidence, not a false one.
+func (b requestBounds) violation(span ptrace.Span) string {
+	attrs := span.Attributes()
+	for _, f := range boundedAttributes {
+		v, ok := attrs.Get(f.key)
+		if !ok {
+			continue
+		}
+		var x float64
+		switch v.Type() {
+		case pcommon.ValueTypeDouble:
+			x = v.Double()
+		case pcommon.ValueTypeInt:
+			x = float64(v.Int())
+		default:
+			continue
+		}
+		limit := b.maxSeconds
+		if f.isCount {
+			limit = b.maxTokens
+		}
+		if !(x >= 0 && x <= limit) {
+			return f.key
+		}
+	}
+	if start, end := span.StartTimestamp(), span.EndTimestamp(); end > start && float64(end-start)/1e9 > b.maxSeconds {
+		return "span duration"
+	}
+	return ""
 }
 
 func text(attrs pcommon.Map, key string) string {

@@ -22,8 +22,12 @@ type Config struct {
 	// StateWindow is how much state is kept; MaxReplicas how many replicas (and GPUs).
 	StateWindow time.Duration `mapstructure:"state_window"`
 	MaxReplicas int           `mapstructure:"max_replicas"`
-	// MaxTenants caps the tenants cost is attributed to; the rest fold into `_other`.
+	// MaxTenants and MaxModels cap the tenants and models cost is attributed to: the busiest of the last hours
+	// hold the places, the rest fold into `_other`.
 	MaxTenants int `mapstructure:"max_tenants"`
+	MaxModels  int `mapstructure:"max_models"`
+	// MaxLabelLength cuts every tenant, model and replica name read from the metrics to this many bytes.
+	MaxLabelLength int `mapstructure:"max_label_length"`
 
 	Incidents   IncidentsConfig   `mapstructure:"incidents"`
 	Detectors   DetectorsConfig   `mapstructure:"detectors"`
@@ -99,6 +103,8 @@ func createDefaultConfig() *Config {
 		StateWindow:     15 * time.Minute,
 		MaxReplicas:     4096,
 		MaxTenants:      1000,
+		MaxModels:       200,
+		MaxLabelLength:  256,
 		Incidents:       IncidentsConfig{OpenAfter: 2, CloseAfter: 2, UpdateEvery: 4},
 		Detectors: DetectorsConfig{SaturationWaiting: 4, SaturationGrowth: 1.5, KVThrashUtilization: 0.95, HitRatioCollapse: 0.5,
 			HitRatioUsualMin: 0.3, GPUIdleUtilization: 0.2, GPUMemoryPressure: 0.97, TPImbalanceSkew: 0.3, PipelineBubbleSkew: 0.3, ClockDrop: 0.7, CollectiveWaitShare: 0.2, StarvationTTFTFactor: 3,
@@ -129,8 +135,9 @@ func (c *Config) Validate() error {
 	if c.StateWindow < 4*c.Interval {
 		bad("state_window: must hold at least 4 intervals, got %s", c.StateWindow)
 	}
-	if c.MaxReplicas <= 0 || c.MaxTenants <= 0 {
-		bad("max_replicas and max_tenants: must be positive")
+	if c.MaxReplicas <= 0 || c.MaxTenants <= 0 || c.MaxModels <= 0 || c.MaxLabelLength <= 0 {
+		bad("max_replicas, max_tenants, max_models and max_label_length: must be positive, got %d, %d, %d and %d",
+			c.MaxReplicas, c.MaxTenants, c.MaxModels, c.MaxLabelLength)
 	}
 	if c.Incidents.OpenAfter < 1 || c.Incidents.CloseAfter < 1 || c.Incidents.UpdateEvery < 0 {
 		bad("incidents: open_after and close_after must be at least 1, update_every not negative")

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -48,6 +49,10 @@ type core struct {
 	refs       int
 	stop       chan struct{}
 	done       sync.WaitGroup
+
+	// beforeEvaluate, when set (tests), runs before each evaluation: a way to force a fault.
+	beforeEvaluate func()
+	guards         *panicguard.Guard
 }
 
 type incidentKey struct{ detector, replica string }
@@ -68,14 +73,27 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &core{cfg: cfg, logger: set.Logger, schema: sch,
-		store:     fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas}),
-		incidents: map[incidentKey]*incident{}, usage: newUsage(cfg.MaxTenants), costs: newCostBook()}, nil
+	c := &core{cfg: cfg, logger: set.Logger, schema: sch,
+		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas,
+			MaxLabelLength: cfg.MaxLabelLength}),
+		incidents: map[incidentKey]*incident{}, costs: newCostBook()}
+	c.usage = newUsage(cfg, c.costs)
+	c.guards, err = panicguard.NewGuard("llm_signals", "servescope_signals", set.Logger, set.MeterProvider.Meter(scopeName))
+	return c, err
 }
 
-func (c *core) startOnce() {
+// guard runs one step with c.mu held; a panic in it is reported and costs that step only (the lock is
+// released by the caller as usual, so the connector goes on).
+func (c *core) guard(stage string, fn func()) { c.guards.Run(stage, fn) }
+
+// startOnce counts an instance in; an instance started twice counts once.
+func (c *core) startOnce(instanceStarted *bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if *instanceStarted {
+		return
+	}
+	*instanceStarted = true
 	c.refs++
 	if c.refs > 1 {
 		return
@@ -84,37 +102,45 @@ func (c *core) startOnce() {
 	c.lastWall = time.Now()
 	c.stop = make(chan struct{})
 	c.done.Add(1)
-	go c.wallClock()
+	go c.wallClock(c.stop)
 }
 
-func (c *core) shutdown() {
+// shutdown counts an instance out; one never started (shut down after another component failed to start)
+// changes nothing.
+func (c *core) shutdown(instanceStarted *bool) {
 	c.mu.Lock()
+	if !*instanceStarted {
+		c.mu.Unlock()
+		return
+	}
+	*instanceStarted = false
 	c.refs--
-	if c.refs != 0 || c.stop == nil {
+	if c.refs > 0 || c.stop == nil {
 		c.mu.Unlock()
 		return
 	}
 	close(c.stop)
+	c.stop = nil
 	c.mu.Unlock()
 	c.done.Wait()
 }
 
 // wallClock evaluates when no data arrives for two intervals, so a fleet that went silent still shows as
 // stale instead of freezing at its last values.
-func (c *core) wallClock() {
+func (c *core) wallClock(stop <-chan struct{}) {
 	defer c.done.Done()
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-stop:
 			return
 		case now := <-t.C:
 			c.mu.Lock()
 			due := c.nextEval != 0 && now.Sub(c.lastWall) >= 2*c.cfg.Interval
 			var out outputs
 			if due {
-				out = c.evaluate(now.UnixNano())
+				c.guard("evaluate", func() { out = c.evaluate(now.UnixNano()) })
 			}
 			c.mu.Unlock()
 			if due {
@@ -136,8 +162,11 @@ func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) err
 		c.mu.Unlock()
 		return nil
 	}
-	c.store.Observe(md)
-	newest := c.usage.observe(md, c.store)
+	var newest int64
+	c.guard("state", func() {
+		c.store.Observe(md)
+		newest = c.usage.observe(md, c.store)
+	})
 	var outs []outputs
 	if newest > 0 {
 		if c.nextEval == 0 {
@@ -147,7 +176,7 @@ func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) err
 		// A boundary is evaluated half an interval after the data passes it: every resource of that scrape
 		// cycle (engines, GPUs, the root-cause counters) has arrived by then, not only the first one.
 		for c.nextEval+int64(c.cfg.Interval)/2 <= newest {
-			outs = append(outs, c.evaluate(c.nextEval))
+			c.guard("evaluate", func() { outs = append(outs, c.evaluate(c.nextEval)) })
 			c.nextEval += int64(c.cfg.Interval)
 		}
 	}
@@ -178,6 +207,10 @@ func (c *core) emit(ctx context.Context, o outputs) error {
 // evaluate runs every detector and signal at time now (unix ns). Called with c.mu held.
 func (c *core) evaluate(now int64) outputs {
 	c.lastWall = time.Now()
+	if c.beforeEvaluate != nil {
+		c.beforeEvaluate()
+	}
+	c.usage.sweep(now, c.cfg)
 	dt := float64(now-c.lastEval) / 1e9
 	c.lastEval = now
 	from := now - int64(c.cfg.Interval)

@@ -6,11 +6,14 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/heavyhitters"
+	"github.com/servescope/servescope/internal/labelcap"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -18,10 +21,20 @@ import (
 // model, cached prompt tokens per tenant, and prefill and decode seconds. Its metrics are cumulative; usage
 // keeps the last value of each series and hands out the growth.
 type usage struct {
-	last       map[string]float64 // by series: metric, replica and every attribute, as seriesID makes it
-	pending    map[string]*replicaUsage
-	tenants    map[string]bool
-	maxTenants int
+	last    map[string]lastValue // by series: metric, replica and every attribute, as seriesID makes it
+	pending map[string]*replicaUsage
+	// The tenants and models with cost of their own: the busiest recently. One that loses its place loses
+	// its cost series (they go on under `_other`).
+	tenants, models *heavyhitters.Tracker
+	costs           *costBook
+	labelLength     int
+	newest          int64 // the newest data point time seen (unix ns)
+}
+
+// lastValue is a cumulative series' last value and when it was seen (unix ns, the data's clock).
+type lastValue struct {
+	value float64
+	at    int64
 }
 
 type usageKey struct{ metric, replica, tenant, model, sub string }
@@ -50,11 +63,36 @@ type replicaUsage struct {
 	queueCounts []float64
 }
 
-func newUsage(maxTenants int) *usage {
-	return &usage{last: map[string]float64{}, pending: map[string]*replicaUsage{}, tenants: map[string]bool{}, maxTenants: maxTenants}
+// slotHalfLife is how fast a tenant's or model's claim to a place fades when it goes quiet.
+const slotHalfLife = time.Hour
+
+func newUsage(cfg *Config, costs *costBook) *usage {
+	return &usage{last: map[string]lastValue{}, pending: map[string]*replicaUsage{}, costs: costs, labelLength: cfg.MaxLabelLength,
+		tenants: heavyhitters.New(cfg.MaxTenants, slotHalfLife), models: heavyhitters.New(cfg.MaxModels, slotHalfLife)}
+}
+
+// seriesForgetAfter is how long a cumulative series may go unseen before its last value is forgotten, so
+// the map of last values holds the series of the recent past only (llm_root_cause re-sends each of its
+// series every flush; one that stops was dropped or restarted, and counts from zero if it comes back).
+func seriesForgetAfter(cfg *Config) int64 {
+	return max(int64(10*time.Minute), 10*int64(cfg.Interval))
+}
+
+// sweep forgets the series not seen for seriesForgetAfter.
+func (u *usage) sweep(now int64, cfg *Config) {
+	horizon := now - seriesForgetAfter(cfg)
+	for k, v := range u.last {
+		if v.at < horizon {
+			delete(u.last, k)
+		}
+	}
 }
 
 const unattributed = "unattributed"
+
+// maxCounterValue bounds a cumulative token count or number of seconds: 10^15 tokens is more than a large
+// fleet processes in years.
+const maxCounterValue = 1e15
 
 // observe records the growth of llm_root_cause's counters and returns the newest data point time in md
 // (unix ns), the clock evaluations run on.
@@ -69,6 +107,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 			for k := 0; k < ms.Len(); k++ {
 				m := ms.At(k)
 				newest = max(newest, latest(m))
+				u.newest = max(u.newest, newest)
 				switch m.Name() {
 				case schema.MetricLLMTenantTokens, schema.MetricLLMTenantPromptTokens:
 					dps := m.Sum().DataPoints()
@@ -79,7 +118,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 						if m.Name() == schema.MetricLLMTenantPromptTokens && sub != "cached" {
 							continue
 						}
-						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), sub}
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), u.model(text(a, schema.AttrGenAIRequestModel)), sub}
 						d := u.grow(seriesID(m.Name(), key.replica, a), dp.DoubleValue())
 						ru := u.of(key.replica)
 						if m.Name() == schema.MetricLLMTenantTokens {
@@ -94,7 +133,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 					for n := 0; n < dps.Len(); n++ {
 						dp := dps.At(n)
 						a := dp.Attributes()
-						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), text(a, schema.AttrLLMRootCause)}
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), u.model(text(a, schema.AttrGenAIRequestModel)), text(a, schema.AttrLLMRootCause)}
 						u.of(key.replica).requests[tenantModel{key.tenant, key.model}] += u.grow(seriesID(m.Name(), key.replica, a), dp.DoubleValue())
 					}
 				case schema.MetricLLMRequestPhaseDuration:
@@ -103,7 +142,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 						dp := dps.At(n)
 						a := dp.Attributes()
 						phase := text(a, schema.AttrLLMPhase)
-						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), text(a, schema.AttrGenAIRequestModel), phase}
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), u.model(text(a, schema.AttrGenAIRequestModel)), phase}
 						grown := u.grow(seriesID(m.Name(), key.replica, a), dp.Sum())
 						ru := u.of(key.replica)
 						switch phase {
@@ -170,8 +209,14 @@ func (ru *replicaUsage) queueQuantile(q float64) (float64, float64) {
 // grow returns how much a cumulative series grew since it was last seen (all of it the first time, since
 // llm_root_cause's counters start with it; a drop is a restart).
 func (u *usage) grow(series string, v float64) float64 {
-	prev, seen := u.last[series]
-	u.last[series] = v
+	// A counter that is NaN, infinite, negative or beyond any fleet's lifetime total is not a count: it is
+	// skipped (and its series keeps its last good value), so it can poison neither a share nor a sum.
+	if !(v >= 0 && v <= maxCounterValue) {
+		return 0
+	}
+	last, seen := u.last[series]
+	prev := last.value
+	u.last[series] = lastValue{value: v, at: u.newest}
 	switch {
 	case !seen || v < prev:
 		return v
@@ -180,18 +225,42 @@ func (u *usage) grow(series string, v float64) float64 {
 	}
 }
 
+const otherSlot = "_other"
+
+// tenant is the name cost is booked under: the tenant's own while it is among the max_tenants busiest,
+// `_other` otherwise. Weighted by series updates on the data's clock.
 func (u *usage) tenant(t string) string {
-	if t == "" {
+	t = labelcap.Cut(t, u.labelLength)
+	switch t {
+	case "":
 		return unattributed
-	}
-	if u.tenants[t] || t == "_other" {
+	case otherSlot, unattributed, "unknown":
 		return t
 	}
-	if len(u.tenants) >= u.maxTenants {
-		return "_other"
+	held, evicted := u.tenants.Observe(t, u.newest)
+	if evicted != "" {
+		u.costs.forget(func(k costKey) bool { return k.tenant == evicted })
 	}
-	u.tenants[t] = true
+	if !held {
+		return otherSlot
+	}
 	return t
+}
+
+// model is the name a model's cost is booked under, as tenant is for tenants.
+func (u *usage) model(m string) string {
+	m = labelcap.Cut(m, u.labelLength)
+	if m == "" || m == otherSlot || m == "unknown" {
+		return m
+	}
+	held, evicted := u.models.Observe(m, u.newest)
+	if evicted != "" {
+		u.costs.forget(func(k costKey) bool { return k.model == evicted })
+	}
+	if !held {
+		return otherSlot
+	}
+	return m
 }
 
 func (u *usage) of(replica string) *replicaUsage {
@@ -275,6 +344,13 @@ type costBook struct {
 }
 
 type costKey struct{ tenant, model, replica string }
+
+// forget drops the cumulative cost series that match (a tenant or model that lost its place).
+func (b *costBook) forget(match func(costKey) bool) {
+	for _, m := range []map[costKey]float64{b.gpuTime, b.amount, b.savings} {
+		maps.DeleteFunc(m, func(k costKey, _ float64) bool { return match(k) })
+	}
+}
 
 type categoryKey struct{ category, model, replica string }
 

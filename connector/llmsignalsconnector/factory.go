@@ -28,8 +28,9 @@ var cores = struct {
 }{m: map[component.ID]*core{}}
 
 type input struct {
-	id   component.ID
-	core *core
+	id      component.ID
+	core    *core
+	started bool // guarded by core.mu
 }
 
 func newInput(set connector.Settings, cfg component.Config, register func(*core)) (*input, error) {
@@ -51,10 +52,13 @@ func newInput(set connector.Settings, cfg component.Config, register func(*core)
 	return in, nil
 }
 
-func (in *input) Start(context.Context, component.Host) error { in.core.startOnce(); return nil }
+func (in *input) Start(context.Context, component.Host) error {
+	in.core.startOnce(&in.started)
+	return nil
+}
 
 func (in *input) Shutdown(context.Context) error {
-	in.core.shutdown()
+	in.core.shutdown(&in.started)
 	cores.Lock()
 	defer cores.Unlock()
 	in.core.mu.Lock()

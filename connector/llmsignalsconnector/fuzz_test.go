@@ -2,6 +2,7 @@ package llmsignalsconnector
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
@@ -78,4 +81,67 @@ func shift(md pmetric.Metrics, offset int64) {
 			}
 		}
 	}
+}
+
+// FuzzRootCauseCounters feeds llm_root_cause's counters with any values (NaN, infinite, negative, huge,
+// falling) under any tenant and model names: no evaluation reaches an internal error (the guard would hide a
+// panic, so its log line fails the test), and no cost is NaN, infinite or negative.
+func FuzzRootCauseCounters(f *testing.F) {
+	f.Add(1e3, 1e308, -5.0, 0.5, "acme", "llama", int64(10_000_000_000))
+	f.Add(math.NaN(), math.Inf(1), math.Inf(-1), -1e308, "", "", int64(-1)<<62)
+	f.Add(9.2e18, 0.0, 1.0, 3.0, "_other", "unknown", int64(0))
+	cfg := createDefaultConfig()
+	cfg.Interval, cfg.Stale = 10*time.Second, 30*time.Second
+	cfg.Cost.DefaultGPUPricePerHour = 2
+	f.Fuzz(func(t *testing.T, tokens, cached, requests, seconds float64, tenant, modelName string, offset int64) {
+		offset %= int64(time.Hour) // times far off are FuzzScrapes' business; here every input must be costed
+		logs, observed := observer.New(zap.ErrorLevel)
+		set := connectortest.NewNopSettings(componentType)
+		set.Logger = zap.New(logs)
+		sink := &consumertest.MetricsSink{}
+		in, err := NewFactory().CreateMetricsToMetrics(context.Background(), set, cfg, sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = in.Start(context.Background(), componenttest.NewNopHost())
+		defer func() { _ = in.Shutdown(context.Background()) }()
+		for step := int64(0); step < 5; step++ {
+			sec := float64(step * 10)
+			md := fleetstatetest.Engine("r1", model, sec, steady(sec))
+			shift(md, offset)
+			_ = in.ConsumeMetrics(context.Background(), md)
+			counters := rootCauseCounters("r1", sec, map[string]tenantTotals{tenant: {tokens: tokens * float64(step), cached: cached,
+				requests: requests * float64(step%3), queueSeconds: seconds, generated: tokens, prefillSeconds: seconds * float64(step), decodeSeconds: -seconds}})
+			rms := counters.ResourceMetrics()
+			for i := 0; i < rms.Len(); i++ {
+				ms := rms.At(i).ScopeMetrics().At(0).Metrics()
+				for j := 0; j < ms.Len(); j++ {
+					if ms.At(j).Type() == pmetric.MetricTypeSum {
+						for k := 0; k < ms.At(j).Sum().DataPoints().Len(); k++ {
+							ms.At(j).Sum().DataPoints().At(k).Attributes().PutStr(schema.AttrGenAIRequestModel, modelName)
+						}
+					}
+				}
+			}
+			shift(counters, offset)
+			_ = in.ConsumeMetrics(context.Background(), counters)
+		}
+		if observed.Len() > 0 {
+			t.Fatalf("internal error: %v", observed.All()[0].ContextMap())
+		}
+		costPoints := 0
+		for _, md := range sink.AllMetrics() {
+			for _, name := range []string{schema.MetricLLMCostAmount, schema.MetricLLMCostGPUTime} {
+				forEach(md, name, func(dp pmetric.NumberDataPoint) {
+					if v := dp.DoubleValue(); !(v >= 0) || math.IsInf(v, 0) {
+						t.Fatalf("%s = %v", name, v)
+					}
+					costPoints++
+				})
+			}
+		}
+		if costPoints == 0 {
+			t.Fatalf("no cost was written: the checks above saw nothing")
+		}
+	})
 }

@@ -16,7 +16,9 @@ import (
 // max_tenants into _other. Growth is taken per series, so the folding neither reads a switch between series
 // as a counter restart nor loses any of it.
 func TestUsageTakesGrowthPerSeries(t *testing.T) {
-	u := newUsage(1) // acme is tracked; globex and initech fold into _other
+	cfg := createDefaultConfig()
+	cfg.MaxTenants = 1
+	u := newUsage(cfg, newCostBook()) // acme is tracked (and the busiest); globex and initech fold into _other
 	store := fleetstate.New(fleetstate.Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}})
 	type series struct {
 		tenant, family string

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -70,6 +72,7 @@ type routingExporter struct {
 	// Guarded by write.
 	lastSweep     time.Time
 	saidPoolsFull bool
+	guard         *panicguard.Guard
 
 	telemetry struct {
 		refusedPools, expiredPools metric.Int64Counter
@@ -88,7 +91,9 @@ func newRoutingExporter(cfg *Config, set exporter.Settings) (*routingExporter, e
 	e.telemetry.expiredPools, errs[1] = meter.Int64Counter("servescope_llm_routing_expired_pools",
 		metric.WithDescription("Pools forgotten after pool_expiry without a word about their model."), metric.WithUnit("{pool}"))
 	e.telemetry.attrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("exporter", set.ID.String())))
-	return e, errors.Join(errs[:]...)
+	var err error
+	e.guard, err = panicguard.NewGuard("llm_routing", "servescope_llm_routing", set.Logger, meter)
+	return e, errors.Join(append(errs[:], err)...)
 }
 
 func (e *routingExporter) start(ctx context.Context, host component.Host) error {
@@ -133,8 +138,16 @@ type change struct {
 	swept          bool
 }
 
-// consume applies a batch to a copy of the state and publishes the copy.
+// consume applies a batch to a copy of the state and publishes the copy. An internal error part way (a bug
+// some input reaches) abandons the copy: readers keep the last whole state, and the exporter goes on.
 func (e *routingExporter) consume(ctx context.Context, md pmetric.Metrics) error {
+	if !e.guard.Run("consume", func() { e.applyBatch(ctx, md) }) {
+		return consumererror.NewPermanent(errors.New("llm_routing: internal error; the batch was not applied"))
+	}
+	return nil
+}
+
+func (e *routingExporter) applyBatch(ctx context.Context, md pmetric.Metrics) {
 	e.write.Lock()
 	defer e.write.Unlock()
 	next := *e.state.Load() // the shard arrays only: the shards themselves are copied when changed
@@ -159,7 +172,6 @@ func (e *routingExporter) consume(ctx context.Context, md pmetric.Metrics) error
 		c.expirePools(now)
 	}
 	e.state.Store(&next)
-	return nil
 }
 
 // replica returns the batch's own copy of a replica, made (or, at max_replicas, made in place of the one

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/labelcap"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -36,6 +37,9 @@ type Config struct {
 	// UsualHalfLife is how fast the usual levels forget: an observation this old weighs half as much as a
 	// new one. Default 2 h.
 	UsualHalfLife time.Duration
+	// MaxLabelLength cuts replica names, models and engine names read from resources to this many bytes
+	// (0: no limit): they become label values downstream.
+	MaxLabelLength int
 }
 
 // Store is safe for concurrent use.
@@ -154,7 +158,7 @@ func New(cfg Config) *Store {
 func (s *Store) ReplicaKey(res pcommon.Map) string {
 	for _, k := range s.cfg.ReplicaKeys {
 		if v, ok := res.Get(k); ok && v.AsString() != "" {
-			return v.AsString()
+			return labelcap.Cut(v.AsString(), s.cfg.MaxLabelLength)
 		}
 	}
 	return ""
@@ -255,10 +259,10 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 		s.replicas[key] = r
 	}
 	if model != "" {
-		r.model = model
+		r.model = labelcap.Cut(model, s.cfg.MaxLabelLength)
 	}
 	if e, ok := res.Get(schema.AttrLLMEngineName); ok {
-		r.engine = e.AsString()
+		r.engine = labelcap.Cut(e.AsString(), s.cfg.MaxLabelLength)
 	}
 	r.lastSeen = snap.Time
 	halfLife := float64(s.cfg.UsualHalfLife.Nanoseconds())

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -25,6 +26,7 @@ type normalizer struct {
 	warnedMu sync.Mutex
 	warned   map[string]bool // metric names whose instrument did not fit, reported once
 
+	guard  *panicguard.Guard
 	points metric.Int64Counter
 	mapped metric.MeasurementOption
 	passed metric.MeasurementOption
@@ -46,14 +48,23 @@ func newNormalizer(cfg *Config, set component.TelemetrySettings) (*normalizer, e
 	outcome := func(v string) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", v)))
 	}
-	return &normalizer{cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{},
-		points: points, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped")}, nil
+	guard, err := panicguard.NewGuard("llm_normalize", "servescope_normalize", set.Logger, meter)
+	return &normalizer{cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{}, guard: guard,
+		points: points, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped")}, err
 }
 
 // counts accumulates one batch's outcomes so telemetry costs three calls per batch, not one per metric.
 type counts struct{ mapped, passed, dropped int64 }
 
+// processMetrics maps a batch in place. An internal error part way (a bug some input reaches) is reported
+// and the batch goes on as far as it got: every point is still a valid point, and dropping the batch would
+// lose the engine's good data with it.
 func (n *normalizer) processMetrics(ctx context.Context, md pmetric.Metrics) (pmetric.Metrics, error) {
+	n.guard.Run("normalize", func() { n.normalize(ctx, md) })
+	return md, nil
+}
+
+func (n *normalizer) normalize(ctx context.Context, md pmetric.Metrics) {
 	var c counts
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
@@ -73,7 +84,6 @@ func (n *normalizer) processMetrics(ctx context.Context, md pmetric.Metrics) (pm
 	if c.dropped > 0 {
 		n.points.Add(ctx, c.dropped, n.drop)
 	}
-	return md, nil
 }
 
 // rulesFor picks the engine of a resource: its llm.engine.name when that names a mapped engine, else the
