@@ -66,10 +66,19 @@ func TestRootCauseThroughTheBinary(t *testing.T) {
 	otlpAddr := freePort(t)
 	startCollector(t, rootCauseConfig(srv.URL, otlpAddr, sink.URL))
 
-	// The recorded vLLM spans, moved to now so they are live for the collector, plus one request that
-	// queued 3.3 s: slow against the 1 s TTFT SLO, on a replica the capture shows idle.
+	// The recorded vLLM spans, each moved to end now so they are live for the collector, plus one request that
+	// queued 3.3 s: slow against the 1 s TTFT SLO, on a replica the capture shows idle. The collector has been
+	// scraping for longer than the longest of them first: a request's evidence is the state it ran in, and
+	// none is known for a request that began before the first scrape.
+	require.Eventually(t, func() bool {
+		empty, err := ptraceotlp.NewExportRequestFromTraces(ptrace.NewTraces()).MarshalProto()
+		require.NoError(t, err)
+		status, err := httpPost("http://"+otlpAddr+"/v1/traces", empty)
+		return err == nil && status == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "the collector takes OTLP spans")
+	time.Sleep(4 * time.Second)
 	td := fixtures.Spans(t, "traces/stormlog_vllm_q05_spans_sample.jsonl", map[string]string{"service.name": "vllm"})
-	shiftToNow(td)
+	endEachNow(td)
 	slow := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty()
 	slow.SetName("llm_request")
 	slow.SetTraceID(pcommon.TraceID{0xaa, 1})
@@ -164,6 +173,21 @@ func TestRootCauseThroughTheBinary(t *testing.T) {
 		}
 		return false
 	}, 20*time.Second, 100*time.Millisecond, "a log record for the slow request")
+}
+
+// endEachNow moves every span to end now, keeping its duration.
+func endEachNow(td ptrace.Traces) {
+	now := pcommon.NewTimestampFromTime(time.Now())
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		ss := td.ResourceSpans().At(i).ScopeSpans()
+		for j := 0; j < ss.Len(); j++ {
+			for k := 0; k < ss.At(j).Spans().Len(); k++ {
+				s := ss.At(j).Spans().At(k)
+				s.SetStartTimestamp(now - (s.EndTimestamp() - s.StartTimestamp()))
+				s.SetEndTimestamp(now)
+			}
+		}
+	}
 }
 
 // shiftToNow moves every span so the last one ends now, keeping their spacing.
