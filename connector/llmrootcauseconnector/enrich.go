@@ -33,6 +33,7 @@ const (
 	keyCollectiveSkew   = schema.AttrLLMEvidenceCollectiveSkewMean
 	keyCollectiveLate   = schema.AttrLLMEvidenceCollectiveLateRank
 	keyCollectiveSeen   = schema.AttrLLMEvidenceCollectiveObservable
+	keyStateAge         = schema.AttrLLMEvidenceStateAge
 )
 
 // enrich writes the breakdown, the verdict and its evidence onto the request's span. Unknown numbers are

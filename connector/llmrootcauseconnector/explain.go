@@ -105,7 +105,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
 		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyTPOTPace, tpotPace}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
 		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit}, {keyClockRatio, st.SMClockRatio},
-		{keyCollectiveShare, st.CollectiveWaitShare}, {keyCollectiveSkew, st.CollectiveSkewMean},
+		{keyCollectiveShare, st.CollectiveWaitShare}, {keyCollectiveSkew, st.CollectiveSkewMean}, {keyStateAge, st.StateAge},
 	}
 	if len(st.ThrottleReasons) > 0 {
 		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
@@ -329,8 +329,16 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	}
 	v.sentence = fmt.Sprintf("%s; slow %s (%s over %.2f s); root cause %s: %s", breakdown(r), v.reason,
 		seconds(r, v.reason), v.limit, v.cause, strings.Join(because, "; "))
+	// Scrapes that stopped (an engine outage) leave the evidence describing an earlier moment: say so.
+	if st.StateAge > staleStateAge(cfg) {
+		v.sentence += fmt.Sprintf(" (replica state from %.0f s before the request ended)", st.StateAge)
+	}
 	return v
 }
+
+// staleStateAge is the age past which the replica state behind the evidence is said to be old: three times
+// the wait for the next scrape, and never less than 30 s.
+func staleStateAge(cfg *Config) float64 { return max(3*cfg.MaxWait.Seconds(), 30) }
 
 // mergeSameCause adds up what two rules of one cause blame (KV pressure in the queue and in decode).
 func mergeSameCause(cands []candidate) []candidate {

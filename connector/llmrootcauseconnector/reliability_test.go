@@ -324,3 +324,19 @@ func TestBusyTenantsWinTheSlots(t *testing.T) {
 	assert.LessOrEqual(t, len(byTenant), 21, "20 slots and _other")
 	assert.Zero(t, byTenant["late-one-off-9"], "one-off tenants do not displace it")
 }
+
+// During an engine outage the evidence comes from the last snapshot before it: the explanation says how old.
+func TestEvidenceSaysHowOldTheStateIs(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	for sec := 0.0; sec <= 30; sec += 10 {
+		r.state(fleetstatetest.Engine("r1", testModel, sec, steady(sec)))
+	}
+	// scrapes stop at 30 s; a slow request from 95 s to about 100 s
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", "outage", 95, 3 })))
+	got := r.explained()["outage"]
+	require.NotNil(t, got)
+	assert.InDelta(t, 70, got[keyStateAge], 1, "ended near 100 s, newest snapshot at 30 s")
+	assert.Contains(t, got[schema.AttrLLMRootCauseEvidence], "replica state from 70 s before the request ended")
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", "fresh", 22, 3 })))
+	assert.NotContains(t, r.explained()["fresh"][schema.AttrLLMRootCauseEvidence], "replica state from")
+}

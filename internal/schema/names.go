@@ -506,6 +506,8 @@ const (
 	AttrLLMEvidenceCollectiveLateRank = "llm.evidence.collective.late_rank"
 	// AttrLLMEvidenceCollectiveObservable: Whether the replica's collective time could be seen (nccl receiver's llm.collective.observable); absent where no nccl receiver reports on the replica.
 	AttrLLMEvidenceCollectiveObservable = "llm.evidence.collective.observable"
+	// AttrLLMEvidenceStateAge: How old, when the request ended, the newest replica snapshot behind the evidence was (s); large while the engine's metrics could not be scraped, when the queue and KV evidence describe an earlier moment.
+	AttrLLMEvidenceStateAge = "llm.evidence.state.age"
 	// AttrLLMEvidenceSlo: The limit (s) the slow reason was judged against, configured SLO or rolling p95.
 	AttrLLMEvidenceSlo = "llm.evidence.slo"
 	// AttrLLMTokenType: Which tokens a count is of (prompt, generation).
