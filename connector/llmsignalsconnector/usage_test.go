@@ -1,7 +1,9 @@
 package llmsignalsconnector
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -49,4 +51,20 @@ func TestUsageTakesGrowthPerSeries(t *testing.T) {
 	cached := u.take("r1", true).cached
 	assert.Equal(t, 100.0+1000+10+20, cached[tenantModel{"acme", model}], "both families, counted from their start")
 	assert.Equal(t, 50.0+500+5+30, cached[tenantModel{"_other", model}])
+}
+
+// The last value of every cumulative series is kept only while the series is seen: a flood of one-off series
+// does not grow the map for the life of the process.
+func TestUsageForgetsSeriesNotSeen(t *testing.T) {
+	cfg := createDefaultConfig()
+	u := newUsage(cfg, newCostBook())
+	u.newest = 0
+	for i := range 1000 {
+		u.grow(fmt.Sprint("series-", i), 1)
+	}
+	u.newest = int64(time.Minute)
+	u.grow("recent", 1)
+	u.sweep(int64(11*time.Minute), cfg)
+	assert.Len(t, u.last, 1, "only the series seen within 10 minutes is kept")
+	assert.Contains(t, u.last, "recent")
 }
