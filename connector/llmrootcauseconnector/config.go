@@ -65,7 +65,7 @@ type Config struct {
 	MetricsFlushInterval time.Duration `mapstructure:"metrics_flush_interval"`
 }
 
-// SLOConfig holds latency limits; a zero limit means "use the model's rolling quantile".
+// SLOConfig holds latency limits; a zero limit means "what the request should have taken" (see BaselineConfig).
 type SLOConfig struct {
 	Default Limits            `mapstructure:"default"`
 	Models  map[string]Limits `mapstructure:"models"`
@@ -78,12 +78,21 @@ type Limits struct {
 	E2E  time.Duration `mapstructure:"e2e"`
 }
 
-// BaselineConfig shapes the rolling per-model baselines (quantiles of latency and lengths).
+// BaselineConfig shapes what "usual" and "expected" mean per model when no SLO decides: levels learned from
+// requests that were not slow, decaying slowly.
 type BaselineConfig struct {
-	Window     time.Duration `mapstructure:"window"`
-	MinSamples int           `mapstructure:"min_samples"`
-	// Quantile is the rolling quantile above which a request is slow when no SLO is set.
-	Quantile float64 `mapstructure:"quantile"`
+	// Window is the recent past whose busiest tenants, prompt families and models hold their own slots.
+	Window time.Duration `mapstructure:"window"`
+	// HalfLife is how fast the healthy levels forget: a request this old weighs half as much as a new one.
+	HalfLife time.Duration `mapstructure:"half_life"`
+	// MinSamples is how many healthy requests a model needs before its expected times are used.
+	MinSamples int `mapstructure:"min_samples"`
+	// SlowFactor and SlowMargin: without an SLO, a request is slow when its TTFT, TPOT or e2e exceeds what it
+	// should have taken both by this factor and by this margin.
+	SlowFactor float64 `mapstructure:"slow_factor"`
+	SlowMargin Limits  `mapstructure:"slow_margin"`
+	// Fallback are the limits used until a model has min_samples healthy requests (0: not judged on that).
+	Fallback Limits `mapstructure:"fallback"`
 }
 
 // RulesConfig are the root-cause thresholds; README.md explains each rule.
@@ -127,7 +136,9 @@ func createDefaultConfig() *Config {
 		MaxPendingSpans:  20000,
 		StateWindow:      15 * time.Minute,
 		MaxReplicas:      4096,
-		Baseline:         BaselineConfig{Window: 10 * time.Minute, MinSamples: 50, Quantile: 0.95},
+		Baseline: BaselineConfig{Window: 10 * time.Minute, HalfLife: 2 * time.Hour, MinSamples: 50, SlowFactor: 2,
+			SlowMargin: Limits{TTFT: 500 * time.Millisecond, TPOT: 20 * time.Millisecond, E2E: 2 * time.Second},
+			Fallback:   Limits{TTFT: 2 * time.Second, TPOT: 100 * time.Millisecond}},
 		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.5, KVUtilization: 0.9,
 			PrefillShare: 0.4, DecodeShare: 0.5, CacheMissShare: 0.1, CacheUsualShare: 0.3, HitRatioCollapse: 0.5,
 			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
@@ -167,13 +178,13 @@ func (c *Config) Validate() error {
 			bad("%s: must be positive, got %d", name, positive[name])
 		}
 	}
-	durations := map[string]time.Duration{"max_request_duration": c.MaxRequestDuration, "state_window": c.StateWindow, "baseline.window": c.Baseline.Window, "metrics_flush_interval": c.MetricsFlushInterval}
+	durations := map[string]time.Duration{"max_request_duration": c.MaxRequestDuration, "state_window": c.StateWindow, "baseline.window": c.Baseline.Window, "baseline.half_life": c.Baseline.HalfLife, "metrics_flush_interval": c.MetricsFlushInterval}
 	for _, name := range slices.Sorted(maps.Keys(durations)) {
 		if durations[name] <= 0 {
 			bad("%s: must be positive, got %s", name, durations[name])
 		}
 	}
-	fractions := map[string]float64{"baseline.quantile": c.Baseline.Quantile, "rules.queue_share": c.Rules.QueueShare,
+	fractions := map[string]float64{"rules.queue_share": c.Rules.QueueShare,
 		"rules.tenant_share": c.Rules.TenantShare, "rules.kv_utilization": c.Rules.KVUtilization, "rules.prefill_share": c.Rules.PrefillShare,
 		"rules.decode_share": c.Rules.DecodeShare, "rules.cache_miss_share": c.Rules.CacheMissShare, "rules.cache_usual_share": c.Rules.CacheUsualShare,
 		"rules.hit_ratio_collapse": c.Rules.HitRatioCollapse, "rules.long_quantile": c.Rules.LongQuantile,
@@ -183,7 +194,7 @@ func (c *Config) Validate() error {
 			bad("%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
 	}
-	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor,
+	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor, "baseline.slow_factor": c.Baseline.SlowFactor,
 		"rules.family_pace_factor": c.Rules.FamilyPaceFactor} {
 		if v < 1 {
 			bad("%s: must be at least 1, got %v", name, v)
@@ -217,6 +228,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	checkLimits("slo.default", c.SLO.Default)
+	checkLimits("baseline.slow_margin", c.Baseline.SlowMargin)
+	checkLimits("baseline.fallback", c.Baseline.Fallback)
 	for model, l := range c.SLO.Models {
 		checkLimits("slo.models."+model, l)
 	}

@@ -325,27 +325,85 @@ func TestTenantFromAGatewaySpanInALaterBatch(t *testing.T) {
 	assert.Equal(t, pcommon.TraceID{9, 9, 9}, engineSpan.Links().At(0).TraceID())
 }
 
-func TestRollingQuantileWhenNoSLOIsSet(t *testing.T) {
+// Without an SLO a request is slow when it took longer than it should have: its phases against the model's
+// healthy paces (queue near zero, prefill per uncached token, TPOT at its batch size), and against the usual
+// request, both by baseline.slow_factor and baseline.slow_margin.
+func TestExpectedTimeWhenNoSLOIsSet(t *testing.T) {
 	noSLO := func(c *Config) { c.MaxWait, c.SLO.Models, c.Baseline.MinSamples = 0, nil, 50 }
-	outlier := with(normal(), func(c *call) { c.replica, c.id, c.start, c.gen, c.decode = "r1", "outlier", 70, 1400, 27.98 })
-
-	t.Run("too few samples: not slow", func(t *testing.T) {
+	healthy := func(r *rig) {
+		for sec := 0.0; sec <= 3600; sec += 10 {
+			r.state(fleetstatetest.Engine("r1", testModel, sec, steady(sec)))
+		}
+		r.send(batchOf(usual(false)...))
+	}
+	t.Run("until a model has enough healthy requests, the documented fallback decides", func(t *testing.T) {
 		r := newRig(t, noSLO)
 		r.state(fleetstatetest.Engine("r1", testModel, 200, steady(200)))
 		r.send(batchOf(usual(false)[:40]...))
-		r.send(batchOf(outlier))
-		assert.Equal(t, false, r.explained()["outlier"][schema.AttrLLMSlow])
+		r.send(batchOf(
+			with(normal(), func(c *call) { c.replica, c.id, c.queue = "r1", "1.5s", 1.4 }),
+			with(normal(), func(c *call) { c.replica, c.id, c.queue = "r1", "2.5s", 2.4 })))
+		assert.Equal(t, false, r.explained()["1.5s"][schema.AttrLLMSlow], "under the 2 s fallback")
+		assert.Equal(t, true, r.explained()["2.5s"][schema.AttrLLMSlow])
+		assert.InDelta(t, 2.0, r.explained()["2.5s"][keySLO], 1e-9)
 	})
-	t.Run("above the model's p95", func(t *testing.T) {
+	t.Run("a healthy replica has no slow requests, not its top 5%", func(t *testing.T) {
 		r := newRig(t, noSLO)
-		r.state(fleetstatetest.Engine("r1", testModel, 200, steady(200)))
-		r.send(batchOf(usual(false)...))
-		r.send(batchOf(outlier))
-		got := r.explained()["outlier"]
+		healthy(r)
+		var calls []call
+		for i := range 200 {
+			calls = append(calls, with(normal(), func(c *call) {
+				c.replica, c.id, c.start = "r1", fmt.Sprint("h", i), 100+float64(i)
+				c.queue, c.prefill, c.decode = 0.01*float64(1+i%3), 0.1*(0.8+0.4*float64(i%5)/4), 1.98*(0.9+0.2*float64(i%7)/6)
+			}))
+		}
+		r.send(batchOf(calls...))
+		slow := 0
+		for i := range 200 {
+			if r.explained()[fmt.Sprint("h", i)][schema.AttrLLMSlow] == true {
+				slow++
+			}
+		}
+		assert.Zero(t, slow)
+	})
+	t.Run("a 30-minute incident stays slow: it never becomes the usual", func(t *testing.T) {
+		r := newRig(t, func(c *Config) { noSLO(c); c.Baseline.Window = 10 * time.Minute })
+		healthy(r)
+		judged := 0
+		for minute := range 30 {
+			var calls []call
+			for i := range 20 {
+				calls = append(calls, with(normal(), func(c *call) {
+					c.replica, c.id, c.start, c.queue = "r1", fmt.Sprintf("inc-%d-%d", minute, i), 100+60*float64(minute)+3*float64(i), 2.5
+				}))
+			}
+			r.send(batchOf(calls...))
+			for i := range 20 {
+				if r.explained()[fmt.Sprintf("inc-%d-%d", minute, i)][schema.AttrLLMSlow] == true {
+					judged++
+				}
+			}
+		}
+		assert.Equal(t, 600, judged, "every request of the incident is slow, the last minute's too")
+		got := r.explained()["inc-29-19"]
+		assert.Equal(t, slowTTFT, got[schema.AttrLLMSlowReason])
+		assert.Less(t, got[keySLO], 1.0, "the limit is still the healthy one")
+	})
+	t.Run("a long prompt at the usual pace is slow against the usual request, and long_prompt says why", func(t *testing.T) {
+		r := newRig(t, noSLO)
+		healthy(r)
+		r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.prompt, c.prefill = "r1", "long", 8000, 1.6 })))
+		got := r.explained()["long"]
 		assert.Equal(t, true, got[schema.AttrLLMSlow])
-		assert.Equal(t, slowE2E, got[schema.AttrLLMSlowReason])
-		assert.InEpsilon(t, 2.1, got[keySLO], 0.05, "the p95 of 60 requests of 2.1 s")
-		assert.Equal(t, causeLongGeneration, got[schema.AttrLLMRootCause])
+		assert.Equal(t, causeLongPrompt, got[schema.AttrLLMRootCause])
+	})
+	t.Run("a slow decode against the pace at its batch size", func(t *testing.T) {
+		r := newRig(t, noSLO)
+		healthy(r)
+		r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.decode = "r1", "slow-decode", 6 })))
+		got := r.explained()["slow-decode"]
+		assert.Equal(t, true, got[schema.AttrLLMSlow])
+		assert.Equal(t, slowTPOT, got[schema.AttrLLMSlowReason])
 	})
 }
 

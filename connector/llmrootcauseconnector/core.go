@@ -48,8 +48,8 @@ type core struct {
 	primaryMetrics *metricsInput
 
 	baselines map[string]*modelBaseline
-	shares    map[string]*shareBaseline    // "t/" + tenant, "f/" + prompt family
-	paces     map[string]*rollingQuantiles // prompt family -> prefill seconds per prompt token
+	shares    map[string]*decayedRatio     // "t/" + tenant, "f/" + prompt family: cached share of prompt tokens
+	paces     map[string]*decayedQuantiles // prompt family -> prefill seconds per prompt token
 	// The tenants, prompt families and models with series and baselines of their own: the busiest recently.
 	tenantSlots, familySlots, modelSlots *heavyhitters.Tracker
 	bounds                               requestBounds
@@ -93,7 +93,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	c := &core{cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
 		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
 			MaxReplicas: cfg.MaxReplicas, MaxLabelLength: cfg.MaxLabelLength}),
-		baselines: map[string]*modelBaseline{}, shares: map[string]*shareBaseline{}, paces: map[string]*rollingQuantiles{},
+		baselines: map[string]*modelBaseline{}, shares: map[string]*decayedRatio{}, paces: map[string]*decayedQuantiles{},
 		tenantSlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window), familySlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window),
 		modelSlots: heavyhitters.New(cfg.MaxModels, cfg.Baseline.Window),
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
@@ -232,7 +232,13 @@ func (c *core) consumeMetrics(ctx context.Context, md pmetric.Metrics, from *met
 	if !primary {
 		return nil
 	}
-	c.guard("state", func() { c.store.Observe(md) })
+	c.guard("state", func() {
+		c.store.Observe(md)
+		if gpus := c.store.UnattributedGPUs(); len(gpus) > 0 {
+			c.warnOnce("unattributed-gpus", "llm_root_cause: GPUs report here that belong to none of several replicas, so no request's evidence includes them; put the replica's service.instance.id on the GPU source (a resource processor, or the nvml receiver's attribution)",
+				zap.Strings("gpus", gpus[:min(len(gpus), 8)]), zap.Int("count", len(gpus)))
+		}
+	})
 	return c.release(ctx, c.readyLocked, "")
 }
 
@@ -503,7 +509,7 @@ func (c *core) explain(b *batch) output {
 			enrich(r, v)
 		}
 		c.agg.record(r, v, c.now())
-		c.learn(r)
+		c.learn(r, v, circ.state.RunningMax)
 		c.requests.Add(b.ctx, 1, metric.WithAttributes(attribute.String(schema.AttrLLMRootCause, v.cause)))
 		if v.slow && c.logsOut != nil {
 			c.appendLog(out.logs, r, v)
@@ -618,19 +624,19 @@ func (c *core) baselineFor(model string) *modelBaseline {
 	}
 	b := c.baselines[key]
 	if b == nil {
-		b = newModelBaseline(c.cfg.Baseline.Window)
+		b = newModelBaseline(c.cfg.Baseline.HalfLife)
 		c.baselines[key] = b
 	}
 	return b
 }
 
-func (c *core) shareFor(key string, create bool) *shareBaseline {
+func (c *core) shareFor(key string, create bool) *decayedRatio {
 	s := c.shares[key]
 	if s == nil && create {
 		if len(c.shares) >= 2*c.cfg.MaxTenants {
 			return nil
 		}
-		s = &shareBaseline{half: int64(c.cfg.Baseline.Window) / 2}
+		s = newDecayedRatio(c.cfg.Baseline.HalfLife)
 		c.shares[key] = s
 	}
 	return s
@@ -652,16 +658,25 @@ func (c *core) usualShare(r *request) float64 {
 }
 
 // learn adds a judged request to the baselines, after judging, so a request is never compared with itself.
-func (c *core) learn(r *request) {
-	c.baselineFor(r.model).add(r)
+// Only requests that were not slow are learned from, and a slow one marks its replica unhealthy for its
+// lifetime, so the replica's usual levels (running batch, hit ratio) leave that time out too.
+func (c *core) learn(r *request, v verdict, running float64) {
+	if v.slow {
+		if r.replica != "" {
+			c.store.MarkUnhealthy(r.replica, r.start, r.end)
+		}
+		return
+	}
+	t := c.now().UnixNano()
+	c.baselineFor(r.model).add(r, running, t)
 	if r.familySlot != "" && r.promptTokens > 0 && !math.IsNaN(r.prefill) {
 		p := c.paces[r.familySlot]
 		if p == nil && len(c.paces) < c.cfg.MaxTenants {
-			p = newRollingQuantiles(c.cfg.Baseline.Window)
+			p = newDecayedQuantiles(c.cfg.Baseline.HalfLife)
 			c.paces[r.familySlot] = p
 		}
 		if p != nil {
-			p.add(r.prefill/r.promptTokens, r.end)
+			p.add(r.prefill/r.promptTokens, t)
 		}
 	}
 	if math.IsNaN(r.cachedTokens) || !(r.promptTokens > 0) {
@@ -672,7 +687,7 @@ func (c *core) learn(r *request) {
 			continue
 		}
 		if s := c.shareFor(key, true); s != nil {
-			s.add(math.Min(r.cachedTokens, r.promptTokens), r.promptTokens, r.end)
+			s.add(math.Min(r.cachedTokens, r.promptTokens), r.promptTokens, t)
 		}
 	}
 }

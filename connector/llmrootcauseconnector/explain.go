@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/servescope/servescope/internal/fleetstate"
 )
@@ -82,7 +83,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	v := verdict{cause: causeNone, limit: math.NaN()}
 	v.slow, v.reason, v.limit = isSlow(r, c, cfg)
 	base := c.baseline
-	q := func(rq *rollingQuantiles, quantile float64) float64 {
+	q := func(rq *decayedQuantiles, quantile float64) float64 {
 		if base == nil {
 			return math.NaN()
 		}
@@ -358,23 +359,36 @@ func mergeSameCause(cands []candidate) []candidate {
 
 // isSlow compares the request with its SLO, or the model's rolling quantile where no SLO is set, and names
 // the limit broken by the widest margin.
+// isSlow compares the request's TTFT, TPOT and e2e with their limits and names the one it exceeds most. A
+// limit is the SLO where one is set; otherwise what the request should have taken, from the model's healthy
+// baseline (exceeded by both baseline.slow_factor and baseline.slow_margin), or baseline.fallback until the
+// model has baseline.min_samples healthy requests. Never "the top 5%": a healthy replica has no slow requests.
 func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
+	expTTFT, expTPOT, expE2E := math.NaN(), math.NaN(), math.NaN()
+	if c.baseline != nil {
+		expTTFT, expTPOT, expE2E = c.baseline.expected(r, c.state.RunningMax, cfg.Baseline.MinSamples)
+	}
 	best, reason, limit := 1.0, "", math.NaN()
-	check := func(name string, value float64, slo float64, rq func(*modelBaseline) *rollingQuantiles) {
-		threshold := slo
-		if threshold <= 0 && c.baseline != nil {
-			threshold = rq(c.baseline).quantile(cfg.Baseline.Quantile, cfg.Baseline.MinSamples)
+	check := func(name string, value float64, slo time.Duration, expected float64, margin, fallback time.Duration) {
+		threshold := slo.Seconds()
+		switch {
+		case threshold > 0:
+		case !math.IsNaN(expected):
+			threshold = math.Max(cfg.Baseline.SlowFactor*expected, expected+margin.Seconds())
+		default:
+			threshold = fallback.Seconds()
 		}
-		if math.IsNaN(value) || math.IsNaN(threshold) || threshold <= 0 {
+		if math.IsNaN(value) || !(threshold > 0) {
 			return
 		}
 		if ratio := value / threshold; ratio > best {
 			best, reason, limit = ratio, name, threshold
 		}
 	}
-	check(slowTTFT, r.ttft, c.limits.TTFT.Seconds(), func(b *modelBaseline) *rollingQuantiles { return b.ttft })
-	check(slowTPOT, r.tpot, c.limits.TPOT.Seconds(), func(b *modelBaseline) *rollingQuantiles { return b.tpot })
-	check(slowE2E, r.e2e, c.limits.E2E.Seconds(), func(b *modelBaseline) *rollingQuantiles { return b.e2e })
+	b := cfg.Baseline
+	check(slowTTFT, r.ttft, c.limits.TTFT, expTTFT, b.SlowMargin.TTFT, b.Fallback.TTFT)
+	check(slowTPOT, r.tpot, c.limits.TPOT, expTPOT, b.SlowMargin.TPOT, b.Fallback.TPOT)
+	check(slowE2E, r.e2e, c.limits.E2E, expE2E, b.SlowMargin.E2E, b.Fallback.E2E)
 	return reason != "", reason, limit
 }
 
