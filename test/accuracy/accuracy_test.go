@@ -2,6 +2,10 @@
 // by scenario. The simulator runs in virtual time; every second its replicas' expositions go through the
 // same conversion the engine receivers use and through llm_normalize, its dcgm-exporter pages too, and the
 // request spans it emitted go into the connector: the real code path minus HTTP, so a run takes a second.
+//
+// Every run feeds two connectors the same data: one told the simulator's SLOs, one with no SLO at all (the
+// embedded default configuration), and every case runs with the seed the rules are tuned on and with a
+// held-out seed nobody tunes on. docs/accuracy.md explains the modes, the cases and the table.
 package accuracy
 
 import (
@@ -9,17 +13,20 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/processortest"
 
 	"github.com/servescope/servescope/connector/llmrootcauseconnector"
@@ -29,9 +36,53 @@ import (
 	"github.com/servescope/servescope/processor/llmnormalizeprocessor"
 )
 
-// floors are the least share of slow requests whose cause must match the simulator's, per scenario:
-// docs/accuracy.md records the measured figures they sit under. Raise them as the rules improve.
-var floors = map[string]float64{
+// mode is how the connector under test is configured.
+type mode int
+
+const (
+	// withSLO tells the connector the simulator's SLOs, so both judge slowness by the same limits.
+	withSLO mode = iota
+	// withoutSLO is the embedded default configuration: the connector decides on its own what is slow.
+	withoutSLO
+	numModes
+)
+
+func (m mode) String() string { return [...]string{"SLO", "no-SLO"}[m] }
+
+// Seeds. The rules are tuned against the simulator's default seed; the held-out seed is for reporting only,
+// so that a rule fitted to one seed's particular requests shows up as a gap between the two columns. Do not
+// tune against it: when it stops being held out, pick another and say so in docs/accuracy.md.
+var (
+	tuningSeed  = fleetsim.DefaultConfig().Seed
+	heldOutSeed = uint64(20261126)
+)
+
+// A case is one run of the simulator: a scenario, optionally held longer than its default minute.
+type accuracyCase struct {
+	name     string
+	scenario string
+	// duration, when set, replaces the default minute of arrivals.
+	duration time.Duration
+	// faultFrom, when set, moves the fault to start at this time and last to the end of the arrivals.
+	faultFrom time.Duration
+}
+
+// longCases outlast every window the connector keeps: its baselines (baseline.window, 10 min by default)
+// and its replica state (state_window, 15 min), so the fault has filled both by the time it ends.
+var longCases = []accuracyCase{
+	// Replica 0's GPUs throttled for 30 minutes after a healthy 5-minute warm-up.
+	{name: "gpu_throttling_30m", scenario: "gpu_throttling", duration: 35 * time.Minute, faultFrom: 5 * time.Minute},
+	// Nothing injected for an hour: what a healthy fleet looks like to the connector.
+	{name: "healthy_hour", scenario: "baseline", duration: time.Hour},
+}
+
+// healthyCase is the case whose share of requests judged slow without SLOs the issue bounds.
+const healthyCase = "healthy_hour"
+
+// floorsSLO are the least share of the simulator's slow requests whose cause must match, with the
+// simulator's SLOs on the connector, on either seed: docs/accuracy.md records the measured figures they sit
+// under. Raise them as the rules improve.
+var floorsSLO = map[string]float64{
 	"baseline":             0.45,
 	"traffic_spike":        0.80,
 	"noisy_tenant":         0.80,
@@ -39,74 +90,248 @@ var floors = map[string]float64{
 	"kv_pressure":          0.55,
 	"gpu_throttling":       0.70,
 	"tp_imbalance":         0.00, // collective_wait needs NCCL timings, which this harness does not feed: never guessed (test/e2e measures it with them)
+	// The throttle rule compares a GPU's clock with the highest it reached within state_window, so once the
+	// fault has lasted that long the throttled clock is the peak and the rule goes quiet: see docs/accuracy.md.
+	"gpu_throttling_30m": 0.30,
+	"healthy_hour":       0.85,
 }
 
+// floorsNoSLO are the same floors without SLOs. They are 0 while the slow test moves from the rolling p95
+// to an expected pace; the issue's targets (see checkTargets) are printed, met or not, until they become
+// floors here.
+var floorsNoSLO = map[string]float64{
+	"baseline":             0,
+	"traffic_spike":        0,
+	"noisy_tenant":         0,
+	"prompt_family_change": 0,
+	"kv_pressure":          0,
+	"gpu_throttling":       0,
+	"tp_imbalance":         0,
+	"gpu_throttling_30m":   0,
+	"healthy_hour":         0,
+}
+
+// The issue's targets for the no-SLO mode.
+const (
+	targetCauseMatch = 0.85 // per scenario whose fault has a cause
+	targetBelowSLO   = 0.05 // at most this far under the same scenario's SLO figure
+	targetHealthy    = 0.01 // share of a healthy hour's requests judged slow
+)
+
+// tally counts one mode's verdicts against the ground truth.
+type tally struct {
+	requests   int
+	periods    []periodTally // long cases only: by when the request arrived
+	slow, fast int           // by the simulator
+	slowAgree  int           // requests both call slow, or both not
+	caught     int           // simulator's slow requests we judged slow
+	falseSlow  int           // simulator's fast requests we judged slow
+	match      int           // simulator's slow requests whose cause we named
+	confusion  map[[2]string]int
+}
+
+func (t tally) causeMatch() float64 { return share(t.match, t.slow) }
+func (t tally) recall() float64     { return share(t.caught, t.slow) }
+func (t tally) falseSlowShare() float64 {
+	return share(t.falseSlow, t.fast)
+}
+func (t tally) judgedSlowShare() float64 { return share(t.caught+t.falseSlow, t.requests) }
+
+// periodTally is one stretch of a long case's arrivals.
+type periodTally struct{ requests, slow, match, judgedSlow int }
+
+// period is the length of those stretches.
+const period = 5 * time.Minute
+
+func share(n, of int) float64 { return float64(n) / float64(max(1, of)) }
+
 type result struct {
-	scenario       string
-	requests, slow int
-	slowAgree      int
-	match          int
-	confusion      map[[2]string]int
-	unknownBecause map[string]int
+	c        accuracyCase
+	seed     uint64
+	hasCause bool // the scenario injects a fault with a cause
+	modes    [numModes]tally
 }
 
 func TestRootCauseAccuracy(t *testing.T) {
 	names := fleetsim.ScenarioNames()
 	sort.Strings(names)
-	var results []result
+	var cases []accuracyCase
 	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			res := run(t, name)
-			results = append(results, res)
-			acc := float64(res.match) / float64(max(1, res.slow))
-			t.Logf("%s: %d requests, %d slow; slow judged alike for %d; cause matches for %d of %d slow (%.0f%%)",
-				name, res.requests, res.slow, res.slowAgree, res.match, res.slow, 100*acc)
-			floor, ok := floors[name]
-			require.True(t, ok, "no accuracy floor for scenario %s: add one", name)
-			require.GreaterOrEqual(t, acc, floor, "accuracy fell under the floor; confusion (truth -> ours): %v", top(res.confusion))
-			require.Equal(t, res.requests, res.slowAgree, "slow or not is decided from the same SLOs: it must agree for every request")
-		})
+		cases = append(cases, accuracyCase{name: name, scenario: name})
 	}
+	// The long ones first: parallel runs start in order, and the short ones fill in around them.
+	all := append(append([]accuracyCase(nil), longCases...), cases...)
+	type key struct {
+		name string
+		seed uint64
+	}
+	var mu sync.Mutex
+	results := map[key]result{}
+	started := time.Now()
+	t.Run("runs", func(t *testing.T) {
+		for _, c := range all {
+			for _, seed := range []uint64{tuningSeed, heldOutSeed} {
+				t.Run(fmt.Sprintf("%s/seed=%d", c.name, seed), func(t *testing.T) {
+					if c.duration > 0 && (testing.Short() || raceEnabled) {
+						// An hour of scrapes every second takes half a minute without the race detector, several
+						// with it; docs/accuracy.md gives the command that runs them.
+						t.Skipf("%s simulates %s: run without -short and without -race to measure it", c.name, c.duration)
+					}
+					t.Parallel()
+					res := run(t, c, seed)
+					mu.Lock()
+					results[key{c.name, seed}] = res
+					mu.Unlock()
+					for m := range numModes {
+						tl := res.modes[m]
+						t.Logf("%s: %d requests, %d slow; slow judged alike for %d; judged slow %d of %d slow and %d of %d fast; cause matches for %d of %d slow (%.0f%%)",
+							m, tl.requests, tl.slow, tl.slowAgree, tl.caught, tl.slow, tl.falseSlow, tl.fast, tl.match, tl.slow, 100*tl.causeMatch())
+					}
+					checkFloors(t, res)
+				})
+			}
+		}
+	})
+	t.Logf("%d runs (%d skipped) in %s", len(results), 2*len(all)-len(results), time.Since(started).Round(100*time.Millisecond))
+
+	var ordered []result
+	for _, c := range append(cases, longCases...) {
+		for _, seed := range []uint64{tuningSeed, heldOutSeed} {
+			if r, ok := results[key{c.name, seed}]; ok {
+				ordered = append(ordered, r)
+			}
+		}
+	}
+	md := report(ordered)
+	t.Log("\n" + md)
 	if path := os.Getenv("SERVESCOPE_ACCURACY_REPORT"); path != "" {
-		require.NoError(t, os.WriteFile(path, []byte(report(results)), 0o644))
+		require.NoError(t, os.WriteFile(path, []byte(md), 0o644))
 	}
 }
 
-func run(t *testing.T, scenario string) result {
+func checkFloors(t *testing.T, res result) {
+	for m, floors := range map[mode]map[string]float64{withSLO: floorsSLO, withoutSLO: floorsNoSLO} {
+		floor, ok := floors[res.c.name]
+		require.True(t, ok, "no %s accuracy floor for %s: add one", m, res.c.name)
+		tl := res.modes[m]
+		require.GreaterOrEqual(t, tl.causeMatch(), floor, "%s cause match fell under the floor; confusion (truth -> ours): %v", m, top(tl.confusion))
+	}
+	slo := res.modes[withSLO]
+	require.Equal(t, slo.requests, slo.slowAgree, "with the simulator's SLOs, slow or not is decided from the same limits: it must agree for every request")
+}
+
+// verdict is what the connector wrote on one request's span.
+type verdict struct {
+	slow     bool
+	cause    string
+	evidence string // only kept when SERVESCOPE_ACCURACY_SHOW asks for it
+	family   any
+}
+
+// pipeline is llm_normalize -> llm_root_cause (metrics in), spans in, verdicts out.
+type pipeline struct {
+	normalize processor.Metrics
+	spansIn   connector.Traces
+	stateIn   connector.Metrics
+	verdicts  map[string]verdict
+}
+
+func newPipeline(t *testing.T, m mode, slo fleetsim.SLO) *pipeline {
+	ctx := context.Background()
+	p := &pipeline{verdicts: map[string]verdict{}}
+	keepEvidence := os.Getenv("SERVESCOPE_ACCURACY_SHOW") != ""
+	explained, err := consumer.NewTraces(func(_ context.Context, td ptrace.Traces) error {
+		eachSpan(td, func(s ptrace.Span) {
+			a := s.Attributes()
+			id, ok := a.Get(schema.AttrGenAIRequestID)
+			cause, explainedHere := a.Get(schema.AttrLLMRootCause)
+			if !ok || !explainedHere {
+				return
+			}
+			slow, _ := a.Get(schema.AttrLLMSlow)
+			v := verdict{slow: slow.Bool(), cause: cause.Str()}
+			if keepEvidence {
+				ev, _ := a.Get(schema.AttrLLMRootCauseEvidence)
+				fam, _ := a.Get(schema.AttrLLMPromptFamily)
+				v.evidence, v.family = ev.Str(), fam.AsRaw()
+			}
+			p.verdicts[id.Str()] = v
+		})
+		return nil
+	})
+	require.NoError(t, err)
+	rcCfg := llmrootcauseconnector.NewFactory().CreateDefaultConfig().(*llmrootcauseconnector.Config)
+	rcCfg.MaxWait = 0 // each second's state goes in before the spans that ended in it
+	if m == withSLO {
+		rcCfg.SLO.Default = llmrootcauseconnector.Limits{TTFT: seconds(slo.TTFT), TPOT: seconds(slo.TPOT), E2E: seconds(slo.E2E)}
+	}
+	rf := llmrootcauseconnector.NewFactory()
+	set := connectortest.NewNopSettings(rf.Type())
+	p.spansIn, err = rf.CreateTracesToTraces(ctx, set, rcCfg, explained)
+	require.NoError(t, err)
+	p.stateIn, err = rf.CreateMetricsToMetrics(ctx, set, rcCfg, consumertest.NewNop())
+	require.NoError(t, err)
+	nf := llmnormalizeprocessor.NewFactory()
+	p.normalize, err = nf.CreateMetrics(ctx, processortest.NewNopSettings(nf.Type()), nf.CreateDefaultConfig(), p.stateIn)
+	require.NoError(t, err)
+	for _, c := range []component.Component{p.spansIn, p.stateIn, p.normalize} {
+		require.NoError(t, c.Start(ctx, componenttest.NewNopHost()))
+	}
+	return p
+}
+
+// shutdown sends on what still waits, so every span has its verdict once it returns.
+func (p *pipeline) shutdown(t *testing.T) {
+	ctx := context.Background()
+	require.NoError(t, p.normalize.Shutdown(ctx))
+	require.NoError(t, p.spansIn.Shutdown(ctx))
+	require.NoError(t, p.stateIn.Shutdown(ctx))
+}
+
+func run(t *testing.T, c accuracyCase, seed uint64) result {
 	ctx := context.Background()
 	cfg := fleetsim.DefaultConfig()
-	sc, err := fleetsim.LookupScenario(scenario)
+	cfg.Seed = seed
+	sc, err := fleetsim.LookupScenario(c.scenario)
 	require.NoError(t, err)
+	if c.duration > 0 {
+		cfg.Duration = c.duration
+	}
+	if c.faultFrom > 0 {
+		// Scenario times are fractions of the duration: the fault runs from faultFrom to the last arrival.
+		sc.Start, sc.End = c.faultFrom.Seconds()/cfg.Duration.Seconds(), 1
+	}
 	cfg.Scenario = sc
 	cfg.Engines = []string{fleetsim.EngineVLLM, fleetsim.EngineSGLang, fleetsim.EngineVLLM, fleetsim.EngineSGLang}
 	cfg.Epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	fleet, err := fleetsim.New(cfg)
 	require.NoError(t, err)
 
-	// The pipeline: llm_normalize -> llm_root_cause (metrics in), spans in, explained spans out.
-	explained := &consumertest.TracesSink{}
-	rcCfg := llmrootcauseconnector.NewFactory().CreateDefaultConfig().(*llmrootcauseconnector.Config)
-	rcCfg.MaxWait = 0 // each second's state goes in before the spans that ended in it
-	rcCfg.SLO.Default = llmrootcauseconnector.Limits{TTFT: seconds(cfg.SLO.TTFT), TPOT: seconds(cfg.SLO.TPOT), E2E: seconds(cfg.SLO.E2E)}
-	rf := llmrootcauseconnector.NewFactory()
-	set := connectortest.NewNopSettings(rf.Type())
-	spansIn, err := rf.CreateTracesToTraces(ctx, set, rcCfg, explained)
-	require.NoError(t, err)
-	stateIn, err := rf.CreateMetricsToMetrics(ctx, set, rcCfg, consumertest.NewNop())
-	require.NoError(t, err)
-	nf := llmnormalizeprocessor.NewFactory()
-	normalize, err := nf.CreateMetrics(ctx, processortest.NewNopSettings(nf.Type()), nf.CreateDefaultConfig(), stateIn)
-	require.NoError(t, err)
-	for _, c := range []interface {
-		Start(context.Context, component.Host) error
-	}{spansIn, stateIn, normalize} {
-		require.NoError(t, c.Start(ctx, componenttest.NewNopHost()))
+	var pipes [numModes]*pipeline
+	for m := range numModes {
+		pipes[m] = newPipeline(t, m, cfg.SLO)
 	}
-	defer func() {
-		require.NoError(t, normalize.Shutdown(ctx))
-		require.NoError(t, spansIn.Shutdown(ctx))
-		require.NoError(t, stateIn.Shutdown(ctx))
-	}()
+	// Both connectors get the same data; each pipeline may change what it is given, so each gets its own copy.
+	feedMetrics := func(md pmetric.Metrics) {
+		for m, p := range pipes {
+			in := md
+			if m < len(pipes)-1 {
+				in = pmetric.NewMetrics()
+				md.CopyTo(in)
+			}
+			require.NoError(t, p.normalize.ConsumeMetrics(ctx, in))
+		}
+	}
+	feedTraces := func(td ptrace.Traces) {
+		for m, p := range pipes {
+			in := td
+			if m < len(pipes)-1 {
+				in = ptrace.NewTraces()
+				td.CopyTo(in)
+			}
+			require.NoError(t, p.spansIn.ConsumeTraces(ctx, in))
+		}
+	}
 
 	states := fleet.State()
 	end := cfg.Duration + cfg.Drain
@@ -116,50 +341,67 @@ func run(t *testing.T, scenario string) result {
 		for i, st := range states {
 			engine := enginescrape.ExpositionToMetrics(fleet.RenderMetrics(i), wall)
 			stamp(engine, st.Instance, st.Engine)
-			require.NoError(t, normalize.ConsumeMetrics(ctx, engine))
+			feedMetrics(engine)
 			// dcgm-exporter on the replica's node, scraped with the replica named on it (the resource processor's job).
 			gpus := enginescrape.ExpositionToMetrics(fleet.RenderDCGM(i), wall)
 			stamp(gpus, st.Instance, "")
-			require.NoError(t, normalize.ConsumeMetrics(ctx, gpus))
+			feedMetrics(gpus)
 		}
-		require.NoError(t, spansIn.ConsumeTraces(ctx, fleet.TakeTraces()))
+		feedTraces(fleet.TakeTraces())
+	}
+	for _, p := range pipes {
+		p.shutdown(t)
 	}
 
-	ours := map[string]map[string]any{}
-	for _, td := range explained.AllTraces() {
-		eachSpan(td, func(s ptrace.Span) {
-			a := s.Attributes().AsRaw()
-			if id, ok := a[schema.AttrGenAIRequestID].(string); ok && a[schema.AttrLLMRootCause] != nil {
-				ours[id] = a
+	res := result{c: c, seed: seed, hasCause: sc.Cause != fleetsim.CauseNone}
+	show := os.Getenv("SERVESCOPE_ACCURACY_SHOW")
+	for m, p := range pipes {
+		tl := tally{confusion: map[[2]string]int{}}
+		if c.duration > 0 {
+			tl.periods = make([]periodTally, int((cfg.Duration+period-1)/period)) // arrivals stop at Duration
+		}
+		for _, truth := range fleet.GroundTruth() {
+			got, ok := p.verdicts[truth.RequestID]
+			require.True(t, ok, "%s: request %s was not explained", mode(m), truth.RequestID)
+			tl.requests++
+			if tl.periods != nil {
+				pt := &tl.periods[min(len(tl.periods)-1, int(truth.ArrivalS/period.Seconds()))]
+				pt.requests++
+				if got.slow {
+					pt.judgedSlow++
+				}
+				if truth.Slow {
+					pt.slow++
+					if got.cause == truth.Cause {
+						pt.match++
+					}
+				}
 			}
-		})
-	}
-	res := result{scenario: scenario, confusion: map[[2]string]int{}, unknownBecause: map[string]int{}}
-	for _, truth := range fleet.GroundTruth() {
-		got, ok := ours[truth.RequestID]
-		require.True(t, ok, "request %s was not explained", truth.RequestID)
-		res.requests++
-		if got[schema.AttrLLMSlow] == truth.Slow {
-			res.slowAgree++
+			if got.slow == truth.Slow {
+				tl.slowAgree++
+			}
+			if !truth.Slow {
+				tl.fast++
+				if got.slow {
+					tl.falseSlow++
+				}
+				continue
+			}
+			tl.slow++
+			if got.slow {
+				tl.caught++
+			}
+			tl.confusion[[2]string{truth.Cause, got.cause}]++
+			if got.cause == truth.Cause {
+				tl.match++
+			}
+			// SERVESCOPE_ACCURACY_SHOW=truth>ours (e.g. prefix_cache_miss>long_prompt) logs those requests' evidence.
+			if show == truth.Cause+">"+got.cause {
+				t.Logf("%s: %s %s %s fam=%v prompt=%d cached=%d: %s", mode(m), truth.Replica, truth.Engine, truth.Tenant,
+					got.family, truth.PromptTokens, truth.CachedTokens, got.evidence)
+			}
 		}
-		if !truth.Slow {
-			continue
-		}
-		res.slow++
-		cause, _ := got[schema.AttrLLMRootCause].(string)
-		res.confusion[[2]string{truth.Cause, cause}]++
-		if cause == truth.Cause {
-			res.match++
-		}
-		// SERVESCOPE_ACCURACY_SHOW=truth>ours (e.g. prefix_cache_miss>long_prompt) logs those requests' evidence.
-		if os.Getenv("SERVESCOPE_ACCURACY_SHOW") == truth.Cause+">"+cause {
-			ev, _ := got[schema.AttrLLMRootCauseEvidence].(string)
-			t.Logf("%s %s %s fam=%v prompt=%d cached=%d: %s", truth.Replica, truth.Engine, truth.Tenant, got[schema.AttrLLMPromptFamily], truth.PromptTokens, truth.CachedTokens, ev)
-		}
-		if cause == "unknown" {
-			ev, _ := got[schema.AttrLLMRootCauseEvidence].(string)
-			res.unknownBecause[ev[strings.Index(ev, "root cause"):]]++
-		}
+		res.modes[m] = tl
 	}
 	return res
 }
@@ -184,43 +426,4 @@ func eachSpan(td ptrace.Traces, fn func(ptrace.Span)) {
 			}
 		}
 	}
-}
-
-func top(confusion map[[2]string]int) string {
-	type kv struct {
-		k [2]string
-		n int
-	}
-	var all []kv
-	for k, n := range confusion {
-		all = append(all, kv{k, n})
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
-	var b strings.Builder
-	for i, e := range all {
-		if i == 8 {
-			break
-		}
-		fmt.Fprintf(&b, "%s -> %s: %d; ", e.k[0], e.k[1], e.n)
-	}
-	return b.String()
-}
-
-func report(results []result) string {
-	var b strings.Builder
-	b.WriteString("| scenario | requests | slow | cause matches | accuracy | floor | most common mismatches (truth → ours) |\n|---|---|---|---|---|---|---|\n")
-	for _, r := range results {
-		var miss []string
-		for _, e := range strings.Split(top(r.confusion), "; ") {
-			if parts := strings.SplitN(e, " -> ", 2); len(parts) == 2 && !strings.HasPrefix(parts[1], parts[0]+":") {
-				miss = append(miss, e)
-			}
-			if len(miss) == 3 {
-				break
-			}
-		}
-		fmt.Fprintf(&b, "| `%s` | %d | %d | %d | %.0f%% | %.0f%% | %s |\n", r.scenario, r.requests, r.slow, r.match,
-			100*float64(r.match)/float64(max(1, r.slow)), 100*floors[r.scenario], strings.Join(miss, "; "))
-	}
-	return b.String()
 }
