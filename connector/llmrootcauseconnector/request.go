@@ -49,13 +49,8 @@ func number(attrs pcommon.Map, key string) float64 {
 	if !ok {
 		return math.NaN()
 	}
-	var f float64
-	switch v.Type() {
-	case pcommon.ValueTypeDouble:
-		f = v.Double()
-	case pcommon.ValueTypeInt:
-		f = float64(v.Int())
-	default:
+	f, ok := numeric(v)
+	if !ok {
 		return math.NaN()
 	}
 	if f < 0 || math.IsInf(f, 0) {
@@ -92,13 +87,8 @@ func (b requestBounds) violation(span ptrace.Span) string {
 		if !ok {
 			continue
 		}
-		var x float64
-		switch v.Type() {
-		case pcommon.ValueTypeDouble:
-			x = v.Double()
-		case pcommon.ValueTypeInt:
-			x = float64(v.Int())
-		default:
+		x, ok := numeric(v)
+		if !ok {
 			continue
 		}
 		limit := b.maxSeconds
@@ -113,6 +103,17 @@ func (b requestBounds) violation(span ptrace.Span) string {
 		return "span duration"
 	}
 	return ""
+}
+
+// numeric is a double or int attribute as a float64; false for any other type.
+func numeric(v pcommon.Value) (float64, bool) {
+	switch v.Type() {
+	case pcommon.ValueTypeDouble:
+		return v.Double(), true
+	case pcommon.ValueTypeInt:
+		return float64(v.Int()), true
+	}
+	return 0, false
 }
 
 func text(attrs pcommon.Map, key string) string {

@@ -231,36 +231,36 @@ const otherSlot = "_other"
 // `_other` otherwise. Weighted by series updates on the data's clock.
 func (u *usage) tenant(t string) string {
 	t = labelcap.Cut(t, u.labelLength)
-	switch t {
-	case "":
+	if t == "" {
 		return unattributed
-	case otherSlot, unattributed, "unknown":
-		return t
 	}
-	held, evicted := u.tenants.Observe(t, u.newest)
-	if evicted != "" {
-		u.costs.forget(func(k costKey) bool { return k.tenant == evicted })
-	}
-	if !held {
-		return otherSlot
-	}
-	return t
+	return u.slot(u.tenants, t, func(k costKey) string { return k.tenant })
 }
 
 // model is the name a model's cost is booked under, as tenant is for tenants.
 func (u *usage) model(m string) string {
 	m = labelcap.Cut(m, u.labelLength)
-	if m == "" || m == otherSlot || m == "unknown" {
+	if m == "" {
 		return m
 	}
-	held, evicted := u.models.Observe(m, u.newest)
+	return u.slot(u.models, m, func(k costKey) string { return k.model })
+}
+
+// slot counts one series update of name and returns it while it holds a place, `_other` otherwise; a name
+// that loses its place to it loses its cost series (field says which part of a cost key names it).
+func (u *usage) slot(places *heavyhitters.Tracker, name string, field func(costKey) string) string {
+	switch name {
+	case otherSlot, unattributed, "unknown":
+		return name
+	}
+	held, evicted := places.Observe(name, u.newest)
 	if evicted != "" {
-		u.costs.forget(func(k costKey) bool { return k.model == evicted })
+		u.costs.forget(func(k costKey) bool { return field(k) == evicted })
 	}
 	if !held {
 		return otherSlot
 	}
-	return m
+	return name
 }
 
 func (u *usage) of(replica string) *replicaUsage {

@@ -250,3 +250,23 @@ func TestStateAgeSaysHowOldTheEvidenceIs(t *testing.T) {
 	}
 	assert.True(t, math.IsNaN(s.Summarize("nobody", at(0), at(1)).StateAge))
 }
+
+// A throttling longer than the window still reads as throttling: the peak the clock is compared with is the
+// GPU's own, kept past the window (the long-throttle accuracy case named decode_contention after ten
+// minutes, once every clock in the window was the throttled one).
+func TestThrottlingLongerThanTheWindow(t *testing.T) {
+	s := New(Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}, Window: 15 * time.Minute})
+	for sec := 0.0; sec <= 35*60; sec += 10 {
+		clock := 1.98e9
+		if sec >= 5*60 {
+			clock = 0.99e9
+		}
+		s.Observe(fleetstatetest.Engine("r1", "m", sec, map[string]float64{schema.MetricLLMSchedulerRequestsRunning: 8}))
+		s.Observe(fleetstatetest.GPUWith(sec, fleetstatetest.GPUState{ID: "GPU-0", Owner: "r1", Utilization: 0.9, SMClockHz: clock}))
+	}
+	sum := s.Summarize("r1", fleetstatetest.At(34*60), fleetstatetest.At(34*60+5))
+	assert.InDelta(t, 0.5, sum.SMClockRatio, 0.01, "29 minutes into the throttling, 14 past the window")
+	s.Observe(fleetstatetest.GPUWith(35*60+10, fleetstatetest.GPUState{ID: "GPU-0", Owner: "r1", Utilization: 0.9, SMClockHz: 1e15}))
+	sum = s.Summarize("r1", fleetstatetest.At(35*60), fleetstatetest.At(35*60+10))
+	assert.InDelta(t, 0.5, sum.SMClockRatio, 0.01, "an impossible reading sets no peak")
+}

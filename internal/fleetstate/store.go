@@ -108,6 +108,9 @@ type gpu struct {
 	name     string // product name (hw.name), for pricing
 	position GPUPosition
 	lastSeen int64
+	// peakSMClock is the highest SM clock the GPU ever reported: a fact of the hardware, kept past the
+	// window so that a throttling longer than the window still reads as throttling.
+	peakSMClock float64
 }
 
 // GPUPosition is a GPU's place in its replica's parallel layout, as the nvml receiver attributes it; -1 and
@@ -163,6 +166,10 @@ func (s *Store) ReplicaKey(res pcommon.Map) string {
 	}
 	return ""
 }
+
+// maxPlausibleSMClock: no GPU runs its SMs near 10 GHz. A reading above is dropped, so that one garbage value
+// cannot set a peak that makes every later reading look throttled.
+const maxPlausibleSMClock = 1e10
 
 // benignThrottle are clock-event reasons that do not slow a busy GPU down.
 var benignThrottle = map[string]bool{"gpu_idle": true, "applications_clocks": true, "display_clock": true, "sync_boost": true}
@@ -321,6 +328,9 @@ func (g *gpuReading) add(name string, attrs pcommon.Map, ts int64, v float64) bo
 		if t, ok := attrs.Get(schema.AttrNvidiaGPUClockType); !ok || t.AsString() != "sm" {
 			return false
 		}
+		if v > maxPlausibleSMClock {
+			return true // a reading no GPU gives: neither a clock nor a peak
+		}
 		snap.SMClock = v
 	case schema.MetricNvidiaGPUClockThrottled:
 		if r, ok := attrs.Get(schema.AttrNvidiaGPUThrottleReason); ok && v > 0 && !benignThrottle[r.AsString()] {
@@ -413,6 +423,9 @@ func (s *Store) pushGPU(id, owner string, reading *gpuReading) {
 	}
 	g.lastSeen = snap.Time
 	g.snaps.push(snap, gpuTime, snap.Time-s.cfg.Window.Nanoseconds())
+	if snap.SMClock > g.peakSMClock {
+		g.peakSMClock = snap.SMClock
+	}
 }
 
 func (s *Store) makeRoom(n int, forget func()) {

@@ -377,9 +377,9 @@ func summarizeGPUs(gpus []*gpu, from, to int64, sum *Summary) {
 // busyUtilization: below it a lower clock is the GPU idling down, not throttling.
 const busyUtilization = 0.5
 
-// peakClock is the highest SM clock the GPU reported in the window.
+// peakClock is the highest SM clock the GPU ever reported.
 func (g *gpu) peakClock() float64 {
-	peak := 0.0
+	peak := g.peakSMClock
 	for i := 0; i < g.snaps.n; i++ {
 		if c := g.snaps.at(i).SMClock; c > peak {
 			peak = c

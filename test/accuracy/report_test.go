@@ -25,18 +25,19 @@ func report(results []result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Share of the simulator's slow requests whose cause matches (cause), of its slow requests judged slow "+
 		"(recall), of its fast requests judged slow (false-slow). Tuning seed %d, held-out seed %d.\n\n", tuningSeed, heldOutSeed)
-	b.WriteString("| case | SLO cause | no-SLO cause | no-SLO recall | no-SLO false-slow | held-out: SLO cause | no-SLO cause | no-SLO recall | no-SLO false-slow | floors (SLO / no-SLO) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| case | SLO cause | no-SLO cause | beyond long answers | no-SLO recall | no-SLO false-slow | held-out: SLO cause | no-SLO cause | beyond long answers | no-SLO recall | no-SLO false-slow | floors (SLO / no-SLO) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, name := range order {
 		fmt.Fprintf(&b, "| `%s` |", name)
 		for _, seed := range []uint64{tuningSeed, heldOutSeed} {
 			r, ok := byCase[name][seed]
 			if !ok {
-				b.WriteString(" - | - | - | - |")
+				b.WriteString(" - | - | - | - | - |")
 				continue
 			}
 			slo, none := r.modes[withSLO], r.modes[withoutSLO]
-			fmt.Fprintf(&b, " %s | %s | %s | %s |", pct(slo.causeMatch()), pct(none.causeMatch()), pct(none.recall()), pct1(none.falseSlowShare()))
+			fmt.Fprintf(&b, " %s | %s | %s | %s | %s |", pct(slo.causeMatch()), pct(none.causeMatch()), pct(none.causeMatchBeyondLongAnswers()),
+				pct(none.recall()), pct1(none.falseSlowShare()))
 		}
 		fmt.Fprintf(&b, " %s / %s |\n", pct(floorsSLO[name]), pct(floorsNoSLO[name]))
 	}
@@ -141,11 +142,14 @@ func checkTargets(results []result) []targetCheck {
 	var out []targetCheck
 	for _, r := range results {
 		slo, none := r.modes[withSLO], r.modes[withoutSLO]
+		// Without an SLO a long answer at the usual pace is not slow (by decision): the no-SLO figure the
+		// targets read leaves those requests out; the SLO figure counts everything.
+		noSLO := none.causeMatchBeyondLongAnswers()
 		if r.hasCause {
 			out = append(out, targetCheck{target: fmt.Sprintf("cause match ≥ %.0f%%", 100*targetCauseMatch), name: r.c.name, seed: r.seed,
-				measured: fmt.Sprintf("%.0f%%", 100*none.causeMatch()), met: none.causeMatch() >= targetCauseMatch})
+				measured: fmt.Sprintf("%.0f%%", 100*noSLO), met: noSLO >= targetCauseMatch})
 		}
-		gap := slo.causeMatch() - none.causeMatch()
+		gap := slo.causeMatch() - noSLO
 		side := "level"
 		switch points := math.Round(100 * gap); {
 		case points > 0:
@@ -154,7 +158,7 @@ func checkTargets(results []result) []targetCheck {
 			side = plural(-points, "point") + " over"
 		}
 		out = append(out, targetCheck{target: fmt.Sprintf("≤ %.0f points under SLO", 100*targetBelowSLO), name: r.c.name, seed: r.seed,
-			measured: fmt.Sprintf("%.0f%% vs %.0f%%: %s", 100*none.causeMatch(), 100*slo.causeMatch(), side),
+			measured: fmt.Sprintf("%.0f%% vs %.0f%%: %s", 100*noSLO, 100*slo.causeMatch(), side),
 			met:      gap <= targetBelowSLO+1e-9})
 		if r.c.name == healthyCase {
 			out = append(out, targetCheck{target: fmt.Sprintf("judged slow ≤ %.0f%%", 100*targetHealthy), name: r.c.name, seed: r.seed,
