@@ -143,7 +143,7 @@ func (t tally) causeMatch() float64 { return share(t.match, t.slow) }
 func (t tally) causeMatchBeyondLongAnswers() float64 {
 	return share(t.match-t.longMatch, t.slow-t.longAnswers)
 }
-func (t tally) recall() float64     { return share(t.caught, t.slow) }
+func (t tally) recall() float64 { return share(t.caught, t.slow) }
 func (t tally) falseSlowShare() float64 {
 	return share(t.falseSlow, t.fast)
 }
