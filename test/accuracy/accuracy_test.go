@@ -90,9 +90,8 @@ var floorsSLO = map[string]float64{
 	"kv_pressure":          0.55,
 	"gpu_throttling":       0.70,
 	"tp_imbalance":         0.00, // collective_wait needs NCCL timings, which this harness does not feed: never guessed (test/e2e measures it with them)
-	// The throttle rule compares a GPU's clock with the highest it reached within state_window, so once the
-	// fault has lasted that long the throttled clock is the peak and the rule goes quiet: see docs/accuracy.md.
-	"gpu_throttling_30m": 0.30,
+	// 88-89% since a GPU's peak clock is kept past the window (37% before: the throttled clock became the peak).
+	"gpu_throttling_30m": 0.80,
 	"healthy_hour":       0.85,
 }
 
@@ -100,15 +99,17 @@ var floorsSLO = map[string]float64{
 // to an expected pace; the issue's targets (see checkTargets) are printed, met or not, until they become
 // floors here.
 var floorsNoSLO = map[string]float64{
-	"baseline":             0,
-	"traffic_spike":        0,
-	"noisy_tenant":         0,
-	"prompt_family_change": 0,
-	"kv_pressure":          0,
-	"gpu_throttling":       0,
-	"tp_imbalance":         0,
-	"gpu_throttling_30m":   0,
-	"healthy_hour":         0,
+	// Under the lower of the two seeds' figures measured with the expected pace (docs/accuracy.md); issue
+	// 16's targets (printed by the test) are above most of them.
+	"baseline":             0.03,
+	"traffic_spike":        0.83,
+	"noisy_tenant":         0.75,
+	"prompt_family_change": 0.35,
+	"kv_pressure":          0.45,
+	"gpu_throttling":       0.58,
+	"tp_imbalance":         0, // as with SLOs: no NCCL timings here
+	"gpu_throttling_30m":   0.65,
+	"healthy_hour":         0.03,
 }
 
 // The issue's targets for the no-SLO mode.
