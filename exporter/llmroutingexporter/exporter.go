@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/labelcap"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -430,9 +431,13 @@ func forgetOldest(replicas *cowWriter[*replica]) {
 	replicas.Delete(oldest)
 }
 
+// maxNameLength cuts every name read from the metrics (model, replica, scale reason): they become URL
+// paths, keys of the served state and label values, and one 4 MiB model name must not be kept per pool.
+const maxNameLength = 256
+
 func text(m pcommon.Map, key string) string {
 	if v, ok := m.Get(key); ok {
-		return v.AsString()
+		return labelcap.Cut(v.AsString(), maxNameLength)
 	}
 	return ""
 }

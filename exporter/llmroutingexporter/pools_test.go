@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,3 +154,18 @@ func poolCount(s *snapshot) int { return s.pools.Len() }
 func lookupPool(s *snapshot, model string) (*pool, bool) { return s.pools.Get(model) }
 
 func lookupReplica(s *snapshot, key string) (*replica, bool) { return s.replicas.Get(key) }
+
+// A 4 MiB model name (a prompt pasted where the model goes) is cut before it becomes a pool: what is held
+// per pool stays small, and the pool is served under the cut name.
+func TestModelNamesAreCut(t *testing.T) {
+	e, err := newRoutingExporter(createDefaultConfig(), exportertest.NewNopSettings(componentType))
+	require.NoError(t, err)
+	e.now = func() time.Time { return now }
+	huge := strings.Repeat("m", 4<<20)
+	b := newBatch()
+	b.signal(schema.MetricLLMPoolDesiredReplicas, 2, time.Second, schema.AttrGenAIRequestModel, huge)
+	require.NoError(t, e.consume(context.Background(), b.md))
+	require.Equal(t, 1, poolCount(e.state.Load()))
+	_, ok := lookupPool(e.state.Load(), huge[:maxNameLength])
+	assert.True(t, ok, "held under its first %d bytes", maxNameLength)
+}
