@@ -102,14 +102,14 @@ var floorsNoSLO = map[string]float64{
 	// Under the lower of the two seeds' figures measured with the expected pace (docs/accuracy.md); issue
 	// 16's targets (printed by the test) are above most of them.
 	"baseline":             0.03,
-	"traffic_spike":        0.83,
+	"traffic_spike":        0.82,
 	"noisy_tenant":         0.75,
-	"prompt_family_change": 0.35,
-	"kv_pressure":          0.45,
-	"gpu_throttling":       0.58,
+	"prompt_family_change": 0.38,
+	"kv_pressure":          0.40,
+	"gpu_throttling":       0.60,
 	"tp_imbalance":         0, // as with SLOs: no NCCL timings here
-	"gpu_throttling_30m":   0.65,
-	"healthy_hour":         0.03,
+	"gpu_throttling_30m":   0.70,
+	"healthy_hour":         0.02, // its slow requests are long answers, not slow without an SLO (docs/accuracy.md)
 }
 
 // The issue's targets for the no-SLO mode.
