@@ -88,16 +88,8 @@ func (b *modelBaseline) expected(r *request, running float64, minSamples int) (t
 	// A first token is also judged against the usual one (its 90th percentile): a prompt far longer than
 	// usual keeps a user waiting however fast it prefilled, and long_prompt then says why. E2E and TPOT
 	// scale with the request's own size only: a long answer at the usual pace is not slow.
-	ttft = nanMin(ttft, b.ttft.quantile(0.9, minSamples))
-	return ttft, tpot, e2e
-}
-
-func nanMin(a, b float64) float64 {
-	switch {
-	case math.IsNaN(a):
-		return b
-	case math.IsNaN(b):
-		return a
+	if usual := b.ttft.quantile(0.9, minSamples); math.IsNaN(ttft) || usual < ttft {
+		ttft = usual
 	}
-	return math.Min(a, b)
+	return ttft, tpot, e2e
 }
