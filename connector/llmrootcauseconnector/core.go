@@ -489,7 +489,7 @@ func (c *core) explain(b *batch) output {
 	for _, r := range b.requests {
 		circ := &circumstances{limits: c.cfg.limits(r.model), usualCachedShare: math.NaN()}
 		circ.state = c.store.Summarize(r.replica, r.start, r.end) // "" (no replica joined): all unknown
-		circ.baseline = c.baselineFor(r.model)
+		circ.baseline = c.baselineFor(r.modelSlot)
 		if wl := c.work[firstNonEmpty(r.replica, r.replicaKey)]; wl != nil && !math.IsNaN(r.queue) {
 			circ.contention = func() (string, float64, int) {
 				return wl.contention(r.tenantSlot, r.start, r.start+int64(r.queue*1e9), r.span.SpanID())
@@ -556,6 +556,7 @@ func (c *core) resolve(r *request, link bool) {
 	r.tenantSlot = c.tenantSlot(r.tenant)
 	r.family = w.family
 	r.familySlot = c.familySlot(r.family)
+	r.modelSlot = c.modelSlot(r.model)
 }
 
 func alreadyLinked(span ptrace.Span, w who) bool {
@@ -609,23 +610,26 @@ func (c *core) familySlot(f string) string {
 	return f
 }
 
-// baselineFor is the model's baseline while the model is among the max_models busiest, `_other`'s otherwise.
-func (c *core) baselineFor(model string) *modelBaseline {
+// modelSlot is the name a model's baseline is kept under: its own while it is among the max_models
+// busiest, `_other`'s otherwise. Counted once per request; a model that loses its place loses its baseline.
+func (c *core) modelSlot(model string) string {
 	key := orUnknown(model)
-	if b := c.baselines[key]; b != nil && c.modelSlots.Holds(key) {
-		return b
-	}
 	held, evicted := c.modelSlots.Observe(key, c.now().UnixNano())
 	if evicted != "" {
 		delete(c.baselines, evicted)
 	}
 	if !held {
-		key = otherSlot
+		return otherSlot
 	}
-	b := c.baselines[key]
+	return key
+}
+
+// baselineFor is the baseline kept under a model slot.
+func (c *core) baselineFor(slot string) *modelBaseline {
+	b := c.baselines[slot]
 	if b == nil {
 		b = newModelBaseline(c.cfg.Baseline.HalfLife)
-		c.baselines[key] = b
+		c.baselines[slot] = b
 	}
 	return b
 }
@@ -668,7 +672,7 @@ func (c *core) learn(r *request, v verdict, running float64) {
 		return
 	}
 	t := c.now().UnixNano()
-	c.baselineFor(r.model).add(r, running, t)
+	c.baselineFor(r.modelSlot).add(r, running, t)
 	if r.familySlot != "" && r.promptTokens > 0 && !math.IsNaN(r.prefill) {
 		p := c.paces[r.familySlot]
 		if p == nil && len(c.paces) < c.cfg.MaxTenants {

@@ -383,3 +383,22 @@ func TestDCGMResourceIsNoPhantomReplica(t *testing.T) {
 	require.NotNil(t, got)
 	assert.InDelta(t, 0.9, got[keyGPUUtil], 1e-9, "the GPU evidence reaches the engine's request")
 }
+
+// A model that holds a baseline slot keeps gaining weight with every request: a newcomer with a few
+// requests does not take the place of a model with fifty.
+func TestBusyModelsKeepTheirBaselines(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait, c.MaxModels = 0, 1 })
+	var busy []call
+	for i := range 50 {
+		busy = append(busy, with(normal(), func(c *call) { c.replica, c.id, c.model = "r1", fmt.Sprint("b", i), "busy-model" }))
+	}
+	r.send(batchOf(busy...))
+	for i := range 3 {
+		r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.model = "r1", fmt.Sprint("n", i), "newcomer" })))
+	}
+	cr := r.spansIn[0].(*tracesInput).core
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	assert.True(t, cr.modelSlots.Holds("busy-model"))
+	assert.False(t, cr.modelSlots.Holds("newcomer"))
+}

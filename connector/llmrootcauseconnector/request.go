@@ -24,6 +24,7 @@ type request struct {
 	// family's own or "" (see core.tenantSlot).
 	tenantSlot string
 	familySlot string
+	modelSlot  string // the model's own baseline or `_other`'s (see core.modelSlot)
 	requestID  string
 
 	start, end int64 // unix ns: arrival and finish
