@@ -101,14 +101,7 @@ func (a *aggregator) promptFamily(f string, now time.Time) string {
 	case f == otherFamily || f == "unknown":
 		return f
 	}
-	held, evicted := a.promptFamilies.Observe(f, now.UnixNano())
-	if evicted != "" {
-		a.forget(a.tenantToks.extra, evicted)
-	}
-	if !held {
-		return otherFamily
-	}
-	return f
+	return a.promptFamilies.Place(f, now.UnixNano(), otherFamily, func(evicted string) { a.forget(a.tenantToks.extra, evicted) })
 }
 
 // forget drops every series whose attribute attr has the value value (a tenant or prompt family that lost

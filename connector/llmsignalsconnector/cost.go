@@ -253,14 +253,9 @@ func (u *usage) slot(places *heavyhitters.Tracker, name string, field func(costK
 	case otherSlot, unattributed, "unknown":
 		return name
 	}
-	held, evicted := places.Observe(name, u.newest)
-	if evicted != "" {
+	return places.Place(name, u.newest, otherSlot, func(evicted string) {
 		u.costs.forget(func(k costKey) bool { return field(k) == evicted })
-	}
-	if !held {
-		return otherSlot
-	}
-	return name
+	})
 }
 
 func (u *usage) of(replica string) *replicaUsage {

@@ -161,3 +161,17 @@ func (t *table) Pop() any {
 	t.entries = old[:len(old)-1]
 	return e
 }
+
+// Place counts one event of key at time at and returns the name it goes by: key while it holds a slot,
+// fallback (`_other`, or "" for "no slot") otherwise. The key it displaced, if any, goes to evict, so the
+// owner can drop what it kept for it.
+func (t *Tracker) Place(key string, at int64, fallback string, evict func(string)) string {
+	held, evicted := t.Observe(key, at)
+	if evicted != "" && evict != nil {
+		evict(evicted)
+	}
+	if !held {
+		return fallback
+	}
+	return key
+}
