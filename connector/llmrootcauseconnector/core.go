@@ -171,6 +171,9 @@ func (c *core) shutdown(ctx context.Context, instanceStarted *bool, spansInput b
 	return errors.Join(errs...)
 }
 
+// unattributedGPUs keys the one warning about GPUs that belong to none of several replicas.
+const unattributedGPUs = "unattributed-gpus"
+
 // guard runs one step of a batch's handling; a panic in it is reported (counted, logged once per stage with
 // its stack), so one bad input costs its batch and the connector goes on. The lock, where the caller holds
 // it, stays held and is released by the caller as usual.
@@ -228,14 +231,19 @@ func (c *core) consumeMetrics(ctx context.Context, md pmetric.Metrics, from *met
 		c.primaryMetrics = from
 	}
 	primary := c.primaryMetrics == from
+	said := c.warnedOnce[unattributedGPUs]
 	c.mu.Unlock()
 	if !primary {
 		return nil
 	}
 	c.guard("state", func() {
 		c.store.Observe(md)
+		// Said once: after that, no batch pays for the scan of every GPU.
+		if said {
+			return
+		}
 		if gpus := c.store.UnattributedGPUs(); len(gpus) > 0 {
-			c.warnOnce("unattributed-gpus", "llm_root_cause: GPUs report here that belong to none of several replicas, so no request's evidence includes them; put the replica's service.instance.id on the GPU source (a resource processor, or the nvml receiver's attribution)",
+			c.warnOnce(unattributedGPUs, "llm_root_cause: GPUs report here that belong to none of several replicas, so no request's evidence includes them; put the replica's service.instance.id on the GPU source (a resource processor, or the nvml receiver's attribution)",
 				zap.Strings("gpus", gpus[:min(len(gpus), 8)]), zap.Int("count", len(gpus)))
 		}
 	})
@@ -580,17 +588,12 @@ func (c *core) tenantSlot(t string) string {
 	if t == "unknown" || t == otherSlot {
 		return t
 	}
-	held, evicted := c.tenantSlots.Observe(t, c.now().UnixNano())
-	if evicted != "" {
+	return c.tenantSlots.Place(t, c.now().UnixNano(), otherSlot, func(evicted string) {
 		delete(c.shares, "t/"+evicted)
 		if c.agg != nil {
 			c.agg.forget(schema.AttrLLMTenant, evicted)
 		}
-	}
-	if !held {
-		return otherSlot
-	}
-	return t
+	})
 }
 
 // familySlot is the prompt family's name for its baselines: its own while among the busiest, "" otherwise
@@ -599,29 +602,16 @@ func (c *core) familySlot(f string) string {
 	if f == "" {
 		return ""
 	}
-	held, evicted := c.familySlots.Observe(f, c.now().UnixNano())
-	if evicted != "" {
+	return c.familySlots.Place(f, c.now().UnixNano(), "", func(evicted string) {
 		delete(c.shares, "f/"+evicted)
 		delete(c.paces, evicted)
-	}
-	if !held {
-		return ""
-	}
-	return f
+	})
 }
 
 // modelSlot is the name a model's baseline is kept under: its own while it is among the max_models
 // busiest, `_other`'s otherwise. Counted once per request; a model that loses its place loses its baseline.
 func (c *core) modelSlot(model string) string {
-	key := orUnknown(model)
-	held, evicted := c.modelSlots.Observe(key, c.now().UnixNano())
-	if evicted != "" {
-		delete(c.baselines, evicted)
-	}
-	if !held {
-		return otherSlot
-	}
-	return key
+	return c.modelSlots.Place(orUnknown(model), c.now().UnixNano(), otherSlot, func(evicted string) { delete(c.baselines, evicted) })
 }
 
 // baselineFor is the baseline kept under a model slot.
