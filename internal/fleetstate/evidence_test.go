@@ -270,3 +270,35 @@ func TestThrottlingLongerThanTheWindow(t *testing.T) {
 	sum = s.Summarize("r1", fleetstatetest.At(35*60), fleetstatetest.At(35*60+10))
 	assert.InDelta(t, 0.5, sum.SMClockRatio, 0.01, "an impossible reading sets no peak")
 }
+
+// Marks that add nothing to what is already marked, as the slow requests of one incident do, leave the usual
+// levels exactly as one mark of the whole incident would (the store skips the recomputation for them).
+func TestMarksThatChangeNothingSkipNothing(t *testing.T) {
+	build := func() *Store {
+		s := New(Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}})
+		queries, hits := 0.0, 0.0
+		for sec := 0.0; sec <= 300; sec += 10 {
+			running, ratio := 8.0, 0.7
+			if sec > 100 {
+				running, ratio = 40, 0.1
+			}
+			queries += 10000
+			hits += 10000 * ratio
+			s.Observe(fleetstatetest.Engine("r1", "m", sec, map[string]float64{schema.MetricLLMSchedulerRequestsRunning: running,
+				schema.MetricLLMPrefixCacheQueries: queries, schema.MetricLLMPrefixCacheHits: hits}))
+		}
+		return s
+	}
+	incremental, once := build(), build()
+	// slow requests of 3 s, each ending half a second after the last: the first starts at a snapshot
+	for end := 103.0; end <= 300; end += 0.5 {
+		incremental.MarkUnhealthy("r1", fleetstatetest.At(end-3), fleetstatetest.At(end))
+	}
+	once.MarkUnhealthy("r1", fleetstatetest.At(100), fleetstatetest.At(300))
+	a := incremental.Summarize("r1", fleetstatetest.At(300), fleetstatetest.At(300))
+	b := once.Summarize("r1", fleetstatetest.At(300), fleetstatetest.At(300))
+	assert.Equal(t, 8.0, b.RunningUsual, "the incident's 40 running is not the usual")
+	assert.InDelta(t, 0.7, b.PrefixHitRatioUsual, 1e-9)
+	assert.Equal(t, b.RunningUsual, a.RunningUsual)
+	assert.InDelta(t, b.PrefixHitRatioUsual, a.PrefixHitRatioUsual, 1e-12)
+}

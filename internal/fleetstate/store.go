@@ -299,8 +299,37 @@ func (s *Store) MarkUnhealthy(replica string, from, to int64) {
 	if r.unhealthy.covers(from, to) {
 		return // already known: one call per slow request of an incident costs no recomputation
 	}
+	changes := r.markChangesUsual(from, to)
 	r.unhealthy = r.unhealthy.add(from, to)
-	r.refreshUsual(float64(s.cfg.UsualHalfLife.Nanoseconds()), &s.usualScratch)
+	if changes {
+		r.refreshUsual(float64(s.cfg.UsualHalfLife.Nanoseconds()), &s.usualScratch)
+	}
+}
+
+// markChangesUsual reports whether marking [from, to] unhealthy changes the usual levels as they stand: only
+// when it newly covers a snapshot's time or newly meets the interval between two snapshots. During an
+// incident each slow request extends the mark by the little it ended later, which mostly meets intervals
+// already marked: those calls skip the recomputation over the whole window (a span-path cost per request).
+// Time after the newest snapshot is judged when the next one arrives, which recomputes anyway.
+func (r *replica) markChangesUsual(from, to int64) bool {
+	first, last, ok := r.snaps.span(engineTime, from, to)
+	if !ok {
+		return false
+	}
+	// One snapshot either side too: an interval that only touches [from, to] at its end meets it as well.
+	for i := first; i <= min(last+1, r.snaps.n-1); i++ {
+		t := r.snaps.at(i).Time
+		if t >= from && t <= to && !r.unhealthy.overlaps(t, t) {
+			return true
+		}
+		if i > 0 {
+			prev := r.snaps.at(i - 1).Time
+			if prev <= to && t >= from && !r.unhealthy.overlaps(prev, t) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // gpuReading gathers one GPU's points from one batch.
