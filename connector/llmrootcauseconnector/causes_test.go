@@ -174,8 +174,11 @@ func TestRootCauses(t *testing.T) {
 			},
 			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: causeTenantContention,
-			wantEvidence: map[string]any{keyTopOther: "batch-co", keyTopOtherShare: 18600.0 / 19200, keyWaitingAtArrival: 42.0},
-			wantSentence: []string{"tenant batch-co held 97% of the work admitted"}},
+			// It waits from 100.5 to 103.9 s: batch-co's requests spend 3.0, 3.2 and 3.4 s of that in the batch,
+			// acme's 1.1 s. Each batch-co request lasted 4.49 s, and of the requests that long overlapping the
+			// wait only 5.49/7.89 have ended by the newest end the log holds (105.99 s), so each counts 7.89/5.49.
+			wantEvidence: map[string]any{keyTopOther: "batch-co", keyTopOtherShare: 9.6 * 7.89 / 5.49 / (9.6*7.89/5.49 + 1.1), keyWaitingAtArrival: 42.0},
+			wantSentence: []string{"tenant batch-co held 93% of the running batch while this request queued 3.40 s"}},
 		{name: "KV-cache pressure",
 			state: func(sec float64, v map[string]float64) {
 				if sec >= 100 {

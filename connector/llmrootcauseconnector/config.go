@@ -139,7 +139,7 @@ func createDefaultConfig() *Config {
 		Baseline: BaselineConfig{Window: 10 * time.Minute, HalfLife: 2 * time.Hour, MinSamples: 50, SlowFactor: 2,
 			SlowMargin: Limits{TTFT: time.Second, TPOT: 20 * time.Millisecond, E2E: 2 * time.Second},
 			Fallback:   Limits{TTFT: 2 * time.Second, TPOT: 100 * time.Millisecond}},
-		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.5, KVUtilization: 0.9,
+		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.6, KVUtilization: 0.9,
 			PrefillShare: 0.4, DecodeShare: 0.5, CacheMissShare: 0.1, CacheUsualShare: 0.3, HitRatioCollapse: 0.5,
 			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},

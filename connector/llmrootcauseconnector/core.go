@@ -488,11 +488,7 @@ func (c *core) explain(b *batch) output {
 			wl = &workLog{}
 			c.work[firstNonEmpty(r.replica, r.replicaKey)] = wl
 		}
-		tokens := sumKnown(r.promptTokens, r.genTokens)
-		if tokens == 0 {
-			tokens = 1
-		}
-		wl.add(admitted{from: r.start + int64(r.queue*1e9), to: r.end, tenant: r.tenantSlot, tokens: tokens, traceID: r.span.TraceID(), spanID: r.span.SpanID()})
+		wl.add(admitted{from: r.start + int64(r.queue*1e9), to: r.end, tenant: r.tenantSlot, traceID: r.span.TraceID(), spanID: r.span.SpanID()})
 	}
 	for _, r := range b.requests {
 		circ := &circumstances{limits: c.cfg.limits(r.model), usualCachedShare: math.NaN()}

@@ -186,7 +186,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 			}
 			if top != "" && topShare >= rules.TenantShare && others >= rules.MinTenantRequests {
 				cands = append(cands, candidate{causeTenantContention, r.queue,
-					fmt.Sprintf("tenant %s held %.0f%% of the work admitted while this request queued %.2f s (%s waiting at arrival)",
+					fmt.Sprintf("tenant %s held %.0f%% of the running batch while this request queued %.2f s (%s waiting at arrival)",
 						top, 100*topShare, r.queue, num(st.WaitingAtArrival))})
 			} else {
 				growth := ""

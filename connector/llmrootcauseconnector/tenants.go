@@ -66,7 +66,6 @@ func lookup(keys []string, attrs, res pcommon.Map) string {
 type admitted struct {
 	from, to int64 // unix ns: scheduled, finished
 	tenant   string
-	tokens   float64
 	traceID  pcommon.TraceID
 	spanID   pcommon.SpanID
 }
@@ -75,11 +74,18 @@ type admitted struct {
 type workLog struct {
 	entries []admitted
 	next    int
+	// newest is the latest end among the requests logged: how far the log can see.
+	newest int64
 }
 
 const workLogSize = 1024
 
+// maxUnseenWeight bounds how much one logged request can stand for others like it still running (see
+// contention): a few long requests must not outvote the batch.
+const maxUnseenWeight = 8
+
 func (w *workLog) add(a admitted) {
+	w.newest = max(w.newest, a.to)
 	if len(w.entries) < workLogSize {
 		w.entries = append(w.entries, a)
 		return
@@ -88,13 +94,24 @@ func (w *workLog) add(a admitted) {
 	w.next = (w.next + 1) % workLogSize
 }
 
-// contention returns the tenant other than self that held the largest share of the tokens admitted during
-// [from, to], that share, and how many other requests ran then.
+// contention returns the tenant other than self that held the largest share of the running batch during
+// [from, to], that share, and how many other requests ran then. A tenant's share is the time its requests
+// spent in the batch within the interval over the time all requests did: how many of the batch's places
+// it held while this request waited, on average. Places, not tokens: the scheduler admits requests into
+// places, and a tenant that holds most of them is what the others queue behind; tokens would make one
+// long prompt that came and went look like a tenant that held the batch.
+//
+// A request is logged when its span ends, so of the requests that ran during the interval the log holds
+// those that have ended by now, and misses more of the long ones: a tenant of short requests would look
+// as if it held the batch. Each logged request therefore also stands for those of its length still
+// running: of the requests of duration d that overlap [from, to] (starting anywhere in [from-d, to]), the
+// share that have ended by w.newest is (w.newest-from)/(to-from+d), and its time counts by the inverse,
+// at most maxUnseenWeight times.
 func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (string, float64, int) {
 	// A few tenants share a replica at any moment: a slice beats a map here.
 	type share struct {
 		tenant string
-		tokens float64
+		held   float64 // ns in the batch within [from, to], weighted for the unseen
 	}
 	var byTenant []share
 	total, n := 0.0, 0
@@ -102,18 +119,22 @@ func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (
 		if e.spanID == skip || e.from >= to || e.to <= from {
 			continue
 		}
+		held := float64(min(e.to, to) - max(e.from, from))
+		if seen := float64(w.newest-from) / float64(to-from+e.to-e.from); seen < 1 {
+			held /= max(seen, 1.0/maxUnseenWeight)
+		}
 		found := false
 		for i := range byTenant {
 			if byTenant[i].tenant == e.tenant {
-				byTenant[i].tokens += e.tokens
+				byTenant[i].held += held
 				found = true
 				break
 			}
 		}
 		if !found {
-			byTenant = append(byTenant, share{e.tenant, e.tokens})
+			byTenant = append(byTenant, share{e.tenant, held})
 		}
-		total += e.tokens
+		total += held
 		n++
 	}
 	top, topShare := "", 0.0
@@ -121,7 +142,7 @@ func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (
 		if s.tenant == self || total <= 0 {
 			continue
 		}
-		if sh := s.tokens / total; sh > topShare || (sh == topShare && s.tenant < top) {
+		if sh := s.held / total; sh > topShare || (sh == topShare && s.tenant < top) {
 			top, topShare = s.tenant, sh
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
@@ -238,6 +240,7 @@ type verdict struct {
 	slow     bool
 	cause    string
 	evidence string // only kept when SERVESCOPE_ACCURACY_SHOW asks for it
+	numbers  string // the llm.evidence.* numbers, likewise
 	family   any
 }
 
@@ -267,6 +270,15 @@ func newPipeline(t *testing.T, m mode, slo fleetsim.SLO) *pipeline {
 				ev, _ := a.Get(schema.AttrLLMRootCauseEvidence)
 				fam, _ := a.Get(schema.AttrLLMPromptFamily)
 				v.evidence, v.family = ev.Str(), fam.AsRaw()
+				var numbers []string
+				a.Range(func(k string, val pcommon.Value) bool {
+					if strings.HasPrefix(k, "llm.evidence.") && val.Type() == pcommon.ValueTypeDouble {
+						numbers = append(numbers, fmt.Sprintf("%s=%.3g", strings.TrimPrefix(k, "llm.evidence."), val.Double()))
+					}
+					return true
+				})
+				sort.Strings(numbers)
+				v.numbers = strings.Join(numbers, " ")
 			}
 			p.verdicts[id.Str()] = v
 		})
@@ -416,8 +428,8 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 			}
 			// SERVESCOPE_ACCURACY_SHOW=truth>ours (e.g. prefix_cache_miss>long_prompt) logs those requests' evidence.
 			if show == truth.Cause+">"+got.cause {
-				t.Logf("%s: %s %s %s fam=%v prompt=%d cached=%d: %s", mode(m), truth.Replica, truth.Engine, truth.Tenant,
-					got.family, truth.PromptTokens, truth.CachedTokens, got.evidence)
+				t.Logf("%s: %s %s %s fam=%v prompt=%d cached=%d: %s [%s]", mode(m), truth.Replica, truth.Engine, truth.Tenant,
+					got.family, truth.PromptTokens, truth.CachedTokens, got.evidence, got.numbers)
 			}
 		}
 		res.modes[m] = tl
