@@ -161,6 +161,11 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		engineExcess += excess(r.decode, usualDecode)
 	}
 	rules := &cfg.Rules
+	// The KV cache ran out, not merely ran full: a full cache that still admits (prefix blocks kept for
+	// reuse fill it on a healthy replica) stalls nothing. What shows it ran out is the scheduler preempting
+	// running requests for blocks during the request; an engine that does not report preemptions is given
+	// the benefit of the utilization alone.
+	kvExhausted := st.KVUtilizationMax >= rules.KVUtilization && (st.Preemptions > 0 || math.IsNaN(st.Preemptions))
 	var cands []candidate
 	var missing []string
 
@@ -169,7 +174,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		switch {
 		case math.IsNaN(st.WaitingMax):
 			missing = append(missing, fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", r.queue, orDash(st.Replica)))
-		case st.WaitingMax >= 1 && st.KVUtilizationMax >= rules.KVUtilization:
+		case st.WaitingMax >= 1 && kvExhausted:
 			// Admission stalls on KV blocks, not on batch slots: the queue is the KV cache's.
 			cands = append(cands, candidate{causeKVCachePressure, r.queue,
 				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", r.queue, 100*st.KVUtilizationMax, num(st.WaitingAtArrival))})
@@ -240,7 +245,6 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	}
 	// long_generation / decode_contention, against the model's uncontended pace (its fast-decile TPOT): the
 	// median is itself contended on a busy fleet.
-	preempted := st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization
 	clockDrop := st.SMClockRatio < rules.ClockDrop
 	throttled := len(st.ThrottleReasons) > 0 || st.XIDErrors > 0 || clockDrop
 	// Collective waiting needs the nccl receiver's arrival skew on this replica, and never counts where the
@@ -253,7 +257,10 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
 		// Contention is what the waiting for a late peer does not explain.
 		contention := excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)) - waitShare*r.decode
-		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && !preempted && !throttled && contention > 0 {
+		// With the replica preempting, a request that ran in its usual batch was slowed by the preemptions
+		// (its own, or recomputation sharing its steps), not by the batch: contention needs a bigger one.
+		biggerBatch := !kvExhausted || !(st.RunningMax <= st.RunningUsual)
+		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && biggerBatch && !throttled && contention > 0 {
 			cands = append(cands, candidate{causeDecodeContention, contention,
 				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
 					1000*r.tpot, 1000*tpotPace, num(st.RunningMax), num(st.RunningUsual))})
