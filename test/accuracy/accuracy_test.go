@@ -74,6 +74,10 @@ type accuracyCase struct {
 var longCases = []accuracyCase{
 	// Replica 0's GPUs throttled for 30 minutes after a healthy 5-minute warm-up.
 	{name: "gpu_throttling_30m", scenario: "gpu_throttling", duration: 35 * time.Minute, faultFrom: 5 * time.Minute},
+	// The template change after a healthy 5-minute warm-up, for 3 minutes: the minute-long scenario changes
+	// acme-agent's template after its third request or so, too few for the connector to know that the
+	// family is usually cached (rules.min_cache_samples); here it has its history, as a deployed family has.
+	{name: "prompt_family_change_warm", scenario: "prompt_family_change", duration: 8 * time.Minute, faultFrom: 5 * time.Minute},
 	// Nothing injected for an hour: what a healthy fleet looks like to the connector.
 	{name: "healthy_hour", scenario: "baseline", duration: time.Hour},
 }
@@ -85,16 +89,17 @@ const healthyCase = "healthy_hour"
 // simulator's SLOs on the connector, on either seed: docs/accuracy.md records the measured figures they sit
 // under. Raise them as the rules improve.
 var floorsSLO = map[string]float64{
-	"baseline":             0.45,
-	"traffic_spike":        0.80,
-	"noisy_tenant":         0.80,
-	"prompt_family_change": 0.40,
-	"kv_pressure":          0.55,
-	"gpu_throttling":       0.70,
+	"baseline":             0.65,
+	"traffic_spike":        0.88,
+	"noisy_tenant":         0.90,
+	"prompt_family_change": 0.60,
+	"kv_pressure":          0.70,
+	"gpu_throttling":       0.80,
 	"tp_imbalance":         0.00, // collective_wait needs NCCL timings, which this harness does not feed: never guessed (test/e2e measures it with them)
-	// 88-89% since a GPU's peak clock is kept past the window (37% before: the throttled clock became the peak).
-	"gpu_throttling_30m": 0.80,
-	"healthy_hour":       0.85,
+	// 89% since a GPU's peak clock is kept past the window (37% before: the throttled clock became the peak).
+	"gpu_throttling_30m":        0.85,
+	"prompt_family_change_warm": 0.70,
+	"healthy_hour":              0.90,
 }
 
 // floorsNoSLO are the same floors without SLOs. They are 0 while the slow test moves from the rolling p95
@@ -103,15 +108,16 @@ var floorsSLO = map[string]float64{
 var floorsNoSLO = map[string]float64{
 	// Under the lower of the two seeds' figures measured with the expected pace (docs/accuracy.md); issue
 	// 16's targets (printed by the test) are above most of them.
-	"baseline":             0.03,
-	"traffic_spike":        0.82,
-	"noisy_tenant":         0.75,
-	"prompt_family_change": 0.38,
-	"kv_pressure":          0.40,
-	"gpu_throttling":       0.60,
-	"tp_imbalance":         0, // as with SLOs: no NCCL timings here
-	"gpu_throttling_30m":   0.70,
-	"healthy_hour":         0.02, // its slow requests are long answers, not slow without an SLO (docs/accuracy.md)
+	"baseline":                  0.08,
+	"traffic_spike":             0.85,
+	"noisy_tenant":              0.88,
+	"prompt_family_change":      0.45,
+	"kv_pressure":               0.45,
+	"gpu_throttling":            0.65,
+	"tp_imbalance":              0, // as with SLOs: no NCCL timings here
+	"gpu_throttling_30m":        0.70,
+	"prompt_family_change_warm": 0.35,
+	"healthy_hour":              0.02, // its slow requests are long answers, not slow without an SLO (docs/accuracy.md)
 }
 
 // The issue's targets for the no-SLO mode.
