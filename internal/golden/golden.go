@@ -6,6 +6,11 @@
 // Run a package's tests with -update to rewrite its expected files from what the code emits now; then read
 // the diff, because an updated file is a claim that the new output is right.
 //
+// pdatatest's comparisons leave some fields out (a log record's event name, a span's flags, scope
+// attributes, among others). Where a test passes no option, the output must also equal the file field for
+// field: both are written as OTLP JSON, attribute lists put in key order (their order carries no meaning),
+// and compared whole.
+//
 // Unlike contrib's WriteMetrics, nothing is sorted or renumbered when a file is written: the file holds the
 // output in the order and with the timestamps the component gave, and the comparison is exact unless an
 // option says otherwise. A test whose output carries wall-clock times replaces them first (FixClock), so
@@ -50,6 +55,11 @@ func Metrics(tb testing.TB, path string, actual pmetric.Metrics, opts ...pmetric
 	if err := pmetrictest.CompareMetrics(expected, actual, opts...); err != nil {
 		tb.Fatalf("output differs from %s: %v\n(if the change is intended, rerun with -update and review the diff)", path, err)
 	}
+	if len(opts) == 0 {
+		marshaler := &pmetric.JSONMarshaler{}
+		exact(tb, path, func() ([]byte, error) { return marshaler.MarshalMetrics(expected) },
+			func() ([]byte, error) { return marshaler.MarshalMetrics(actual) })
+	}
 }
 
 // Traces fails the test unless actual equals the traces in the YAML file at path, under opts. With -update
@@ -70,6 +80,11 @@ func Traces(tb testing.TB, path string, actual ptrace.Traces, opts ...ptracetest
 	if err := ptracetest.CompareTraces(expected, actual, opts...); err != nil {
 		tb.Fatalf("output differs from %s: %v\n(if the change is intended, rerun with -update and review the diff)", path, err)
 	}
+	if len(opts) == 0 {
+		marshaler := &ptrace.JSONMarshaler{}
+		exact(tb, path, func() ([]byte, error) { return marshaler.MarshalTraces(expected) },
+			func() ([]byte, error) { return marshaler.MarshalTraces(actual) })
+	}
 }
 
 // Logs fails the test unless actual equals the logs in the YAML file at path, under opts. With -update it
@@ -89,6 +104,11 @@ func Logs(tb testing.TB, path string, actual plog.Logs, opts ...plogtest.Compare
 	}
 	if err := plogtest.CompareLogs(expected, actual, opts...); err != nil {
 		tb.Fatalf("output differs from %s: %v\n(if the change is intended, rerun with -update and review the diff)", path, err)
+	}
+	if len(opts) == 0 {
+		marshaler := &plog.JSONMarshaler{}
+		exact(tb, path, func() ([]byte, error) { return marshaler.MarshalLogs(expected) },
+			func() ([]byte, error) { return marshaler.MarshalLogs(actual) })
 	}
 }
 
@@ -126,4 +146,32 @@ func mkdir(tb testing.TB, path string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		tb.Fatalf("golden %s: %v", path, err)
 	}
+}
+
+// JoinMetrics puts the batches a component emitted one after the other into one, in the order they went
+// out, so that a whole run is compared with one file.
+func JoinMetrics(batches []pmetric.Metrics) pmetric.Metrics {
+	out := pmetric.NewMetrics()
+	for _, b := range batches {
+		b.ResourceMetrics().MoveAndAppendTo(out.ResourceMetrics())
+	}
+	return out
+}
+
+// JoinTraces is JoinMetrics for spans.
+func JoinTraces(batches []ptrace.Traces) ptrace.Traces {
+	out := ptrace.NewTraces()
+	for _, b := range batches {
+		b.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+	}
+	return out
+}
+
+// JoinLogs is JoinMetrics for log records.
+func JoinLogs(batches []plog.Logs) plog.Logs {
+	out := plog.NewLogs()
+	for _, b := range batches {
+		b.ResourceLogs().MoveAndAppendTo(out.ResourceLogs())
+	}
+	return out
 }

@@ -210,3 +210,47 @@ func TestFixClockReplacesOnlyTheWallClock(t *testing.T) {
 		t.Errorf("a start time from the input was changed to %d", got)
 	}
 }
+
+// pdatatest does not compare a log record's event name or a span's flags; without options, the file must
+// still match field for field. Attribute order is not a difference.
+func TestExactBeyondPdatatest(t *testing.T) {
+	dir := t.TempDir()
+	logs := func(event string) plog.Logs {
+		ld := plog.NewLogs()
+		r := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
+		r.SetEventName(event)
+		r.Attributes().PutStr("a", "1")
+		r.Attributes().PutStr("b", "2")
+		return ld
+	}
+	withUpdate(t, true)
+	if msgs := check(t, func(tb testing.TB) { Logs(tb, filepath.Join(dir, "logs.yaml"), logs("llm.incident")) }); len(msgs) != 0 {
+		t.Fatal(msgs)
+	}
+	withUpdate(t, false)
+	if msgs := check(t, func(tb testing.TB) { Logs(tb, filepath.Join(dir, "logs.yaml"), logs("llm.other")) }); len(msgs) != 1 ||
+		!strings.Contains(msgs[0], "eventName") {
+		t.Errorf("a changed event name must fail and be named: %q", msgs)
+	}
+	reordered := plog.NewLogs()
+	r := reordered.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
+	r.SetEventName("llm.incident")
+	r.Attributes().PutStr("b", "2")
+	r.Attributes().PutStr("a", "1")
+	if msgs := check(t, func(tb testing.TB) { Logs(tb, filepath.Join(dir, "logs.yaml"), reordered) }); len(msgs) != 0 {
+		t.Errorf("attribute order is no difference: %q", msgs)
+	}
+
+	td := ptrace.NewTraces()
+	s := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	s.SetName("llm_request")
+	withUpdate(t, true)
+	if msgs := check(t, func(tb testing.TB) { Traces(tb, filepath.Join(dir, "traces.yaml"), td) }); len(msgs) != 0 {
+		t.Fatal(msgs)
+	}
+	withUpdate(t, false)
+	s.SetFlags(1)
+	if msgs := check(t, func(tb testing.TB) { Traces(tb, filepath.Join(dir, "traces.yaml"), td) }); len(msgs) != 1 {
+		t.Errorf("changed span flags must fail: %q", msgs)
+	}
+}
