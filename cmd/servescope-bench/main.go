@@ -49,7 +49,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin/otelcol-servescope", "the collector binary")
 	fixtures := os.Getenv("SERVESCOPE_FIXTURES")
 	if fixtures == "" {
-		fixtures = filepath.Join("..", "shared", "fixtures")
+		fixtures = "testdata"
 	}
 	flag.StringVar(&o.capture, "capture", filepath.Join(fixtures, "vllm", "stormlog_vllm_v1_q05_c08_metrics_post.txt"), "a vLLM /metrics capture to serve")
 	flag.StringVar(&o.out, "out", "", "also write the table to this file")

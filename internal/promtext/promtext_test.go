@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -14,42 +13,25 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// fixtureDir holds real /metrics captures. It lives beside the repository,
-// not in it, so tests that need it skip when it is absent.
-const fixtureDir = "../../../shared/fixtures"
+	"github.com/servescope/servescope/internal/fixtures"
+)
 
 const (
 	stormlogFile = "vllm/stormlog_vllm_v1_q05_c08_metrics_post.txt"
 	datadogVLLM  = "vllm/datadog_vllm_metrics.txt"
 )
 
-func skipWithoutFixtures(tb testing.TB) {
-	tb.Helper()
-	if _, err := os.Stat(fixtureDir); err != nil {
-		tb.Skipf("real captures not available: %s (a folder beside the repository) is missing: %v", fixtureDir, err)
-	}
-}
-
+// fixtureFiles lists the real /metrics captures in the repository's testdata, as paths relative to it; none
+// found fails the test.
 func fixtureFiles(tb testing.TB) []string {
 	tb.Helper()
-	skipWithoutFixtures(tb)
-	files, err := filepath.Glob(filepath.Join(fixtureDir, "*", "*.txt"))
-	require.NoError(tb, err)
-	require.NotEmpty(tb, files, "no *.txt captures under %s", fixtureDir)
-	return files
+	return fixtures.Glob(tb, "*/*.txt")
 }
 
 func readFixture(tb testing.TB, rel string) []byte {
 	tb.Helper()
-	skipWithoutFixtures(tb)
-	body, err := os.ReadFile(filepath.Join(fixtureDir, rel))
-	if os.IsNotExist(err) {
-		tb.Skipf("capture %s not found under %s", rel, fixtureDir)
-	}
-	require.NoError(tb, err)
-	return body
+	return fixtures.Read(tb, rel)
 }
 
 // textLine is what a test can tell about a line by looking at it, without
@@ -165,11 +147,9 @@ func TestParseFixtures(t *testing.T) {
 		"counter": TypeCounter, "gauge": TypeGauge, "histogram": TypeHistogram,
 		"summary": TypeSummary, "untyped": TypeUnknown,
 	}
-	for _, path := range fixtureFiles(t) {
-		rel, _ := filepath.Rel(fixtureDir, path)
+	for _, rel := range fixtureFiles(t) {
 		t.Run(rel, func(t *testing.T) {
-			body, err := os.ReadFile(path)
-			require.NoError(t, err)
+			body := readFixture(t, rel)
 			res := Parse(body)
 			lines := scanLines(body)
 
@@ -814,13 +794,8 @@ func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add([]byte(s))
 	}
-	if _, err := os.Stat(fixtureDir); err == nil {
-		files, _ := filepath.Glob(filepath.Join(fixtureDir, "*", "*.txt"))
-		for _, path := range files {
-			if body, err := os.ReadFile(path); err == nil {
-				f.Add(body)
-			}
-		}
+	for _, rel := range fixtureFiles(f) {
+		f.Add(readFixture(f, rel))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		orig := bytes.Clone(body)
