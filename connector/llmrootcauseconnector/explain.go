@@ -9,21 +9,7 @@ import (
 	"time"
 
 	"github.com/servescope/servescope/internal/fleetstate"
-)
-
-// Root causes: the taxonomy README.md documents, one rule each.
-const (
-	causeQueueSaturation  = "queue_saturation"
-	causeTenantContention = "tenant_contention"
-	causeKVCachePressure  = "kv_cache_pressure"
-	causePrefixCacheMiss  = "prefix_cache_miss"
-	causeLongPrompt       = "long_prompt"
-	causeLongGeneration   = "long_generation"
-	causeDecodeContention = "decode_contention"
-	causeGPUThrottling    = "gpu_throttling"
-	causeCollectiveWait   = "collective_wait"
-	causeUnknown          = "unknown"
-	causeNone             = "none"
+	"github.com/servescope/servescope/internal/schema"
 )
 
 // Slow reasons.
@@ -80,7 +66,7 @@ type candidate struct {
 // judge decides whether r is slow and why. Rules never fire without their evidence: a missing metric means
 // the rule cannot hold, and a slow request no rule explains is `unknown`.
 func judge(r *request, c *circumstances, cfg *Config) verdict {
-	v := verdict{cause: causeNone, limit: math.NaN()}
+	v := verdict{cause: schema.RootCauseNone, limit: math.NaN()}
 	v.slow, v.reason, v.limit = isSlow(r, c, cfg)
 	base := c.baseline
 	q := func(rq *decayedQuantiles, quantile float64) float64 {
@@ -128,13 +114,13 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	switch v.reason {
 	case slowTTFT:
 		scope = sumKnown(r.queue, r.prefill)
-		inScope["queue"], inScope["prefill"] = true, true
+		inScope[schema.PhaseQueue], inScope[schema.PhasePrefill] = true, true
 	case slowTPOT:
 		scope = sumKnown(r.decode)
-		inScope["decode"] = true
+		inScope[schema.PhaseDecode] = true
 	default:
 		scope = r.e2e
-		inScope["queue"], inScope["prefill"], inScope["decode"] = true, true, true
+		inScope[schema.PhaseQueue], inScope[schema.PhasePrefill], inScope[schema.PhaseDecode] = true, true, true
 	}
 	share := func(phase float64) float64 {
 		if math.IsNaN(phase) || scope <= 0 {
@@ -154,10 +140,10 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		return math.Max(0, actual-usual)
 	}
 	engineExcess := 0.0
-	if inScope["prefill"] {
+	if inScope[schema.PhasePrefill] {
 		engineExcess += excess(r.prefill, usualPrefill)
 	}
-	if inScope["decode"] {
+	if inScope[schema.PhaseDecode] {
 		engineExcess += excess(r.decode, usualDecode)
 	}
 	rules := &cfg.Rules
@@ -170,13 +156,13 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	var missing []string
 
 	// queue_saturation / tenant_contention
-	if inScope["queue"] && r.queue >= rules.MinQueue.Seconds() && share(r.queue) >= rules.QueueShare {
+	if inScope[schema.PhaseQueue] && r.queue >= rules.MinQueue.Seconds() && share(r.queue) >= rules.QueueShare {
 		switch {
 		case math.IsNaN(st.WaitingMax):
 			missing = append(missing, fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", r.queue, orDash(st.Replica)))
 		case st.WaitingMax >= 1 && kvExhausted:
 			// Admission stalls on KV blocks, not on batch slots: the queue is the KV cache's.
-			cands = append(cands, candidate{causeKVCachePressure, r.queue,
+			cands = append(cands, candidate{schema.RootCauseKVCachePressure, r.queue,
 				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", r.queue, 100*st.KVUtilizationMax, num(st.WaitingAtArrival))})
 		case st.WaitingMax >= 1:
 			var top string
@@ -190,7 +176,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 				v.text = append(v.text, evidenceText{keyTopOther, top})
 			}
 			if top != "" && topShare >= rules.TenantShare && others >= rules.MinTenantRequests {
-				cands = append(cands, candidate{causeTenantContention, r.queue,
+				cands = append(cands, candidate{schema.RootCauseTenantContention, r.queue,
 					fmt.Sprintf("tenant %s held %.0f%% of the running batch while this request queued %.2f s (%s waiting at arrival)",
 						top, 100*topShare, r.queue, num(st.WaitingAtArrival))})
 			} else {
@@ -198,20 +184,20 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 				if !math.IsNaN(st.WaitingEarlier) && st.WaitingAtArrival > st.WaitingEarlier {
 					growth = fmt.Sprintf(", up from %s %.0f s before", num(st.WaitingEarlier), st.WaitingEarlierAge)
 				}
-				cands = append(cands, candidate{causeQueueSaturation, r.queue,
+				cands = append(cands, candidate{schema.RootCauseQueueSaturation, r.queue,
 					fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth)})
 			}
 		}
 	}
 	// kv_cache_pressure
 	if st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization && engineExcess > 0 {
-		cands = append(cands, candidate{causeKVCachePressure, engineExcess,
+		cands = append(cands, candidate{schema.RootCauseKVCachePressure, engineExcess,
 			fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax)})
 	} else if math.IsNaN(st.Preemptions) && math.IsNaN(st.KVUtilizationMax) {
 		missing = append(missing, "no KV-cache state")
 	}
 	// prefix_cache_miss / long_prompt
-	if inScope["prefill"] && share(r.prefill) >= rules.PrefillShare {
+	if inScope[schema.PhasePrefill] && share(r.prefill) >= rules.PrefillShare {
 		requestShare := math.NaN()
 		if !math.IsNaN(r.cachedTokens) && r.promptTokens > 0 {
 			requestShare = r.cachedTokens / r.promptTokens
@@ -237,9 +223,9 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		}
 		switch {
 		case miss != "":
-			cands = append(cands, candidate{causePrefixCacheMiss, excess(r.prefill, usualAtUsualShare), miss})
+			cands = append(cands, candidate{schema.RootCausePrefixCacheMiss, excess(r.prefill, usualAtUsualShare), miss})
 		case r.promptTokens >= promptP90:
-			cands = append(cands, candidate{causeLongPrompt, r.prefill,
+			cands = append(cands, candidate{schema.RootCauseLongPrompt, r.prefill,
 				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(r.promptTokens), 100*rules.LongQuantile, num(promptP90))})
 		}
 	}
@@ -254,19 +240,19 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	if waitingOnPeers {
 		waitShare = st.CollectiveWaitShare
 	}
-	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
+	if inScope[schema.PhaseDecode] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
 		// Contention is what the waiting for a late peer does not explain.
 		contention := excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)) - waitShare*r.decode
 		// With the replica preempting, a request that ran in its usual batch was slowed by the preemptions
 		// (its own, or recomputation sharing its steps), not by the batch: contention needs a bigger one.
 		biggerBatch := !kvExhausted || !(st.RunningMax <= st.RunningUsual)
 		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && biggerBatch && !throttled && contention > 0 {
-			cands = append(cands, candidate{causeDecodeContention, contention,
+			cands = append(cands, candidate{schema.RootCauseDecodeContention, contention,
 				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
 					1000*r.tpot, 1000*tpotPace, num(st.RunningMax), num(st.RunningUsual))})
 		}
 		if share(r.decode) >= rules.DecodeShare && r.genTokens >= genP90 {
-			cands = append(cands, candidate{causeLongGeneration, tpotPace * math.Max(0, r.genTokens-genP50),
+			cands = append(cands, candidate{schema.RootCauseLongGeneration, tpotPace * math.Max(0, r.genTokens-genP50),
 				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s (%.0f ms per token)",
 					num(r.genTokens), 100*rules.LongQuantile, num(genP90), 1000*r.tpot)})
 		}
@@ -283,7 +269,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		if st.XIDErrors > 0 {
 			what = append(what, fmt.Sprintf("%s XID errors", num(st.XIDErrors)))
 		}
-		cands = append(cands, candidate{causeGPUThrottling, engineExcess, strings.Join(what, " and ") + " on the replica's GPUs during the request"})
+		cands = append(cands, candidate{schema.RootCauseGPUThrottling, engineExcess, strings.Join(what, " and ") + " on the replica's GPUs during the request"})
 	} else if !st.HasGPU {
 		missing = append(missing, "no GPU state")
 	}
@@ -294,14 +280,14 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	switch {
 	case waitingOnPeers:
 		engineTime := 0.0
-		if inScope["prefill"] {
+		if inScope[schema.PhasePrefill] {
 			engineTime += sumKnown(r.prefill)
 		}
-		if inScope["decode"] {
+		if inScope[schema.PhaseDecode] {
 			engineTime += sumKnown(r.decode)
 		}
 		for i := range cands {
-			if cands[i].cause == causeGPUThrottling {
+			if cands[i].cause == schema.RootCauseGPUThrottling {
 				cands[i].blame += waitShare * engineTime
 			}
 		}
@@ -309,7 +295,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		if st.CollectiveLateRank != "" {
 			late = fmt.Sprintf(" (%s: %.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
 		}
-		cands = append(cands, candidate{causeCollectiveWait, st.CollectiveWaitShare * engineTime,
+		cands = append(cands, candidate{schema.RootCauseCollectiveWait, st.CollectiveWaitShare * engineTime,
 			fmt.Sprintf("the replica's collectives spent %.0f%% of the time waiting for a late rank%s, %.2f ms of arrival skew per collective",
 				100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean)})
 	case st.CollectiveObservable == 0:
@@ -321,7 +307,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	var because []string
 	switch {
 	case len(cands) == 0 || cands[0].blame <= 0:
-		v.cause = causeUnknown
+		v.cause = schema.RootCauseUnknown
 		reason := "no rule has evidence"
 		if len(missing) > 0 {
 			reason += " (" + strings.Join(missing, "; ") + ")"
