@@ -106,7 +106,7 @@ func (sc scenario) run(t *testing.T) map[string]any {
 	_, ok := got["under-test"]
 	require.True(t, ok, "the request under test was not sent on")
 	for i := 0; i < 60; i++ {
-		require.Equal(t, causeNone, got[fmt.Sprintf("warm-%d", i)][schema.AttrLLMRootCause], "usual traffic is not slow")
+		require.Equal(t, schema.RootCauseNone, got[fmt.Sprintf("warm-%d", i)][schema.AttrLLMRootCause], "usual traffic is not slow")
 	}
 	return got["under-test"]
 }
@@ -158,11 +158,11 @@ func waitingFor(share float64, observable bool) func(sec float64) fleetstatetest
 
 func TestRootCauses(t *testing.T) {
 	scenarios := []scenario{
-		{name: "not slow", req: normal(), wantCause: causeNone,
+		{name: "not slow", req: normal(), wantCause: schema.RootCauseNone,
 			wantSentence: []string{"queue 0.01 s, prefill 0.10 s, decode 1.98 s, other 0.01 s of 2.10 s; not slow"}},
 		{name: "queue saturation", state: queueGrowing,
 			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
-			wantSlow: true, wantReason: slowTTFT, wantCause: causeQueueSaturation,
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseQueueSaturation,
 			wantEvidence: map[string]any{keyWaitingAtArrival: 42.0, keyQueueGrowth: 43.0 / 15, keySLO: 1.0},
 			wantSentence: []string{"queue 3.40 s", "42 waiting at arrival", "up from 14 60 s before"}},
 		{name: "tenant contention", state: queueGrowing,
@@ -173,7 +173,7 @@ func TestRootCauses(t *testing.T) {
 				{replica: "r1", tenant: "acme", id: "a1", start: 99.5, queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: -1},
 			},
 			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
-			wantSlow: true, wantReason: slowTTFT, wantCause: causeTenantContention,
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseTenantContention,
 			// It waits from 100.5 to 103.9 s: batch-co's requests spend 3.0, 3.2 and 3.4 s of that in the batch,
 			// acme's 1.1 s. Each batch-co request lasted 4.49 s, and of the requests that long overlapping the
 			// wait only 5.49/7.89 have ended by the newest end the log holds (105.99 s), so each counts 7.89/5.49.
@@ -187,12 +187,12 @@ func TestRootCauses(t *testing.T) {
 				}
 			},
 			req:      with(normal(), func(c *call) { c.decode = 7.9 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeKVCachePressure,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseKVCachePressure,
 			wantEvidence: map[string]any{keyPreemptions: 5.0, keyKVMax: 0.98},
 			wantSentence: []string{"5 preemptions", "KV cache at 98%"}},
 		{name: "prefix-cache miss where the tenant usually hits", cached: true,
 			req:      with(normal(), func(c *call) { c.prompt, c.cached, c.prefill = 1800, 0, 2.2 }),
-			wantSlow: true, wantReason: slowTTFT, wantCause: causePrefixCacheMiss,
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCausePrefixCacheMiss,
 			wantEvidence: map[string]any{keyTenantHitUsual: 0.7},
 			wantSentence: []string{"0 of 1800 prompt tokens cached; this tenant usually gets 70%"}},
 		{name: "prefix-cache miss when the replica's hit ratio collapses",
@@ -202,16 +202,16 @@ func TestRootCauses(t *testing.T) {
 				}
 			},
 			req:      with(normal(), func(c *call) { c.prefill = 1.2 }),
-			wantSlow: true, wantReason: slowTTFT, wantCause: causePrefixCacheMiss,
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCausePrefixCacheMiss,
 			wantEvidence: map[string]any{keyHitRatio: 0.05},
 			wantSentence: []string{"replica prefix-cache hit ratio 5% around the request"}},
 		{name: "long prompt",
 			req:      with(normal(), func(c *call) { c.prompt, c.prefill = 8000, 1.6 }),
-			wantSlow: true, wantReason: slowTTFT, wantCause: causeLongPrompt,
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseLongPrompt,
 			wantSentence: []string{"prompt of 8000 tokens"}},
 		{name: "long generation",
 			req:      with(normal(), func(c *call) { c.gen, c.decode = 3000, 59.98 }),
-			wantSlow: true, wantReason: slowE2E, wantCause: causeLongGeneration,
+			wantSlow: true, wantReason: slowE2E, wantCause: schema.RootCauseLongGeneration,
 			wantSentence: []string{"3000 tokens generated", "(20 ms per token)"}},
 		{name: "decode contention",
 			state: func(sec float64, v map[string]float64) {
@@ -220,7 +220,7 @@ func TestRootCauses(t *testing.T) {
 				}
 			},
 			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention,
 			wantEvidence: map[string]any{keyRunningMax: 40.0, keyRunningUsual: 16.0, keyTPOTUsual: approx{0.02, 0.05}, keyTPOTPace: approx{0.02, 0.05}},
 			wantSentence: []string{"80 ms per token against an uncontended", "with up to 40 requests running (usually 16)"}},
 		{name: "GPU throttling",
@@ -231,7 +231,7 @@ func TestRootCauses(t *testing.T) {
 				return nil
 			},
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseGPUThrottling,
 			wantEvidence: map[string]any{keyThrottle: "hw_slowdown"},
 			wantSentence: []string{"clocks throttled (hw_slowdown)"}},
 		{name: "GPU throttling seen as a clock drop under load",
@@ -242,7 +242,7 @@ func TestRootCauses(t *testing.T) {
 				return 1980e6
 			},
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseGPUThrottling,
 			wantEvidence: map[string]any{keyClockRatio: 600.0 / 1980},
 			wantSentence: []string{"SM clock down to 30% of its peak while busy"}},
 		{name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
@@ -254,11 +254,11 @@ func TestRootCauses(t *testing.T) {
 			},
 			limits:   &Limits{TTFT: time.Minute, TPOT: time.Second, E2E: 10 * time.Second},
 			req:      with(normal(), func(c *call) { c.queue, c.decode = 6, 5.94 }),
-			wantSlow: true, wantReason: slowE2E, wantCause: causeQueueSaturation, wantSecondary: causeGPUThrottling,
+			wantSlow: true, wantReason: slowE2E, wantCause: schema.RootCauseQueueSaturation, wantSecondary: schema.RootCauseGPUThrottling,
 			wantSentence: []string{"also gpu_throttling: clocks throttled (sw_thermal)"}},
 		{name: "collective wait on a straggler rank", collectives: straggler(true),
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeCollectiveWait,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseCollectiveWait,
 			wantEvidence: map[string]any{keyCollectiveShare: 0.7, keyCollectiveSkew: 0.0035, keyCollectiveLate: "tp rank 1, communicator tp0", keyCollectiveSeen: true},
 			wantSentence: []string{"the replica's collectives spent 70% of the time waiting for a late rank (tp rank 1, communicator tp0: 100% of the waiting), 3.50 ms of arrival skew per collective"}},
 		{name: "a batch surge with a mild straggler: contention keeps what the waiting does not explain", collectives: waitingFor(0.25, true),
@@ -268,18 +268,18 @@ func TestRootCauses(t *testing.T) {
 				}
 			},
 			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention, wantSecondary: causeCollectiveWait,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention, wantSecondary: schema.RootCauseCollectiveWait,
 			wantEvidence: map[string]any{keyCollectiveShare: 0.25},
 			wantSentence: []string{"with up to 40 requests running", "also collective_wait: the replica's collectives spent 25%"}},
 		{name: "the same skew where the receiver says collectives cannot be seen is never collective wait", collectives: straggler(false),
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeDecodeContention,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention,
 			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.7},
 			wantSentence: []string{"60 ms per token against an uncontended"}},
 		{name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
 			state:    func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeUnknown,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseUnknown,
 			wantSentence: []string{"no rule has evidence", "collective time not observable (custom_all_reduce)"}},
 		{name: "a throttled straggler: throttling explains more, collective wait is secondary", collectives: straggler(true),
 			gpu: func(sec float64) []string {
@@ -289,11 +289,11 @@ func TestRootCauses(t *testing.T) {
 				return nil
 			},
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
-			wantSlow: true, wantReason: slowTPOT, wantCause: causeGPUThrottling, wantSecondary: causeCollectiveWait,
+			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseGPUThrottling, wantSecondary: schema.RootCauseCollectiveWait,
 			wantSentence: []string{"also collective_wait: the replica's collectives spent 70%"}},
 		{name: "slow with no state for its replica is unknown, never a guess", twoReplicas: true,
 			req:      with(normal(), func(c *call) { c.replica, c.queue, c.model = "r-without-metrics", 3.4, testModel }),
-			wantSlow: true, wantReason: slowTTFT, wantCause: causeUnknown,
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseUnknown,
 			wantSentence: []string{"no rule has evidence", "queued 3.40 s but no scheduler state for replica -"}},
 	}
 	for _, sc := range scenarios {

@@ -52,7 +52,7 @@ func TestRealVLLMSpansPhasesAddUp(t *testing.T) {
 			a[schema.AttrLLMLatencyTpot], 1e-12)
 		assert.Equal(t, "unknown", a[schema.AttrLLMTenant], "no gateway span, no tenant key")
 		assert.Equal(t, false, a[schema.AttrLLMSlow], "no SLO for this model and fewer requests than the baseline needs")
-		assert.Equal(t, causeNone, a[schema.AttrLLMRootCause])
+		assert.Equal(t, schema.RootCauseNone, a[schema.AttrLLMRootCause])
 	})
 	assert.Equal(t, requests, explained)
 }
@@ -102,7 +102,7 @@ func TestWaitingIsBounded(t *testing.T) {
 		r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id = "r1", "waits" })))
 		require.Eventually(t, func() bool { return len(r.traces.AllTraces()) == 1 }, 5*time.Second, 10*time.Millisecond)
 		got := r.explained()["waits"]
-		assert.Equal(t, causeNone, got[schema.AttrLLMRootCause], "sent with what is known")
+		assert.Equal(t, schema.RootCauseNone, got[schema.AttrLLMRootCause], "sent with what is known")
 	})
 	t.Run("buffer full", func(t *testing.T) {
 		r := newRig(t, func(c *Config) { c.MaxWait, c.MaxPendingSpans = time.Hour, 4 })
@@ -161,7 +161,7 @@ func TestMetricsOutput(t *testing.T) {
 		assert.Equal(t, "r1", a[schema.AttrServiceInstanceID])
 		assert.Equal(t, schema.EngineVLLM, a[schema.AttrLLMEngineName])
 		phases[a[schema.AttrLLMPhase].(string)+"/"+a[schema.AttrLLMTenant].(string)] += dp.Count()
-		if a[schema.AttrLLMPhase] == phaseQueue && a[schema.AttrLLMTenant] == "acme" {
+		if a[schema.AttrLLMPhase] == schema.PhaseQueue && a[schema.AttrLLMTenant] == "acme" {
 			assert.InDelta(t, 3.4, dp.Sum(), 1e-9)
 			assert.Equal(t, uint64(1), dp.BucketCounts().At(9), "3.4 s falls in (2.5, 5], the tenth bucket")
 		}
@@ -179,7 +179,7 @@ func TestMetricsOutput(t *testing.T) {
 		causes[dp.Attributes().AsRaw()[schema.AttrLLMRootCause].(string)] += dp.DoubleValue()
 		assert.Equal(t, 1, dp.Exemplars().Len())
 	})
-	assert.Equal(t, map[string]float64{causeQueueSaturation: 1, causeNone: 1}, causes)
+	assert.Equal(t, map[string]float64{schema.RootCauseQueueSaturation: 1, schema.RootCauseNone: 1}, causes)
 	slowByReason := map[string]float64{}
 	forEachPoint(t, last, schema.MetricLLMRequestSlow, func(dp pmetric.NumberDataPoint) {
 		slowByReason[dp.Attributes().AsRaw()[schema.AttrLLMSlowReason].(string)] += dp.DoubleValue()
@@ -201,7 +201,7 @@ func TestMetricsOutput(t *testing.T) {
 	logs := logRecords(r.logs)
 	require.Len(t, logs, 1, "one log record per slow request")
 	assert.Contains(t, logs[0].Body().Str(), "root cause queue_saturation")
-	assert.Equal(t, causeQueueSaturation, logs[0].Attributes().AsRaw()[schema.AttrLLMRootCause])
+	assert.Equal(t, schema.RootCauseQueueSaturation, logs[0].Attributes().AsRaw()[schema.AttrLLMRootCause])
 	assert.False(t, logs[0].TraceID().IsEmpty())
 }
 
@@ -395,7 +395,7 @@ func TestExpectedTimeWhenNoSLOIsSet(t *testing.T) {
 		r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.prompt, c.prefill = "r1", "long", 8000, 1.6 })))
 		got := r.explained()["long"]
 		assert.Equal(t, true, got[schema.AttrLLMSlow])
-		assert.Equal(t, causeLongPrompt, got[schema.AttrLLMRootCause])
+		assert.Equal(t, schema.RootCauseLongPrompt, got[schema.AttrLLMRootCause])
 	})
 	t.Run("a slow decode against the pace at its batch size", func(t *testing.T) {
 		r := newRig(t, noSLO)
@@ -494,5 +494,5 @@ func TestSGLangStageSpans(t *testing.T) {
 	assert.InDelta(t, 3.5, a[schema.AttrLLMLatencyTtft], 1e-6, "to the first decode stage")
 	assert.InDelta(t, 0.01, a[schema.AttrLLMLatencyOther], 1e-6)
 	assert.Equal(t, int64(1000), a[schema.AttrLLMTokensCached])
-	assert.Equal(t, causeQueueSaturation, a[schema.AttrLLMRootCause], a[schema.AttrLLMRootCauseEvidence])
+	assert.Equal(t, schema.RootCauseQueueSaturation, a[schema.AttrLLMRootCause], a[schema.AttrLLMRootCauseEvidence])
 }

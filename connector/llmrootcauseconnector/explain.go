@@ -9,21 +9,7 @@ import (
 	"time"
 
 	"github.com/servescope/servescope/internal/fleetstate"
-)
-
-// Root causes: the taxonomy README.md documents, one rule each.
-const (
-	causeQueueSaturation  = "queue_saturation"
-	causeTenantContention = "tenant_contention"
-	causeKVCachePressure  = "kv_cache_pressure"
-	causePrefixCacheMiss  = "prefix_cache_miss"
-	causeLongPrompt       = "long_prompt"
-	causeLongGeneration   = "long_generation"
-	causeDecodeContention = "decode_contention"
-	causeGPUThrottling    = "gpu_throttling"
-	causeCollectiveWait   = "collective_wait"
-	causeUnknown          = "unknown"
-	causeNone             = "none"
+	"github.com/servescope/servescope/internal/schema"
 )
 
 // Slow reasons.
@@ -77,34 +63,44 @@ type candidate struct {
 	because string
 }
 
+// usualFigures are the model's baseline figures a verdict is judged against (NaN where the model has no
+// baseline yet, or too few samples).
+type usualFigures struct {
+	tpot, tpotPace          float64 // s per output token: median, and uncontended (fast decile)
+	promptLong, genLong     float64 // tokens at rules.long_quantile
+	genMedian               float64 // tokens
+	prefillPerUncachedToken float64 // s
+}
+
+func modelUsual(base *modelBaseline, cfg *Config) usualFigures {
+	u := usualFigures{math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()}
+	if base == nil {
+		return u
+	}
+	q := func(rq *decayedQuantiles, quantile float64) float64 {
+		return rq.quantile(quantile, cfg.Baseline.MinSamples)
+	}
+	u.tpot = q(base.tpot, 0.5)
+	u.tpotPace = q(base.tpot, 0.1)
+	u.genMedian = q(base.genTokens, 0.5)
+	u.promptLong = q(base.promptTokens, cfg.Rules.LongQuantile)
+	u.genLong = q(base.genTokens, cfg.Rules.LongQuantile)
+	u.prefillPerUncachedToken = q(base.prefillPerUncachedToken, 0.5)
+	return u
+}
+
 // judge decides whether r is slow and why. Rules never fire without their evidence: a missing metric means
 // the rule cannot hold, and a slow request no rule explains is `unknown`.
 func judge(r *request, c *circumstances, cfg *Config) verdict {
-	v := verdict{cause: causeNone, limit: math.NaN()}
+	v := verdict{cause: schema.RootCauseNone, limit: math.NaN()}
 	v.slow, v.reason, v.limit = isSlow(r, c, cfg)
-	base := c.baseline
-	q := func(rq *decayedQuantiles, quantile float64) float64 {
-		if base == nil {
-			return math.NaN()
-		}
-		return rq.quantile(quantile, cfg.Baseline.MinSamples)
-	}
-	tpotUsual, tpotPace := math.NaN(), math.NaN()
-	var promptP90, genP90, genP50, prefillPerToken float64 = math.NaN(), math.NaN(), math.NaN(), math.NaN()
-	if base != nil {
-		tpotUsual = q(base.tpot, 0.5)
-		tpotPace = q(base.tpot, 0.1)
-		genP50 = q(base.genTokens, 0.5)
-		promptP90 = q(base.promptTokens, cfg.Rules.LongQuantile)
-		genP90 = q(base.genTokens, cfg.Rules.LongQuantile)
-		prefillPerToken = q(base.prefillPerUncachedToken, 0.5)
-	}
+	usual := modelUsual(c.baseline, cfg)
 	st := c.state
 	v.numbers = []evidenceNumber{
 		{keyWaitingAtArrival, st.WaitingAtArrival}, {keyWaitingMax, st.WaitingMax}, {keyQueueGrowth, st.QueueGrowthPerMinute},
 		{keyKVMax, st.KVUtilizationMax}, {keyPreemptions, st.Preemptions}, {keyHitRatio, st.PrefixHitRatio},
 		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
-		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, tpotUsual}, {keyTPOTPace, tpotPace}, {keyPromptP90, promptP90}, {keyGenP90, genP90},
+		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, usual.tpot}, {keyTPOTPace, usual.tpotPace}, {keyPromptP90, usual.promptLong}, {keyGenP90, usual.genLong},
 		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit}, {keyClockRatio, st.SMClockRatio},
 		{keyCollectiveShare, st.CollectiveWaitShare}, {keyCollectiveSkew, st.CollectiveSkewMean}, {keyStateAge, st.StateAge},
 	}
@@ -122,198 +118,18 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		return v
 	}
 
-	// The scope of the slowness: slow to first token is queue and prefill; slow per token is decode.
-	var scope float64
-	inScope := map[string]bool{}
-	switch v.reason {
-	case slowTTFT:
-		scope = sumKnown(r.queue, r.prefill)
-		inScope["queue"], inScope["prefill"] = true, true
-	case slowTPOT:
-		scope = sumKnown(r.decode)
-		inScope["decode"] = true
-	default:
-		scope = r.e2e
-		inScope["queue"], inScope["prefill"], inScope["decode"] = true, true, true
-	}
-	share := func(phase float64) float64 {
-		if math.IsNaN(phase) || scope <= 0 {
-			return 0
-		}
-		return phase / scope
-	}
-	usualPrefill := prefillPerToken * r.uncachedPrompt()
-	usualDecode := tpotUsual * math.Max(0, r.genTokens-1)
-	excess := func(actual, usual float64) float64 {
-		if math.IsNaN(actual) {
-			return 0
-		}
-		if math.IsNaN(usual) {
-			return actual
-		}
-		return math.Max(0, actual-usual)
-	}
-	engineExcess := 0.0
-	if inScope["prefill"] {
-		engineExcess += excess(r.prefill, usualPrefill)
-	}
-	if inScope["decode"] {
-		engineExcess += excess(r.decode, usualDecode)
-	}
-	rules := &cfg.Rules
-	// The KV cache ran out, not merely ran full: a full cache that still admits (prefix blocks kept for
-	// reuse fill it on a healthy replica) stalls nothing. What shows it ran out is the scheduler preempting
-	// running requests for blocks during the request; an engine that does not report preemptions is given
-	// the benefit of the utilization alone.
-	kvExhausted := st.KVUtilizationMax >= rules.KVUtilization && (st.Preemptions > 0 || math.IsNaN(st.Preemptions))
+	j := newJudgement(r, c, cfg, &v, usual)
 	var cands []candidate
 	var missing []string
-
-	// queue_saturation / tenant_contention
-	if inScope["queue"] && r.queue >= rules.MinQueue.Seconds() && share(r.queue) >= rules.QueueShare {
-		switch {
-		case math.IsNaN(st.WaitingMax):
-			missing = append(missing, fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", r.queue, orDash(st.Replica)))
-		case st.WaitingMax >= 1 && kvExhausted:
-			// Admission stalls on KV blocks, not on batch slots: the queue is the KV cache's.
-			cands = append(cands, candidate{causeKVCachePressure, r.queue,
-				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", r.queue, 100*st.KVUtilizationMax, num(st.WaitingAtArrival))})
-		case st.WaitingMax >= 1:
-			var top string
-			var topShare float64
-			var others int
-			if c.contention != nil {
-				top, topShare, others = c.contention()
-			}
-			if top != "" {
-				v.numbers = append(v.numbers, evidenceNumber{keyTopOtherShare, topShare})
-				v.text = append(v.text, evidenceText{keyTopOther, top})
-			}
-			if top != "" && topShare >= rules.TenantShare && others >= rules.MinTenantRequests {
-				cands = append(cands, candidate{causeTenantContention, r.queue,
-					fmt.Sprintf("tenant %s held %.0f%% of the running batch while this request queued %.2f s (%s waiting at arrival)",
-						top, 100*topShare, r.queue, num(st.WaitingAtArrival))})
-			} else {
-				growth := ""
-				if !math.IsNaN(st.WaitingEarlier) && st.WaitingAtArrival > st.WaitingEarlier {
-					growth = fmt.Sprintf(", up from %s %.0f s before", num(st.WaitingEarlier), st.WaitingEarlierAge)
-				}
-				cands = append(cands, candidate{causeQueueSaturation, r.queue,
-					fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth)})
+	for _, rule := range rootCauseRules {
+		if cand, holds := rule.holds(j); holds {
+			cands = append(cands, cand)
+		}
+		if rule.lacks != nil {
+			if what := rule.lacks(j); what != "" {
+				missing = append(missing, what)
 			}
 		}
-	}
-	// kv_cache_pressure
-	if st.Preemptions > 0 && st.KVUtilizationMax >= rules.KVUtilization && engineExcess > 0 {
-		cands = append(cands, candidate{causeKVCachePressure, engineExcess,
-			fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax)})
-	} else if math.IsNaN(st.Preemptions) && math.IsNaN(st.KVUtilizationMax) {
-		missing = append(missing, "no KV-cache state")
-	}
-	// prefix_cache_miss / long_prompt
-	if inScope["prefill"] && share(r.prefill) >= rules.PrefillShare {
-		requestShare := math.NaN()
-		if !math.IsNaN(r.cachedTokens) && r.promptTokens > 0 {
-			requestShare = r.cachedTokens / r.promptTokens
-		}
-		var miss string
-		switch {
-		case requestShare < rules.CacheMissShare && c.usualCachedShare >= rules.CacheUsualShare:
-			miss = fmt.Sprintf("%s of %s prompt tokens cached; this tenant usually gets %.0f%%", num(r.cachedTokens), num(r.promptTokens), 100*c.usualCachedShare)
-		case st.PrefixHitRatioUsual >= rules.CacheUsualShare && st.PrefixHitRatio < rules.HitRatioCollapse*st.PrefixHitRatioUsual:
-			miss = fmt.Sprintf("replica prefix-cache hit ratio %.0f%% around the request, usually %.0f%%", 100*st.PrefixHitRatio, 100*st.PrefixHitRatioUsual)
-		case math.IsNaN(r.cachedTokens) && r.promptTokens > 0 && c.familyPace > 0 && r.prefill/r.promptTokens >= rules.FamilyPaceFactor*c.familyPace:
-			// No cached-token count on the span (vLLM): the prompt family's own pace says its prefix is
-			// usually found cached, and this prefill computed far more of it.
-			miss = fmt.Sprintf("prefill took %.3f ms per prompt token; prompt family %s usually takes %.3f ms (its prefix is usually cached)",
-				1000*r.prefill/r.promptTokens, r.family, 1000*c.familyPace)
-		}
-		usualAtUsualShare := usualPrefill
-		switch {
-		case !math.IsNaN(c.usualCachedShare):
-			usualAtUsualShare = prefillPerToken * r.promptTokens * (1 - c.usualCachedShare)
-		case math.IsNaN(r.cachedTokens) && c.familyPace > 0:
-			usualAtUsualShare = c.familyPace * r.promptTokens
-		}
-		switch {
-		case miss != "":
-			cands = append(cands, candidate{causePrefixCacheMiss, excess(r.prefill, usualAtUsualShare), miss})
-		case r.promptTokens >= promptP90:
-			cands = append(cands, candidate{causeLongPrompt, r.prefill,
-				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(r.promptTokens), 100*rules.LongQuantile, num(promptP90))})
-		}
-	}
-	// long_generation / decode_contention, against the model's uncontended pace (its fast-decile TPOT): the
-	// median is itself contended on a busy fleet.
-	clockDrop := st.SMClockRatio < rules.ClockDrop
-	throttled := len(st.ThrottleReasons) > 0 || st.XIDErrors > 0 || clockDrop
-	// Collective waiting needs the nccl receiver's arrival skew on this replica, and never counts where the
-	// receiver says the replica's collective time cannot be seen (e.g. vLLM's custom all-reduce).
-	waitingOnPeers := st.CollectiveWaitShare >= rules.CollectiveWaitShare && st.CollectiveObservable != 0
-	waitShare := 0.0
-	if waitingOnPeers {
-		waitShare = st.CollectiveWaitShare
-	}
-	if inScope["decode"] && !math.IsNaN(r.decode) && !math.IsNaN(tpotPace) {
-		// Contention is what the waiting for a late peer does not explain.
-		contention := excess(r.decode, tpotPace*math.Max(0, r.genTokens-1)) - waitShare*r.decode
-		// With the replica preempting, a request that ran in its usual batch was slowed by the preemptions
-		// (its own, or recomputation sharing its steps), not by the batch: contention needs a bigger one.
-		biggerBatch := !kvExhausted || !(st.RunningMax <= st.RunningUsual)
-		if r.tpot > rules.TPOTFactor*tpotPace && st.RunningMax >= 2 && biggerBatch && !throttled && contention > 0 {
-			cands = append(cands, candidate{causeDecodeContention, contention,
-				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
-					1000*r.tpot, 1000*tpotPace, num(st.RunningMax), num(st.RunningUsual))})
-		}
-		if share(r.decode) >= rules.DecodeShare && r.genTokens >= genP90 {
-			cands = append(cands, candidate{causeLongGeneration, tpotPace * math.Max(0, r.genTokens-genP50),
-				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s (%.0f ms per token)",
-					num(r.genTokens), 100*rules.LongQuantile, num(genP90), 1000*r.tpot)})
-		}
-	}
-	// gpu_throttling
-	if throttled && engineExcess > 0 {
-		what := []string{}
-		if len(st.ThrottleReasons) > 0 {
-			what = append(what, "clocks throttled ("+strings.Join(st.ThrottleReasons, ", ")+")")
-		}
-		if clockDrop {
-			what = append(what, fmt.Sprintf("SM clock down to %.0f%% of its peak while busy", 100*st.SMClockRatio))
-		}
-		if st.XIDErrors > 0 {
-			what = append(what, fmt.Sprintf("%s XID errors", num(st.XIDErrors)))
-		}
-		cands = append(cands, candidate{causeGPUThrottling, engineExcess, strings.Join(what, " and ") + " on the replica's GPUs during the request"})
-	} else if !st.HasGPU {
-		missing = append(missing, "no GPU state")
-	}
-
-	// collective_wait: the engine's time in scope stretched by the share of time its collectives waited for a
-	// late rank. Waiting for a throttled GPU is the throttling's doing: that blame goes to gpu_throttling as
-	// well, so collective_wait is then its secondary.
-	switch {
-	case waitingOnPeers:
-		engineTime := 0.0
-		if inScope["prefill"] {
-			engineTime += sumKnown(r.prefill)
-		}
-		if inScope["decode"] {
-			engineTime += sumKnown(r.decode)
-		}
-		for i := range cands {
-			if cands[i].cause == causeGPUThrottling {
-				cands[i].blame += waitShare * engineTime
-			}
-		}
-		late := ""
-		if st.CollectiveLateRank != "" {
-			late = fmt.Sprintf(" (%s: %.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
-		}
-		cands = append(cands, candidate{causeCollectiveWait, st.CollectiveWaitShare * engineTime,
-			fmt.Sprintf("the replica's collectives spent %.0f%% of the time waiting for a late rank%s, %.2f ms of arrival skew per collective",
-				100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean)})
-	case st.CollectiveObservable == 0:
-		missing = append(missing, "collective time not observable ("+orDash(st.CollectiveObservableReason)+")")
 	}
 
 	cands = mergeSameCause(cands)
@@ -321,7 +137,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	var because []string
 	switch {
 	case len(cands) == 0 || cands[0].blame <= 0:
-		v.cause = causeUnknown
+		v.cause = schema.RootCauseUnknown
 		reason := "no rule has evidence"
 		if len(missing) > 0 {
 			reason += " (" + strings.Join(missing, "; ") + ")"
@@ -342,6 +158,343 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		v.sentence += fmt.Sprintf(" (replica state from %.0f s before the request ended)", st.StateAge)
 	}
 	return v
+}
+
+// judgement is one slow request as its rules see it: the request, its circumstances and the rule
+// thresholds, with the figures several rules share worked out once.
+type judgement struct {
+	r     *request
+	c     *circumstances
+	st    fleetstate.Summary
+	rules *RulesConfig
+	usual usualFigures
+	v     *verdict // where a rule adds the evidence it gathered (the tenant holding the batch)
+
+	// The scope of the slowness: slow to first token is queue and prefill; slow per token is decode; e2e all three.
+	inScope map[string]bool
+	scope   float64 // s
+	// usualPrefill is the prefill the model usually needs for this request's uncached prompt.
+	usualPrefill float64
+	// engineExcess is the prefill and decode in scope beyond their usual time for this request's size.
+	engineExcess float64
+	// kvExhausted: the KV cache ran out, not merely ran full. A full cache that still admits (prefix blocks
+	// kept for reuse fill it on a healthy replica) stalls nothing; what shows it ran out is the scheduler
+	// preempting running requests for blocks during the request. An engine that does not report preemptions
+	// is given the benefit of the utilization alone.
+	kvExhausted bool
+	clockDrop   bool // a busy GPU's SM clock fell well below its peak
+	throttled   bool // throttle reasons, XID errors or a clock drop on the replica's GPUs
+	// waitingOnPeers: the nccl receiver's arrival skew on this replica says its collectives waited for a late
+	// rank; never where the receiver says the replica's collective time cannot be seen (vLLM's custom
+	// all-reduce). waitShare is that share of the time, 0 when not waiting on peers.
+	waitingOnPeers bool
+	waitShare      float64
+
+	// Who held the batch while the request queued: asked of the circumstances once, and only by the queue
+	// rules, when the request queued long enough to matter.
+	contentionAsked   bool
+	topOther          string
+	topOtherShare     float64
+	otherRequests     int
+	prefixMissChecked bool
+	prefixMiss        string // why the prefill is a prefix-cache miss, "" when it is not one
+}
+
+func newJudgement(r *request, c *circumstances, cfg *Config, v *verdict, usual usualFigures) *judgement {
+	j := &judgement{r: r, c: c, st: c.state, rules: &cfg.Rules, usual: usual, v: v, inScope: map[string]bool{}}
+	switch v.reason {
+	case slowTTFT:
+		j.scope = sumKnown(r.queue, r.prefill)
+		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill] = true, true
+	case slowTPOT:
+		j.scope = sumKnown(r.decode)
+		j.inScope[schema.PhaseDecode] = true
+	default:
+		j.scope = r.e2e
+		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill], j.inScope[schema.PhaseDecode] = true, true, true
+	}
+	j.usualPrefill = usual.prefillPerUncachedToken * r.uncachedPrompt()
+	usualDecode := usual.tpot * math.Max(0, r.genTokens-1)
+	if j.inScope[schema.PhasePrefill] {
+		j.engineExcess += excessOver(r.prefill, j.usualPrefill)
+	}
+	if j.inScope[schema.PhaseDecode] {
+		j.engineExcess += excessOver(r.decode, usualDecode)
+	}
+	st, rules := &j.st, j.rules
+	j.kvExhausted = st.KVUtilizationMax >= rules.KVUtilization && (st.Preemptions > 0 || math.IsNaN(st.Preemptions))
+	j.clockDrop = st.SMClockRatio < rules.ClockDrop
+	j.throttled = len(st.ThrottleReasons) > 0 || st.XIDErrors > 0 || j.clockDrop
+	j.waitingOnPeers = st.CollectiveWaitShare >= rules.CollectiveWaitShare && st.CollectiveObservable != 0
+	if j.waitingOnPeers {
+		j.waitShare = st.CollectiveWaitShare
+	}
+	return j
+}
+
+// share is a phase's share of the slow scope (0 when unknown).
+func (j *judgement) share(phase float64) float64 {
+	if math.IsNaN(phase) || j.scope <= 0 {
+		return 0
+	}
+	return phase / j.scope
+}
+
+// excessOver is what a phase took beyond its usual time: all of it when the usual time is unknown, nothing
+// when the phase is.
+func excessOver(actual, usual float64) float64 {
+	if math.IsNaN(actual) {
+		return 0
+	}
+	if math.IsNaN(usual) {
+		return actual
+	}
+	return math.Max(0, actual-usual)
+}
+
+// engineTime is the prefill and decode in scope (s).
+func (j *judgement) engineTime() float64 {
+	t := 0.0
+	if j.inScope[schema.PhasePrefill] {
+		t += sumKnown(j.r.prefill)
+	}
+	if j.inScope[schema.PhaseDecode] {
+		t += sumKnown(j.r.decode)
+	}
+	return t
+}
+
+// queuedLong: the queue is in scope and long enough, in seconds and as a share of the scope, to blame.
+func (j *judgement) queuedLong() bool {
+	return j.inScope[schema.PhaseQueue] && j.r.queue >= j.rules.MinQueue.Seconds() && j.share(j.r.queue) >= j.rules.QueueShare
+}
+
+// queueIsTheBatchs: requests waited during the request and the KV cache did not run out, so the queue is the
+// running batch's (one tenant's, or everyone's).
+func (j *judgement) queueIsTheBatchs() bool {
+	return j.queuedLong() && j.st.WaitingMax >= 1 && !j.kvExhausted
+}
+
+// tenantHeldTheBatch asks who held the batch while the request queued, once, and reports whether one other
+// tenant held enough of it; the tenant and its share become evidence whenever one is known.
+func (j *judgement) tenantHeldTheBatch() bool {
+	if !j.contentionAsked {
+		j.contentionAsked = true
+		if j.c.contention != nil {
+			j.topOther, j.topOtherShare, j.otherRequests = j.c.contention()
+		}
+		if j.topOther != "" {
+			j.v.numbers = append(j.v.numbers, evidenceNumber{keyTopOtherShare, j.topOtherShare})
+			j.v.text = append(j.v.text, evidenceText{keyTopOther, j.topOther})
+		}
+	}
+	return j.topOther != "" && j.topOtherShare >= j.rules.TenantShare && j.otherRequests >= j.rules.MinTenantRequests
+}
+
+// prefillDominates: the prefill is in scope and a large enough share of it to blame.
+func (j *judgement) prefillDominates() bool {
+	return j.inScope[schema.PhasePrefill] && j.share(j.r.prefill) >= j.rules.PrefillShare
+}
+
+// missedPrefix says why the prefill is a prefix-cache miss ("" when it is not): the request's cached share
+// against its tenant's or family's usual one, the replica's hit ratio against its usual level, or, with no
+// cached-token count on the span (vLLM), the prompt family's own pace (its prefix usually found cached).
+func (j *judgement) missedPrefix() string {
+	if j.prefixMissChecked {
+		return j.prefixMiss
+	}
+	j.prefixMissChecked = true
+	r, c, st, rules := j.r, j.c, &j.st, j.rules
+	requestShare := math.NaN()
+	if !math.IsNaN(r.cachedTokens) && r.promptTokens > 0 {
+		requestShare = r.cachedTokens / r.promptTokens
+	}
+	switch {
+	case requestShare < rules.CacheMissShare && c.usualCachedShare >= rules.CacheUsualShare:
+		j.prefixMiss = fmt.Sprintf("%s of %s prompt tokens cached; this tenant usually gets %.0f%%", num(r.cachedTokens), num(r.promptTokens), 100*c.usualCachedShare)
+	case st.PrefixHitRatioUsual >= rules.CacheUsualShare && st.PrefixHitRatio < rules.HitRatioCollapse*st.PrefixHitRatioUsual:
+		j.prefixMiss = fmt.Sprintf("replica prefix-cache hit ratio %.0f%% around the request, usually %.0f%%", 100*st.PrefixHitRatio, 100*st.PrefixHitRatioUsual)
+	case math.IsNaN(r.cachedTokens) && r.promptTokens > 0 && c.familyPace > 0 && r.prefill/r.promptTokens >= rules.FamilyPaceFactor*c.familyPace:
+		j.prefixMiss = fmt.Sprintf("prefill took %.3f ms per prompt token; prompt family %s usually takes %.3f ms (its prefix is usually cached)",
+			1000*r.prefill/r.promptTokens, r.family, 1000*c.familyPace)
+	}
+	return j.prefixMiss
+}
+
+// decodeJudgeable: the decode is in scope, measured, and the model has an uncontended pace to compare with.
+func (j *judgement) decodeJudgeable() bool {
+	return j.inScope[schema.PhaseDecode] && !math.IsNaN(j.r.decode) && !math.IsNaN(j.usual.tpotPace)
+}
+
+// rootCauseRule is one rule of the taxonomy README.md documents: when it holds, the candidate names its cause,
+// the seconds of the slow scope it explains and why; lacks says what evidence the rule had none of (""
+// when it had what it needs), for the sentence of an `unknown` verdict.
+type rootCauseRule struct {
+	cause string
+	holds func(j *judgement) (candidate, bool)
+	lacks func(j *judgement) string
+}
+
+// rootCauseRules, in the order they are evaluated: among causes blaming as many seconds, the earlier wins. The
+// three queue rules exclude each other, as do prefix_cache_miss and long_prompt.
+var rootCauseRules = []rootCauseRule{
+	{cause: schema.RootCauseQueueSaturation,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.queueIsTheBatchs() || j.tenantHeldTheBatch() {
+				return candidate{}, false
+			}
+			st := &j.st
+			growth := ""
+			if !math.IsNaN(st.WaitingEarlier) && st.WaitingAtArrival > st.WaitingEarlier {
+				growth = fmt.Sprintf(", up from %s %.0f s before", num(st.WaitingEarlier), st.WaitingEarlierAge)
+			}
+			return candidate{schema.RootCauseQueueSaturation, j.r.queue,
+				fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth)}, true
+		},
+		lacks: func(j *judgement) string {
+			if j.queuedLong() && math.IsNaN(j.st.WaitingMax) {
+				return fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", j.r.queue, orDash(j.st.Replica))
+			}
+			return ""
+		}},
+	{cause: schema.RootCauseTenantContention,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.queueIsTheBatchs() || !j.tenantHeldTheBatch() {
+				return candidate{}, false
+			}
+			return candidate{schema.RootCauseTenantContention, j.r.queue,
+				fmt.Sprintf("tenant %s held %.0f%% of the running batch while this request queued %.2f s (%s waiting at arrival)",
+					j.topOther, 100*j.topOtherShare, j.r.queue, num(j.st.WaitingAtArrival))}, true
+		}},
+	// Admission stalls on KV blocks, not on batch slots: the queue is the KV cache's.
+	{cause: schema.RootCauseKVCachePressure,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.queuedLong() || !(j.st.WaitingMax >= 1) || !j.kvExhausted {
+				return candidate{}, false
+			}
+			return candidate{schema.RootCauseKVCachePressure, j.r.queue,
+				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", j.r.queue, 100*j.st.KVUtilizationMax, num(j.st.WaitingAtArrival))}, true
+		}},
+	// Preemptions for KV blocks slowed prefill and decode.
+	{cause: schema.RootCauseKVCachePressure,
+		holds: func(j *judgement) (candidate, bool) {
+			st := &j.st
+			if !(st.Preemptions > 0 && st.KVUtilizationMax >= j.rules.KVUtilization && j.engineExcess > 0) {
+				return candidate{}, false
+			}
+			return candidate{schema.RootCauseKVCachePressure, j.engineExcess,
+				fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax)}, true
+		},
+		lacks: func(j *judgement) string {
+			if math.IsNaN(j.st.Preemptions) && math.IsNaN(j.st.KVUtilizationMax) {
+				return "no KV-cache state"
+			}
+			return ""
+		}},
+	{cause: schema.RootCausePrefixCacheMiss,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.prefillDominates() || j.missedPrefix() == "" {
+				return candidate{}, false
+			}
+			// Blamed: the prefill beyond what it takes at the usual cached share, or at the family's pace.
+			r, c := j.r, j.c
+			usualAtUsualShare := j.usualPrefill
+			switch {
+			case !math.IsNaN(c.usualCachedShare):
+				usualAtUsualShare = j.usual.prefillPerUncachedToken * r.promptTokens * (1 - c.usualCachedShare)
+			case math.IsNaN(r.cachedTokens) && c.familyPace > 0:
+				usualAtUsualShare = c.familyPace * r.promptTokens
+			}
+			return candidate{schema.RootCausePrefixCacheMiss, excessOver(r.prefill, usualAtUsualShare), j.missedPrefix()}, true
+		}},
+	{cause: schema.RootCauseLongPrompt,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.prefillDominates() || j.missedPrefix() != "" || !(j.r.promptTokens >= j.usual.promptLong) {
+				return candidate{}, false
+			}
+			return candidate{schema.RootCauseLongPrompt, j.r.prefill,
+				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(j.r.promptTokens), 100*j.rules.LongQuantile, num(j.usual.promptLong))}, true
+		}},
+	// Against the model's uncontended pace (its fast-decile TPOT): the median is itself contended on a busy
+	// fleet. Contention is what the waiting for a late peer does not explain.
+	{cause: schema.RootCauseDecodeContention,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.decodeJudgeable() {
+				return candidate{}, false
+			}
+			r, st, pace := j.r, &j.st, j.usual.tpotPace
+			contention := excessOver(r.decode, pace*math.Max(0, r.genTokens-1)) - j.waitShare*r.decode
+			// With the replica preempting, a request that ran in its usual batch was slowed by the preemptions
+			// (its own, or recomputation sharing its steps), not by the batch: contention needs a bigger one.
+			biggerBatch := !j.kvExhausted || !(st.RunningMax <= st.RunningUsual)
+			if !(r.tpot > j.rules.TPOTFactor*pace && st.RunningMax >= 2 && biggerBatch && !j.throttled && contention > 0) {
+				return candidate{}, false
+			}
+			return candidate{schema.RootCauseDecodeContention, contention,
+				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
+					1000*r.tpot, 1000*pace, num(st.RunningMax), num(st.RunningUsual))}, true
+		}},
+	{cause: schema.RootCauseLongGeneration,
+		holds: func(j *judgement) (candidate, bool) {
+			r := j.r
+			if !j.decodeJudgeable() || !(j.share(r.decode) >= j.rules.DecodeShare && r.genTokens >= j.usual.genLong) {
+				return candidate{}, false
+			}
+			return candidate{schema.RootCauseLongGeneration, j.usual.tpotPace * math.Max(0, r.genTokens-j.usual.genMedian),
+				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s (%.0f ms per token)",
+					num(r.genTokens), 100*j.rules.LongQuantile, num(j.usual.genLong), 1000*r.tpot)}, true
+		}},
+	// Waiting for a throttled GPU is the throttling's doing: the collectives' waiting is blamed on it as well,
+	// so that collective_wait is then its secondary.
+	{cause: schema.RootCauseGPUThrottling,
+		holds: func(j *judgement) (candidate, bool) {
+			if !(j.throttled && j.engineExcess > 0) {
+				return candidate{}, false
+			}
+			st := &j.st
+			what := []string{}
+			if len(st.ThrottleReasons) > 0 {
+				what = append(what, "clocks throttled ("+strings.Join(st.ThrottleReasons, ", ")+")")
+			}
+			if j.clockDrop {
+				what = append(what, fmt.Sprintf("SM clock down to %.0f%% of its peak while busy", 100*st.SMClockRatio))
+			}
+			if st.XIDErrors > 0 {
+				what = append(what, fmt.Sprintf("%s XID errors", num(st.XIDErrors)))
+			}
+			blame := j.engineExcess
+			if j.waitingOnPeers {
+				blame += j.waitShare * j.engineTime()
+			}
+			return candidate{schema.RootCauseGPUThrottling, blame, strings.Join(what, " and ") + " on the replica's GPUs during the request"}, true
+		},
+		lacks: func(j *judgement) string {
+			if !(j.throttled && j.engineExcess > 0) && !j.st.HasGPU {
+				return "no GPU state"
+			}
+			return ""
+		}},
+	// The engine's time in scope stretched by the share of time its collectives waited for a late rank.
+	{cause: schema.RootCauseCollectiveWait,
+		holds: func(j *judgement) (candidate, bool) {
+			if !j.waitingOnPeers {
+				return candidate{}, false
+			}
+			st := &j.st
+			late := ""
+			if st.CollectiveLateRank != "" {
+				late = fmt.Sprintf(" (%s: %.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
+			}
+			return candidate{schema.RootCauseCollectiveWait, st.CollectiveWaitShare * j.engineTime(),
+				fmt.Sprintf("the replica's collectives spent %.0f%% of the time waiting for a late rank%s, %.2f ms of arrival skew per collective",
+					100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean)}, true
+		},
+		lacks: func(j *judgement) string {
+			if !j.waitingOnPeers && j.st.CollectiveObservable == 0 {
+				return "collective time not observable (" + orDash(j.st.CollectiveObservableReason) + ")"
+			}
+			return ""
+		}},
 }
 
 // staleStateAge is the age past which the replica state behind the evidence is said to be old: three times

@@ -16,13 +16,6 @@ import (
 // connector does, so dashboards can show that a cap was hit.
 const overflowAttribute = "otel.metric.overflow"
 
-const (
-	phaseQueue   = "queue"
-	phasePrefill = "prefill"
-	phaseDecode  = "decode"
-	phaseOther   = "other"
-)
-
 type exemplar struct {
 	traceID pcommon.TraceID
 	spanID  pcommon.SpanID
@@ -196,7 +189,7 @@ func (a *aggregator) record(r *request, v verdict, now time.Time) {
 	for _, p := range [...]struct {
 		name  string
 		value float64
-	}{{phaseQueue, r.queue}, {phasePrefill, r.prefill}, {phaseDecode, r.decode}, {phaseOther, r.other}} {
+	}{{schema.PhaseQueue, r.queue}, {schema.PhasePrefill, r.prefill}, {schema.PhaseDecode, r.decode}, {schema.PhaseOther, r.other}} {
 		if math.IsNaN(p.value) {
 			continue
 		}

@@ -366,7 +366,7 @@ func TestPrefixCacheCollapseSecondsBeforeTheRequest(t *testing.T) {
 	assert.Equal(t, true, got[schema.AttrLLMSlow])
 	assert.InDelta(t, 0.02, got[keyHitRatio], 0.01)
 	assert.InDelta(t, 0.8, got[keyHitRatioUsual], 0.05, "the usual is the healthy quarter of an hour (20 s of collapse weigh little)")
-	assert.Equal(t, causePrefixCacheMiss, got[schema.AttrLLMRootCause])
+	assert.Equal(t, schema.RootCausePrefixCacheMiss, got[schema.AttrLLMRootCause])
 }
 
 // A sidecar scraping its node's dcgm-exporter with the stock prometheus receiver: the GPU metrics' resource

@@ -185,11 +185,11 @@ func newStages() *stages {
 func (st *stages) add(phase string, span ptrace.Span) {
 	d := float64(span.EndTimestamp()-span.StartTimestamp()) / 1e9
 	switch phase {
-	case "queue":
+	case schema.PhaseQueue:
 		st.queue = sumKnown(st.queue, d)
-	case "prefill":
+	case schema.PhasePrefill:
 		st.prefill = sumKnown(st.prefill, d)
-	case "decode":
+	case schema.PhaseDecode:
 		st.decode = sumKnown(st.decode, d)
 		if start := int64(span.StartTimestamp()); st.decodeStart == 0 || start < st.decodeStart {
 			st.decodeStart = start

@@ -326,11 +326,11 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 	case !inc.open && inc.fireStreak >= c.cfg.Incidents.OpenAfter:
 		inc.open, inc.since, inc.evaluations, inc.last = true, now, 0, f
 		inc.id = incidentID(d.name, k.replica, now)
-		c.record(ld, d, v, inc, f, "start", now)
+		c.record(ld, d, v, inc, f, schema.IncidentStateStart, now)
 	case inc.open && inc.clearStreak >= c.cfg.Incidents.CloseAfter:
 		inc.open = false
 		closed = true
-		c.record(ld, d, v, inc, f, "end", now)
+		c.record(ld, d, v, inc, f, schema.IncidentStateEnd, now)
 		delete(c.incidents, k)
 	case inc.open:
 		inc.evaluations++
@@ -338,7 +338,7 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 			inc.last = f
 		}
 		if c.cfg.Incidents.UpdateEvery > 0 && inc.evaluations%c.cfg.Incidents.UpdateEvery == 0 {
-			c.record(ld, d, v, inc, inc.last, "update", now)
+			c.record(ld, d, v, inc, inc.last, schema.IncidentStateUpdate, now)
 		}
 	case !inc.open && !f.fire && inc.fireStreak == 0:
 		delete(c.incidents, k)
@@ -346,7 +346,7 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 	// 1 while open; 0 once, when it closes: an exporter that keeps the last value of a series (Prometheus
 	// holds it for minutes) must not show a closed incident as open.
 	if inc.open || closed {
-		attrs := []string{schema.AttrLLMIncidentDetector, d.name, schema.AttrLLMIncidentSeverity, d.severity, schema.AttrGenAIRequestModel, v.model}
+		attrs := []string{schema.AttrLLMIncidentDetector, d.name, schema.AttrLLMIncidentSeverity, d.severity(), schema.AttrGenAIRequestModel, v.model}
 		if v.replica != "" {
 			attrs = append(attrs, schema.AttrServiceInstanceID, v.replica)
 		}
@@ -371,7 +371,7 @@ func (c *core) closeVanished(views []*view, now int64, ld plog.Logs) {
 		if inc.open {
 			for _, d := range detectors {
 				if d.name == k.detector {
-					c.record(ld, d, &view{replica: k.replica, model: inc.model}, inc, finding{sentence: "replica no longer reported"}, "end", now)
+					c.record(ld, d, &view{replica: k.replica, model: inc.model}, inc, finding{sentence: "replica no longer reported"}, schema.IncidentStateEnd, now)
 				}
 			}
 		}
@@ -398,10 +398,10 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 	rec.SetObservedTimestamp(pcommon.NewTimestampFromTime(time.Now()))
 	rec.SetEventName("llm.incident")
 	switch {
-	case state == "end":
+	case state == schema.IncidentStateEnd:
 		rec.SetSeverityNumber(plog.SeverityNumberInfo)
 		rec.SetSeverityText("INFO")
-	case d.severity == severityCritical:
+	case d.severity() == schema.IncidentSeverityCritical:
 		rec.SetSeverityNumber(plog.SeverityNumberError)
 		rec.SetSeverityText("ERROR")
 	default:
@@ -409,7 +409,7 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 		rec.SetSeverityText("WARN")
 	}
 	body := d.name + " " + state + ": " + f.sentence
-	if state == "end" {
+	if state == schema.IncidentStateEnd {
 		subject := v.replica
 		if subject == "" {
 			subject = "the " + v.model + " pool"
@@ -421,12 +421,12 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 	a.PutStr(schema.AttrLLMIncidentID, inc.id)
 	a.PutStr(schema.AttrLLMIncidentDetector, d.name)
 	a.PutStr(schema.AttrLLMIncidentState, state)
-	a.PutStr(schema.AttrLLMIncidentSeverity, d.severity)
+	a.PutStr(schema.AttrLLMIncidentSeverity, d.severity())
 	a.PutStr(schema.AttrGenAIRequestModel, v.model)
 	if v.replica != "" {
 		a.PutStr(schema.AttrServiceInstanceID, v.replica)
 	}
-	if state != "end" {
+	if state != schema.IncidentStateEnd {
 		actions := a.PutEmptySlice(schema.AttrLLMIncidentActions)
 		for _, act := range f.actions {
 			actions.AppendEmpty().SetStr(act)

@@ -146,9 +146,9 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 						grown := u.grow(seriesID(m.Name(), key.replica, a), dp.Sum())
 						ru := u.of(key.replica)
 						switch phase {
-						case "prefill", "decode":
+						case schema.PhasePrefill, schema.PhaseDecode:
 							ru.phases[phase] += grown
-						case "queue":
+						case schema.PhaseQueue:
 							ru.queued[tenantModel{key.tenant, key.model}] += grown
 						}
 					}
@@ -401,7 +401,7 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 		cachedTotal += c
 	}
 	util := v.interval.GPUUtilizationMean
-	prefill, decode := u.phases["prefill"], u.phases["decode"]
+	prefill, decode := u.phases[schema.PhasePrefill], u.phases[schema.PhaseDecode]
 	if computed := u.byType["prompt"] - cachedTotal; known(util) && prefill+decode > 0 && computed > 0 {
 		saved = gpuSeconds * math.Min(1, math.Max(0, util)) * prefill / (prefill + decode) * (cost / gpuSeconds) / computed
 	}
@@ -411,24 +411,24 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 		}
 	}
 	if !known(util) {
-		b.categories[categoryKey{"unmeasured", v.model, v.replica}] += gpuSeconds
+		b.categories[categoryKey{schema.CostCategoryUnmeasured, v.model, v.replica}] += gpuSeconds
 		return
 	}
 	busy := gpuSeconds * math.Min(1, math.Max(0, util))
-	idle := "idle"
+	idle := schema.CostCategoryIdle
 	if v.interval.WaitingMax >= 1 {
-		idle = "idle_while_waiting" // queue-induced waste: requests waited while the GPUs had room
+		idle = schema.CostCategoryIdleWhileWaiting // queue-induced waste: requests waited while the GPUs had room
 	}
 	b.categories[categoryKey{idle, v.model, v.replica}] += gpuSeconds - busy
 	// NCCL kernels spin while a rank waits for a late peer, so that wait shows as busy: carve it out first.
 	working := busy
 	if share := v.interval.CollectiveWaitShare; known(share) && v.interval.CollectiveObservable != 0 {
 		wait := busy * math.Min(1, share)
-		b.categories[categoryKey{"collective_wait", v.model, v.replica}] += wait
+		b.categories[categoryKey{schema.CostCategoryCollectiveWait, v.model, v.replica}] += wait
 		working -= wait
 	}
 	if prefill+decode <= 0 {
-		b.categories[categoryKey{"busy", v.model, v.replica}] += working
+		b.categories[categoryKey{schema.CostCategoryBusy, v.model, v.replica}] += working
 		return
 	}
 	prefillTime := working * prefill / (prefill + decode)
@@ -436,11 +436,11 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 	// left to compute, (usual - now) / (1 - now) of the prefill time.
 	if hit, usual := v.interval.PrefixHitRatio, v.interval.PrefixHitRatioUsual; known(hit, usual) && usual > hit && hit < 1 {
 		miss := prefillTime * (usual - hit) / (1 - hit)
-		b.categories[categoryKey{"cache_miss", v.model, v.replica}] += miss
+		b.categories[categoryKey{schema.CostCategoryCacheMiss, v.model, v.replica}] += miss
 		prefillTime -= miss
 	}
-	b.categories[categoryKey{"prefill", v.model, v.replica}] += prefillTime
-	b.categories[categoryKey{"decode", v.model, v.replica}] += working * decode / (prefill + decode)
+	b.categories[categoryKey{schema.CostCategoryPrefill, v.model, v.replica}] += prefillTime
+	b.categories[categoryKey{schema.CostCategoryDecode, v.model, v.replica}] += working * decode / (prefill + decode)
 	// Per token: the busy share of the bill split by phase, over what each phase produced.
 	perSecond := cost / gpuSeconds
 	cached := 0.0

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/servescope/servescope/internal/fleetstate"
+	"github.com/servescope/servescope/internal/schema"
 )
 
 // view is one replica at one evaluation: its state now, and over the last interval.
@@ -34,17 +35,15 @@ type finding struct {
 	actions     []string
 }
 
+// detector is one rule of the table below. Its name is a value of llm.incident.detector; the schema gives
+// each one its severity, which the generated alert rules carry too.
 type detector struct {
 	name      string
-	severity  string
 	check     func(v *view, d *DetectorsConfig) finding
 	checkPool func(p *pool, d *DetectorsConfig) finding
 }
 
-const (
-	severityWarning  = "warning"
-	severityCritical = "critical"
-)
+func (d detector) severity() string { return schema.IncidentDetectorSeverity(d.name) }
 
 func known(values ...float64) bool {
 	for _, v := range values {
@@ -57,13 +56,13 @@ func known(values ...float64) bool {
 
 // detectors, in the order their incidents are reported. README.md documents each rule.
 var detectors = []detector{
-	{name: "stale_telemetry", severity: severityWarning, check: func(v *view, _ *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorStaleTelemetry, check: func(v *view, _ *DetectorsConfig) finding {
 		return finding{fire: v.stale, clear: !v.stale,
 			sentence: fmt.Sprintf("no engine metrics from %s for %.0f s", v.replica, v.ageSeconds),
 			evidence: map[string]float64{"age_seconds": v.ageSeconds},
 			actions:  []string{"check the engine's metrics endpoint and the receiver scraping it", "route around the replica until its telemetry returns"}}
 	}},
-	{name: "scheduler_saturation", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorSchedulerSaturation, check: func(v *view, d *DetectorsConfig) finding {
 		waiting, growth := v.now.WaitingAtArrival, v.now.QueueGrowthPerMinute
 		if v.stale || !known(waiting) {
 			return finding{clear: !v.stale}
@@ -87,7 +86,7 @@ var detectors = []detector{
 		}
 		return f
 	}},
-	{name: "starvation", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorStarvation, check: func(v *view, d *DetectorsConfig) finding {
 		if v.stale {
 			return finding{}
 		}
@@ -118,7 +117,7 @@ var detectors = []detector{
 			actions:  []string{"find who floods the queue: llm.request.root_cause by tenant on this replica", "cap the noisy tenant or route it to a separate pool"},
 		}
 	}},
-	{name: "kv_thrash", severity: severityCritical, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorKVThrash, check: func(v *view, d *DetectorsConfig) finding {
 		kv, pre := v.interval.KVUtilizationMax, v.interval.Preemptions
 		if v.stale || !known(kv, pre) {
 			return finding{clear: !v.stale}
@@ -135,7 +134,7 @@ var detectors = []detector{
 		f.actions = append(f.actions, "reduce max active sequences (max-num-seqs) temporarily", "add a replica")
 		return f
 	}},
-	{name: "prefix_cache_collapse", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorPrefixCacheCollapse, check: func(v *view, d *DetectorsConfig) finding {
 		recent, usual := v.interval.PrefixHitRatio, v.interval.PrefixHitRatioUsual
 		if v.stale || !known(recent, usual) || usual < d.HitRatioUsualMin {
 			return finding{clear: !v.stale}
@@ -148,7 +147,7 @@ var detectors = []detector{
 			actions:  []string{"look for a prompt-template or system-prompt change (llm.tenant.prompt_tokens by tenant)", "route prompt families to the replicas that cache them (prefix-aware routing)"},
 		}
 	}},
-	{name: "gpu_idle_while_waiting", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorGPUIdleWhileWaiting, check: func(v *view, d *DetectorsConfig) finding {
 		util, waiting := v.interval.GPUUtilizationMean, v.now.WaitingAtArrival
 		if v.stale || !known(util, waiting) {
 			return finding{clear: !v.stale}
@@ -161,7 +160,7 @@ var detectors = []detector{
 			actions:  []string{"check the scheduler's limits (max-num-seqs, free KV blocks) and the engine's logs: work is queued but not running"},
 		}
 	}},
-	{name: "gpu_throttling", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorGPUThrottling, check: func(v *view, d *DetectorsConfig) finding {
 		if !v.interval.HasGPU {
 			return finding{clear: true}
 		}
@@ -184,7 +183,7 @@ var detectors = []detector{
 			actions:  []string{"check cooling and power caps on the node", "drain the replica if it persists"},
 		}
 	}},
-	{name: "gpu_memory_pressure", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorGPUMemoryPressure, check: func(v *view, d *DetectorsConfig) finding {
 		mem := v.interval.GPUMemoryUtilizationMax
 		if !known(mem) {
 			return finding{clear: true}
@@ -197,7 +196,7 @@ var detectors = []detector{
 			actions:  []string{"lower gpu-memory-utilization or max-model-len before an out-of-memory error", "move other processes off the GPU"},
 		}
 	}},
-	{name: "gpu_memory_oom_risk", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorGPUMemoryOOMRisk, check: func(v *view, d *DetectorsConfig) finding {
 		now, growth := v.trend.GPUMemoryUtilizationNow, v.trend.GPUMemoryGrowth
 		if !known(now, growth) {
 			return finding{clear: true}
@@ -215,7 +214,7 @@ var detectors = []detector{
 			actions:  []string{"find what grows (llm.kv_cache.utilization, nvidia.gpu.process.memory.usage per process) before it runs out", "lower max-model-len or max-num-seqs, or restart the replica in a quiet window"},
 		}
 	}},
-	{name: "gpu_errors", severity: severityCritical, check: func(v *view, _ *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorGPUErrors, check: func(v *view, _ *DetectorsConfig) finding {
 		x := v.interval.XIDErrors
 		if !known(x) {
 			return finding{clear: true}
@@ -225,7 +224,7 @@ var detectors = []detector{
 			evidence: map[string]float64{"xid_errors": x},
 			actions:  []string{"drain the replica and reset or replace the GPU (check the node's kernel log for the XID code)"}}
 	}},
-	{name: "tp_imbalance", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorTpImbalance, check: func(v *view, d *DetectorsConfig) finding {
 		// Like with like: the GPUs of one tensor-parallel group (one pipeline stage) run the same work.
 		// Stages differ by design; that is pipeline_bubble's business.
 		groups := map[string][]string{}
@@ -270,7 +269,7 @@ var detectors = []detector{
 		}
 		return f
 	}},
-	{name: "pipeline_bubble", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorPipelineBubble, check: func(v *view, d *DetectorsConfig) finding {
 		// Busy skew across pipeline stages: a stage that idles waits for its neighbours (uneven layer split,
 		// too few micro-batches in flight to fill the pipeline).
 		sums, counts := map[int]float64{}, map[int]int{}
@@ -308,7 +307,7 @@ var detectors = []detector{
 				"where the model fits, prefer more tensor parallelism over pipeline stages on one node"},
 		}
 	}},
-	{name: "collective_bottleneck", severity: severityWarning, check: func(v *view, d *DetectorsConfig) finding {
+	{name: schema.IncidentDetectorCollectiveBottleneck, check: func(v *view, d *DetectorsConfig) finding {
 		share := v.interval.CollectiveWaitShare
 		// Only with the nccl receiver's timings, and never where it says collective time cannot be seen.
 		if !known(share) || v.interval.CollectiveObservable == 0 {
@@ -336,7 +335,7 @@ var detectors = []detector{
 
 // tenantFairness is pool-wide: one tenant takes most of the tokens served, far beyond its share of requests,
 // while another tenant's requests queue much longer than the first tenant's.
-var tenantFairness = detector{name: "tenant_fairness", severity: severityWarning, checkPool: func(p *pool, d *DetectorsConfig) finding {
+var tenantFairness = detector{name: schema.IncidentDetectorTenantFairness, checkPool: func(p *pool, d *DetectorsConfig) finding {
 	tokens, requests, queued := map[string]float64{}, map[string]float64{}, map[string]float64{}
 	totalTokens, totalRequests := 0.0, 0.0
 	for _, v := range p.views {
@@ -399,16 +398,4 @@ func num(v float64) string {
 		return "?"
 	}
 	return fmt.Sprintf("%.0f", v)
-}
-
-// DetectorInfo describes one detector for what is generated from the list (alert rules).
-type DetectorInfo struct{ Name, Severity string }
-
-// Detectors lists every detector, replica-wide and pool-wide, in report order.
-func Detectors() []DetectorInfo {
-	out := make([]DetectorInfo, 0, len(detectors)+1)
-	for _, d := range append(append([]detector{}, detectors...), tenantFairness) {
-		out = append(out, DetectorInfo{Name: d.name, Severity: d.severity})
-	}
-	return out
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/servescope/servescope/connector/llmsignalsconnector"
 	"github.com/servescope/servescope/internal/promnames"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -50,14 +49,14 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 		{UID: "servescope-requests", Title: "servescope: request explainability", Panels: []Panel{
 			{Title: "Mean seconds per phase", Unit: "s", Exprs: []Expr{{
 				fmt.Sprintf("sum by (%s) (rate(%s_sum[5m])) / sum by (%s) (rate(%s_count[5m]))", phase, n(schema.MetricLLMRequestPhaseDuration), phase, n(schema.MetricLLMRequestPhaseDuration)), "{{" + phase + "}}"}}},
-			{Title: "Queue phase p50 / p95 / p99", Unit: "s", Exprs: quantiles(n(schema.MetricLLMRequestPhaseDuration), phase+`="queue"`)},
+			{Title: "Queue phase p50 / p95 / p99", Unit: "s", Exprs: quantiles(n(schema.MetricLLMRequestPhaseDuration), phase+`="`+schema.PhaseQueue+`"`)},
 			{Title: "Time to first token p50 / p95 / p99 (engines)", Unit: "s", Exprs: quantiles(n(schema.MetricGenAIServerTimeToFirstToken), "")},
 			{Title: "Slow requests by root cause", Unit: "reqps", Exprs: []Expr{{
-				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="none"}[5m]))`, l(schema.AttrLLMRootCause), n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause)), "{{" + l(schema.AttrLLMRootCause) + "}}"}}},
+				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="%s"}[5m]))`, l(schema.AttrLLMRootCause), n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), schema.RootCauseNone), "{{" + l(schema.AttrLLMRootCause) + "}}"}}},
 			{Title: "Slow requests by the limit they broke", Unit: "reqps", Exprs: []Expr{{
 				fmt.Sprintf("sum by (%s) (rate(%s[5m]))", l(schema.AttrLLMSlowReason), n(schema.MetricLLMRequestSlow)), "{{" + l(schema.AttrLLMSlowReason) + "}}"}}},
 			{Title: "Slow share by tenant", Unit: "percentunit", Exprs: []Expr{{
-				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="none"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), tenant, n(schema.MetricLLMRequestRootCause)), "{{" + tenant + "}}"}}},
+				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="%s"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), schema.RootCauseNone, tenant, n(schema.MetricLLMRequestRootCause)), "{{" + tenant + "}}"}}},
 		}},
 		{UID: "servescope-kv-cache", Title: "servescope: KV cache", Panels: []Panel{
 			{Title: "KV-cache utilization by replica", Unit: "percentunit", Exprs: []Expr{{fmt.Sprintf("max by (instance) (%s)", n(schema.MetricLLMKVCacheUtilization)), "{{instance}}"}}},
@@ -140,15 +139,15 @@ func Rules(sch *schema.Schema) []Rule {
 	n := func(metric string) string { return promnames.Name(sch.Metric(metric)) }
 	l := promnames.Label
 	var rules []Rule
-	for _, d := range llmsignalsconnector.Detectors() {
-		rules = append(rules, Rule{Alert: "LLM_" + camel(d.Name), For: "0s", Severity: d.Severity,
-			Expr:    fmt.Sprintf(`max by (%s, %s) (%s{%s="%s"}) == 1`, l(schema.AttrGenAIRequestModel), l(schema.AttrServiceInstanceID), n(schema.MetricLLMIncidentActive), l(schema.AttrLLMIncidentDetector), d.Name),
-			Summary: fmt.Sprintf("llm_signals opened a %s incident on {{ $labels.%s }}; the incident log record has the evidence and actions", d.Name, l(schema.AttrServiceInstanceID))})
+	for _, detector := range schema.IncidentDetectorValues() {
+		rules = append(rules, Rule{Alert: "LLM_" + camel(detector), For: "0s", Severity: schema.IncidentDetectorSeverity(detector),
+			Expr:    fmt.Sprintf(`max by (%s, %s) (%s{%s="%s"}) == 1`, l(schema.AttrGenAIRequestModel), l(schema.AttrServiceInstanceID), n(schema.MetricLLMIncidentActive), l(schema.AttrLLMIncidentDetector), detector),
+			Summary: fmt.Sprintf("llm_signals opened a %s incident on {{ $labels.%s }}; the incident log record has the evidence and actions", detector, l(schema.AttrServiceInstanceID))})
 	}
 	rules = append(rules,
-		Rule{Alert: "LLMEngineDown", For: "1m", Severity: "critical", Expr: fmt.Sprintf("%s == 0", n(schema.MetricLLMEngineUp)),
+		Rule{Alert: "LLMEngineDown", For: "1m", Severity: schema.IncidentSeverityCritical, Expr: fmt.Sprintf("%s == 0", n(schema.MetricLLMEngineUp)),
 			Summary: "the engine at {{ $labels.instance }} does not answer its metrics endpoint"},
-		Rule{Alert: "LLMGPUXIDErrors", For: "0s", Severity: "critical", Expr: fmt.Sprintf(`increase(%s{%s="xid"}[5m]) > 0`, n(schema.MetricHwErrors), l(schema.AttrErrorType)),
+		Rule{Alert: "LLMGPUXIDErrors", For: "0s", Severity: schema.IncidentSeverityCritical, Expr: fmt.Sprintf(`increase(%s{%s="xid"}[5m]) > 0`, n(schema.MetricHwErrors), l(schema.AttrErrorType)),
 			Summary: "GPU {{ $labels.hw_id }} reported XID errors"},
 	)
 	return rules

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -348,11 +349,21 @@ func (s *Scraper) fillResource(attrs pcommon.Map) {
 	}
 }
 
+// upMetric is llm.engine.up as the schema declares it: its unit and description come from there.
+var upMetric = sync.OnceValue(func() *schema.Metric {
+	sch, err := schema.Default()
+	if err != nil || sch.Metric(schema.MetricLLMEngineUp) == nil {
+		panic(fmt.Sprintf("the embedded schema declares no %s: %v", schema.MetricLLMEngineUp, err)) // a build defect
+	}
+	return sch.Metric(schema.MetricLLMEngineUp)
+})
+
 func appendUp(ms pmetric.MetricSlice, up bool, now pcommon.Timestamp) {
+	def := upMetric()
 	m := ms.AppendEmpty()
-	m.SetName(schema.MetricLLMEngineUp)
-	m.SetUnit("1")
-	m.SetDescription("1 when the last scrape of the engine's metrics endpoint succeeded, else 0.")
+	m.SetName(def.Name)
+	m.SetUnit(def.Unit)
+	m.SetDescription(def.Description)
 	dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
 	dp.SetTimestamp(now)
 	if up {

@@ -1,7 +1,9 @@
 package fleetsim
 
-// Cause is a root cause in the taxonomy of the llm_root_cause connector; the ground truth uses exactly these
-// names so that accuracy is a plain comparison.
+import "github.com/servescope/servescope/internal/schema"
+
+// Cause is a root cause in the taxonomy of the llm_root_cause connector (the values of llm.root_cause in the
+// schema); the ground truth uses exactly these names so that accuracy is a plain comparison.
 type Cause int
 
 const (
@@ -20,17 +22,17 @@ const (
 )
 
 var causeNames = [...]string{
-	CauseQueueSaturation:  "queue_saturation",
-	CauseTenantContention: "tenant_contention",
-	CauseKVCachePressure:  "kv_cache_pressure",
-	CausePrefixCacheMiss:  "prefix_cache_miss",
-	CauseLongPrompt:       "long_prompt",
-	CauseLongGeneration:   "long_generation",
-	CauseDecodeContention: "decode_contention",
-	CauseGPUThrottling:    "gpu_throttling",
-	CauseCollectiveWait:   "collective_wait",
-	CauseUnknown:          "unknown",
-	CauseNone:             "none",
+	CauseQueueSaturation:  schema.RootCauseQueueSaturation,
+	CauseTenantContention: schema.RootCauseTenantContention,
+	CauseKVCachePressure:  schema.RootCauseKVCachePressure,
+	CausePrefixCacheMiss:  schema.RootCausePrefixCacheMiss,
+	CauseLongPrompt:       schema.RootCauseLongPrompt,
+	CauseLongGeneration:   schema.RootCauseLongGeneration,
+	CauseDecodeContention: schema.RootCauseDecodeContention,
+	CauseGPUThrottling:    schema.RootCauseGPUThrottling,
+	CauseCollectiveWait:   schema.RootCauseCollectiveWait,
+	CauseUnknown:          schema.RootCauseUnknown,
+	CauseNone:             schema.RootCauseNone,
 }
 
 func (c Cause) String() string { return causeNames[c] }

@@ -448,13 +448,13 @@ const (
 	AttrLLMSlow = "llm.slow"
 	// AttrLLMSlowReason: Which limit a slow request broke (ttft, tpot, e2e). Also set on the span.
 	AttrLLMSlowReason = "llm.slow.reason"
-	// AttrLLMRootCause: Why a request was slow (queue_saturation, tenant_contention, kv_cache_pressure, prefix_cache_miss, long_prompt, long_generation, decode_contention, gpu_throttling, collective_wait, unknown, none). Also set on the span.
+	// AttrLLMRootCause: Why a request was slow; the causes measured per request come first, then the two verdicts. Also set on the span.
 	AttrLLMRootCause = "llm.root_cause"
 	// AttrLLMRootCauseSecondary: A second cause that also held, with the smaller share of the excess latency.
 	AttrLLMRootCauseSecondary = "llm.root_cause.secondary"
 	// AttrLLMRootCauseEvidence: One sentence a person reads, with the breakdown and the numbers behind the cause.
 	AttrLLMRootCauseEvidence = "llm.root_cause.evidence"
-	// AttrLLMPhase: A phase of a request (queue, prefill, decode, other).
+	// AttrLLMPhase: A phase of a request; queue + prefill + decode + other = end to end.
 	AttrLLMPhase = "llm.phase"
 	// AttrLLMPromptCache: Whether prompt tokens came from the prefix cache (cached) or were computed (uncached).
 	AttrLLMPromptCache = "llm.prompt.cache"
@@ -516,17 +516,17 @@ const (
 	AttrLLMHealthComponent = "llm.health.component"
 	// AttrLLMScaleReason: Why the pool should have the recommended number of replicas (queue, kv_cache, low_load, steady).
 	AttrLLMScaleReason = "llm.scale.reason"
-	// AttrLLMIncidentDetector: The detector that raised an incident (scheduler_saturation, kv_thrash, ...).
+	// AttrLLMIncidentDetector: The llm_signals detector that raised an incident, in the order incidents are reported; its severity is the incident's.
 	AttrLLMIncidentDetector = "llm.incident.detector"
 	// AttrLLMIncidentID: Stable id of one incident, the same on its start, updates and end.
 	AttrLLMIncidentID = "llm.incident.id"
-	// AttrLLMIncidentState: Where an incident log record stands in its life (start, update, end).
+	// AttrLLMIncidentState: Where an incident log record stands in its life.
 	AttrLLMIncidentState = "llm.incident.state"
-	// AttrLLMIncidentSeverity: warning or critical.
+	// AttrLLMIncidentSeverity: How urgent an incident is.
 	AttrLLMIncidentSeverity = "llm.incident.severity"
 	// AttrLLMIncidentActions: Recommended actions, most useful first.
 	AttrLLMIncidentActions = "llm.incident.actions"
-	// AttrLLMCostCategory: What GPU time went to (prefill, decode, busy when the split is unknown, idle, idle_while_waiting, unmeasured).
+	// AttrLLMCostCategory: What GPU time went to; the categories of a replica add up to its GPU time.
 	AttrLLMCostCategory = "llm.cost.category"
 	// AttrHostName: The node's host name.
 	AttrHostName = "host.name"
@@ -580,3 +580,176 @@ const (
 	EngineTriton       = "triton"
 	EngineVLLM         = "vllm"
 )
+
+// Values of llm.root_cause: Why a request was slow; the causes measured per request come first, then the two verdicts. Also set on the span.
+const (
+	// RootCauseQueueSaturation: The request queued while the replica had requests waiting, more than its batch could take in.
+	RootCauseQueueSaturation = "queue_saturation"
+	// RootCauseTenantContention: The request queued while one other tenant held most of the running batch's places.
+	RootCauseTenantContention = "tenant_contention"
+	// RootCauseKVCachePressure: The KV cache ran out during the request (full, and the scheduler preempted); the queue was the cache's, or preemptions slowed prefill and decode.
+	RootCauseKVCachePressure = "kv_cache_pressure"
+	// RootCausePrefixCacheMiss: Prefill computed a prompt whose prefix is usually found in the prefix cache.
+	RootCausePrefixCacheMiss = "prefix_cache_miss"
+	// RootCauseLongPrompt: Prefill dominated, the cache was normal, and the prompt was at or above the model's long-prompt quantile.
+	RootCauseLongPrompt = "long_prompt"
+	// RootCauseLongGeneration: Decode dominated and the output was at or above the model's long-generation quantile.
+	RootCauseLongGeneration = "long_generation"
+	// RootCauseDecodeContention: Each output token took well over the model's uncontended pace while other requests shared the batch.
+	RootCauseDecodeContention = "decode_contention"
+	// RootCauseGPUThrottling: The replica's GPUs were throttled, clocked down while busy, or reported XID errors during the request.
+	RootCauseGPUThrottling = "gpu_throttling"
+	// RootCauseCollectiveWait: The replica's collectives spent a large share of the time waiting for a late rank (nccl receiver's arrival skew).
+	RootCauseCollectiveWait = "collective_wait"
+	// RootCauseUnknown: Slow, and no rule had the evidence to explain it; the evidence says what was missing.
+	RootCauseUnknown = "unknown"
+	// RootCauseNone: Not slow.
+	RootCauseNone = "none"
+)
+
+// RootCauseValues returns every value of llm.root_cause, in the schema's order.
+func RootCauseValues() []string {
+	return []string{RootCauseQueueSaturation, RootCauseTenantContention, RootCauseKVCachePressure, RootCausePrefixCacheMiss, RootCauseLongPrompt, RootCauseLongGeneration, RootCauseDecodeContention, RootCauseGPUThrottling, RootCauseCollectiveWait, RootCauseUnknown, RootCauseNone}
+}
+
+// Values of llm.phase: A phase of a request; queue + prefill + decode + other = end to end.
+const (
+	// PhaseQueue: Waiting in the scheduler's queue, from arrival to first scheduling.
+	PhaseQueue = "queue"
+	// PhasePrefill: From first scheduling to the first token.
+	PhasePrefill = "prefill"
+	// PhaseDecode: From the first token to the last.
+	PhaseDecode = "decode"
+	// PhaseOther: End-to-end time outside the three (tokenization, detokenization, the network hop to the engine).
+	PhaseOther = "other"
+)
+
+// PhaseValues returns every value of llm.phase, in the schema's order.
+func PhaseValues() []string {
+	return []string{PhaseQueue, PhasePrefill, PhaseDecode, PhaseOther}
+}
+
+// Values of llm.incident.detector: The llm_signals detector that raised an incident, in the order incidents are reported; its severity is the incident's.
+const (
+	// IncidentDetectorStaleTelemetry: No engine metrics from the replica for longer than the staleness limit.
+	IncidentDetectorStaleTelemetry = "stale_telemetry"
+	// IncidentDetectorSchedulerSaturation: Requests pile up in the scheduler's queue, growing or with the batch at the engine's capacity.
+	IncidentDetectorSchedulerSaturation = "scheduler_saturation"
+	// IncidentDetectorStarvation: Some requests wait far longer than the typical one (queue-time p99 against p50, else TTFT against its usual level).
+	IncidentDetectorStarvation = "starvation"
+	// IncidentDetectorKVThrash: The KV cache is nearly full and the scheduler preempts requests.
+	IncidentDetectorKVThrash = "kv_thrash"
+	// IncidentDetectorPrefixCacheCollapse: The prefix-cache hit ratio fell well below its usual level.
+	IncidentDetectorPrefixCacheCollapse = "prefix_cache_collapse"
+	// IncidentDetectorGPUIdleWhileWaiting: The GPUs are mostly idle while requests wait.
+	IncidentDetectorGPUIdleWhileWaiting = "gpu_idle_while_waiting"
+	// IncidentDetectorGPUThrottling: GPU clocks are throttled, or a busy GPU's SM clock is well below its peak.
+	IncidentDetectorGPUThrottling = "gpu_throttling"
+	// IncidentDetectorGPUMemoryPressure: GPU memory is nearly full.
+	IncidentDetectorGPUMemoryPressure = "gpu_memory_pressure"
+	// IncidentDetectorGPUMemoryOOMRisk: GPU memory, at its current growth, will be full within the horizon.
+	IncidentDetectorGPUMemoryOOMRisk = "gpu_memory_oom_risk"
+	// IncidentDetectorGPUErrors: The replica's GPUs reported XID errors.
+	IncidentDetectorGPUErrors = "gpu_errors"
+	// IncidentDetectorTpImbalance: The GPUs of one tensor-parallel group are unevenly busy.
+	IncidentDetectorTpImbalance = "tp_imbalance"
+	// IncidentDetectorPipelineBubble: The replica's pipeline stages are unevenly busy; the idle stage waits on the busy one.
+	IncidentDetectorPipelineBubble = "pipeline_bubble"
+	// IncidentDetectorCollectiveBottleneck: The replica's collectives spend a large share of the time waiting for a late rank.
+	IncidentDetectorCollectiveBottleneck = "collective_bottleneck"
+	// IncidentDetectorTenantFairness: In one model pool, one tenant takes most of the tokens while another tenant's requests queue (pool-wide).
+	IncidentDetectorTenantFairness = "tenant_fairness"
+)
+
+// IncidentDetectorValues returns every value of llm.incident.detector, in the schema's order.
+func IncidentDetectorValues() []string {
+	return []string{IncidentDetectorStaleTelemetry, IncidentDetectorSchedulerSaturation, IncidentDetectorStarvation, IncidentDetectorKVThrash, IncidentDetectorPrefixCacheCollapse, IncidentDetectorGPUIdleWhileWaiting, IncidentDetectorGPUThrottling, IncidentDetectorGPUMemoryPressure, IncidentDetectorGPUMemoryOOMRisk, IncidentDetectorGPUErrors, IncidentDetectorTpImbalance, IncidentDetectorPipelineBubble, IncidentDetectorCollectiveBottleneck, IncidentDetectorTenantFairness}
+}
+
+// IncidentDetectorSeverity returns a detector's severity, a value of llm.incident.severity ("" for an unknown detector).
+func IncidentDetectorSeverity(detector string) string {
+	switch detector {
+	case IncidentDetectorStaleTelemetry:
+		return IncidentSeverityWarning
+	case IncidentDetectorSchedulerSaturation:
+		return IncidentSeverityWarning
+	case IncidentDetectorStarvation:
+		return IncidentSeverityWarning
+	case IncidentDetectorKVThrash:
+		return IncidentSeverityCritical
+	case IncidentDetectorPrefixCacheCollapse:
+		return IncidentSeverityWarning
+	case IncidentDetectorGPUIdleWhileWaiting:
+		return IncidentSeverityWarning
+	case IncidentDetectorGPUThrottling:
+		return IncidentSeverityWarning
+	case IncidentDetectorGPUMemoryPressure:
+		return IncidentSeverityWarning
+	case IncidentDetectorGPUMemoryOOMRisk:
+		return IncidentSeverityWarning
+	case IncidentDetectorGPUErrors:
+		return IncidentSeverityCritical
+	case IncidentDetectorTpImbalance:
+		return IncidentSeverityWarning
+	case IncidentDetectorPipelineBubble:
+		return IncidentSeverityWarning
+	case IncidentDetectorCollectiveBottleneck:
+		return IncidentSeverityWarning
+	case IncidentDetectorTenantFairness:
+		return IncidentSeverityWarning
+	}
+	return ""
+}
+
+// Values of llm.incident.state: Where an incident log record stands in its life.
+const (
+	// IncidentStateStart: The incident opened.
+	IncidentStateStart = "start"
+	// IncidentStateUpdate: The incident is still open; the record repeats its latest evidence.
+	IncidentStateUpdate = "update"
+	// IncidentStateEnd: The incident closed.
+	IncidentStateEnd = "end"
+)
+
+// IncidentStateValues returns every value of llm.incident.state, in the schema's order.
+func IncidentStateValues() []string {
+	return []string{IncidentStateStart, IncidentStateUpdate, IncidentStateEnd}
+}
+
+// Values of llm.incident.severity: How urgent an incident is.
+const (
+	// IncidentSeverityWarning: Degraded service; act soon.
+	IncidentSeverityWarning = "warning"
+	// IncidentSeverityCritical: Requests are failing or about to; act now.
+	IncidentSeverityCritical = "critical"
+)
+
+// IncidentSeverityValues returns every value of llm.incident.severity, in the schema's order.
+func IncidentSeverityValues() []string {
+	return []string{IncidentSeverityWarning, IncidentSeverityCritical}
+}
+
+// Values of llm.cost.category: What GPU time went to; the categories of a replica add up to its GPU time.
+const (
+	// CostCategoryPrefill: Busy GPU time in prefill, less its cache-miss overhead.
+	CostCategoryPrefill = "prefill"
+	// CostCategoryDecode: Busy GPU time in decode.
+	CostCategoryDecode = "decode"
+	// CostCategoryCacheMiss: Prefill time spent on prompt tokens the replica's usual prefix-cache hit ratio would have served from the cache.
+	CostCategoryCacheMiss = "cache_miss"
+	// CostCategoryCollectiveWait: Busy GPU time that was collectives waiting for a late rank (NCCL kernels spin while they wait).
+	CostCategoryCollectiveWait = "collective_wait"
+	// CostCategoryBusy: Busy GPU time where the split into prefill and decode is unknown.
+	CostCategoryBusy = "busy"
+	// CostCategoryIdle: GPU time not busy, while no request waited.
+	CostCategoryIdle = "idle"
+	// CostCategoryIdleWhileWaiting: GPU time not busy while requests waited (queue-induced waste).
+	CostCategoryIdleWhileWaiting = "idle_while_waiting"
+	// CostCategoryUnmeasured: GPU time of a replica whose GPU utilization is not known.
+	CostCategoryUnmeasured = "unmeasured"
+)
+
+// CostCategoryValues returns every value of llm.cost.category, in the schema's order.
+func CostCategoryValues() []string {
+	return []string{CostCategoryPrefill, CostCategoryDecode, CostCategoryCacheMiss, CostCategoryCollectiveWait, CostCategoryBusy, CostCategoryIdle, CostCategoryIdleWhileWaiting, CostCategoryUnmeasured}
+}

@@ -10,7 +10,7 @@ import (
 )
 
 // initialisms keep generated identifiers idiomatic (GenAIServer..., KVCache..., GPU...).
-var initialisms = map[string]string{"ai": "AI", "id": "ID", "gpu": "GPU", "kv": "KV", "mm": "MM", "lora": "LoRA", "vllm": "VLLM", "llm": "LLM"}
+var initialisms = map[string]string{"ai": "AI", "id": "ID", "gpu": "GPU", "kv": "KV", "mm": "MM", "lora": "LoRA", "vllm": "VLLM", "llm": "LLM", "oom": "OOM"}
 
 // GoIdentifier turns a dotted canonical name into an exported Go identifier part.
 func GoIdentifier(name string) string {
@@ -43,7 +43,46 @@ func RenderGo(s *Schema) ([]byte, error) {
 		fmt.Fprintf(&b, "\tEngine%s = %q\n", GoIdentifier(name), name)
 	}
 	b.WriteString(")\n")
+	for _, a := range s.Attributes {
+		if len(a.Enum) > 0 {
+			renderEnumGo(&b, a)
+		}
+	}
 	return format.Source(b.Bytes())
+}
+
+// EnumIdentifier is the prefix of the Go constants of an enumerated attribute's values: its name without the
+// llm namespace (llm.root_cause -> RootCause, so RootCauseQueueSaturation).
+func EnumIdentifier(attribute string) string {
+	return strings.TrimPrefix(GoIdentifier(attribute), "LLM")
+}
+
+// renderEnumGo writes one constant per value of an enumerated attribute, a function listing them all in the
+// schema's order, and, for the detectors, a function giving each one's severity.
+func renderEnumGo(b *bytes.Buffer, a Attribute) {
+	prefix := EnumIdentifier(a.Name)
+	fmt.Fprintf(b, "\n// Values of %s: %s\nconst (\n", a.Name, oneLine(a.Description))
+	for _, v := range a.Enum {
+		fmt.Fprintf(b, "\t// %s%s: %s\n\t%s%s = %q\n", prefix, GoIdentifier(v.Value), oneLine(v.Description), prefix, GoIdentifier(v.Value), v.Value)
+	}
+	b.WriteString(")\n\n")
+	fmt.Fprintf(b, "// %sValues returns every value of %s, in the schema's order.\nfunc %sValues() []string {\n\treturn []string{", prefix, a.Name, prefix)
+	for i, v := range a.Enum {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(prefix + GoIdentifier(v.Value))
+	}
+	b.WriteString("}\n}\n")
+	if a.Name != AttrLLMIncidentDetector {
+		return
+	}
+	fmt.Fprintf(b, "\n// %sSeverity returns a detector's severity, a value of %s (\"\" for an unknown detector).\nfunc %sSeverity(detector string) string {\n\tswitch detector {\n", prefix, AttrLLMIncidentSeverity, prefix)
+	severityPrefix := EnumIdentifier(AttrLLMIncidentSeverity)
+	for _, v := range a.Enum {
+		fmt.Fprintf(b, "\tcase %s%s:\n\t\treturn %s%s\n", prefix, GoIdentifier(v.Value), severityPrefix, GoIdentifier(v.Severity))
+	}
+	b.WriteString("\t}\n\treturn \"\"\n}\n")
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -149,9 +188,47 @@ func RenderMarkdown(s *Schema) []byte {
 
 	b.WriteString("\n## Attributes\n\n| attribute | level | description |\n|---|---|---|\n")
 	for _, a := range s.Attributes {
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", a.Name, a.Level, cell(a.Description))
+		desc := cell(a.Description)
+		if len(a.Enum) > 0 {
+			values := make([]string, len(a.Enum))
+			for i, v := range a.Enum {
+				values[i] = v.Value
+			}
+			desc += " One of " + codeList(values) + " ([values](#" + anchor(a.Name) + "))."
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", a.Name, a.Level, desc)
+	}
+
+	b.WriteString("\n## Enumerations\n\nThe closed sets of attribute values: code and dashboards spell them through the constants generated from the schema.\n")
+	for _, a := range s.Attributes {
+		if len(a.Enum) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n### `%s`\n\n", a.Name)
+		if a.Name == AttrLLMIncidentDetector {
+			b.WriteString("| value | severity | description |\n|---|---|---|\n")
+			for _, v := range a.Enum {
+				fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Value, v.Severity, cell(v.Description))
+			}
+			continue
+		}
+		b.WriteString("| value | description |\n|---|---|\n")
+		for _, v := range a.Enum {
+			fmt.Fprintf(&b, "| `%s` | %s |\n", v.Value, cell(v.Description))
+		}
 	}
 	return b.Bytes()
+}
+
+// anchor is the id a Markdown renderer (GitHub's) gives the heading "`name`": lower case, dots and other
+// punctuation dropped.
+func anchor(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, strings.ToLower(name))
 }
 
 // renderCoverage writes the canonical metric × engine matrix: the source family, "receiver" when the

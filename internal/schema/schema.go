@@ -44,6 +44,17 @@ type Attribute struct {
 	Name        string `yaml:"name"`
 	Level       string `yaml:"level"` // resource, datapoint, or span (an attribute of a request span)
 	Description string `yaml:"description"`
+	// Enum lists every value the attribute may take, where the set is closed (root causes, detectors, ...):
+	// the Go constants and the docs are generated from it, so code and docs never spell a value of their own.
+	Enum []EnumValue `yaml:"enum"`
+}
+
+// EnumValue is one value of an enumerated attribute.
+type EnumValue struct {
+	Value       string `yaml:"value"`
+	Description string `yaml:"description"`
+	// Severity is an incident detector's severity, a value of llm.incident.severity (only on detectors).
+	Severity string `yaml:"severity"`
 }
 
 // Engine is what the schema knows about one engine's naming.
@@ -120,6 +131,7 @@ var (
 	loaded     *Schema
 	loadErr    error
 	metricName = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$`)
+	enumValue  = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 )
 
 // Default returns the embedded canonical schema, parsed and validated once per process.
@@ -159,6 +171,7 @@ func (s *Schema) validate() error {
 			errs = append(errs, fmt.Errorf("attribute %q: level must be resource, datapoint or span, not %q", a.Name, a.Level))
 		}
 	}
+	errs = append(errs, s.validateEnums()...)
 	for name, e := range s.Engines {
 		for from, to := range e.LabelRenames {
 			if !attrs[to] {
@@ -174,7 +187,7 @@ func (s *Schema) validate() error {
 			errs = append(errs, fmt.Errorf("engine %s: no metric_prefixes", name))
 		}
 		for stage, phase := range e.SpanStages {
-			if phase != "queue" && phase != "prefill" && phase != "decode" {
+			if phase != PhaseQueue && phase != PhasePrefill && phase != PhaseDecode {
 				errs = append(errs, fmt.Errorf("engine %s: span stage %q maps to %q, not queue, prefill or decode", name, stage, phase))
 			}
 		}
@@ -254,6 +267,48 @@ func (s *Schema) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateEnums checks the enumerated attributes: each value a lower-case identifier, declared once, with a
+// description; a severity only on the detectors, and one of llm.incident.severity's values.
+func (s *Schema) validateEnums() []error {
+	var errs []error
+	severities := map[string]bool{}
+	for _, v := range s.Enum(AttrLLMIncidentSeverity) {
+		severities[v.Value] = true
+	}
+	for _, a := range s.Attributes {
+		seen := map[string]bool{}
+		for _, v := range a.Enum {
+			if !enumValue.MatchString(v.Value) {
+				errs = append(errs, fmt.Errorf("attribute %q: enum value %q is not a lower-case identifier", a.Name, v.Value))
+			}
+			if seen[v.Value] {
+				errs = append(errs, fmt.Errorf("attribute %q: enum value %q declared twice", a.Name, v.Value))
+			}
+			seen[v.Value] = true
+			if strings.TrimSpace(v.Description) == "" {
+				errs = append(errs, fmt.Errorf("attribute %q: enum value %q has no description", a.Name, v.Value))
+			}
+			switch {
+			case a.Name == AttrLLMIncidentDetector && !severities[v.Severity]:
+				errs = append(errs, fmt.Errorf("detector %q: severity %q is not a value of %s", v.Value, v.Severity, AttrLLMIncidentSeverity))
+			case a.Name != AttrLLMIncidentDetector && v.Severity != "":
+				errs = append(errs, fmt.Errorf("attribute %q: enum value %q has a severity; only detectors have one", a.Name, v.Value))
+			}
+		}
+	}
+	return errs
+}
+
+// Enum returns the values of an enumerated attribute, in the schema's order (nil for an open attribute).
+func (s *Schema) Enum(attribute string) []EnumValue {
+	for _, a := range s.Attributes {
+		if a.Name == attribute {
+			return a.Enum
+		}
+	}
+	return nil
 }
 
 func validateSelect(engine, metric string, src *Source, selectedOn map[string]string) []error {

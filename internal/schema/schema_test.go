@@ -116,6 +116,59 @@ metrics:
 	}
 }
 
+func TestParseRejectsBrokenEnums(t *testing.T) {
+	attrs := func(enums string) string {
+		return "version: 1\nattributes:\n" +
+			"  - {name: llm.incident.severity, level: datapoint, description: d, enum: [{value: warning, description: d}]}\n" + enums +
+			"engines:\n  vllm: {description: d, metric_prefixes: [\"vllm:\"]}\nmetrics: []\n"
+	}
+	cases := map[string]struct{ enums, wantErr string }{
+		"value twice":       {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: queue, description: d}, {value: queue, description: e}]}\n", `enum value "queue" declared twice`},
+		"no description":    {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: queue}]}\n", `enum value "queue" has no description`},
+		"not an identifier": {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: Queue-Time, description: d}]}\n", "not a lower-case identifier"},
+		"detector without severity": {"  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, description: d}]}\n",
+			`detector "kv_thrash": severity "" is not a value of llm.incident.severity`},
+		"detector with unknown severity": {"  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, severity: critical, description: d}]}\n",
+			`severity "critical" is not a value`},
+		"severity off a detector": {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: queue, severity: warning, description: d}]}\n", "only detectors have one"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(attrs(c.enums)))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.wantErr)
+		})
+	}
+	s, err := Parse([]byte(attrs("  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, severity: warning, description: d}]}\n")))
+	require.NoError(t, err)
+	assert.Equal(t, []EnumValue{{Value: "kv_thrash", Severity: "warning", Description: "d"}}, s.Enum(AttrLLMIncidentDetector))
+}
+
+// The generated lists are the schema's enum values, in its order, and every detector has its severity.
+func TestGeneratedEnumsMatchTheSchema(t *testing.T) {
+	s, err := Default()
+	require.NoError(t, err)
+	values := func(attr string) []string {
+		var out []string
+		for _, v := range s.Enum(attr) {
+			out = append(out, v.Value)
+		}
+		return out
+	}
+	assert.Equal(t, values(AttrLLMRootCause), RootCauseValues())
+	assert.Equal(t, values(AttrLLMIncidentDetector), IncidentDetectorValues())
+	assert.Equal(t, values(AttrLLMIncidentState), IncidentStateValues())
+	assert.Equal(t, values(AttrLLMPhase), PhaseValues())
+	assert.Equal(t, values(AttrLLMCostCategory), CostCategoryValues())
+	for _, v := range s.Enum(AttrLLMIncidentDetector) {
+		assert.Equal(t, v.Severity, IncidentDetectorSeverity(v.Value), v.Value)
+	}
+	assert.Empty(t, IncidentDetectorSeverity("no_such_detector"))
+	doc := repoFile(t, GeneratedDocPath)
+	assert.Contains(t, doc, "| `kv_thrash` | critical |")
+	assert.Contains(t, doc, "| `idle_while_waiting` |")
+}
+
 func TestSpellingsCoverRayPrefixes(t *testing.T) {
 	s, err := Default()
 	require.NoError(t, err)
