@@ -11,7 +11,7 @@ FUZZTIME      ?= 15s
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean demo deps rules
+.PHONY: build run test unit fuzz e2e deploy-test vet generate check-generated bench clean demo deps rules
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
@@ -23,7 +23,7 @@ run: build
 demo: build
 	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
-test: deps build check-generated vet rules unit fuzz e2e
+test: deps build check-generated vet rules unit fuzz e2e deploy-test
 
 # What the tests need beyond Go: a real Prometheus (Debian's package), for the end-to-end tests that run
 # every dashboard and alert expression through it, and promtool for the rule tests.
@@ -56,6 +56,11 @@ fuzz:
 
 e2e: build
 	SERVESCOPE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./test/e2e/
+
+# deploy/ (its own Go module, for Helm's dependencies): the chart renders as its golden files, every manifest
+# decodes strictly into its Kubernetes type, every embedded collector configuration validates on the binary.
+deploy-test: build
+	cd deploy && SERVESCOPE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
 
 # Regenerate everything generated: the collector's main from builder-config.yaml, and the Go constants and
 # docs/schema.md from schema/canonical.yaml.

@@ -1,0 +1,319 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+type servescopeContainer struct {
+	pod       *corev1.PodSpec
+	container *corev1.Container
+}
+
+// servescopeContainers are the collector containers of an object's pod template.
+func servescopeContainers(o object) []servescopeContainer {
+	d, ok := o.typed.(*appsv1.Deployment)
+	if !ok {
+		return nil
+	}
+	var out []servescopeContainer
+	for i := range d.Spec.Template.Spec.Containers {
+		if c := &d.Spec.Template.Spec.Containers[i]; c.Name == "servescope" {
+			out = append(out, servescopeContainer{&d.Spec.Template.Spec, c})
+		}
+	}
+	return out
+}
+
+// dockerfile is what the tests read of deploy/Dockerfile: its final stage's instructions.
+type dockerfile struct {
+	entrypoint, cmd []string
+	user            string
+	exposed         []int32
+	copiedBinary    string // the path the build stage's binary is copied from
+	buildRuns       []string
+}
+
+func readDockerfile(t *testing.T) dockerfile {
+	t.Helper()
+	data, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Continuation lines joined, comments dropped.
+	text := strings.ReplaceAll(string(data), "\\\n", " ")
+	var d dockerfile
+	stage := ""
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		word, rest, _ := strings.Cut(line, " ")
+		rest = strings.TrimSpace(rest)
+		switch strings.ToUpper(word) {
+		case "FROM":
+			stage = rest
+		case "RUN":
+			if strings.HasSuffix(stage, " AS build") {
+				d.buildRuns = append(d.buildRuns, rest)
+			}
+		case "ENTRYPOINT":
+			if err := json.Unmarshal([]byte(rest), &d.entrypoint); err != nil {
+				t.Fatalf("ENTRYPOINT is not in exec form: %v", err)
+			}
+		case "CMD":
+			if err := json.Unmarshal([]byte(rest), &d.cmd); err != nil {
+				t.Fatalf("CMD is not in exec form: %v", err)
+			}
+		case "USER":
+			d.user = rest
+		case "EXPOSE":
+			for _, p := range strings.Fields(rest) {
+				n, err := strconv.Atoi(p)
+				if err != nil {
+					t.Fatalf("EXPOSE %s: %v", p, err)
+				}
+				d.exposed = append(d.exposed, int32(n))
+			}
+		case "COPY":
+			if f := strings.Fields(rest); len(f) == 3 && f[0] == "--from=build" && strings.HasSuffix(f[2], "/otelcol-servescope") {
+				d.copiedBinary = f[1]
+			}
+		}
+	}
+	return d
+}
+
+// The image is built by the same `make build` the tests build the binary with, and runs the binary as the
+// manifests expect: its path, its --config, its user, its ports.
+func TestDockerfileAgreesWithTheBuildAndTheManifests(t *testing.T) {
+	d := readDockerfile(t)
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := regexp.MustCompile(`(?m)^BIN\s*:=\s*(\S+)$`).FindSubmatch(makefile)
+	if bin == nil {
+		t.Fatal("no BIN := in the Makefile")
+	}
+	if !slices.ContainsFunc(d.buildRuns, func(r string) bool { return strings.Contains(r, "make build") }) {
+		t.Errorf("the build stage does not run make build: %q", d.buildRuns)
+	}
+	if want := "/src/" + string(bin[1]); d.copiedBinary != want {
+		t.Errorf("the image copies %q from the build stage, make build writes %q", d.copiedBinary, want)
+	}
+	if !slices.Equal(d.entrypoint, []string{"/otelcol-servescope"}) {
+		t.Errorf("ENTRYPOINT %q, want the binary", d.entrypoint)
+	}
+	if !slices.Equal(d.cmd, []string{"--config=/etc/servescope/config.yaml"}) {
+		t.Errorf("CMD %q, want --config=/etc/servescope/config.yaml", d.cmd)
+	}
+	if d.user != "65532:65532" {
+		t.Errorf("USER %q, want 65532:65532 (distroless' nonroot)", d.user)
+	}
+
+	containers := 0
+	for _, o := range allObjects(t) {
+		for _, c := range servescopeContainers(o) {
+			containers++
+			where := o.source + ": " + o.name
+			if !slices.Equal(c.container.Args, d.cmd) {
+				t.Errorf("%s: args %q, the image's default is %q", where, c.container.Args, d.cmd)
+			}
+			if !mountsConfigAt(c, "/etc/servescope") {
+				t.Errorf("%s: no ConfigMap with config.yaml mounted at /etc/servescope", where)
+			}
+			names := map[string]bool{}
+			for _, p := range c.container.Ports {
+				names[p.Name] = true
+				if !slices.Contains(d.exposed, p.ContainerPort) {
+					t.Errorf("%s: port %d is not exposed by the image (%v)", where, p.ContainerPort, d.exposed)
+				}
+			}
+			for _, probe := range []*corev1.Probe{c.container.LivenessProbe, c.container.ReadinessProbe} {
+				if probe == nil || probe.HTTPGet == nil || !names[probe.HTTPGet.Port.String()] {
+					t.Errorf("%s: a probe missing, or on an undeclared port", where)
+				} else if port := portNumber(c.container, probe.HTTPGet.Port.String()); port != 13133 {
+					t.Errorf("%s: probed on %d, health_check listens on 13133", where, port)
+				}
+			}
+			user := c.container.SecurityContext
+			if user == nil || user.RunAsUser == nil {
+				if c.pod.SecurityContext != nil && c.pod.SecurityContext.RunAsUser != nil {
+					user = &corev1.SecurityContext{RunAsUser: c.pod.SecurityContext.RunAsUser}
+				}
+			}
+			if user == nil || user.RunAsUser == nil || *user.RunAsUser != 65532 {
+				t.Errorf("%s: the container does not run as the image's user 65532", where)
+			}
+		}
+	}
+	// The plain sidecar's vLLM Deployment and the gateway's, in kubernetes/ and in the chart.
+	if containers != 3 {
+		t.Errorf("found %d servescope containers, want 3", containers)
+	}
+}
+
+func mountsConfigAt(c servescopeContainer, dir string) bool {
+	for _, m := range c.container.VolumeMounts {
+		if m.MountPath != dir {
+			continue
+		}
+		for _, v := range c.pod.Volumes {
+			if v.Name == m.Name && v.ConfigMap != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func portNumber(c *corev1.Container, name string) int32 {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	return 0
+}
+
+// KEDA reads the scale endpoint llm_routing serves, at the gateway Service's routing port, for a pool of
+// the model the scaled Deployment serves.
+func TestScaledObjectsReadTheGatewaysScaleEndpoint(t *testing.T) {
+	objects := allObjects(t)
+	services := map[string]*corev1.Service{}
+	models := map[string]string{} // Deployment name -> the model its engine serves
+	for _, o := range objects {
+		switch typed := o.typed.(type) {
+		case *corev1.Service:
+			services[typed.Name+"."+typed.Namespace] = typed
+		case *appsv1.Deployment:
+			for _, c := range typed.Spec.Template.Spec.Containers {
+				for _, a := range c.Args {
+					if m, ok := strings.CutPrefix(a, "--model="); ok {
+						models[typed.Name] = m
+					}
+				}
+			}
+		}
+	}
+	scaled := 0
+	for _, o := range objects {
+		so, ok := o.typed.(*scaledObject)
+		if !ok {
+			continue
+		}
+		scaled++
+		if len(so.Spec.Triggers) != 1 {
+			t.Fatalf("%s: %d triggers, want the one", o.source, len(so.Spec.Triggers))
+		}
+		trig := so.Spec.Triggers[0]
+		if trig.Type != "metrics-api" || trig.MetricType != "AverageValue" || trig.Metadata["valueLocation"] != "desiredReplicas" || trig.Metadata["targetValue"] != "1" {
+			t.Errorf("%s: trigger %+v does not read desiredReplicas as one replica per unit", o.source, trig)
+		}
+		u, err := url.Parse(trig.Metadata["url"])
+		if err != nil {
+			t.Fatalf("%s: %v", o.source, err)
+		}
+		svc := services[strings.TrimSuffix(u.Hostname(), ".svc.cluster.local")]
+		if svc == nil {
+			t.Errorf("%s: %s is no Service here", o.source, u.Hostname())
+		} else if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == u.Port() && p.Name == "routing" }) {
+			t.Errorf("%s: port %s is not the Service's routing port", o.source, u.Port())
+		}
+		model, ok := strings.CutPrefix(u.EscapedPath(), "/v1/pools/")
+		model, ok2 := strings.CutSuffix(model, "/scale")
+		if !ok || !ok2 || strings.Contains(model, "/") {
+			t.Errorf("%s: %s is not /v1/pools/{model}/scale with the model escaped", o.source, u.EscapedPath())
+		}
+		if unescaped, _ := url.PathUnescape(model); unescaped != models[so.Spec.ScaleTargetRef.Name] {
+			t.Errorf("%s: reads the pool of %q, %s serves %q", o.source, unescaped, so.Spec.ScaleTargetRef.Name, models[so.Spec.ScaleTargetRef.Name])
+		}
+	}
+	if scaled != 2 {
+		t.Errorf("found %d ScaledObjects, want 2 (kubernetes/keda and the chart's gateway)", scaled)
+	}
+}
+
+// k8s_attributes on the gateway: it finds the sidecar's pod by the connection's address (the sidecar sends
+// from its replica's pod), extracts what the incidents should name, and the RBAC lets it read that.
+func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
+	objects := allObjects(t)
+	checked := 0
+	for _, o := range objects {
+		cm, ok := o.typed.(*corev1.ConfigMap)
+		if !ok || !strings.Contains(o.name, "gateway") {
+			continue
+		}
+		var cfg struct {
+			Processors map[string]struct {
+				PodAssociation []struct {
+					Sources []struct{ From, Name string }
+				} `json:"pod_association"`
+				Extract struct {
+					Metadata []string
+				}
+			}
+			Service struct {
+				Pipelines map[string]struct{ Receivers, Processors []string }
+			}
+		}
+		if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		k8s, ok := cfg.Processors["k8s_attributes"]
+		if !ok {
+			t.Errorf("%s: no k8s_attributes", o.source)
+			continue
+		}
+		checked++
+		if len(k8s.PodAssociation) == 0 || k8s.PodAssociation[0].Sources[0].From != "connection" {
+			t.Errorf("%s: the first pod association is not by connection", o.source)
+		}
+		for _, attr := range []string{"k8s.pod.name", "k8s.namespace.name", "k8s.node.name", "k8s.deployment.name"} {
+			if !slices.Contains(k8s.Extract.Metadata, attr) {
+				t.Errorf("%s: k8s_attributes does not extract %s", o.source, attr)
+			}
+		}
+		for name, p := range cfg.Service.Pipelines {
+			if slices.Contains(p.Receivers, "otlp") && !slices.Contains(p.Processors, "k8s_attributes") {
+				t.Errorf("%s: pipeline %s takes OTLP without k8s_attributes", o.source, name)
+			}
+		}
+	}
+	if checked != 2 {
+		t.Errorf("checked %d gateway configurations, want 2", checked)
+	}
+	// The ClusterRole lets it list and watch pods, namespaces, nodes and ReplicaSets (k8s.deployment.name).
+	roles := 0
+	for _, o := range objects {
+		if o.kind != "ClusterRole" {
+			continue
+		}
+		roles++
+		raw, _ := yaml.Marshal(o.typed)
+		for _, need := range []string{"pods", "namespaces", "nodes", "replicasets", "list", "watch"} {
+			if !strings.Contains(string(raw), "- "+need+"\n") {
+				t.Errorf("%s: ClusterRole %s does not grant %s", o.source, o.name, need)
+			}
+		}
+	}
+	if roles != 2 {
+		t.Errorf("found %d ClusterRoles, want 2", roles)
+	}
+}
