@@ -12,20 +12,20 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-)
 
-var componentType = component.MustNewType("llm_root_cause")
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
+)
 
 // NewFactory creates the llm_root_cause connector factory. Spans in: enriched spans, phase metrics and
 // slow-request logs out. Metrics in: the replica state the explanations read; nothing comes out of them.
 func NewFactory() connector.Factory {
-	return connector.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
-		connector.WithTracesToTraces(createTracesToTraces, component.StabilityLevelAlpha),
-		connector.WithTracesToMetrics(createTracesToMetrics, component.StabilityLevelAlpha),
-		connector.WithTracesToLogs(createTracesToLogs, component.StabilityLevelAlpha),
-		connector.WithMetricsToTraces(createMetricsToTraces, component.StabilityLevelAlpha),
-		connector.WithMetricsToMetrics(createMetricsToMetrics, component.StabilityLevelAlpha),
-		connector.WithMetricsToLogs(createMetricsToLogs, component.StabilityLevelAlpha),
+	return connector.NewFactory(metadata.Type, func() component.Config { return createDefaultConfig() },
+		connector.WithTracesToTraces(createTracesToTraces, metadata.TracesToTracesStability),
+		connector.WithTracesToMetrics(createTracesToMetrics, metadata.TracesToMetricsStability),
+		connector.WithTracesToLogs(createTracesToLogs, metadata.TracesToLogsStability),
+		connector.WithMetricsToTraces(createMetricsToTraces, metadata.MetricsToTracesStability),
+		connector.WithMetricsToMetrics(createMetricsToMetrics, metadata.MetricsToMetricsStability),
+		connector.WithMetricsToLogs(createMetricsToLogs, metadata.MetricsToLogsStability),
 	)
 }
 

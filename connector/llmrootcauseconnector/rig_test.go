@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -46,7 +47,7 @@ func newRig(t *testing.T, mutate ...func(*Config)) *rig {
 	require.NoError(t, cfg.Validate())
 	r := &rig{t: t, traces: &consumertest.TracesSink{}, metrics: &consumertest.MetricsSink{}, logs: &consumertest.LogsSink{}}
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	ctx := context.Background()
 	tt, err := f.CreateTracesToTraces(ctx, set, cfg, r.traces)
 	require.NoError(t, err)

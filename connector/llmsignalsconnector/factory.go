@@ -11,15 +11,15 @@ import (
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-)
 
-var componentType = component.MustNewType("llm_signals")
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
+)
 
 // NewFactory creates the llm_signals connector factory: metrics in; signal metrics and incident logs out.
 func NewFactory() connector.Factory {
-	return connector.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
-		connector.WithMetricsToMetrics(createMetricsToMetrics, component.StabilityLevelAlpha),
-		connector.WithMetricsToLogs(createMetricsToLogs, component.StabilityLevelAlpha))
+	return connector.NewFactory(metadata.Type, func() component.Config { return createDefaultConfig() },
+		connector.WithMetricsToMetrics(createMetricsToMetrics, metadata.MetricsToMetricsStability),
+		connector.WithMetricsToLogs(createMetricsToLogs, metadata.MetricsToLogsStability))
 }
 
 var cores = struct {

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -79,7 +80,7 @@ func TestAFaultCostsOneEvaluation(t *testing.T) {
 // Shutdown without Start leaves no stale core; a later create uses its own configuration.
 func TestLifecycle(t *testing.T) {
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	ctx := context.Background()
 	first := createDefaultConfig()
 	first.MaxTenants = 7

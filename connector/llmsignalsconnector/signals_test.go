@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/metricstest"
@@ -40,7 +41,7 @@ func newRig(t *testing.T, mutate ...func(*Config)) *rig {
 	require.NoError(t, cfg.Validate())
 	r := &rig{t: t, metrics: &consumertest.MetricsSink{}, logs: &consumertest.LogsSink{}}
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	mm, err := f.CreateMetricsToMetrics(context.Background(), set, cfg, r.metrics)
 	require.NoError(t, err)
 	ml, err := f.CreateMetricsToLogs(context.Background(), set, cfg, r.logs)

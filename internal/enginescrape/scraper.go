@@ -30,6 +30,8 @@ import (
 type Engine struct {
 	// Name is the value of llm.engine.name.
 	Name string
+	// Receiver is what the receiver of this engine says about itself in its metadata.yaml.
+	Receiver Metadata
 	// VersionPath is polled for llm.engine.version ("" when the engine has none).
 	VersionPath string
 	// ParseVersion extracts the version from the VersionPath response body.

@@ -8,20 +8,19 @@ import (
 	"errors"
 	"fmt"
 
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/llamacppreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("llama_cpp")
 
 // llama-server listens on 8080 by default.
 const defaultEndpoint = "http://localhost:8080"
 
 var engine = enginescrape.Engine{
 	Name:         schema.EngineLlamaCpp,
+	Receiver:     enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
 	VersionPath:  "/props",
 	ParseVersion: parseBuild,
 	StatusHints:  map[int]string{501: "llama-server serves /metrics only when started with --metrics"},
@@ -33,7 +32,7 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the llama_cpp receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
 }
 
 // parseBuild reads the build from /props: `build_info` (e.g. "b6123-4a5b6c7d").

@@ -23,6 +23,7 @@ import (
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/metricstest"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
 )
 
 // rig runs one receiver built by the factory against a sink; the first interval runs at Start, and tick
@@ -39,7 +40,7 @@ func newRig(t *testing.T, cfg *Config, loc gpuLocator) *rig {
 	cfg.CollectionInterval = time.Hour
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.InfoLevel)
-	set := receivertest.NewNopSettings(componentType)
+	set := receivertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
 	f := newFactory(func(*Config, *zap.Logger) gpuLocator { return loc })
@@ -475,7 +476,7 @@ func newRigOnHost(t *testing.T, cfg *Config, loc gpuLocator, host string) *rig {
 	cfg.CollectionInterval = time.Hour
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.InfoLevel)
-	set := receivertest.NewNopSettings(componentType)
+	set := receivertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
 	r, err := newReceiver(cfg, set, sink, loc)

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
 )
 
 // gpuState is what one mocked GPU reports; tests change it between scrapes.
@@ -207,7 +208,7 @@ func newRig(t *testing.T, srv *server.Server, mutate ...func(*Config)) *rig {
 	}
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.DebugLevel)
-	set := receivertest.NewNopSettings(componentType)
+	set := receivertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	r.logs = logs
 	r.s = newGPUScraper(cfg, srv, set)
@@ -571,7 +572,7 @@ func TestReceiverLifecycle(t *testing.T) {
 	f := newFactory(func(*Config) nvml.Interface { return srv })
 	cfg := f.CreateDefaultConfig().(*Config)
 	require.NoError(t, componenttest.CheckConfigStruct(cfg))
-	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, nil)
+	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, rcv.Shutdown(context.Background()))

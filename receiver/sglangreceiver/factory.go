@@ -8,20 +8,19 @@ import (
 	"fmt"
 	"strconv"
 
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/sglangreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("sglang")
 
 // SGLang's server listens on 30000 by default.
 const defaultEndpoint = "http://localhost:30000"
 
 var engine = enginescrape.Engine{
 	Name:        schema.EngineSglang,
+	Receiver:    enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
 	StatusHints: map[int]string{404: "SGLang serves /metrics only when started with --enable-metrics"},
 	State: []enginescrape.StateEndpoint{
 		{Name: "server_info", Paths: []string{"/server_info", "/get_server_info"}, MaxBodySize: 4 << 20, Parse: parseServerInfo},
@@ -32,7 +31,7 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the sglang receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
 }
 
 // parseServerInfo reads the version and the parallel layout from /server_info, a flat dict of the server

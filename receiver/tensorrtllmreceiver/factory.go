@@ -9,14 +9,12 @@
 package tensorrtllmreceiver
 
 import (
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tensorrtllmreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("tensorrt_llm")
 
 // trtllm-serve listens on 8000 and serves Prometheus text under /prometheus/metrics (its /metrics is JSON).
 const (
@@ -26,6 +24,7 @@ const (
 
 var engine = enginescrape.Engine{
 	Name:         schema.EngineTensorrtLLM,
+	Receiver:     enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability},
 	VersionPath:  "/version",
 	ParseVersion: enginescrape.ParseVersionField,
 	StatusHints:  map[int]string{404: "trtllm-serve serves /prometheus/metrics from TensorRT-LLM 1.1 on"},
@@ -40,5 +39,5 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the tensorrt_llm receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactoryWithPath(componentType, defaultEndpoint, metricsPath, engine)
+	return enginescrape.NewReceiverFactoryWithPath(defaultEndpoint, metricsPath, engine)
 }

@@ -7,24 +7,23 @@
 package tritonreceiver
 
 import (
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tritonreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("triton")
 
 // Triton serves Prometheus metrics on its metrics port, 8002 by default (HTTP API on 8000, gRPC on 8001).
 const defaultEndpoint = "http://localhost:8002"
 
 var engine = enginescrape.Engine{
 	Name:        schema.EngineTriton,
+	Receiver:    enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
 	StatusHints: map[int]string{404: "Triton serves metrics on its metrics port (8002) unless started with --allow-metrics=false"},
 }
 
 // NewFactory creates the triton receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
 }

@@ -4,14 +4,12 @@
 package vllmreceiver
 
 import (
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/vllmreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("vllm")
 
 // vLLM's OpenAI-compatible server listens on 8000 and serves /metrics and /version there.
 const (
@@ -21,11 +19,12 @@ const (
 
 var engine = enginescrape.Engine{
 	Name:         schema.EngineVLLM,
+	Receiver:     enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
 	VersionPath:  versionPath,
 	ParseVersion: enginescrape.ParseVersionField,
 }
 
 // NewFactory creates the vllm receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
 }
