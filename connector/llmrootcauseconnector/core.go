@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/labelcap"
@@ -99,20 +100,14 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
 		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
 		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{}}
-	meter := set.MeterProvider.Meter(scopeName)
-	var errs [5]error
-	c.guards, errs[4] = panicguard.NewGuard("llm_root_cause", "servescope_root_cause", set.Logger, meter)
-	c.requests, errs[0] = meter.Int64Counter("servescope_root_cause_requests",
-		metric.WithDescription("Request spans explained, by root cause."), metric.WithUnit("{request}"))
-	c.forced, errs[1] = meter.Int64Counter("servescope_root_cause_forced_spans",
-		metric.WithDescription("Request spans sent before the state after their end arrived (max_wait passed, the wait buffer was full, or shutdown)."),
-		metric.WithUnit("{span}"))
-	c.waiting, errs[2] = meter.Int64UpDownCounter("servescope_root_cause_waiting_spans",
-		metric.WithDescription("Spans held for the state after their end."), metric.WithUnit("{span}"))
-	c.rejected, errs[3] = meter.Int64Counter("servescope_root_cause_rejected_spans",
-		metric.WithDescription("Request spans passed on unexplained because a number is outside the bounds of one request, by attribute."),
-		metric.WithUnit("{span}"))
-	return c, errors.Join(errs[:]...)
+	telemetry, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return nil, err
+	}
+	c.guards = panicguard.NewGuard("llm_root_cause", set.Logger, telemetry.LlmRootCauseRecoveredPanics)
+	c.requests, c.forced = telemetry.LlmRootCauseRequests, telemetry.LlmRootCauseForcedSpans
+	c.waiting, c.rejected = telemetry.LlmRootCauseWaitingSpans, telemetry.LlmRootCauseRejectedSpans
+	return c, nil
 }
 
 // start counts an instance in; an instance started twice counts once.
@@ -435,7 +430,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 				}
 				if field := c.bounds.violation(span); field != "" {
 					c.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("attribute", field)))
-					c.warnOnceLocked("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in servescope_root_cause_rejected_spans)",
+					c.warnOnceLocked("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in otelcol_llm_root_cause_rejected_spans)",
 						zap.String("attribute", field), zap.Int64("max_request_tokens", c.cfg.MaxRequestTokens),
 						zap.Duration("max_request_duration", c.cfg.MaxRequestDuration))
 					continue

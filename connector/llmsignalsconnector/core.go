@@ -17,8 +17,11 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
@@ -53,6 +56,9 @@ type core struct {
 	// beforeEvaluate, when set (tests), runs before each evaluation: a way to force a fault.
 	beforeEvaluate func()
 	guards         *panicguard.Guard
+	telemetry      *metadata.TelemetryBuilder
+	// The evaluations' trigger attribute, built once.
+	onData, onWallClock metric.MeasurementOption
 }
 
 type incidentKey struct{ detector, replica string }
@@ -78,8 +84,13 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 			MaxLabelLength: cfg.MaxLabelLength}),
 		incidents: map[incidentKey]*incident{}, costs: newCostBook()}
 	c.usage = newUsage(cfg, c.costs)
-	c.guards, err = panicguard.NewGuard("llm_signals", "servescope_signals", set.Logger, set.MeterProvider.Meter(scopeName))
-	return c, err
+	if c.telemetry, err = metadata.NewTelemetryBuilder(set); err != nil {
+		return nil, err
+	}
+	c.guards = panicguard.NewGuard("llm_signals", set.Logger, c.telemetry.LlmSignalsRecoveredPanics)
+	c.onData = metric.WithAttributeSet(attribute.NewSet(attribute.String("trigger", "data")))
+	c.onWallClock = metric.WithAttributeSet(attribute.NewSet(attribute.String("trigger", "wall_clock")))
+	return c, nil
 }
 
 // guard runs one step with c.mu held; a panic in it is reported and costs that step only (the lock is
@@ -141,6 +152,7 @@ func (c *core) wallClock(stop <-chan struct{}) {
 			var out outputs
 			if due {
 				c.guard("evaluate", func() { out = c.evaluate(now.UnixNano()) })
+				c.telemetry.LlmSignalsEvaluations.Add(context.Background(), 1, c.onWallClock)
 			}
 			c.mu.Unlock()
 			if due {
@@ -162,6 +174,7 @@ func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) err
 		c.mu.Unlock()
 		return nil
 	}
+	c.telemetry.LlmSignalsBatches.Add(ctx, 1)
 	var newest int64
 	c.guard("state", func() {
 		c.store.Observe(md)
@@ -177,6 +190,7 @@ func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) err
 		// cycle (engines, GPUs, the root-cause counters) has arrived by then, not only the first one.
 		for c.nextEval+int64(c.cfg.Interval)/2 <= newest {
 			c.guard("evaluate", func() { outs = append(outs, c.evaluate(c.nextEval)) })
+			c.telemetry.LlmSignalsEvaluations.Add(ctx, 1, c.onData)
 			c.nextEval += int64(c.cfg.Interval)
 		}
 	}
@@ -201,7 +215,11 @@ func (c *core) emit(ctx context.Context, o outputs) error {
 	if c.logsOut != nil && o.logs.LogRecordCount() > 0 {
 		errs = append(errs, c.logsOut.ConsumeLogs(ctx, o.logs))
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	if err != nil {
+		c.telemetry.LlmSignalsOutputErrors.Add(ctx, 1)
+	}
+	return err
 }
 
 // evaluate runs every detector and signal at time now (unix ns). Called with c.mu held.

@@ -6,6 +6,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Metadata is what an engine receiver's metadata.yaml says about it, read from the receiver's generated
@@ -15,6 +16,14 @@ type Metadata struct {
 	MetricsStability component.StabilityLevel
 	// TracesStability is the traces signal's, for an engine with a span source.
 	TracesStability component.StabilityLevel
+	// Telemetry builds the receiver's self-telemetry instruments with its generated telemetry builder.
+	Telemetry func(component.TelemetrySettings) (Telemetry, error)
+}
+
+// Telemetry is the self-telemetry every engine receiver declares in its metadata.yaml: the same four
+// counters in each (otelcol_engine_*), under the receiver's own instrumentation scope.
+type Telemetry struct {
+	ScrapeFailures, RejectedLines, DroppedPoints, CounterResets metric.Int64Counter
 }
 
 // NewReceiverFactory is an engine receiver's whole factory: the engine's usual endpoint, and what is peculiar

@@ -49,7 +49,7 @@ func TestFactoryOffersTracesOnlyWithASpanSource(t *testing.T) {
 // read again when it comes back.
 func TestSpanScraperPolls(t *testing.T) {
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{"/records": {Body: []byte("abc")}, "/version": {Body: []byte(`{"version":"9"}`)}})
-	engine := enginescrape.Engine{Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: enginescrape.ParseVersionField, Spans: oneSpanPerRecord}
+	engine := enginescrape.Engine{Receiver: enginescrape.StandInReceiver, Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: enginescrape.ParseVersionField, Spans: oneSpanPerRecord}
 	cfg := enginescrape.NewDefaultConfig(srv.URL, "/metrics")
 	r := enginescrapetest.NewSpanRig(t, component.MustNewType("engine"), &cfg, engine, srv.URL)
 	td := r.Poll(1)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -19,8 +20,9 @@ import (
 const defaultEndpoint = "http://localhost:8080"
 
 var engine = enginescrape.Engine{
-	Name:         schema.EngineLlamaCpp,
-	Receiver:     enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
+	Name: schema.EngineLlamaCpp,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	VersionPath:  "/props",
 	ParseVersion: parseBuild,
 	StatusHints:  map[int]string{501: "llama-server serves /metrics only when started with --metrics"},
@@ -33,6 +35,16 @@ var engine = enginescrape.Engine{
 // NewFactory creates the llama_cpp receiver factory.
 func NewFactory() receiver.Factory {
 	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }
 
 // parseBuild reads the build from /props: `build_info` (e.g. "b6123-4a5b6c7d").

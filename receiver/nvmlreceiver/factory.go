@@ -35,7 +35,10 @@ func newFactory(lib newLibrary) receiver.Factory {
 	return receiver.NewFactory(metadata.Type, createDefaultConfig,
 		receiver.WithMetrics(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
 			c := cfg.(*Config)
-			s := newGPUScraper(c, lib(c), set)
+			s, err := newGPUScraper(c, lib(c), set)
+			if err != nil {
+				return nil, err
+			}
 			sc, err := scraper.NewMetrics(s.scrape, scraper.WithStart(s.start), scraper.WithShutdown(s.shutdown))
 			if err != nil {
 				return nil, err

@@ -59,9 +59,20 @@ func NewFactory() receiver.Factory {
 		}, metadata.MetricsStability))
 }
 
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+}
+
 func engineFor(c *Config) enginescrape.Engine {
 	e := enginescrape.Engine{Name: schema.EngineRayServe,
-		Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability}}
+		Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+			Telemetry: telemetry}}
 	if c.DashboardEndpoint != "" {
 		e.State = []enginescrape.StateEndpoint{{
 			Name: "serve_applications", BaseURL: c.DashboardEndpoint, Paths: []string{"/api/serve/applications/"},

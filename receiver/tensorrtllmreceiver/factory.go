@@ -9,6 +9,7 @@
 package tensorrtllmreceiver
 
 import (
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -23,8 +24,9 @@ const (
 )
 
 var engine = enginescrape.Engine{
-	Name:         schema.EngineTensorrtLLM,
-	Receiver:     enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability},
+	Name: schema.EngineTensorrtLLM,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability,
+		Telemetry: telemetry},
 	VersionPath:  "/version",
 	ParseVersion: enginescrape.ParseVersionField,
 	StatusHints:  map[int]string{404: "trtllm-serve serves /prometheus/metrics from TensorRT-LLM 1.1 on"},
@@ -40,4 +42,14 @@ var engine = enginescrape.Engine{
 // NewFactory creates the tensorrt_llm receiver factory.
 func NewFactory() receiver.Factory {
 	return enginescrape.NewReceiverFactoryWithPath(defaultEndpoint, metricsPath, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }

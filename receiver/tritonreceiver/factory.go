@@ -7,6 +7,7 @@
 package tritonreceiver
 
 import (
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -18,12 +19,23 @@ import (
 const defaultEndpoint = "http://localhost:8002"
 
 var engine = enginescrape.Engine{
-	Name:        schema.EngineTriton,
-	Receiver:    enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
+	Name: schema.EngineTriton,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	StatusHints: map[int]string{404: "Triton serves metrics on its metrics port (8002) unless started with --allow-metrics=false"},
 }
 
 // NewFactory creates the triton receiver factory.
 func NewFactory() receiver.Factory {
 	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }

@@ -4,6 +4,7 @@
 package vllmreceiver
 
 import (
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -18,8 +19,9 @@ const (
 )
 
 var engine = enginescrape.Engine{
-	Name:         schema.EngineVLLM,
-	Receiver:     enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability},
+	Name: schema.EngineVLLM,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	VersionPath:  versionPath,
 	ParseVersion: enginescrape.ParseVersionField,
 }
@@ -27,4 +29,14 @@ var engine = enginescrape.Engine{
 // NewFactory creates the vllm receiver factory.
 func NewFactory() receiver.Factory {
 	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }
