@@ -12,7 +12,9 @@ import (
 // Metadata is what an engine receiver's metadata.yaml says about it, read from the receiver's generated
 // metadata package: the shared code has no metadata of its own.
 type Metadata struct {
-	Type             component.Type
+	Type component.Type
+	// ScopeName is the instrumentation scope of what the receiver emits: its package path.
+	ScopeName        string
 	MetricsStability component.StabilityLevel
 	// TracesStability is the traces signal's, for an engine with a span source.
 	TracesStability component.StabilityLevel

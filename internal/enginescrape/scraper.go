@@ -100,8 +100,8 @@ func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scrape
 }
 
 func (s *Scraper) initTelemetry() error {
-	if s.engine.Receiver.Telemetry == nil {
-		return fmt.Errorf("engine %s: its receiver gives no self-telemetry", s.engine.Name)
+	if s.engine.Receiver.ScopeName == "" || s.engine.Receiver.Telemetry == nil {
+		return fmt.Errorf("engine %s: its receiver gives no scope name or no self-telemetry", s.engine.Name)
 	}
 	t, err := s.engine.Receiver.Telemetry(s.settings.TelemetrySettings)
 	if err != nil {
@@ -137,7 +137,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	md := pmetric.NewMetrics()
 	rm := md.ResourceMetrics().AppendEmpty()
 	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName("github.com/servescope/servescope/receiver/" + s.settings.ID.Type().String() + "receiver")
+	sm.Scope().SetName(s.engine.Receiver.ScopeName)
 	sm.Scope().SetVersion(s.settings.BuildInfo.Version)
 
 	up, answered := s.scrapeMetrics(ctx, now, sm.Metrics())

@@ -11,6 +11,7 @@ import (
 // receiver's metadata.yaml gives it. Exported for the package's external tests.
 var StandInReceiver = Metadata{
 	Type:             component.MustNewType("engine"),
+	ScopeName:        "github.com/servescope/servescope/internal/enginescrape/standin",
 	MetricsStability: component.StabilityLevelAlpha,
 	TracesStability:  component.StabilityLevelBeta,
 	Telemetry: func(set component.TelemetrySettings) (Telemetry, error) {

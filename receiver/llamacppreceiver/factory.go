@@ -21,7 +21,7 @@ const defaultEndpoint = "http://localhost:8080"
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineLlamaCpp,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
 		Telemetry: telemetry},
 	VersionPath:  "/props",
 	ParseVersion: parseBuild,

@@ -340,7 +340,7 @@ func (s *gpuScraper) collect(dev nvml.Device, g *gpu, rm pmetric.ResourceMetrics
 		res.PutStr(schema.AttrNvidiaDriverVersion, s.driver)
 	}
 	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName("github.com/servescope/servescope/receiver/nvmlreceiver")
+	sm.Scope().SetName(metadata.ScopeName)
 	sm.Scope().SetVersion(s.set.BuildInfo.Version)
 	p := &points{s: s, ms: sm.Metrics(), byName: map[string]pmetric.Metric{}, now: now, start: g.since}
 

@@ -71,7 +71,7 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 
 func engineFor(c *Config) enginescrape.Engine {
 	e := enginescrape.Engine{Name: schema.EngineRayServe,
-		Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+		Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
 			Telemetry: telemetry}}
 	if c.DashboardEndpoint != "" {
 		e.State = []enginescrape.StateEndpoint{{

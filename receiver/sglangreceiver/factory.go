@@ -21,7 +21,7 @@ const defaultEndpoint = "http://localhost:30000"
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineSglang,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
 		Telemetry: telemetry},
 	StatusHints: map[int]string{404: "SGLang serves /metrics only when started with --enable-metrics"},
 	State: []enginescrape.StateEndpoint{

@@ -25,7 +25,7 @@ const (
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineTensorrtLLM,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability,
 		Telemetry: telemetry},
 	VersionPath:  "/version",
 	ParseVersion: enginescrape.ParseVersionField,

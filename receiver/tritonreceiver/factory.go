@@ -20,7 +20,7 @@ const defaultEndpoint = "http://localhost:8002"
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineTriton,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
 		Telemetry: telemetry},
 	StatusHints: map[int]string{404: "Triton serves metrics on its metrics port (8002) unless started with --allow-metrics=false"},
 }

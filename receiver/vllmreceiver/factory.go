@@ -20,7 +20,7 @@ const (
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineVLLM,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, MetricsStability: metadata.MetricsStability,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
 		Telemetry: telemetry},
 	VersionPath:  versionPath,
 	ParseVersion: enginescrape.ParseVersionField,

@@ -208,9 +208,9 @@ func Testdata(t testing.TB, name string) []byte {
 }
 
 // ScrapeUnreachable runs one scrape of an endpoint nobody listens on, with the receiver's engine and set's
-// telemetry, and returns the endpoint's service.instance.id: a receiver's test then finds the failure in the
-// self-telemetry its metadata.yaml declares.
-func ScrapeUnreachable(t testing.TB, set receiver.Settings, cfg *enginescrape.Config, engine enginescrape.Engine) string {
+// telemetry. It returns the endpoint's service.instance.id and the scrape's metrics: a receiver's test then
+// finds the failure in the self-telemetry its metadata.yaml declares, and its scope name on the metrics.
+func ScrapeUnreachable(t testing.TB, set receiver.Settings, cfg *enginescrape.Config, engine enginescrape.Engine) (string, pmetric.Metrics) {
 	t.Helper()
 	cfg.Endpoint = "http://127.0.0.1:1"
 	require.NoError(t, cfg.Validate())
@@ -221,5 +221,5 @@ func ScrapeUnreachable(t testing.TB, set receiver.Settings, cfg *enginescrape.Co
 	md, err := s.Scrape(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, map[string]float64{"": 0}, Gauges(md, "llm.engine.up"), "nothing answers there")
-	return "127.0.0.1:1"
+	return "127.0.0.1:1", md
 }
