@@ -27,8 +27,6 @@ import (
 	"github.com/servescope/servescope/internal/schema"
 )
 
-const scopeName = "github.com/servescope/servescope/connector/llmsignalsconnector"
-
 // core is shared by one component ID's instances (metrics → metrics, metrics → logs). The first metrics
 // instance does the work: the collector hands every instance the same data.
 type core struct {
@@ -49,7 +47,6 @@ type core struct {
 	incidents  map[incidentKey]*incident
 	usage      *usage
 	costs      *costBook
-	refs       int
 	stop       chan struct{}
 	done       sync.WaitGroup
 
@@ -97,43 +94,32 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 // released by the caller as usual, so the connector goes on).
 func (c *core) guard(stage string, fn func()) { c.guards.Run(stage, fn) }
 
-// startOnce counts an instance in; an instance started twice counts once.
-func (c *core) startOnce(instanceStarted *bool) {
+// Start runs when the first of the core's instances starts (sharedcore counts them): the wall clock that
+// evaluates a silent fleet.
+func (c *core) Start(context.Context, component.Host) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if *instanceStarted {
-		return
-	}
-	*instanceStarted = true
-	c.refs++
-	if c.refs > 1 {
-		return
-	}
 	c.start = pcommon.NewTimestampFromTime(time.Now())
 	c.lastWall = time.Now()
 	c.stop = make(chan struct{})
 	c.done.Add(1)
 	go c.wallClock(c.stop)
+	return nil
 }
 
-// shutdown counts an instance out; one never started (shut down after another component failed to start)
-// changes nothing.
-func (c *core) shutdown(instanceStarted *bool) {
+// Shutdown runs when the last started instance stops (one never started, shut down after another
+// component failed to start, changes nothing).
+func (c *core) Shutdown(context.Context) error {
 	c.mu.Lock()
-	if !*instanceStarted {
+	if c.stop == nil {
 		c.mu.Unlock()
-		return
-	}
-	*instanceStarted = false
-	c.refs--
-	if c.refs > 0 || c.stop == nil {
-		c.mu.Unlock()
-		return
+		return nil
 	}
 	close(c.stop)
 	c.stop = nil
 	c.mu.Unlock()
 	c.done.Wait()
+	return nil
 }
 
 // wallClock evaluates when no data arrives for two intervals, so a fleet that went silent still shows as
@@ -261,7 +247,7 @@ func (c *core) evaluate(now int64) outputs {
 	ts := pcommon.Timestamp(now)
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
+	sm.Scope().SetName(metadata.ScopeName)
 	g := newGauges(sm.Metrics(), c.schema, ts)
 	ld := plog.NewLogs()
 	for _, v := range views {
@@ -410,7 +396,7 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 		rl.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, v.replica)
 	}
 	sl := rl.ScopeLogs().AppendEmpty()
-	sl.Scope().SetName(scopeName)
+	sl.Scope().SetName(metadata.ScopeName)
 	rec := sl.LogRecords().AppendEmpty()
 	rec.SetTimestamp(pcommon.Timestamp(now))
 	rec.SetObservedTimestamp(pcommon.NewTimestampFromTime(time.Now()))

@@ -98,8 +98,7 @@ func TestLifecycle(t *testing.T) {
 		require.NoError(t, again.Start(ctx, componenttest.NewNopHost()))
 		require.NoError(t, again.Start(ctx, componenttest.NewNopHost()))
 		require.NoError(t, again.Shutdown(ctx))
-		cr.mu.Lock()
-		assert.Zero(t, cr.refs)
-		cr.mu.Unlock()
+		assert.Zero(t, again.(*input).shared.Running())
+		assert.Zero(t, cores.Len(), "no core is left behind once nothing runs")
 	}
 }
