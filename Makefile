@@ -62,12 +62,16 @@ e2e: build
 deploy-test: build
 	cd deploy && SERVESCOPE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
 
-# Regenerate everything generated: the collector's main from builder-config.yaml, and the Go constants and
-# docs/schema.md from schema/canonical.yaml.
+# Regenerate everything generated: the collector's main from builder-config.yaml, the Go constants and
+# docs/schema.md from schema/canonical.yaml, and each component's metadata package, lifecycle and leak tests,
+# documentation.md and README status from its metadata.yaml (mdatagen, built from its own module in
+# internal/tools/mdatagen so that its dependencies stay out of go.mod).
 generate:
 	$(GO) run $(BUILDER) --config builder-config.yaml --skip-get-modules --skip-compilation
 	$(GO) run ./internal/schema/gen
 	$(GO) run ./internal/dashboards/gen
+	$(GO) build -C internal/tools/mdatagen -o $(CURDIR)/bin/mdatagen go.opentelemetry.io/collector/cmd/mdatagen
+	@for f in receiver/*/metadata.yaml processor/*/metadata.yaml connector/*/metadata.yaml exporter/*/metadata.yaml; do ./bin/mdatagen $$f || exit 1; done
 
 # Regenerating must be a no-op: generate into a scratch copy and compare with what is committed.
 check-generated:
@@ -81,6 +85,12 @@ check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(GO) run ./internal/dashboards/gen $$tmp && \
 	diff -ru dashboards $$tmp/dashboards && diff -u alerts/servescope-rules.yaml $$tmp/alerts/servescope-rules.yaml || \
 	{ echo "dashboards/ or alerts/ are stale: run make generate"; exit 1; }
+	$(GO) build -C internal/tools/mdatagen -o $(CURDIR)/bin/mdatagen go.opentelemetry.io/collector/cmd/mdatagen
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cp go.mod $$tmp/ && \
+	for f in receiver/*/metadata.yaml processor/*/metadata.yaml connector/*/metadata.yaml exporter/*/metadata.yaml; do \
+	  dir=$$(dirname $$f) && mkdir -p $$tmp/$$dir && cp -R $$dir/. $$tmp/$$dir/ && ./bin/mdatagen $$tmp/$$f >/dev/null || exit 1; \
+	  diff -ru $$dir $$tmp/$$dir || { echo "$$dir: generated from metadata.yaml is stale: run make generate"; exit 1; }; \
+	done && echo "generated component metadata is up to date"
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/promtext/ ./internal/enginescrape/

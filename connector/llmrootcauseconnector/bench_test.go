@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 )
 
@@ -68,7 +69,7 @@ func BenchmarkSpans(b *testing.B) {
 		cfg := createDefaultConfig()
 		cfg.MaxWait = 0
 		cfg.SLO.Models = map[string]Limits{testModel: {TTFT: 1e9, TPOT: 5e7, E2E: 1e10}}
-		set := connectortest.NewNopSettings(componentType)
+		set := connectortest.NewNopSettings(metadata.Type)
 		f := NewFactory()
 		tt, err := f.CreateTracesToTraces(context.Background(), set, cfg, consumertest.NewNop())
 		require.NoError(b, err)
@@ -108,7 +109,7 @@ func BenchmarkBoundedState(b *testing.B) {
 	cfg := createDefaultConfig()
 	cfg.MaxWait = 0
 	cfg.SLO.Models = map[string]Limits{testModel: {TTFT: 1e9, TPOT: 5e7, E2E: 1e10}}
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	f := NewFactory()
 	for i := 0; i < b.N; i++ {
 		tt, err := f.CreateTracesToTraces(context.Background(), set, cfg, consumertest.NewNop())

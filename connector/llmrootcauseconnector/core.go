@@ -17,14 +17,13 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/labelcap"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
-
-const scopeName = "github.com/servescope/servescope/connector/llmrootcauseconnector"
 
 // core is the state one component ID shares across its pipeline pairs: the fleet state fed by the metrics
 // input, the baselines, the spans waiting for state, and the outputs. Each pipeline pair is its own instance
@@ -60,7 +59,6 @@ type core struct {
 	pending                              []*batch
 	pendingN                             int
 	started                              time.Time
-	refs                                 int
 	stop                                 chan struct{}
 	done                                 sync.WaitGroup
 	warnedOnce                           map[string]bool
@@ -99,66 +97,54 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
 		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
 		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{}}
-	meter := set.MeterProvider.Meter(scopeName)
-	var errs [5]error
-	c.guards, errs[4] = panicguard.NewGuard("llm_root_cause", "servescope_root_cause", set.Logger, meter)
-	c.requests, errs[0] = meter.Int64Counter("servescope_root_cause_requests",
-		metric.WithDescription("Request spans explained, by root cause."), metric.WithUnit("{request}"))
-	c.forced, errs[1] = meter.Int64Counter("servescope_root_cause_forced_spans",
-		metric.WithDescription("Request spans sent before the state after their end arrived (max_wait passed, the wait buffer was full, or shutdown)."),
-		metric.WithUnit("{span}"))
-	c.waiting, errs[2] = meter.Int64UpDownCounter("servescope_root_cause_waiting_spans",
-		metric.WithDescription("Spans held for the state after their end."), metric.WithUnit("{span}"))
-	c.rejected, errs[3] = meter.Int64Counter("servescope_root_cause_rejected_spans",
-		metric.WithDescription("Request spans passed on unexplained because a number is outside the bounds of one request, by attribute."),
-		metric.WithUnit("{span}"))
-	return c, errors.Join(errs[:]...)
+	telemetry, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return nil, err
+	}
+	c.guards = panicguard.NewGuard("llm_root_cause", set.Logger, telemetry.LlmRootCauseRecoveredPanics)
+	c.requests, c.forced = telemetry.LlmRootCauseRequests, telemetry.LlmRootCauseForcedSpans
+	c.waiting, c.rejected = telemetry.LlmRootCauseWaitingSpans, telemetry.LlmRootCauseRejectedSpans
+	return c, nil
 }
 
-// start counts an instance in; an instance started twice counts once.
-func (c *core) start(instanceStarted *bool) {
+// Start runs when the first of the core's instances starts (sharedcore counts them): a fresh aggregation
+// and the loop that releases waiting spans and flushes the metrics.
+func (c *core) Start(context.Context, component.Host) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if *instanceStarted {
-		return
-	}
-	*instanceStarted = true
-	c.refs++
-	if c.refs > 1 {
-		return
-	}
 	c.started = c.now()
 	c.agg = newAggregator(c.cfg, c.started)
 	c.draining = false
 	c.stop = make(chan struct{})
 	c.done.Add(1)
 	go c.loop(c.stop)
+	return nil
 }
 
-// shutdown counts an instance out. An instance never started (the collector shuts every component down when
-// another failed to start) changes nothing. The first traces input to stop sends everything held: the
-// collector stops components in pipeline order, so at that moment the pipelines that send spans here have
-// stopped and every pipeline this connector feeds still runs. Waiting for the last instance instead can mean
-// sending into exporters that have already stopped.
-func (c *core) shutdown(ctx context.Context, instanceStarted *bool, spansInput bool) error {
+// drain runs when a started traces input shuts down; the first one sends everything held. The collector
+// stops components in pipeline order, so at that moment the pipelines that send spans here have stopped and
+// every pipeline this connector feeds still runs. Waiting for the last instance instead can mean sending
+// into exporters that have already stopped.
+func (c *core) drain(ctx context.Context) error {
 	c.mu.Lock()
-	if !*instanceStarted {
+	if c.draining {
 		c.mu.Unlock()
 		return nil
 	}
-	*instanceStarted = false
-	var errs []error
-	if spansInput && !c.draining {
-		c.draining = true
+	c.draining = true
+	c.mu.Unlock()
+	// Nothing is dropped on the way out: held spans go with what is known, and the last metrics are sent.
+	return errors.Join(c.release(ctx, func(*batch) bool { return true }, "shutdown"), c.flushMetrics(ctx))
+}
+
+// Shutdown runs when the last started instance stops (an instance never started, which the collector shuts
+// down when another component failed to start, changes nothing): the loop stops, and when no traces input
+// ever drained, the last metrics go out.
+func (c *core) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	if c.stop == nil {
 		c.mu.Unlock()
-		// Nothing is dropped on the way out: held spans go with what is known, and the last metrics are sent.
-		errs = append(errs, c.release(ctx, func(*batch) bool { return true }, "shutdown"), c.flushMetrics(ctx))
-		c.mu.Lock()
-	}
-	c.refs--
-	if c.refs > 0 || c.stop == nil {
-		c.mu.Unlock()
-		return errors.Join(errs...)
+		return nil
 	}
 	close(c.stop)
 	c.stop = nil
@@ -166,9 +152,9 @@ func (c *core) shutdown(ctx context.Context, instanceStarted *bool, spansInput b
 	c.mu.Unlock()
 	c.done.Wait()
 	if !drained { // no traces input ever ran: only metrics can be left
-		errs = append(errs, c.flushMetrics(ctx))
+		return c.flushMetrics(ctx)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // unattributedGPUs keys the one warning about GPUs that belong to none of several replicas.
@@ -435,7 +421,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 				}
 				if field := c.bounds.violation(span); field != "" {
 					c.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("attribute", field)))
-					c.warnOnceLocked("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in servescope_root_cause_rejected_spans)",
+					c.warnOnceLocked("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in otelcol_llm_root_cause_rejected_spans)",
 						zap.String("attribute", field), zap.Int64("max_request_tokens", c.cfg.MaxRequestTokens),
 						zap.Duration("max_request_duration", c.cfg.MaxRequestDuration))
 					continue
@@ -686,7 +672,7 @@ func (c *core) appendLog(logs plog.Logs, r *request, v verdict) {
 	rl := logs.ResourceLogs().AppendEmpty()
 	r.resource.CopyTo(rl.Resource().Attributes())
 	sl := rl.ScopeLogs().AppendEmpty()
-	sl.Scope().SetName(scopeName)
+	sl.Scope().SetName(metadata.ScopeName)
 	rec := sl.LogRecords().AppendEmpty()
 	rec.SetTimestamp(r.span.EndTimestamp())
 	rec.SetObservedTimestamp(pcommon.NewTimestampFromTime(c.now()))
@@ -718,7 +704,7 @@ func (c *core) flushMetrics(ctx context.Context) error {
 	}
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
+	sm.Scope().SetName(metadata.ScopeName)
 	c.agg.flush(c.now(), sm, c.schema)
 	c.mu.Unlock()
 	return c.metricsOut.ConsumeMetrics(ctx, md)

@@ -5,60 +5,33 @@ package llmrootcauseconnector
 
 import (
 	"context"
-	"sync"
+	"errors"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-)
 
-var componentType = component.MustNewType("llm_root_cause")
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
+	"github.com/servescope/servescope/internal/sharedcore"
+)
 
 // NewFactory creates the llm_root_cause connector factory. Spans in: enriched spans, phase metrics and
 // slow-request logs out. Metrics in: the replica state the explanations read; nothing comes out of them.
 func NewFactory() connector.Factory {
-	return connector.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
-		connector.WithTracesToTraces(createTracesToTraces, component.StabilityLevelAlpha),
-		connector.WithTracesToMetrics(createTracesToMetrics, component.StabilityLevelAlpha),
-		connector.WithTracesToLogs(createTracesToLogs, component.StabilityLevelAlpha),
-		connector.WithMetricsToTraces(createMetricsToTraces, component.StabilityLevelAlpha),
-		connector.WithMetricsToMetrics(createMetricsToMetrics, component.StabilityLevelAlpha),
-		connector.WithMetricsToLogs(createMetricsToLogs, component.StabilityLevelAlpha),
+	return connector.NewFactory(metadata.Type, func() component.Config { return createDefaultConfig() },
+		connector.WithTracesToTraces(createTracesToTraces, metadata.TracesToTracesStability),
+		connector.WithTracesToMetrics(createTracesToMetrics, metadata.TracesToMetricsStability),
+		connector.WithTracesToLogs(createTracesToLogs, metadata.TracesToLogsStability),
+		connector.WithMetricsToTraces(createMetricsToTraces, metadata.MetricsToTracesStability),
+		connector.WithMetricsToMetrics(createMetricsToMetrics, metadata.MetricsToMetricsStability),
+		connector.WithMetricsToLogs(createMetricsToLogs, metadata.MetricsToLogsStability),
 	)
 }
 
-// cores holds one core per component ID while any of its instances exists.
-var cores = struct {
-	sync.Mutex
-	m map[component.ID]*core
-}{m: map[component.ID]*core{}}
-
-func coreFor(set connector.Settings, cfg component.Config) (*core, error) {
-	cores.Lock()
-	defer cores.Unlock()
-	if c, ok := cores.m[set.ID]; ok {
-		return c, nil
-	}
-	c, err := newCore(cfg.(*Config), set.TelemetrySettings)
-	if err != nil {
-		return nil, err
-	}
-	cores.m[set.ID] = c
-	return c, nil
-}
-
-func release(id component.ID, c *core) {
-	cores.Lock()
-	defer cores.Unlock()
-	c.mu.Lock()
-	unused := c.refs == 0
-	c.mu.Unlock()
-	if unused && cores.m[id] == c {
-		delete(cores.m, id)
-	}
-}
+// cores holds one core per configuration while any of its instances runs.
+var cores = sharedcore.NewMap[*core]()
 
 // Output ranks: the traces-to-traces instance does the work when it exists, since only it may change spans.
 const (
@@ -68,34 +41,37 @@ const (
 )
 
 type tracesInput struct {
-	id      component.ID
-	core    *core
-	rank    int
-	started bool // guarded by core.mu
+	shared *sharedcore.Instance[*core]
+	core   *core
+	rank   int
 }
 
 func newTracesInput(set connector.Settings, cfg component.Config, rank int, register func(*core)) (*tracesInput, error) {
-	c, err := coreFor(set, cfg)
+	shared, err := cores.LoadOrCreate(cfg, func() (*core, error) { return newCore(cfg.(*Config), set.TelemetrySettings) })
 	if err != nil {
 		return nil, err
 	}
+	c := shared.Core()
 	c.mu.Lock()
 	register(c)
-	in := &tracesInput{id: set.ID, core: c, rank: rank}
+	in := &tracesInput{shared: shared, core: c, rank: rank}
 	c.tracesInputs = append(c.tracesInputs, in)
 	c.mu.Unlock()
 	return in, nil
 }
 
-func (in *tracesInput) Start(context.Context, component.Host) error {
-	in.core.start(&in.started)
-	return nil
+func (in *tracesInput) Start(ctx context.Context, host component.Host) error {
+	return in.shared.Start(ctx, host)
 }
 
+// Shutdown: the first started traces input to stop sends everything held (core.drain says why), then the
+// instance is counted out.
 func (in *tracesInput) Shutdown(ctx context.Context) error {
-	err := in.core.shutdown(ctx, &in.started, true)
-	release(in.id, in.core)
-	return err
+	var err error
+	if in.shared.Started() {
+		err = in.core.drain(ctx)
+	}
+	return errors.Join(err, in.shared.Shutdown(ctx))
 }
 
 // Capabilities: only the instance that writes onto spans needs its own copy of them.
@@ -108,33 +84,28 @@ func (in *tracesInput) ConsumeTraces(ctx context.Context, td ptrace.Traces) erro
 }
 
 type metricsInput struct {
-	id      component.ID
-	core    *core
-	started bool // guarded by core.mu
+	shared *sharedcore.Instance[*core]
+	core   *core
 }
 
 func newMetricsInput(set connector.Settings, cfg component.Config) (*metricsInput, error) {
-	c, err := coreFor(set, cfg)
+	shared, err := cores.LoadOrCreate(cfg, func() (*core, error) { return newCore(cfg.(*Config), set.TelemetrySettings) })
 	if err != nil {
 		return nil, err
 	}
-	in := &metricsInput{id: set.ID, core: c}
-	c.mu.Lock()
-	c.metricsInputs = append(c.metricsInputs, in)
-	c.mu.Unlock()
+	in := &metricsInput{shared: shared, core: shared.Core()}
+	in.core.mu.Lock()
+	in.core.metricsInputs = append(in.core.metricsInputs, in)
+	in.core.mu.Unlock()
 	return in, nil
 }
 
-func (in *metricsInput) Start(context.Context, component.Host) error {
-	in.core.start(&in.started)
-	return nil
+func (in *metricsInput) Start(ctx context.Context, host component.Host) error {
+	return in.shared.Start(ctx, host)
 }
 
-func (in *metricsInput) Shutdown(ctx context.Context) error {
-	err := in.core.shutdown(ctx, &in.started, false)
-	release(in.id, in.core)
-	return err
-}
+func (in *metricsInput) Shutdown(ctx context.Context) error { return in.shared.Shutdown(ctx) }
+
 func (in *metricsInput) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
 func (in *metricsInput) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
 	return in.core.consumeMetrics(ctx, md, in)

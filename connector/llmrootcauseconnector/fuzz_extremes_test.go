@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -59,7 +60,7 @@ func FuzzExtremeAttributes(f *testing.F) {
 	f.Add([]byte{12, 12, 12, 12, 12, 12, 12, 12, 12, 255, 0, 255})
 	f.Fuzz(func(t *testing.T, choice []byte) {
 		logs, observed := observer.New(zap.ErrorLevel)
-		set := connectortest.NewNopSettings(componentType)
+		set := connectortest.NewNopSettings(metadata.Type)
 		set.Logger = zap.New(logs)
 		cfg := createDefaultConfig()
 		cfg.MaxWait = 0

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -29,7 +30,7 @@ func FuzzRequestSpan(f *testing.F) {
 	cfg.MaxWait = 0
 	cfg.SLO.Models = map[string]Limits{testModel: {TTFT: 1e9}}
 	fac := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	spansIn, err := fac.CreateTracesToTraces(context.Background(), set, cfg, sink)
 	if err != nil {
 		f.Fatal(err)

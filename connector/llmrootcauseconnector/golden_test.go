@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/golden"
 )
@@ -32,14 +33,14 @@ func TestGoldenScenarios(t *testing.T) {
 			cfg := createDefaultConfig()
 			cm, err := confmaptest.LoadConf(filepath.Join(dir, "config.yaml"))
 			require.NoError(t, err)
-			sub, err := cm.Sub(componentType.String())
+			sub, err := cm.Sub(metadata.Type.String())
 			require.NoError(t, err)
 			require.NoError(t, sub.Unmarshal(cfg))
 			require.NoError(t, cfg.Validate())
 
 			ctx := context.Background()
 			f := NewFactory()
-			set := connectortest.NewNopSettings(componentType)
+			set := connectortest.NewNopSettings(metadata.Type)
 			traces, metrics, logs := new(consumertest.TracesSink), new(consumertest.MetricsSink), new(consumertest.LogsSink)
 			tt, err := f.CreateTracesToTraces(ctx, set, cfg, traces)
 			require.NoError(t, err)

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -179,7 +180,7 @@ func TestShutdownSendsWhatWaitsBeforeTheExportersStop(t *testing.T) {
 			cfg.MaxWait = time.Hour
 			cfg.SLO.Default.TTFT = time.Second // the waiting request is slow: it has a log record too
 			f := NewFactory()
-			set := connectortest.NewNopSettings(componentType)
+			set := connectortest.NewNopSettings(metadata.Type)
 			ctx := context.Background()
 			sinks := map[string]*stoppable{"traces": {}, "metrics": {}, "logs": {}}
 			tt, err := f.CreateTracesToTraces(ctx, set, cfg, sinks["traces"].traces())
@@ -220,7 +221,7 @@ func TestShutdownSendsWhatWaitsBeforeTheExportersStop(t *testing.T) {
 // core behind: the next create gets a fresh core with its own configuration. Two start/stop cycles work.
 func TestLifecycle(t *testing.T) {
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	ctx := context.Background()
 	first := createDefaultConfig()
 	first.MaxTenants = 7
@@ -240,9 +241,8 @@ func TestLifecycle(t *testing.T) {
 		require.NoError(t, again.Start(ctx, componenttest.NewNopHost()), "a second Start counts once")
 		require.NoError(t, again.ConsumeTraces(ctx, batchOf(normal())))
 		require.NoError(t, again.Shutdown(ctx))
-		cr.mu.Lock()
-		assert.Zero(t, cr.refs)
-		cr.mu.Unlock()
+		assert.Zero(t, again.(*tracesInput).shared.Running())
+		assert.Zero(t, cores.Len(), "no core is left behind once nothing runs")
 	}
 }
 

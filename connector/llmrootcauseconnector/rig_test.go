@@ -10,13 +10,13 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/connector"
-	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadatatest"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -29,6 +29,7 @@ type rig struct {
 	traces  *consumertest.TracesSink
 	metrics *consumertest.MetricsSink
 	logs    *consumertest.LogsSink
+	tel     *componenttest.Telemetry // the connector's own telemetry
 	spansIn []connector.Traces
 	stateIn connector.Metrics
 	all     []interface {
@@ -46,7 +47,9 @@ func newRig(t *testing.T, mutate ...func(*Config)) *rig {
 	require.NoError(t, cfg.Validate())
 	r := &rig{t: t, traces: &consumertest.TracesSink{}, metrics: &consumertest.MetricsSink{}, logs: &consumertest.LogsSink{}}
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	r.tel = componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, r.tel.Shutdown(context.Background())) }) // after the shutdown below
+	set := metadatatest.NewSettings(r.tel)
 	ctx := context.Background()
 	tt, err := f.CreateTracesToTraces(ctx, set, cfg, r.traces)
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 )
 
@@ -24,7 +25,7 @@ func BenchmarkInterval(b *testing.B) {
 			cfg := createDefaultConfig()
 			cfg.Interval, cfg.Stale = 10*time.Second, 30*time.Second
 			f := NewFactory()
-			set := connectortest.NewNopSettings(componentType)
+			set := connectortest.NewNopSettings(metadata.Type)
 			mm, err := f.CreateMetricsToMetrics(context.Background(), set, cfg, consumertest.NewNop())
 			require.NoError(b, err)
 			ml, err := f.CreateMetricsToLogs(context.Background(), set, cfg, consumertest.NewNop())

@@ -17,14 +17,15 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
-
-const scopeName = "github.com/servescope/servescope/connector/llmsignalsconnector"
 
 // core is shared by one component ID's instances (metrics → metrics, metrics → logs). The first metrics
 // instance does the work: the collector hands every instance the same data.
@@ -46,13 +47,15 @@ type core struct {
 	incidents  map[incidentKey]*incident
 	usage      *usage
 	costs      *costBook
-	refs       int
 	stop       chan struct{}
 	done       sync.WaitGroup
 
 	// beforeEvaluate, when set (tests), runs before each evaluation: a way to force a fault.
 	beforeEvaluate func()
 	guards         *panicguard.Guard
+	telemetry      *metadata.TelemetryBuilder
+	// The evaluations' trigger attribute, built once.
+	onData, onWallClock metric.MeasurementOption
 }
 
 type incidentKey struct{ detector, replica string }
@@ -78,51 +81,45 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 			MaxLabelLength: cfg.MaxLabelLength}),
 		incidents: map[incidentKey]*incident{}, costs: newCostBook()}
 	c.usage = newUsage(cfg, c.costs)
-	c.guards, err = panicguard.NewGuard("llm_signals", "servescope_signals", set.Logger, set.MeterProvider.Meter(scopeName))
-	return c, err
+	if c.telemetry, err = metadata.NewTelemetryBuilder(set); err != nil {
+		return nil, err
+	}
+	c.guards = panicguard.NewGuard("llm_signals", set.Logger, c.telemetry.LlmSignalsRecoveredPanics)
+	c.onData = metric.WithAttributeSet(attribute.NewSet(attribute.String("trigger", "data")))
+	c.onWallClock = metric.WithAttributeSet(attribute.NewSet(attribute.String("trigger", "wall_clock")))
+	return c, nil
 }
 
 // guard runs one step with c.mu held; a panic in it is reported and costs that step only (the lock is
 // released by the caller as usual, so the connector goes on).
 func (c *core) guard(stage string, fn func()) { c.guards.Run(stage, fn) }
 
-// startOnce counts an instance in; an instance started twice counts once.
-func (c *core) startOnce(instanceStarted *bool) {
+// Start runs when the first of the core's instances starts (sharedcore counts them): the wall clock that
+// evaluates a silent fleet.
+func (c *core) Start(context.Context, component.Host) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if *instanceStarted {
-		return
-	}
-	*instanceStarted = true
-	c.refs++
-	if c.refs > 1 {
-		return
-	}
 	c.start = pcommon.NewTimestampFromTime(time.Now())
 	c.lastWall = time.Now()
 	c.stop = make(chan struct{})
 	c.done.Add(1)
 	go c.wallClock(c.stop)
+	return nil
 }
 
-// shutdown counts an instance out; one never started (shut down after another component failed to start)
-// changes nothing.
-func (c *core) shutdown(instanceStarted *bool) {
+// Shutdown runs when the last started instance stops (one never started, shut down after another
+// component failed to start, changes nothing).
+func (c *core) Shutdown(context.Context) error {
 	c.mu.Lock()
-	if !*instanceStarted {
+	if c.stop == nil {
 		c.mu.Unlock()
-		return
-	}
-	*instanceStarted = false
-	c.refs--
-	if c.refs > 0 || c.stop == nil {
-		c.mu.Unlock()
-		return
+		return nil
 	}
 	close(c.stop)
 	c.stop = nil
 	c.mu.Unlock()
 	c.done.Wait()
+	return nil
 }
 
 // wallClock evaluates when no data arrives for two intervals, so a fleet that went silent still shows as
@@ -141,6 +138,7 @@ func (c *core) wallClock(stop <-chan struct{}) {
 			var out outputs
 			if due {
 				c.guard("evaluate", func() { out = c.evaluate(now.UnixNano()) })
+				c.telemetry.LlmSignalsEvaluations.Add(context.Background(), 1, c.onWallClock)
 			}
 			c.mu.Unlock()
 			if due {
@@ -162,6 +160,7 @@ func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) err
 		c.mu.Unlock()
 		return nil
 	}
+	c.telemetry.LlmSignalsBatches.Add(ctx, 1)
 	var newest int64
 	c.guard("state", func() {
 		c.store.Observe(md)
@@ -177,6 +176,7 @@ func (c *core) consume(ctx context.Context, md pmetric.Metrics, from *input) err
 		// cycle (engines, GPUs, the root-cause counters) has arrived by then, not only the first one.
 		for c.nextEval+int64(c.cfg.Interval)/2 <= newest {
 			c.guard("evaluate", func() { outs = append(outs, c.evaluate(c.nextEval)) })
+			c.telemetry.LlmSignalsEvaluations.Add(ctx, 1, c.onData)
 			c.nextEval += int64(c.cfg.Interval)
 		}
 	}
@@ -201,7 +201,11 @@ func (c *core) emit(ctx context.Context, o outputs) error {
 	if c.logsOut != nil && o.logs.LogRecordCount() > 0 {
 		errs = append(errs, c.logsOut.ConsumeLogs(ctx, o.logs))
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	if err != nil {
+		c.telemetry.LlmSignalsOutputErrors.Add(ctx, 1)
+	}
+	return err
 }
 
 // evaluate runs every detector and signal at time now (unix ns). Called with c.mu held.
@@ -243,7 +247,7 @@ func (c *core) evaluate(now int64) outputs {
 	ts := pcommon.Timestamp(now)
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
+	sm.Scope().SetName(metadata.ScopeName)
 	g := newGauges(sm.Metrics(), c.schema, ts)
 	ld := plog.NewLogs()
 	for _, v := range views {
@@ -392,7 +396,7 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 		rl.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, v.replica)
 	}
 	sl := rl.ScopeLogs().AppendEmpty()
-	sl.Scope().SetName(scopeName)
+	sl.Scope().SetName(metadata.ScopeName)
 	rec := sl.LogRecords().AppendEmpty()
 	rec.SetTimestamp(pcommon.Timestamp(now))
 	rec.SetObservedTimestamp(pcommon.NewTimestampFromTime(time.Now()))

@@ -5,70 +5,49 @@ package llmsignalsconnector
 
 import (
 	"context"
-	"sync"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-)
 
-var componentType = component.MustNewType("llm_signals")
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
+	"github.com/servescope/servescope/internal/sharedcore"
+)
 
 // NewFactory creates the llm_signals connector factory: metrics in; signal metrics and incident logs out.
 func NewFactory() connector.Factory {
-	return connector.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
-		connector.WithMetricsToMetrics(createMetricsToMetrics, component.StabilityLevelAlpha),
-		connector.WithMetricsToLogs(createMetricsToLogs, component.StabilityLevelAlpha))
+	return connector.NewFactory(metadata.Type, func() component.Config { return createDefaultConfig() },
+		connector.WithMetricsToMetrics(createMetricsToMetrics, metadata.MetricsToMetricsStability),
+		connector.WithMetricsToLogs(createMetricsToLogs, metadata.MetricsToLogsStability))
 }
 
-var cores = struct {
-	sync.Mutex
-	m map[component.ID]*core
-}{m: map[component.ID]*core{}}
+// cores holds one core per configuration while any of its instances runs.
+var cores = sharedcore.NewMap[*core]()
 
 type input struct {
-	id      component.ID
-	core    *core
-	started bool // guarded by core.mu
+	shared *sharedcore.Instance[*core]
+	core   *core
 }
 
 func newInput(set connector.Settings, cfg component.Config, register func(*core)) (*input, error) {
-	cores.Lock()
-	defer cores.Unlock()
-	c, ok := cores.m[set.ID]
-	if !ok {
-		var err error
-		if c, err = newCore(cfg.(*Config), set.TelemetrySettings); err != nil {
-			return nil, err
-		}
-		cores.m[set.ID] = c
+	shared, err := cores.LoadOrCreate(cfg, func() (*core, error) { return newCore(cfg.(*Config), set.TelemetrySettings) })
+	if err != nil {
+		return nil, err
 	}
-	in := &input{id: set.ID, core: c}
-	c.mu.Lock()
-	register(c)
-	c.inputs = append(c.inputs, in)
-	c.mu.Unlock()
+	in := &input{shared: shared, core: shared.Core()}
+	in.core.mu.Lock()
+	register(in.core)
+	in.core.inputs = append(in.core.inputs, in)
+	in.core.mu.Unlock()
 	return in, nil
 }
 
-func (in *input) Start(context.Context, component.Host) error {
-	in.core.startOnce(&in.started)
-	return nil
+func (in *input) Start(ctx context.Context, host component.Host) error {
+	return in.shared.Start(ctx, host)
 }
 
-func (in *input) Shutdown(context.Context) error {
-	in.core.shutdown(&in.started)
-	cores.Lock()
-	defer cores.Unlock()
-	in.core.mu.Lock()
-	unused := in.core.refs == 0
-	in.core.mu.Unlock()
-	if unused && cores.m[in.id] == in.core {
-		delete(cores.m, in.id)
-	}
-	return nil
-}
+func (in *input) Shutdown(ctx context.Context) error { return in.shared.Shutdown(ctx) }
 
 func (in *input) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
 

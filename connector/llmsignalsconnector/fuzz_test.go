@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -29,7 +30,7 @@ func FuzzScrapes(f *testing.F) {
 	f.Fuzz(func(t *testing.T, waiting, running, kv, util, mem, xid float64, offset int64) {
 		// a fresh connector per input: one input's clock must not hide the next one's evaluations
 		sink := &consumertest.MetricsSink{}
-		in, err := NewFactory().CreateMetricsToMetrics(context.Background(), connectortest.NewNopSettings(componentType), cfg, sink)
+		in, err := NewFactory().CreateMetricsToMetrics(context.Background(), connectortest.NewNopSettings(metadata.Type), cfg, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +97,7 @@ func FuzzRootCauseCounters(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tokens, cached, requests, seconds float64, tenant, modelName string, offset int64) {
 		offset %= int64(time.Hour) // times far off are FuzzScrapes' business; here every input must be costed
 		logs, observed := observer.New(zap.ErrorLevel)
-		set := connectortest.NewNopSettings(componentType)
+		set := connectortest.NewNopSettings(metadata.Type)
 		set.Logger = zap.New(logs)
 		sink := &consumertest.MetricsSink{}
 		in, err := NewFactory().CreateMetricsToMetrics(context.Background(), set, cfg, sink)

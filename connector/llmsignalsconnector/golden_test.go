@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/golden"
 )
@@ -33,14 +34,14 @@ func TestGoldenScenarios(t *testing.T) {
 			cfg := createDefaultConfig()
 			cm, err := confmaptest.LoadConf(filepath.Join(dir, "config.yaml"))
 			require.NoError(t, err)
-			sub, err := cm.Sub(componentType.String())
+			sub, err := cm.Sub(metadata.Type.String())
 			require.NoError(t, err)
 			require.NoError(t, sub.Unmarshal(cfg))
 			require.NoError(t, cfg.Validate())
 
 			ctx := context.Background()
 			f := NewFactory()
-			set := connectortest.NewNopSettings(componentType)
+			set := connectortest.NewNopSettings(metadata.Type)
 			metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
 			mm, err := f.CreateMetricsToMetrics(ctx, set, cfg, metrics)
 			require.NoError(t, err)

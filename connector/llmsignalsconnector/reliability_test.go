@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -79,7 +80,7 @@ func TestAFaultCostsOneEvaluation(t *testing.T) {
 // Shutdown without Start leaves no stale core; a later create uses its own configuration.
 func TestLifecycle(t *testing.T) {
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	set := connectortest.NewNopSettings(metadata.Type)
 	ctx := context.Background()
 	first := createDefaultConfig()
 	first.MaxTenants = 7
@@ -97,8 +98,7 @@ func TestLifecycle(t *testing.T) {
 		require.NoError(t, again.Start(ctx, componenttest.NewNopHost()))
 		require.NoError(t, again.Start(ctx, componenttest.NewNopHost()))
 		require.NoError(t, again.Shutdown(ctx))
-		cr.mu.Lock()
-		assert.Zero(t, cr.refs)
-		cr.mu.Unlock()
+		assert.Zero(t, again.(*input).shared.Running())
+		assert.Zero(t, cores.Len(), "no core is left behind once nothing runs")
 	}
 }

@@ -11,11 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/connector"
-	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadatatest"
 	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/metricstest"
@@ -28,6 +28,7 @@ type rig struct {
 	t       *testing.T
 	metrics *consumertest.MetricsSink
 	logs    *consumertest.LogsSink
+	tel     *componenttest.Telemetry // the connector's own telemetry
 	ins     []connector.Metrics
 }
 
@@ -40,7 +41,9 @@ func newRig(t *testing.T, mutate ...func(*Config)) *rig {
 	require.NoError(t, cfg.Validate())
 	r := &rig{t: t, metrics: &consumertest.MetricsSink{}, logs: &consumertest.LogsSink{}}
 	f := NewFactory()
-	set := connectortest.NewNopSettings(componentType)
+	r.tel = componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, r.tel.Shutdown(context.Background())) }) // after the shutdown below
+	set := metadatatest.NewSettings(r.tel)
 	mm, err := f.CreateMetricsToMetrics(context.Background(), set, cfg, r.metrics)
 	require.NoError(t, err)
 	ml, err := f.CreateMetricsToLogs(context.Background(), set, cfg, r.logs)

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/exporter/llmroutingexporter/internal/metadata"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkConsumeOneBatch(b *testing.B) {
 		b.Run(fmt.Sprintf("pools=%d", pools), func(b *testing.B) {
 			cfg := createDefaultConfig()
 			cfg.MaxPools = pools // the cap is not what is measured here
-			e, err := newRoutingExporter(cfg, exportertest.NewNopSettings(componentType))
+			e, err := newRoutingExporter(cfg, exportertest.NewNopSettings(metadata.Type))
 			require.NoError(b, err)
 			e.now = func() time.Time { return now }
 			require.NoError(b, e.consume(context.Background(), poolSignals(0, pools, time.Second)))

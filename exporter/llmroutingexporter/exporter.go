@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/exporter/llmroutingexporter/internal/metadata"
 	"github.com/servescope/servescope/internal/labelcap"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
@@ -76,25 +77,23 @@ type routingExporter struct {
 	guard         *panicguard.Guard
 
 	telemetry struct {
-		refusedPools, expiredPools metric.Int64Counter
-		attrs                      metric.MeasurementOption
+		batches, refusedPools, expiredPools metric.Int64Counter
+		attrs                               metric.MeasurementOption
 	}
 }
 
 func newRoutingExporter(cfg *Config, set exporter.Settings) (*routingExporter, error) {
 	e := &routingExporter{cfg: cfg, set: set, now: time.Now}
 	e.state.Store(&snapshot{})
-	meter := set.MeterProvider.Meter("github.com/servescope/servescope/exporter/llmroutingexporter")
-	var errs [2]error
-	e.telemetry.refusedPools, errs[0] = meter.Int64Counter("servescope_llm_routing_refused_pools",
-		metric.WithDescription("Scaling signals of a model not kept because max_pools was reached, one per model and batch."),
-		metric.WithUnit("{pool}"))
-	e.telemetry.expiredPools, errs[1] = meter.Int64Counter("servescope_llm_routing_expired_pools",
-		metric.WithDescription("Pools forgotten after pool_expiry without a word about their model."), metric.WithUnit("{pool}"))
+	telemetry, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	e.telemetry.batches, e.telemetry.refusedPools, e.telemetry.expiredPools =
+		telemetry.LlmRoutingBatches, telemetry.LlmRoutingRefusedPools, telemetry.LlmRoutingExpiredPools
 	e.telemetry.attrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("exporter", set.ID.String())))
-	var err error
-	e.guard, err = panicguard.NewGuard("llm_routing", "servescope_llm_routing", set.Logger, meter)
-	return e, errors.Join(append(errs[:], err)...)
+	e.guard = panicguard.NewGuard("llm_routing", set.Logger, telemetry.LlmRoutingRecoveredPanics)
+	return e, nil
 }
 
 func (e *routingExporter) start(ctx context.Context, host component.Host) error {
@@ -145,6 +144,7 @@ func (e *routingExporter) consume(ctx context.Context, md pmetric.Metrics) error
 	if !e.guard.Run("consume", func() { e.applyBatch(ctx, md) }) {
 		return consumererror.NewPermanent(errors.New("llm_routing: internal error; the batch was not applied"))
 	}
+	e.telemetry.batches.Add(ctx, 1, e.telemetry.attrs)
 	return nil
 }
 
@@ -238,7 +238,7 @@ func (c *change) refuse(model string) {
 	if !c.e.saidPoolsFull {
 		c.e.saidPoolsFull = true
 		c.e.set.Logger.Warn("llm_routing: max_pools reached; the scaling signals of models not seen before are dropped until a pool "+
-			"expires (said once; servescope_llm_routing_refused_pools counts them)",
+			"expires (said once; otelcol_llm_routing_refused_pools counts them)",
 			zap.Int("max_pools", c.e.cfg.MaxPools), zap.Duration("pool_expiry", c.e.cfg.PoolExpiry), zap.String("first_refused_model", model))
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/exporter/llmroutingexporter/internal/metadata"
 	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/promtext"
 	"github.com/servescope/servescope/internal/schema"
@@ -117,7 +118,7 @@ func fleet() pmetric.Metrics {
 func newServed(t *testing.T) (*routingExporter, *httptest.Server) {
 	cfg := createDefaultConfig()
 	require.NoError(t, cfg.Validate())
-	e, err := newRoutingExporter(cfg, exportertest.NewNopSettings(componentType))
+	e, err := newRoutingExporter(cfg, exportertest.NewNopSettings(metadata.Type))
 	require.NoError(t, err)
 	e.now = func() time.Time { return now }
 	srv := httptest.NewServer(e.handler())

@@ -10,14 +10,14 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
-)
 
-var componentType = component.MustNewType("llm_routing")
+	"github.com/servescope/servescope/exporter/llmroutingexporter/internal/metadata"
+)
 
 // NewFactory creates the llm_routing exporter factory.
 func NewFactory() exporter.Factory {
-	return exporter.NewFactory(componentType, func() component.Config { return createDefaultConfig() },
-		exporter.WithMetrics(createMetrics, component.StabilityLevelAlpha))
+	return exporter.NewFactory(metadata.Type, func() component.Config { return createDefaultConfig() },
+		exporter.WithMetrics(createMetrics, metadata.MetricsStability))
 }
 
 func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Metrics, error) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/servescope/servescope/exporter/llmroutingexporter/internal/metadata"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -33,7 +34,7 @@ func scaleOf(t *testing.T, srvURL, model string) (int, map[string]any) {
 // ones are never served, and the refusal is logged once, not once per model or batch.
 func TestPoolCapHoldsWith300kModels(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
-	set := exportertest.NewNopSettings(componentType)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	e, err := newRoutingExporter(createDefaultConfig(), set)
 	require.NoError(t, err)
@@ -158,7 +159,7 @@ func lookupReplica(s *snapshot, key string) (*replica, bool) { return s.replicas
 // A 4 MiB model name (a prompt pasted where the model goes) is cut before it becomes a pool: what is held
 // per pool stays small, and the pool is served under the cut name.
 func TestModelNamesAreCut(t *testing.T) {
-	e, err := newRoutingExporter(createDefaultConfig(), exportertest.NewNopSettings(componentType))
+	e, err := newRoutingExporter(createDefaultConfig(), exportertest.NewNopSettings(metadata.Type))
 	require.NoError(t, err)
 	e.now = func() time.Time { return now }
 	huge := strings.Repeat("m", 4<<20)

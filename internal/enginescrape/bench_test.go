@@ -65,7 +65,7 @@ func BenchmarkOversizedPage(b *testing.B) {
 		b.Run(fmt.Sprintf("sample_limit=%d", limit), func(b *testing.B) {
 			cfg := NewDefaultConfig(srv.URL, "/metrics")
 			cfg.SampleLimit = limit
-			s, err := NewScraper(&cfg, Engine{Name: "vllm"}, receivertest.NewNopSettings(component.MustNewType("vllm")))
+			s, err := NewScraper(&cfg, Engine{Receiver: StandInReceiver, Name: "vllm"}, receivertest.NewNopSettings(component.MustNewType("vllm")))
 			require.NoError(b, err)
 			require.NoError(b, s.Start(context.Background(), componenttest.NewNopHost()))
 			b.Cleanup(func() { _ = s.Shutdown(context.Background()) })

@@ -77,7 +77,7 @@ func TestRepeatedSeriesKeepTheFirst(t *testing.T) {
 	for _, e := range h.logs.All() {
 		assert.NotContains(t, fmt.Sprint(e.Message, e.ContextMap()), huge, "a huge label value is not logged whole")
 	}
-	assert.EqualValues(t, 18, h.selfMetric(t, "servescope_engine_scrape_dropped_points"), "6 repeats in each of 3 scrapes")
+	assert.EqualValues(t, 18, h.selfMetric(t, "otelcol_engine_scrape_dropped_points"), "6 repeats in each of 3 scrapes")
 }
 
 // +Inf and -Inf are no more usable than NaN: gauge and counter samples holding them are dropped and said
@@ -192,7 +192,7 @@ func TestFlappingCounterIsSaidOnce(t *testing.T) {
 	require.Equal(t, 23, resets)
 	assert.Equal(t, 1, h.logCount("went back to zero"), "one line for 23 resets")
 	assert.Equal(t, 1, h.logCount("keep going back to zero"), "the flapping itself is worth one warning")
-	assert.EqualValues(t, 23, h.selfMetric(t, "servescope_engine_counter_resets"), "every reset is still counted")
+	assert.EqualValues(t, 23, h.selfMetric(t, "otelcol_engine_counter_resets"), "every reset is still counted")
 }
 
 // Credentials in the endpoint URL are sent as HTTP basic auth, the way Go's client and Prometheus send
@@ -297,7 +297,7 @@ func TestSampleLimitRejectsTheWholeScrape(t *testing.T) {
 	assert.Contains(t, fields["endpoint"], es.URL+"/metrics")
 	assert.EqualValues(t, 50000, fields["sample_limit"])
 	assert.EqualValues(t, 60001, fields["samples"])
-	assert.EqualValues(t, 3, h.selfMetric(t, "servescope_engine_scrape_failures"))
+	assert.EqualValues(t, 3, h.selfMetric(t, "otelcol_engine_scrape_failures"))
 
 	es.set([]byte(counterBody))
 	md := h.scrape(t)
@@ -353,7 +353,7 @@ func TestCounterResetsAreSaidAgainAfterAnHour(t *testing.T) {
 	entries := h.logs.FilterMessageSnippet("went back to zero").All()
 	require.Len(t, entries, 2)
 	assert.EqualValues(t, 1, entries[1].ContextMap()["resets_not_logged_since_last_line"])
-	assert.EqualValues(t, 3, h.selfMetric(t, "servescope_engine_counter_resets"))
+	assert.EqualValues(t, 3, h.selfMetric(t, "otelcol_engine_counter_resets"))
 	assert.Zero(t, h.logCount("keep going back to zero"), "two resets an hour apart are restarts, not flapping")
 }
 
@@ -384,7 +384,7 @@ func TestStateEndpointCredentials(t *testing.T) {
 	set := receivertest.NewNopSettings(component.MustNewType("ray_serve"))
 	set.Logger = zap.New(core)
 	noop := func([]byte, *StateOutput) error { return nil }
-	s, err := NewScraper(&cfg, Engine{Name: schema.EngineRayServe, State: []StateEndpoint{
+	s, err := NewScraper(&cfg, Engine{Receiver: StandInReceiver, Name: schema.EngineRayServe, State: []StateEndpoint{
 		{Name: "local", Paths: []string{"/state"}, Parse: noop},
 		{Name: "remote", Paths: []string{"/state"}, Parse: noop, BaseURL: strings.Replace(dashboard.URL, "http://", "http://dash:dash-pw@", 1)},
 		{Name: "remote_bare", Paths: []string{"/bare"}, Parse: noop, BaseURL: dashboard.URL},
@@ -405,7 +405,7 @@ func TestStateEndpointCredentials(t *testing.T) {
 		assert.NotContains(t, fmt.Sprint(e.Message, e.ContextMap()), "-pw")
 	}
 
-	_, err = NewScraper(&cfg, Engine{Name: schema.EngineRayServe, State: []StateEndpoint{
+	_, err = NewScraper(&cfg, Engine{Receiver: StandInReceiver, Name: schema.EngineRayServe, State: []StateEndpoint{
 		{Name: "remote", Paths: []string{"/state"}, Parse: noop, BaseURL: "http://dash:pa/ss@host:8265"},
 	}}, set)
 	require.Error(t, err)

@@ -9,7 +9,7 @@ import (
 // A counter reset is worth a line: it is how an engine restart shows in the data. But a counter that flaps
 // (two engines behind one load-balanced Service, each scrape reaching either) resets every other scrape,
 // and a line each time buries the log. So each family's first reset is said, later ones at most once per
-// resetLogInterval with how many went unsaid, and every reset is counted in servescope_engine_counter_resets.
+// resetLogInterval with how many went unsaid, and every reset is counted in otelcol_engine_counter_resets.
 const (
 	resetLogInterval = time.Hour
 	// flapResets resets of one family within resetLogInterval of its last line are no single restart; the
@@ -64,13 +64,13 @@ func (l *resetLog) note(logger *zap.Logger, families []string, now time.Time) {
 			fields = append(fields, zap.Int("resets_not_logged_since_last_line", unsaid))
 		}
 		logger.Info("Counters went back to zero or down (engine restart?); started new cumulative series. Further resets "+
-			"of these families are logged at most once an hour and counted in servescope_engine_counter_resets", fields...)
+			"of these families are logged at most once an hour and counted in otelcol_engine_counter_resets", fields...)
 	}
 	if len(flapping) > 0 && !l.flapWarned {
 		l.flapWarned = true
 		logger.Warn("Counters keep going back to zero or down: several engines behind this one endpoint (a load-balanced "+
 			"Service?) or an engine restarting over and over. Point each receiver at one replica (a pod, not a Service); "+
-			"said once, resets go on being counted in servescope_engine_counter_resets",
+			"said once, resets go on being counted in otelcol_engine_counter_resets",
 			zap.Strings("families", capList(flapping)), zap.Int("resets_within_an_hour", flapResets))
 	}
 }

@@ -31,6 +31,8 @@ import (
 type Engine struct {
 	// Name is the value of llm.engine.name.
 	Name string
+	// Receiver is what the receiver of this engine says about itself in its metadata.yaml.
+	Receiver Metadata
 	// VersionPath is polled for llm.engine.version ("" when the engine has none).
 	VersionPath string
 	// ParseVersion extracts the version from the VersionPath response body.
@@ -65,11 +67,8 @@ type Scraper struct {
 }
 
 type scrapeTelemetry struct {
-	failures      metric.Int64Counter
-	rejectedLines metric.Int64Counter
-	droppedPoints metric.Int64Counter
-	counterResets metric.Int64Counter
-	attrs         metric.MeasurementOption
+	Telemetry
+	attrs metric.MeasurementOption
 }
 
 // NewScraper builds a scraper for one endpoint; the HTTP client is created at Start.
@@ -102,21 +101,15 @@ func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scrape
 }
 
 func (s *Scraper) initTelemetry() error {
-	meter := s.settings.MeterProvider.Meter("github.com/servescope/servescope/internal/enginescrape")
-	var errs [4]error
-	s.telemetry.failures, errs[0] = meter.Int64Counter("servescope_engine_scrape_failures",
-		metric.WithDescription("Scrapes of an engine endpoint that returned no usable series."), metric.WithUnit("{scrape}"))
-	s.telemetry.rejectedLines, errs[1] = meter.Int64Counter("servescope_engine_scrape_rejected_lines",
-		metric.WithDescription("Exposition lines skipped because they could not be parsed."), metric.WithUnit("{line}"))
-	s.telemetry.droppedPoints, errs[2] = meter.Int64Counter("servescope_engine_scrape_dropped_points",
-		metric.WithDescription("Samples dropped because their value was NaN or infinite, their series was malformed, or "+
-			"the page repeated a series already read in the scrape."), metric.WithUnit("{point}"))
-	s.telemetry.counterResets, errs[3] = meter.Int64Counter("servescope_engine_counter_resets",
-		metric.WithDescription("Cumulative series (counters, histograms, summaries) that started over because their value "+
-			"went down or their _created time moved: an engine restart, or several engines behind one endpoint."),
-		metric.WithUnit("{series}"))
-	s.telemetry.attrs = metric.WithAttributeSet(attributeSet(s.settings.ID, s.engine.Name, s.target.instance))
-	return errors.Join(errs[:]...)
+	if s.engine.Receiver.ScopeName == "" || s.engine.Receiver.Telemetry == nil {
+		return fmt.Errorf("engine %s: its receiver gives no scope name or no self-telemetry", s.engine.Name)
+	}
+	t, err := s.engine.Receiver.Telemetry(s.settings.TelemetrySettings)
+	if err != nil {
+		return err
+	}
+	s.telemetry = scrapeTelemetry{Telemetry: t, attrs: metric.WithAttributeSet(attributeSet(s.settings.ID, s.engine.Name, s.target.instance))}
+	return nil
 }
 
 // Start creates the HTTP client (TLS, auth and headers come from confighttp).
@@ -145,7 +138,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	md := pmetric.NewMetrics()
 	rm := md.ResourceMetrics().AppendEmpty()
 	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName("github.com/servescope/servescope/receiver/" + s.settings.ID.Type().String() + "receiver")
+	sm.Scope().SetName(s.engine.Receiver.ScopeName)
 	sm.Scope().SetVersion(s.settings.BuildInfo.Version)
 
 	up, answered := s.scrapeMetrics(ctx, now, sm.Metrics())
@@ -162,7 +155,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	s.fillResource(rm.Resource().Attributes())
 	appendUp(sm.Metrics(), up, now)
 	if !up {
-		s.telemetry.failures.Add(ctx, 1, s.telemetry.attrs)
+		s.telemetry.ScrapeFailures.Add(ctx, 1, s.telemetry.attrs)
 	}
 	return md, nil
 }
@@ -199,7 +192,7 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 		return false, true
 	}
 	if parsed.ErrorCount > 0 {
-		s.telemetry.rejectedLines.Add(ctx, int64(parsed.ErrorCount), s.telemetry.attrs)
+		s.telemetry.RejectedLines.Add(ctx, int64(parsed.ErrorCount), s.telemetry.attrs)
 	}
 	if len(parsed.Families) == 0 {
 		fields := []zap.Field{zap.String("content_type", contentType), zap.Int("bytes", len(body))}
@@ -216,16 +209,16 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 
 	conv := s.converter.convert(parsed.Families, now, ms)
 	for family, n := range conv.nanDropped {
-		s.telemetry.droppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
+		s.telemetry.DroppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
 		s.problems.report("nan:"+family, "Dropped NaN samples; the engine has no value for them yet", zap.String("family", family), zap.Int("samples", n))
 	}
 	for family, n := range conv.infDropped {
-		s.telemetry.droppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
+		s.telemetry.DroppedPoints.Add(ctx, int64(n), s.telemetry.attrs)
 		s.problems.report("inf:"+family, "Dropped infinite samples (+Inf or -Inf); they are no measurement and would break sums and rates",
 			zap.String("family", family), zap.Int("samples", n))
 	}
 	for family, why := range conv.malformed {
-		s.telemetry.droppedPoints.Add(ctx, 1, s.telemetry.attrs)
+		s.telemetry.DroppedPoints.Add(ctx, 1, s.telemetry.attrs)
 		s.problems.report("malformed:"+family, "Dropped a malformed series", zap.String("family", family), zap.String("reason", why))
 	}
 	if len(conv.repeats) > 0 {
@@ -236,12 +229,12 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 			}
 			total += r.n
 		}
-		s.telemetry.droppedPoints.Add(ctx, int64(total), s.telemetry.attrs)
+		s.telemetry.DroppedPoints.Add(ctx, int64(total), s.telemetry.attrs)
 		s.problems.report(problemRepeatedSeries, "Dropped repeated series: the page writes some series more than once; the first line of each is kept",
 			zap.Strings("families", families), zap.Int("samples", total), zap.String("first", conv.repeatExample))
 	}
 	if conv.resetCount > 0 {
-		s.telemetry.counterResets.Add(ctx, int64(conv.resetCount), s.telemetry.attrs)
+		s.telemetry.CounterResets.Add(ctx, int64(conv.resetCount), s.telemetry.attrs)
 	}
 	s.resets.note(s.logger, conv.resets, s.clock())
 	return true, true

@@ -78,7 +78,7 @@ func newHarness(t *testing.T, endpoint string, mutate ...func(*Config)) *harness
 	set := receivertest.NewNopSettings(component.MustNewType("vllm"))
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	set.Logger = zap.New(core)
-	s, err := NewScraper(&cfg, Engine{Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: func(b []byte) (string, error) {
+	s, err := NewScraper(&cfg, Engine{Receiver: StandInReceiver, Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: func(b []byte) (string, error) {
 		m := regexp.MustCompile(`"version":"([^"]+)"`).FindSubmatch(b)
 		if m == nil {
 			return "", fmt.Errorf("no version in %q", b)

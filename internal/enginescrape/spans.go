@@ -103,7 +103,7 @@ func (s *SpanScraper) Poll(ctx context.Context) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	ss := rs.ScopeSpans().AppendEmpty()
-	ss.Scope().SetName("github.com/servescope/servescope/receiver/" + s.scraper.settings.ID.Type().String() + "receiver")
+	ss.Scope().SetName(s.scraper.engine.Receiver.ScopeName)
 	ss.Scope().SetVersion(s.scraper.settings.BuildInfo.Version)
 
 	err := s.poller(ctx, &SpanPoll{scraper: s.scraper, spans: ss.Spans(), source: s.source.Name})

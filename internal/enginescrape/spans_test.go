@@ -37,11 +37,11 @@ var oneSpanPerRecord = &enginescrape.SpanSource{Name: "records", New: func() eng
 
 // Only an engine with a span source gets a traces signal.
 func TestFactoryOffersTracesOnlyWithASpanSource(t *testing.T) {
-	typ := component.MustNewType("engine")
-	without := enginescrape.NewReceiverFactory(typ, "http://localhost:1", enginescrape.Engine{Name: schema.EngineVLLM})
+	without := enginescrape.NewReceiverFactory("http://localhost:1", enginescrape.Engine{Name: schema.EngineVLLM, Receiver: enginescrape.StandInReceiver})
 	assert.Equal(t, component.StabilityLevelUndefined, without.TracesStability())
-	with := enginescrape.NewReceiverFactory(typ, "http://localhost:1", enginescrape.Engine{Name: schema.EngineVLLM, Spans: oneSpanPerRecord})
-	assert.Equal(t, component.StabilityLevelAlpha, with.TracesStability())
+	with := enginescrape.NewReceiverFactory("http://localhost:1", enginescrape.Engine{Name: schema.EngineVLLM, Receiver: enginescrape.StandInReceiver, Spans: oneSpanPerRecord})
+	assert.Equal(t, enginescrape.StandInReceiver.Type, with.Type())
+	assert.Equal(t, component.StabilityLevelBeta, with.TracesStability(), "the receiver's own, from its metadata")
 	assert.Equal(t, component.StabilityLevelAlpha, with.MetricsStability())
 }
 
@@ -49,7 +49,7 @@ func TestFactoryOffersTracesOnlyWithASpanSource(t *testing.T) {
 // read again when it comes back.
 func TestSpanScraperPolls(t *testing.T) {
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{"/records": {Body: []byte("abc")}, "/version": {Body: []byte(`{"version":"9"}`)}})
-	engine := enginescrape.Engine{Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: enginescrape.ParseVersionField, Spans: oneSpanPerRecord}
+	engine := enginescrape.Engine{Receiver: enginescrape.StandInReceiver, Name: schema.EngineVLLM, VersionPath: "/version", ParseVersion: enginescrape.ParseVersionField, Spans: oneSpanPerRecord}
 	cfg := enginescrape.NewDefaultConfig(srv.URL, "/metrics")
 	r := enginescrapetest.NewSpanRig(t, component.MustNewType("engine"), &cfg, engine, srv.URL)
 	td := r.Poll(1)
@@ -66,7 +66,7 @@ func TestSpanScraperPolls(t *testing.T) {
 // Spans the pipeline refuses are lost (the engine forgot them when it answered): said once per episode.
 func TestRefusedSpansAreReportedOnce(t *testing.T) {
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{"/records": {Body: []byte("ab")}})
-	f := enginescrape.NewReceiverFactory(component.MustNewType("engine"), srv.URL, enginescrape.Engine{Name: schema.EngineVLLM, Spans: oneSpanPerRecord})
+	f := enginescrape.NewReceiverFactory(srv.URL, enginescrape.Engine{Name: schema.EngineVLLM, Receiver: enginescrape.StandInReceiver, Spans: oneSpanPerRecord})
 	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
 	cfg.CollectionInterval = 20 * time.Millisecond
 	cfg.InitialDelay = 0

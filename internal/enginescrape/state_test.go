@@ -14,7 +14,7 @@ import (
 // A state endpoint fills only the canonical names the same scrape's Prometheus families do not provide; a
 // select source provides its name only when a series with the selected value is there.
 func TestStateFillsOnlyWhatPrometheusLacks(t *testing.T) {
-	engine := enginescrape.Engine{Name: schema.EngineTriton, State: []enginescrape.StateEndpoint{{
+	engine := enginescrape.Engine{Receiver: enginescrape.StandInReceiver, Name: schema.EngineTriton, State: []enginescrape.StateEndpoint{{
 		Name: "probe", Paths: []string{"/probe"},
 		Parse: func(_ []byte, out *enginescrape.StateOutput) error {
 			out.Gauge(schema.MetricLLMSchedulerRequestsWaiting, 5)
@@ -45,7 +45,7 @@ func TestStandaloneStateWithoutPrometheus(t *testing.T) {
 		return enginescrape.StateEndpoint{Name: name, Paths: []string{"/" + name}, Standalone: standalone,
 			Parse: func([]byte, *enginescrape.StateOutput) error { polled[name]++; return nil }}
 	}
-	engine := enginescrape.Engine{Name: schema.EngineTensorrtLLM, State: []enginescrape.StateEndpoint{endpoint("alone", true), endpoint("dependent", false)}}
+	engine := enginescrape.Engine{Receiver: enginescrape.StandInReceiver, Name: schema.EngineTensorrtLLM, State: []enginescrape.StateEndpoint{endpoint("alone", true), endpoint("dependent", false)}}
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{
 		"/metrics": {Status: 404}, "/alone": {Body: []byte(`[]`)}, "/dependent": {Body: []byte(`[]`)},
 	})

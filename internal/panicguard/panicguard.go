@@ -44,13 +44,10 @@ type Guard struct {
 	logged    map[string]bool
 }
 
-// NewGuard makes the guard of a component whose self-metric prefix is metricPrefix (the counter is
-// metricPrefix + "_recovered_panics").
-func NewGuard(component, metricPrefix string, logger *zap.Logger, meter metric.Meter) (*Guard, error) {
-	counter, err := meter.Int64Counter(metricPrefix+"_recovered_panics",
-		metric.WithDescription("Batches (or evaluations) whose handling failed with an internal error and was abandoned, by stage."),
-		metric.WithUnit("{batch}"))
-	return &Guard{component: component, logger: logger, counter: counter, logged: map[string]bool{}}, err
+// NewGuard makes the guard of a component; counter is the component's recovered-panics instrument (from its
+// generated telemetry builder), incremented with the stage as attribute.
+func NewGuard(component string, logger *zap.Logger, counter metric.Int64Counter) *Guard {
+	return &Guard{component: component, logger: logger, counter: counter, logged: map[string]bool{}}
 }
 
 // Run calls fn; it reports true when fn returned, false when it panicked (and the panic was reported).

@@ -30,8 +30,9 @@ func TestGuardCountsEveryPanicAndLogsOnce(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	reader := sdkmetric.NewManualReader()
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
-	g, err := NewGuard("llm_test", "servescope_test", zap.New(core), meter)
+	counter, err := meter.Int64Counter("otelcol_test_recovered_panics")
 	require.NoError(t, err)
+	g := NewGuard("llm_test", zap.New(core), counter)
 	for range 5 {
 		assert.False(t, g.Run("explain", func() { panic("bug") }))
 	}
@@ -43,7 +44,7 @@ func TestGuardCountsEveryPanicAndLogsOnce(t *testing.T) {
 	byStage := map[string]int64{}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			require.Equal(t, "servescope_test_recovered_panics", m.Name)
+			require.Equal(t, "otelcol_test_recovered_panics", m.Name)
 			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
 				stage, _ := dp.Attributes.Value("stage")
 				byStage[stage.AsString()] += dp.Value

@@ -15,6 +15,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
 )
 
 // Each iteration processes one fresh copy of a real scrape; copies are made outside the timer in batches,
@@ -50,7 +51,7 @@ func benchCaptures(b *testing.B, run func(b *testing.B, md pmetric.Metrics)) {
 }
 
 func BenchmarkNormalize(b *testing.B) {
-	n, err := newNormalizer(&Config{}, processortest.NewNopSettings(componentType).TelemetrySettings)
+	n, err := newNormalizer(&Config{}, processortest.NewNopSettings(metadata.Type).TelemetrySettings)
 	if err != nil {
 		b.Fatal(err)
 	}

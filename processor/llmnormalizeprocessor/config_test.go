@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -19,9 +21,9 @@ func TestLoadConfig(t *testing.T) {
 		want    *Config
 		wantErr string
 	}{
-		{id: component.NewID(componentType), want: &Config{}},
-		{id: component.NewIDWithName(componentType, "vllm_only"), want: &Config{Engines: []string{"vllm"}, KeepOriginals: true, DropUnmapped: true}},
-		{id: component.NewIDWithName(componentType, "unknown_engine"), wantErr: `engines: unknown engine "tgi" (known: `},
+		{id: component.NewID(metadata.Type), want: &Config{}},
+		{id: component.NewIDWithName(metadata.Type, "vllm_only"), want: &Config{Engines: []string{"vllm"}, KeepOriginals: true, DropUnmapped: true}},
+		{id: component.NewIDWithName(metadata.Type, "unknown_engine"), wantErr: `engines: unknown engine "tgi" (known: `},
 	}
 	for _, c := range cases {
 		t.Run(c.id.String(), func(t *testing.T) {

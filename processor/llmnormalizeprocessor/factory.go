@@ -9,14 +9,14 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/processorhelper"
-)
 
-var componentType = component.MustNewType("llm_normalize")
+	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
+)
 
 // NewFactory creates the llm_normalize processor factory.
 func NewFactory() processor.Factory {
-	return processor.NewFactory(componentType, createDefaultConfig,
-		processor.WithMetrics(createMetrics, component.StabilityLevelAlpha))
+	return processor.NewFactory(metadata.Type, createDefaultConfig,
+		processor.WithMetrics(createMetrics, metadata.MetricsStability))
 }
 
 func createDefaultConfig() component.Config { return &Config{} }

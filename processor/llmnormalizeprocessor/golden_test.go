@@ -17,6 +17,7 @@ import (
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/golden"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
 )
 
 // Each engine's capture, converted as its receiver's first scrape converts it (at a fixed time) and stamped
@@ -57,7 +58,7 @@ func TestGoldenEngines(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, "config.yaml")); err == nil {
 				cm, err := confmaptest.LoadConf(filepath.Join(dir, "config.yaml"))
 				require.NoError(t, err)
-				sub, err := cm.Sub(componentType.String())
+				sub, err := cm.Sub(metadata.Type.String())
 				require.NoError(t, err)
 				require.NoError(t, sub.Unmarshal(cfg))
 				require.NoError(t, cfg.Validate())
@@ -75,7 +76,7 @@ func TestGoldenEngines(t *testing.T) {
 func normalizeOnce(t *testing.T, cfg *Config, md pmetric.Metrics) pmetric.Metrics {
 	t.Helper()
 	sink := new(consumertest.MetricsSink)
-	p, err := NewFactory().CreateMetrics(context.Background(), processortest.NewNopSettings(componentType), cfg, sink)
+	p, err := NewFactory().CreateMetrics(context.Background(), processortest.NewNopSettings(metadata.Type), cfg, sink)
 	require.NoError(t, err)
 	require.NoError(t, p.ConsumeMetrics(context.Background(), md))
 	require.Len(t, sink.AllMetrics(), 1)

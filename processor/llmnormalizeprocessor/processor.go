@@ -16,6 +16,7 @@ import (
 
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
 )
 
 type normalizer struct {
@@ -38,19 +39,16 @@ func newNormalizer(cfg *Config, set component.TelemetrySettings) (*normalizer, e
 	if err != nil {
 		return nil, err
 	}
-	meter := set.MeterProvider.Meter("github.com/servescope/servescope/processor/llmnormalizeprocessor")
-	points, err := meter.Int64Counter("servescope_normalize_datapoints",
-		metric.WithDescription("Data points seen by llm_normalize, by outcome (mapped, passthrough, dropped)."),
-		metric.WithUnit("{datapoint}"))
+	telemetry, err := metadata.NewTelemetryBuilder(set)
 	if err != nil {
 		return nil, err
 	}
 	outcome := func(v string) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", v)))
 	}
-	guard, err := panicguard.NewGuard("llm_normalize", "servescope_normalize", set.Logger, meter)
+	guard := panicguard.NewGuard("llm_normalize", set.Logger, telemetry.LlmNormalizeRecoveredPanics)
 	return &normalizer{cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{}, guard: guard,
-		points: points, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped")}, err
+		points: telemetry.LlmNormalizeDatapoints, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped")}, nil
 }
 
 // counts accumulates one batch's outcomes so telemetry costs three calls per batch, not one per metric.

@@ -20,6 +20,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
 )
 
 type run struct {
@@ -30,7 +31,7 @@ type run struct {
 func normalize(t *testing.T, cfg *Config, md pmetric.Metrics) run {
 	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
-	set := processortest.NewNopSettings(componentType)
+	set := processortest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
 	p, err := NewFactory().CreateMetrics(context.Background(), set, cfg, sink)

@@ -13,15 +13,16 @@ import (
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/llamacppreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("llama_cpp")
 
 // llama-server listens on 8080 by default.
 const defaultEndpoint = "http://localhost:8080"
 
 var engine = enginescrape.Engine{
-	Name:         schema.EngineLlamaCpp,
+	Name: schema.EngineLlamaCpp,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	VersionPath:  "/props",
 	ParseVersion: parseBuild,
 	StatusHints:  map[int]string{501: "llama-server serves /metrics only when started with --metrics"},
@@ -33,7 +34,17 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the llama_cpp receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }
 
 // parseBuild reads the build from /props: `build_info` (e.g. "b6123-4a5b6c7d").

@@ -13,6 +13,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/llamacppreceiver/internal/metadata"
 )
 
 type route = enginescrapetest.Route
@@ -32,7 +33,7 @@ func newServer(t *testing.T) *enginescrapetest.Server {
 }
 
 func newRig(t *testing.T, endpoint string) *enginescrapetest.Rig {
-	return enginescrapetest.NewRig(t, componentType, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
+	return enginescrapetest.NewRig(t, metadata.Type, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
 }
 
 func TestScrapesMetricsSlotsHealthAndBuild(t *testing.T) {

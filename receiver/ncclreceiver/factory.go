@@ -14,9 +14,9 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 	"go.uber.org/zap"
-)
 
-var componentType = component.MustNewType("nccl")
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
+)
 
 // newLocator builds the GPU lookup; tests replace it.
 type newLocator func(cfg *Config, logger *zap.Logger) gpuLocator
@@ -32,9 +32,9 @@ func realLocator(cfg *Config, logger *zap.Logger) gpuLocator {
 func NewFactory() receiver.Factory { return newFactory(realLocator) }
 
 func newFactory(loc newLocator) receiver.Factory {
-	return receiver.NewFactory(componentType, createDefaultConfig,
+	return receiver.NewFactory(metadata.Type, createDefaultConfig,
 		receiver.WithMetrics(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
 			c := cfg.(*Config)
 			return newReceiver(c, set, next, loc(c, set.Logger))
-		}, component.StabilityLevelAlpha))
+		}, metadata.MetricsStability))
 }

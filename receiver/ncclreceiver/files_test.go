@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
 )
 
 // line is a minimal record of communicator c: rank 0 of 1, collective number sn.
@@ -155,8 +156,8 @@ func startStorage(t *testing.T, dir string) (host, component.ID) {
 // run starts a receiver on the storage, lets it read once and stops it; it returns what it counted.
 func run(t *testing.T, cfg *Config, h host, next consumer.Metrics) {
 	t.Helper()
-	set := receivertest.NewNopSettings(componentType)
-	set.ID = component.NewID(componentType) // the checkpoint belongs to the receiver's id, stable across restarts
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.ID = component.NewID(metadata.Type) // the checkpoint belongs to the receiver's id, stable across restarts
 	r, err := newReceiver(cfg, set, next, nil)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), h))
@@ -205,7 +206,7 @@ func TestStorageMustBeAStorageExtension(t *testing.T) {
 	id := component.MustNewID("file_storage")
 	cfg := baseConfig("x/*.log")
 	cfg.Storage = &id
-	r, err := newReceiver(cfg, receivertest.NewNopSettings(componentType), consumertest.NewNop(), nil)
+	r, err := newReceiver(cfg, receivertest.NewNopSettings(metadata.Type), consumertest.NewNop(), nil)
 	require.NoError(t, err)
 	err = r.Start(context.Background(), componenttest.NewNopHost())
 	require.ErrorContains(t, err, "not configured")

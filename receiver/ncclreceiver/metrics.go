@@ -15,6 +15,7 @@ import (
 
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/internal/topology"
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
 )
 
 // bounds of the duration and skew histograms, in seconds: 1 µs (a small intra-node all-reduce) to 10 s
@@ -523,7 +524,7 @@ type resourceOut struct {
 func newResourceOut(md pmetric.Metrics) *resourceOut {
 	rm := md.ResourceMetrics().AppendEmpty()
 	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
+	sm.Scope().SetName(metadata.ScopeName)
 	return &resourceOut{rm: rm, sm: sm, metrics: map[string]pmetric.Metric{}}
 }
 
@@ -565,5 +566,3 @@ func (r *resourceOut) gauge(name, unit string) pmetric.Gauge {
 	}
 	return m.Gauge()
 }
-
-const scopeName = "github.com/servescope/servescope/receiver/ncclreceiver"

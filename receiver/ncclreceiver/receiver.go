@@ -2,7 +2,6 @@ package ncclreceiver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
 )
 
 type ncclReceiver struct {
@@ -47,16 +48,14 @@ func newReceiver(cfg *Config, set receiver.Settings, next consumer.Metrics, loc 
 	r := &ncclReceiver{cfg: cfg, set: set, next: next, logger: set.Logger, loc: loc}
 	r.tail = newTailer(cfg, set.Logger)
 	r.agg = newAggregator(cfg, set.Logger, loc, host, time.Now())
-	meter := set.MeterProvider.Meter(scopeName)
-	var errs [3]error
-	r.telemetry.records, errs[0] = meter.Int64Counter("servescope_nccl_records",
-		metric.WithDescription("NCCL Inspector records read."), metric.WithUnit("{record}"))
-	r.telemetry.rejected, errs[1] = meter.Int64Counter("servescope_nccl_rejected_lines",
-		metric.WithDescription("Lines of Inspector files skipped because they were not records (cut off, corrupted, too long)."), metric.WithUnit("{line}"))
-	r.telemetry.dropped, errs[2] = meter.Int64Counter("servescope_nccl_dropped_records",
-		metric.WithDescription("Records not counted because max_series was reached."), metric.WithUnit("{record}"))
+	telemetry, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	r.telemetry.records, r.telemetry.rejected, r.telemetry.dropped =
+		telemetry.NcclRecords, telemetry.NcclRejectedLines, telemetry.NcclDroppedRecords
 	r.telemetry.attrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("receiver", set.ID.String())))
-	return r, errors.Join(errs[:]...)
+	return r, nil
 }
 
 // Start loads the checkpoint and starts reading on the collection interval.

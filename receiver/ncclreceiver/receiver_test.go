@@ -23,6 +23,8 @@ import (
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/metricstest"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
+	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadatatest"
 )
 
 // rig runs one receiver built by the factory against a sink; the first interval runs at Start, and tick
@@ -32,6 +34,7 @@ type rig struct {
 	r    *ncclReceiver
 	sink *consumertest.MetricsSink
 	logs *observer.ObservedLogs
+	tel  *componenttest.Telemetry // the receiver's own telemetry
 }
 
 func newRig(t *testing.T, cfg *Config, loc gpuLocator) *rig {
@@ -39,13 +42,15 @@ func newRig(t *testing.T, cfg *Config, loc gpuLocator) *rig {
 	cfg.CollectionInterval = time.Hour
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.InfoLevel)
-	set := receivertest.NewNopSettings(componentType)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) }) // after the shutdown below
+	set := metadatatest.NewSettings(tel)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
 	f := newFactory(func(*Config, *zap.Logger) gpuLocator { return loc })
 	rcv, err := f.CreateMetrics(context.Background(), set, cfg, sink)
 	require.NoError(t, err)
-	g := &rig{t: t, r: rcv.(*ncclReceiver), sink: sink, logs: logs}
+	g := &rig{t: t, r: rcv.(*ncclReceiver), sink: sink, logs: logs, tel: tel}
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, rcv.Shutdown(context.Background())) })
 	require.Eventually(t, func() bool { return g.intervals() >= 1 }, 5*time.Second, time.Millisecond)
@@ -475,7 +480,7 @@ func newRigOnHost(t *testing.T, cfg *Config, loc gpuLocator, host string) *rig {
 	cfg.CollectionInterval = time.Hour
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.InfoLevel)
-	set := receivertest.NewNopSettings(componentType)
+	set := receivertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
 	r, err := newReceiver(cfg, set, sink, loc)

@@ -10,14 +10,16 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
 )
 
 func load(t *testing.T, name string) (*Config, error) {
 	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
 	require.NoError(t, err)
-	id := component.NewID(componentType)
+	id := component.NewID(metadata.Type)
 	if name != "" {
-		id = component.NewIDWithName(componentType, name)
+		id = component.NewIDWithName(metadata.Type, name)
 	}
 	sub, err := cm.Sub(id.String())
 	require.NoError(t, err)

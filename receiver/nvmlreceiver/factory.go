@@ -14,9 +14,9 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/scraper"
 	"go.opentelemetry.io/collector/scraper/scraperhelper"
-)
 
-var componentType = component.MustNewType("nvml")
+	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
+)
 
 // newLibrary opens NVML; tests replace it with go-nvml's mocks.
 type newLibrary func(cfg *Config) nvml.Interface
@@ -32,16 +32,19 @@ func realLibrary(cfg *Config) nvml.Interface {
 func NewFactory() receiver.Factory { return newFactory(realLibrary) }
 
 func newFactory(lib newLibrary) receiver.Factory {
-	return receiver.NewFactory(componentType, createDefaultConfig,
+	return receiver.NewFactory(metadata.Type, createDefaultConfig,
 		receiver.WithMetrics(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
 			c := cfg.(*Config)
-			s := newGPUScraper(c, lib(c), set)
+			s, err := newGPUScraper(c, lib(c), set)
+			if err != nil {
+				return nil, err
+			}
 			sc, err := scraper.NewMetrics(s.scrape, scraper.WithStart(s.start), scraper.WithShutdown(s.shutdown))
 			if err != nil {
 				return nil, err
 			}
-			return scraperhelper.NewMetricsController(&c.ControllerConfig, set, next, scraperhelper.AddMetricsScraper(componentType, sc))
-		}, component.StabilityLevelAlpha))
+			return scraperhelper.NewMetricsController(&c.ControllerConfig, set, next, scraperhelper.AddMetricsScraper(metadata.Type, sc))
+		}, metadata.MetricsStability))
 }
 
 func createDefaultConfig() component.Config {

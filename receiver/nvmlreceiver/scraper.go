@@ -12,9 +12,12 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
 )
 
 // gpuScraper owns the NVML session. NVML calls are cheap (microseconds) and made from the scraper
@@ -34,6 +37,10 @@ type gpuScraper struct {
 	lost     map[string]bool               // UUIDs NVML reported lost: not rediscovered until the collector restarts
 	members  map[string]map[string]*member // replica -> GPU UUID -> when last attributed (topology.go)
 	scrapes  uint64
+
+	telemetry *metadata.TelemetryBuilder
+	receiver  attribute.KeyValue       // the receiver's ID, on every self-metric
+	lostAttrs metric.MeasurementOption // the same, built once for the GPUs-lost counter
 }
 
 // gpu is what the receiver remembers about one device between scrapes.
@@ -52,11 +59,17 @@ type gpu struct {
 	since      pcommon.Timestamp // discovery time: the start of this GPU's counters
 }
 
-func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) *gpuScraper {
+func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) (*gpuScraper, error) {
+	telemetry, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
 	s, _ := schema.Default() // validated by the config
+	receiverID := attribute.String("receiver", set.ID.String())
 	return &gpuScraper{cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
 		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, reported: map[string]bool{}, lost: map[string]bool{},
-		members: map[string]map[string]*member{}}
+		members: map[string]map[string]*member{}, telemetry: telemetry, receiver: receiverID,
+		lostAttrs: metric.WithAttributeSet(attribute.NewSet(receiverID))}, nil
 }
 
 func (s *gpuScraper) once(key string, log func(string, ...zap.Field), msg string, fields ...zap.Field) {
@@ -153,6 +166,7 @@ func (s *gpuScraper) scrape(context.Context) (pmetric.Metrics, error) {
 		if !seen[uuid] || g.lost {
 			s.logger.Warn("GPU disappeared (fell off the bus, lost, or unbound); its metrics stop until the collector restarts",
 				zap.String("hw.id", uuid), zap.Int("index", g.index))
+			s.telemetry.NvmlGpusLost.Add(context.Background(), 1, s.lostAttrs)
 			g.free()
 			delete(s.devices, uuid)
 			if g.lost {
@@ -228,6 +242,7 @@ func (s *gpuScraper) ok(g *gpu, query string, ret nvml.Return) bool {
 	case nvml.ERROR_GPU_IS_LOST:
 		g.lost = true
 	default:
+		s.telemetry.NvmlQueryFailures.Add(context.Background(), 1, metric.WithAttributes(s.receiver, attribute.String("query", query)))
 		s.once(g.uuid+"/"+query, s.logger.Warn, "GPU query failed; retrying every scrape",
 			zap.String("hw.id", g.uuid), zap.String("query", query), zap.String("nvml", nvml.ErrorString(ret)))
 	}
@@ -325,7 +340,7 @@ func (s *gpuScraper) collect(dev nvml.Device, g *gpu, rm pmetric.ResourceMetrics
 		res.PutStr(schema.AttrNvidiaDriverVersion, s.driver)
 	}
 	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName("github.com/servescope/servescope/receiver/nvmlreceiver")
+	sm.Scope().SetName(metadata.ScopeName)
 	sm.Scope().SetVersion(s.set.BuildInfo.Version)
 	p := &points{s: s, ms: sm.Metrics(), byName: map[string]pmetric.Metric{}, now: now, start: g.since}
 

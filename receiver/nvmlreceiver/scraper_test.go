@@ -19,11 +19,16 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
+	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadatatest"
 )
 
 // gpuState is what one mocked GPU reports; tests change it between scrapes.
@@ -50,6 +55,7 @@ type gpuState struct {
 	procUtil       []nvml.ProcessUtilizationSample
 	memV2          *nvml.Memory_v2 // nil = a driver without the v2 memory query
 	unsupported    map[string]bool
+	failing        map[string]bool // queries that answer ERROR_UNKNOWN
 	calls          map[string]int
 }
 
@@ -58,13 +64,16 @@ func newState() *gpuState {
 		smMHz: 1980, memMHz: 2619, eccCorrected: 3, pcieReplay: 2, remapCorr: 1, pcieTxKB: 1000, pcieRxKB: 2000,
 		nvlinkTxKiB: []uint64{100, 200}, nvlinkRxKiB: []uint64{300, 400},
 		gpm:   map[nvml.GpmMetricId]float64{nvml.GPM_METRIC_SM_UTIL: 80, nvml.GPM_METRIC_SM_OCCUPANCY: 40, nvml.GPM_METRIC_ANY_TENSOR_UTIL: 55, nvml.GPM_METRIC_DRAM_BW_UTIL: 90},
-		calls: map[string]int{}, unsupported: map[string]bool{}}
+		calls: map[string]int{}, unsupported: map[string]bool{}, failing: map[string]bool{}}
 }
 
 func (st *gpuState) ret(query string) nvml.Return {
 	st.calls[query]++
 	if st.unsupported[query] {
 		return nvml.ERROR_NOT_SUPPORTED
+	}
+	if st.failing[query] {
+		return nvml.ERROR_UNKNOWN
 	}
 	return nvml.SUCCESS
 }
@@ -167,6 +176,7 @@ type rig struct {
 	states []*gpuState
 	events []nvml.EventData
 	logs   *observer.ObservedLogs
+	tel    *componenttest.Telemetry
 	s      *gpuScraper
 }
 
@@ -207,10 +217,14 @@ func newRig(t *testing.T, srv *server.Server, mutate ...func(*Config)) *rig {
 	}
 	require.NoError(t, cfg.Validate())
 	core, logs := observer.New(zapcore.DebugLevel)
-	set := receivertest.NewNopSettings(componentType)
+	r.tel = componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, r.tel.Shutdown(context.Background())) })
+	set := metadatatest.NewSettings(r.tel)
 	set.Logger = zap.New(core)
 	r.logs = logs
-	r.s = newGPUScraper(cfg, srv, set)
+	var err error
+	r.s, err = newGPUScraper(cfg, srv, set)
+	require.NoError(t, err)
 	return r
 }
 
@@ -399,6 +413,25 @@ func TestGPUThatDisappears(t *testing.T) {
 		assert.Equal(t, 6, r.scrape(t).ResourceMetrics().Len(), "a lost GPU is not rediscovered")
 	}
 	assert.Equal(t, 2, r.logs.FilterMessageSnippet("GPU disappeared").Len(), "once per GPU")
+	metadatatest.AssertEqualNvmlGpusLost(t, r.tel, []metricdata.DataPoint[int64]{{Value: 2, Attributes: attribute.NewSet(
+		attribute.String("receiver", r.s.set.ID.String()))}}, metricdatatest.IgnoreTimestamp())
+}
+
+// A query that fails (other than not being supported) is retried every scrape, logged once and counted
+// each time in the receiver's own telemetry.
+func TestFailingQueryIsCountedEachScrape(t *testing.T) {
+	r := newRig(t, dgxh100.New())
+	r.start(t)
+	r.states[0].failing["power"] = true
+	var md pmetric.Metrics
+	for range 3 {
+		md = r.scrape(t)
+	}
+	assert.Empty(t, values(t, md, 0, schema.MetricHwPower))
+	assert.Equal(t, 3, r.states[0].calls["power"], "asked again every scrape")
+	assert.Equal(t, 1, r.logs.FilterMessageSnippet("GPU query failed").Len())
+	metadatatest.AssertEqualNvmlQueryFailures(t, r.tel, []metricdata.DataPoint[int64]{{Value: 3, Attributes: attribute.NewSet(
+		attribute.String("query", "power"), attribute.String("receiver", r.s.set.ID.String()))}}, metricdatatest.IgnoreTimestamp())
 }
 
 // GPM samples are freed when a GPU goes and at shutdown: none leak.
@@ -571,7 +604,7 @@ func TestReceiverLifecycle(t *testing.T) {
 	f := newFactory(func(*Config) nvml.Interface { return srv })
 	cfg := f.CreateDefaultConfig().(*Config)
 	require.NoError(t, componenttest.CheckConfigStruct(cfg))
-	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, nil)
+	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, rcv.Shutdown(context.Background()))

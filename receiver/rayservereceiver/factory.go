@@ -18,9 +18,8 @@ import (
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/rayservereceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("ray_serve")
 
 // KubeRay exposes the metrics-export port as 8080 ("metrics"); the Ray dashboard listens on 8265.
 const (
@@ -50,18 +49,30 @@ func (c *Config) Validate() error {
 
 // NewFactory creates the ray_serve receiver factory.
 func NewFactory() receiver.Factory {
-	return receiver.NewFactory(componentType,
+	return receiver.NewFactory(metadata.Type,
 		func() component.Config {
 			return &Config{Config: enginescrape.NewDefaultConfig(defaultEndpoint, "/metrics"), DashboardEndpoint: defaultDashboard}
 		},
 		receiver.WithMetrics(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
 			c := cfg.(*Config)
 			return enginescrape.NewMetricsReceiver(set, &c.Config, engineFor(c), next)
-		}, component.StabilityLevelAlpha))
+		}, metadata.MetricsStability))
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }
 
 func engineFor(c *Config) enginescrape.Engine {
-	e := enginescrape.Engine{Name: schema.EngineRayServe}
+	e := enginescrape.Engine{Name: schema.EngineRayServe,
+		Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+			Telemetry: telemetry}}
 	if c.DashboardEndpoint != "" {
 		e.State = []enginescrape.StateEndpoint{{
 			Name: "serve_applications", BaseURL: c.DashboardEndpoint, Paths: []string{"/api/serve/applications/"},

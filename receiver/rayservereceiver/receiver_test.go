@@ -17,6 +17,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/rayservereceiver/internal/metadata"
 )
 
 type route = enginescrapetest.Route
@@ -33,7 +34,7 @@ func rig(t *testing.T, dashboardBody []byte, dashboard bool) *enginescrapetest.R
 		cfg.DashboardEndpoint = dash.URL
 	}
 	require.NoError(t, cfg.Validate())
-	return enginescrapetest.NewRig(t, componentType, &cfg.Config, engineFor(cfg), metrics.URL)
+	return enginescrapetest.NewRig(t, metadata.Type, &cfg.Config, engineFor(cfg), metrics.URL)
 }
 
 func TestServeStatesFromTheDashboard(t *testing.T) {
@@ -107,7 +108,7 @@ func TestReceiverLifecycle(t *testing.T) {
 	cfg.CollectionInterval, cfg.InitialDelay = 50*time.Millisecond, 0
 	require.NoError(t, componenttest.CheckConfigStruct(cfg))
 	sink := new(consumertest.MetricsSink)
-	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, sink)
+	rcv, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
 	require.NoError(t, err)
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 2 }, 10*time.Second, 20*time.Millisecond)

@@ -13,15 +13,16 @@ import (
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/sglangreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("sglang")
 
 // SGLang's server listens on 30000 by default.
 const defaultEndpoint = "http://localhost:30000"
 
 var engine = enginescrape.Engine{
-	Name:        schema.EngineSglang,
+	Name: schema.EngineSglang,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	StatusHints: map[int]string{404: "SGLang serves /metrics only when started with --enable-metrics"},
 	State: []enginescrape.StateEndpoint{
 		{Name: "server_info", Paths: []string{"/server_info", "/get_server_info"}, MaxBodySize: 4 << 20, Parse: parseServerInfo},
@@ -32,7 +33,17 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the sglang receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }
 
 // parseServerInfo reads the version and the parallel layout from /server_info, a flat dict of the server

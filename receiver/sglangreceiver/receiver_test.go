@@ -15,6 +15,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/sglangreceiver/internal/metadata"
 )
 
 type route = enginescrapetest.Route
@@ -41,7 +42,7 @@ func currentServer(t *testing.T) map[string][]byte {
 }
 
 func scrape(t *testing.T, endpoint string, times int) (pmetric.Metrics, *observer.ObservedLogs) {
-	r := enginescrapetest.NewRig(t, componentType, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
+	r := enginescrapetest.NewRig(t, metadata.Type, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
 	return r.Scrape(t, times), r.Logs
 }
 

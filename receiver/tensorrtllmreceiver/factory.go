@@ -14,9 +14,8 @@ import (
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tensorrtllmreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("tensorrt_llm")
 
 // trtllm-serve listens on 8000 and serves Prometheus text under /prometheus/metrics (its /metrics is JSON).
 const (
@@ -25,7 +24,9 @@ const (
 )
 
 var engine = enginescrape.Engine{
-	Name:         schema.EngineTensorrtLLM,
+	Name: schema.EngineTensorrtLLM,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability,
+		Telemetry: telemetry},
 	VersionPath:  "/version",
 	ParseVersion: enginescrape.ParseVersionField,
 	StatusHints:  map[int]string{404: "trtllm-serve serves /prometheus/metrics from TensorRT-LLM 1.1 on"},
@@ -40,5 +41,15 @@ var engine = enginescrape.Engine{
 
 // NewFactory creates the tensorrt_llm receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactoryWithPath(componentType, defaultEndpoint, metricsPath, engine)
+	return enginescrape.NewReceiverFactoryWithPath(defaultEndpoint, metricsPath, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tensorrtllmreceiver/internal/metadata"
 )
 
 // bootedAgo is how long the fake engine's steady clock has run: its timestamps are wall time minus this.
@@ -43,7 +44,7 @@ func newSpanServer(t *testing.T, records []byte) *enginescrapetest.Server {
 }
 
 func newSpanRig(t *testing.T, endpoint string) *enginescrapetest.SpanRig {
-	return enginescrapetest.NewSpanRig(t, componentType, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
+	return enginescrapetest.NewSpanRig(t, metadata.Type, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
 }
 
 // spansByID returns the spans of td by their gen_ai.request.id.

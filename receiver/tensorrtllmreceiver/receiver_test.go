@@ -9,6 +9,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tensorrtllmreceiver/internal/metadata"
 )
 
 type route = enginescrapetest.Route
@@ -25,7 +26,7 @@ func newServer(t *testing.T, metrics string) *enginescrapetest.Server {
 }
 
 func newRig(t *testing.T, endpoint string) *enginescrapetest.Rig {
-	return enginescrapetest.NewRig(t, componentType, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
+	return enginescrapetest.NewRig(t, metadata.Type, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, endpoint)
 }
 
 func TestScrapesPrometheusEndpoint(t *testing.T) {

@@ -12,19 +12,30 @@ import (
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tritonreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("triton")
 
 // Triton serves Prometheus metrics on its metrics port, 8002 by default (HTTP API on 8000, gRPC on 8001).
 const defaultEndpoint = "http://localhost:8002"
 
 var engine = enginescrape.Engine{
-	Name:        schema.EngineTriton,
+	Name: schema.EngineTriton,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	StatusHints: map[int]string{404: "Triton serves metrics on its metrics port (8002) unless started with --allow-metrics=false"},
 }
 
 // NewFactory creates the triton receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }

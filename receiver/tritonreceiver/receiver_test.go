@@ -9,6 +9,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/tritonreceiver/internal/metadata"
 )
 
 func TestScrapesEveryTritonCapture(t *testing.T) {
@@ -16,7 +17,7 @@ func TestScrapesEveryTritonCapture(t *testing.T) {
 		t.Run(rel, func(t *testing.T) {
 			body := fixtures.Read(t, rel)
 			srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{"/metrics": {Body: body}})
-			r := enginescrapetest.NewRig(t, componentType, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, srv.URL)
+			r := enginescrapetest.NewRig(t, metadata.Type, NewFactory().CreateDefaultConfig().(*enginescrape.Config), engine, srv.URL)
 			md := r.Scrape(t, 2)
 			assert.Equal(t, map[string]float64{"": 1}, enginescrapetest.Gauges(md, schema.MetricLLMEngineUp))
 			assert.Equal(t, "triton", md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])

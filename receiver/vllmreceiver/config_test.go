@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/servescope/servescope/internal/enginescrape"
+	"github.com/servescope/servescope/receiver/vllmreceiver/internal/metadata"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -20,9 +21,9 @@ func TestLoadConfig(t *testing.T) {
 	require.NoError(t, err)
 	load := func(t *testing.T, name string) (*enginescrape.Config, error) {
 		cfg := NewFactory().CreateDefaultConfig().(*enginescrape.Config)
-		id := component.NewID(componentType)
+		id := component.NewID(metadata.Type)
 		if name != "" {
-			id = component.NewIDWithName(componentType, name)
+			id = component.NewIDWithName(metadata.Type, name)
 		}
 		sub, err := cm.Sub(id.String())
 		require.NoError(t, err)

@@ -9,9 +9,8 @@ import (
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/vllmreceiver/internal/metadata"
 )
-
-var componentType = component.MustNewType("vllm")
 
 // vLLM's OpenAI-compatible server listens on 8000 and serves /metrics and /version there.
 const (
@@ -20,12 +19,24 @@ const (
 )
 
 var engine = enginescrape.Engine{
-	Name:         schema.EngineVLLM,
+	Name: schema.EngineVLLM,
+	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry},
 	VersionPath:  versionPath,
 	ParseVersion: enginescrape.ParseVersionField,
 }
 
 // NewFactory creates the vllm receiver factory.
 func NewFactory() receiver.Factory {
-	return enginescrape.NewReceiverFactory(componentType, defaultEndpoint, engine)
+	return enginescrape.NewReceiverFactory(defaultEndpoint, engine)
+}
+
+// telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
+func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return enginescrape.Telemetry{}, err
+	}
+	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/schema"
+	"github.com/servescope/servescope/receiver/vllmreceiver/internal/metadata"
 )
 
 // The receiver, built by its factory, scrapes a vLLM-shaped server on its interval and stamps the replica.
@@ -40,7 +41,7 @@ func TestReceiverScrapesOnInterval(t *testing.T) {
 	cfg.CollectionInterval = 50 * time.Millisecond
 	cfg.InitialDelay = 0
 	sink := new(consumertest.MetricsSink)
-	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, sink)
+	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 2 }, 10*time.Second, 20*time.Millisecond)
@@ -65,7 +66,7 @@ func TestLifecycleWithoutEngine(t *testing.T) {
 	f := NewFactory()
 	cfg := f.CreateDefaultConfig().(*enginescrape.Config)
 	cfg.Endpoint = "http://127.0.0.1:1" // nothing listens; start and shutdown must still be clean
-	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(componentType), cfg, consumertest.NewNop())
+	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, r.Shutdown(context.Background()))

@@ -398,7 +398,7 @@ func waitSoakReady(t *testing.T, r *soakRun, otlpAddr string) {
 // exit, killing the process if it does not exit in time.
 func stopSoakRun(t *testing.T, r *soakRun, telemetryAddr string, samples *soakSampler) {
 	t.Helper()
-	r.waitingAtSIGTERM, r.waitingKnown = telemetryValue("http://"+telemetryAddr+"/metrics", "servescope_root_cause_waiting_spans")
+	r.waitingAtSIGTERM, r.waitingKnown = telemetryValue("http://"+telemetryAddr+"/metrics", "otelcol_llm_root_cause_waiting_spans")
 	if peak, _, err := procMemory(r.c.cmd.Process.Pid); err == nil {
 		samples.notePeak(r.n, peak)
 	}

@@ -206,3 +206,20 @@ func Testdata(t testing.TB, name string) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// ScrapeUnreachable runs one scrape of an endpoint nobody listens on, with the receiver's engine and set's
+// telemetry. It returns the endpoint's service.instance.id and the scrape's metrics: a receiver's test then
+// finds the failure in the self-telemetry its metadata.yaml declares, and its scope name on the metrics.
+func ScrapeUnreachable(t testing.TB, set receiver.Settings, cfg *enginescrape.Config, engine enginescrape.Engine) (string, pmetric.Metrics) {
+	t.Helper()
+	cfg.Endpoint = "http://127.0.0.1:1"
+	require.NoError(t, cfg.Validate())
+	s, err := enginescrape.NewScraper(cfg, engine, set)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	md, err := s.Scrape(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, map[string]float64{"": 0}, Gauges(md, "llm.engine.up"), "nothing answers there")
+	return "127.0.0.1:1", md
+}
