@@ -131,7 +131,7 @@ func parseRecord(line []byte) (op, error) {
 		if errors.As(err, &syntax) {
 			return op{}, fmt.Errorf("not JSON (cut off or corrupted) at byte %d", syntax.Offset)
 		}
-		return op{}, fmt.Errorf("unexpected JSON shape: %v", err)
+		return op{}, fmt.Errorf("unexpected JSON shape: %w", err)
 	}
 	h := w.Header
 	if h == nil || h.ID == "" || h.Rank == nil || h.NRanks == nil {
