@@ -90,7 +90,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		return rq.quantile(quantile, cfg.Baseline.MinSamples)
 	}
 	tpotUsual, tpotPace := math.NaN(), math.NaN()
-	var promptP90, genP90, genP50, prefillPerToken float64 = math.NaN(), math.NaN(), math.NaN(), math.NaN()
+	promptP90, genP90, genP50, prefillPerToken := math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	if base != nil {
 		tpotUsual = q(base.tpot, 0.5)
 		tpotPace = q(base.tpot, 0.1)

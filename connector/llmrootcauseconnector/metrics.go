@@ -95,10 +95,10 @@ const otherFamily = "_other"
 // `_other` when it is not among the max_prompt_families busiest (neither of those two takes a place). A
 // family that loses its place loses its series.
 func (a *aggregator) promptFamily(f string, now time.Time) string {
-	switch {
-	case f == "":
+	switch f {
+	case "":
 		return "unknown"
-	case f == otherFamily || f == "unknown":
+	case otherFamily, "unknown":
 		return f
 	}
 	return a.promptFamilies.Place(f, now.UnixNano(), otherFamily, func(evicted string) { a.forget(a.tenantToks.extra, evicted) })

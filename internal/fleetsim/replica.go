@@ -115,7 +115,6 @@ type replica struct {
 	batch     []slot
 	blockedKV bool
 	step      stepRecord
-	iterLog   []iterationStat
 	iter      int
 	sgl       sglangSnapshot
 	llama     llamaWindow

@@ -313,9 +313,9 @@ func (p *parser) parseComment(line []byte) *lineErr {
 	if !ok {
 		return errTok("unknown type", rest)
 	}
-	switch {
-	case fs.Type == t:
-	case fs.Type == TypeUnknown:
+	switch fs.Type {
+	case t:
+	case TypeUnknown:
 		fs.Type = t
 	default:
 		return &lineErr{msg: "conflicting type", tok: rest, hasTok: true, tail: ", family is already " + fs.Type.String()}
