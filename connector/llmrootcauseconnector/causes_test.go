@@ -274,7 +274,7 @@ func TestRootCauses(t *testing.T) {
 			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.7},
 			wantSentence: []string{"60 ms per token against an uncontended"}},
 		{name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
-			state:    func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
+			state:    func(_ float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: causeUnknown,
 			wantSentence: []string{"no rule has evidence", "collective time not observable (custom_all_reduce)"}},

@@ -333,23 +333,23 @@ type output struct {
 // release sends the held batches that pick selects (called with c.mu held), oldest first.
 func (c *core) release(ctx context.Context, pick func(*batch) bool, forcedReason string) error {
 	c.mu.Lock()
-	var keep, go_ []*batch
+	var keep, send []*batch
 	for _, b := range c.pending {
 		if pick(b) {
-			go_ = append(go_, b)
+			send = append(send, b)
 		} else {
 			keep = append(keep, b)
 		}
 	}
 	c.pending = keep
-	for _, b := range go_ {
+	for _, b := range send {
 		c.pendingN -= b.td.SpanCount()
 	}
 	var outs []output
 	if forcedReason != "" {
-		outs = c.finishForced(go_, forcedReason)
+		outs = c.finishForced(send, forcedReason)
 	} else {
-		for _, b := range go_ {
+		for _, b := range send {
 			c.waiting.Add(ctx, -int64(b.td.SpanCount()))
 			outs = append(outs, c.finish(b))
 		}

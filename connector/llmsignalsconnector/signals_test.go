@@ -360,7 +360,7 @@ func indexOf(s, sub string) int {
 // seen, and GPUs of different pipeline stages compared as one tensor-parallel group.
 func TestParallelismDetectorsNeedTheirEvidence(t *testing.T) {
 	r := newRig(t)
-	r.run([]string{"r1"}, 200, func(rep string, sec float64, s *replicaState) {
+	r.run([]string{"r1"}, 200, func(_ string, sec float64, s *replicaState) {
 		s.collectives = straggling(sec, false)
 		// Stage 1 idles in both tensor-parallel groups alike (and unplaced GPUs are not compared with placed ones).
 		s.gpus = append(pipelined(func(stage int) float64 { return 0.8 - 0.5*float64(stage) }), s.gpus...)

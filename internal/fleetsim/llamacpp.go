@@ -32,7 +32,7 @@ func (rp *replica) llamaFinished(r *request) {
 	rp.llama.winGenSec += d
 }
 
-func (rp *replica) llamaMetrics(now float64) []byte {
+func (rp *replica) llamaMetrics(_ float64) []byte {
 	e := &expo{style: styleCpp}
 	st := rp.stats
 	w := &rp.llama

@@ -438,7 +438,7 @@ func (rp *replica) endStep(t float64) {
 		clear(rp.running[len(keep):])
 		rp.running = keep
 		for _, r := range finished {
-			rp.finish(r, t)
+			rp.finish(r)
 		}
 	}
 	rp.busy = false
@@ -449,7 +449,7 @@ func (rp *replica) endStep(t float64) {
 }
 
 // finish records a finished request in the engine's histograms and hands it to the fleet.
-func (rp *replica) finish(r *request, t float64) {
+func (rp *replica) finish(r *request) {
 	r.state = stFinished
 	rp.kv.release(r.blocks)
 	r.blocks = nil
@@ -477,5 +477,5 @@ func (rp *replica) finish(r *request, t float64) {
 	case EngineTRTLLM:
 		rp.trtllmPerf(r)
 	}
-	rp.f.complete(r, t)
+	rp.f.complete(r)
 }

@@ -32,7 +32,7 @@ func vllmBuckets(maxModelLen int) map[quantity][]float64 {
 
 const vllmVersion = "0.11.2"
 
-func (rp *replica) vllmMetrics(now float64) []byte {
+func (rp *replica) vllmMetrics(_ float64) []byte {
 	f := rp.f
 	e := &expo{style: stylePython, sort: true}
 	base := []label{{"engine", "0"}, {"model_name", f.cfg.Model.Name}}
@@ -116,8 +116,8 @@ func (rp *replica) vllmMetrics(now float64) []byte {
 func (rp *replica) vllmRoutes(mux *http.ServeMux) {
 	f := rp.f
 	mux.HandleFunc("GET /metrics", rp.textHandler(rp.vllmMetrics))
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {})
-	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) {})
+	mux.HandleFunc("GET /health", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("GET /ping", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("GET /version", rp.jsonHandler(func(float64) any { return map[string]string{"version": vllmVersion} }))
 	mux.HandleFunc("GET /load", rp.jsonHandler(func(float64) any { return map[string]int{"server_load": rp.outstanding()} }))
 	mux.HandleFunc("GET /v1/models", rp.jsonHandler(func(float64) any {

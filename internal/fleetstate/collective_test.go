@@ -153,7 +153,7 @@ func TestCollectiveSeriesBeyondTheCapAddNothing(t *testing.T) {
 // batch covers the time since the same collector's previous one, and their communicators add up.
 func TestCollectivesFromTwoNodes(t *testing.T) {
 	s := newStore()
-	node := func(host, comm string, sec float64, n int) fleetstatetest.Collectives {
+	node := func(host, comm string, _ float64, n int) fleetstatetest.Collectives {
 		c := twoRanks("r1", uint64(1000*n), float64(n), float64(n), uint64(1000*n), float64(n), true) // 1 s of skew per 10 s
 		c.Host, c.Communicator = host, comm
 		for i := range c.Ranks {

@@ -36,7 +36,7 @@ func (sc scenario) at(sec float64) regime {
 }
 
 // scrape is the engine's state at sec: the levels of its regime, and the counters grown since the first one.
-func (sc scenario) scrape(replica string, sec float64) map[string]float64 {
+func (sc scenario) scrape(_ string, sec float64) map[string]float64 {
 	var queries, hits, firstTokens, ttftSum, preemptions float64
 	for i, r := range sc {
 		end := sec

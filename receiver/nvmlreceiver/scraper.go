@@ -485,7 +485,7 @@ func (s *gpuScraper) io(dev nvml.Device, g *gpu, p *points) {
 		return
 	}
 	var tx, rx, crc float64
-	var any bool
+	var throughputRead bool
 	for _, f := range fields {
 		if nvml.Return(f.NvmlReturn) != nvml.SUCCESS {
 			continue
@@ -493,14 +493,14 @@ func (s *gpuScraper) io(dev nvml.Device, g *gpu, p *points) {
 		v := sampleValue(nvml.ValueType(f.ValueType), f.Value)
 		switch f.FieldId {
 		case nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX:
-			tx, any = tx+v*1024, true // KiB
+			tx, throughputRead = tx+v*1024, true // KiB
 		case nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX:
-			rx, any = rx+v*1024, true
+			rx, throughputRead = rx+v*1024, true
 		case nvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL:
 			crc = v
 		}
 	}
-	if !any { // a PCIe-only card: every field unsupported
+	if !throughputRead { // a PCIe-only card: every field unsupported
 		s.ok(g, "nvlink", nvml.ERROR_NOT_SUPPORTED)
 		return
 	}

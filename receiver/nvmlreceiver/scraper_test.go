@@ -77,7 +77,7 @@ func uintSample(ts uint64, percent uint32) nvml.Sample {
 
 // arm sets every device function the receiver calls (go-nvml's mocks panic on the ones left nil).
 func arm(d *server.Device, st *gpuState) {
-	d.GetSamplesFunc = func(t nvml.SamplingType, since uint64) (nvml.ValueType, []nvml.Sample, nvml.Return) {
+	d.GetSamplesFunc = func(_ nvml.SamplingType, since uint64) (nvml.ValueType, []nvml.Sample, nvml.Return) {
 		if r := st.ret("samples"); r != nvml.SUCCESS {
 			return 0, nil, r
 		}
@@ -153,7 +153,7 @@ func arm(d *server.Device, st *gpuState) {
 		return nvml.GpmSupport{IsSupportedDevice: map[bool]uint32{true: 1}[st.gpm != nil]}, nvml.SUCCESS
 	}
 	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return st.procs, st.ret("processes") }
-	d.GetProcessUtilizationFunc = func(since uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+	d.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
 		if len(st.procUtil) == 0 {
 			return nil, nvml.ERROR_NOT_FOUND
 		}

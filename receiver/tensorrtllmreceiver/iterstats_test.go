@@ -332,7 +332,7 @@ func FuzzIterationStats(f *testing.F) {
 	}
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`[{"iter": 3}, {"iter": 1}, {"iter": 9, "kvCacheStats": {"maxNumBlocks": 0, "usedNumBlocks": 1}}]`))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Fuzz(func(_ *testing.T, b []byte) {
 		read := newIterationReader()
 		for range 2 {
 			_ = read(b, enginescrape.NewStateOutputForTest(pmetric.NewMetrics().ResourceMetrics().AppendEmpty()))
