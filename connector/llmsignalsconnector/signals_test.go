@@ -666,7 +666,7 @@ func TestTenantFairness(t *testing.T) {
 	require.Len(t, started, 1, "%+v", started)
 	got := started[0]
 	assert.Equal(t, "tenant_fairness", got.detector)
-	assert.Equal(t, "", got.replica, "a pool-wide incident")
+	assert.Empty(t, got.replica, "a pool-wide incident")
 	assert.Equal(t, "batch-co", got.evidence["noisy_tenant"])
 	assert.Equal(t, "acme", got.evidence["starving_tenant"])
 	assert.InDelta(t, 31.0/20, got.evidence["starving_queue_seconds"], 0.01, "per interval: 31 s of queue over 20 requests")

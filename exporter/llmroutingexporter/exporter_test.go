@@ -126,12 +126,20 @@ func newServed(t *testing.T) (*routingExporter, *httptest.Server) {
 }
 
 func get(t *testing.T, url string) (int, string) {
-	resp, err := http.Get(url)
+	status, body, err := fetch(url)
 	require.NoError(t, err)
+	return status, body
+}
+
+// fetch is get for goroutines other than the test's, which must not end the test themselves (require).
+func fetch(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(body), err
 }
 
 func golden(t *testing.T, name, got string) {
@@ -245,7 +253,10 @@ func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 					return
 				default:
 				}
-				_, body := get(t, srv.URL+"/v1/replicas")
+				_, body, err := fetch(srv.URL + "/v1/replicas")
+				if !assert.NoError(t, err) {
+					return
+				}
 				var got struct{ Replicas []view }
 				if !assert.NoError(t, json.Unmarshal([]byte(body), &got)) {
 					return
@@ -255,7 +266,11 @@ func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 						assert.Equal(t, *rep.Waiting, *rep.Running, "a torn read")
 					}
 				}
-				if status, body := get(t, srv.URL+"/v1/pools/"+model+"/scale"); status == http.StatusOK {
+				status, body, err := fetch(srv.URL + "/v1/pools/" + model + "/scale")
+				if !assert.NoError(t, err) {
+					return
+				}
+				if status == http.StatusOK {
 					var scale struct{ DesiredReplicas, CurrentReplicas float64 }
 					if assert.NoError(t, json.Unmarshal([]byte(body), &scale)) {
 						assert.Equal(t, scale.DesiredReplicas, scale.CurrentReplicas, "a torn read of a pool")

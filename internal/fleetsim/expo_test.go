@@ -138,7 +138,7 @@ func TestExpositionsMatchSchemaAndCaptures(t *testing.T) {
 		},
 	} {
 		t.Run(tc.engine, func(t *testing.T) {
-			require.Equal(t, tc.dcgm || tc.engine == f.replicas[tc.replica].engine, true)
+			require.True(t, tc.dcgm || tc.engine == f.replicas[tc.replica].engine)
 			body := f.RenderMetrics(tc.replica)
 			if tc.dcgm {
 				body = f.RenderDCGM(tc.replica)

@@ -3,7 +3,6 @@ package schema
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -132,7 +131,7 @@ func TestScaleConversions(t *testing.T) {
 		require.NoError(t, err)
 		assert.InDelta(t, c.want, got, 1e-15, "%s->%s", c.from, c.to)
 	}
-	assert.True(t, strings.Contains(GoIdentifier("gen_ai.server.time_to_first_token"), "GenAI"))
+	assert.Contains(t, GoIdentifier("gen_ai.server.time_to_first_token"), "GenAI")
 }
 
 // One vendor family split by label value feeds several canonical metrics; each selection is its own source.
