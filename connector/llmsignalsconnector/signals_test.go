@@ -224,9 +224,10 @@ type detectorScenario struct {
 }
 
 func detectorScenarios() []detectorScenario {
-	from := func(start float64, fn func(s *replicaState)) func(string, float64, *replicaState) {
+	// fromFault applies fn to r1 from second 100 on, where every scenario's fault starts.
+	fromFault := func(fn func(s *replicaState)) func(string, float64, *replicaState) {
 		return func(rep string, sec float64, s *replicaState) {
-			if rep == "r1" && sec >= start {
+			if rep == "r1" && sec >= 100 {
 				fn(s)
 			}
 		}
@@ -243,14 +244,14 @@ func detectorScenarios() []detectorScenario {
 				s.values[schema.MetricLLMSchedulerPreemptions] = (sec - 90) * 2
 			}
 		}, map[string]float64{"kv_utilization_max": 0.98, "preemptions": 20}, "increase the KV cache"},
-		{"prefix_cache_collapse", from(100, func(s *replicaState) {
+		{"prefix_cache_collapse", fromFault(func(s *replicaState) {
 			s.values[schema.MetricLLMPrefixCacheHits] = 700*70 + 1 // hits stop growing
 		}), map[string]float64{"hit_ratio_usual": 0.66}, "prompt-template"},
-		{"gpu_idle_while_waiting", from(100, func(s *replicaState) {
+		{"gpu_idle_while_waiting", fromFault(func(s *replicaState) {
 			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 3
 			s.gpus[0].Utilization = 0.05
 		}), map[string]float64{"gpu_utilization_mean": 0.05, "waiting": 3}, "scheduler's limits"},
-		{"gpu_throttling", from(100, func(s *replicaState) { s.gpus[0].Throttle = []string{"hw_slowdown"} }), nil, "cooling"},
+		{"gpu_throttling", fromFault(func(s *replicaState) { s.gpus[0].Throttle = []string{"hw_slowdown"} }), nil, "cooling"},
 		// dcgm-exporter's shape: no reasons, the SM clock of the busy GPU drops.
 		{"gpu_throttling", func(rep string, sec float64, s *replicaState) {
 			s.gpus[0].SMClockHz = 1980e6
@@ -258,7 +259,7 @@ func detectorScenarios() []detectorScenario {
 				s.gpus[0].SMClockHz = 600e6
 			}
 		}, map[string]float64{"sm_clock_ratio": 600.0 / 1980}, "cooling"},
-		{"gpu_memory_pressure", from(100, func(s *replicaState) { s.gpus[0].MemoryUtilization = 0.99 }),
+		{"gpu_memory_pressure", fromFault(func(s *replicaState) { s.gpus[0].MemoryUtilization = 0.99 }),
 			map[string]float64{"gpu_memory_utilization_max": 0.99}, "out-of-memory"},
 		{"gpu_memory_oom_risk", func(rep string, sec float64, s *replicaState) {
 			if rep == "r1" && sec >= 100 {

@@ -53,7 +53,7 @@ func (b *batch) engine(replica, engine, model string, ago time.Duration, values 
 	return b
 }
 
-func (b *batch) signal(name string, value float64, ago time.Duration, attrs ...string) *batch {
+func (b *batch) signal(name string, value float64, ago time.Duration, attrs ...string) {
 	ms := b.md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
 	m := ms.AppendEmpty()
 	m.SetName(name)
@@ -63,7 +63,6 @@ func (b *batch) signal(name string, value float64, ago time.Duration, attrs ...s
 	for i := 0; i+1 < len(attrs); i += 2 {
 		dp.Attributes().PutStr(attrs[i], attrs[i+1])
 	}
-	return b
 }
 
 func sortedKeys(m map[string]float64) []string {

@@ -58,7 +58,7 @@ func TestRotationTruncationAndReplacement(t *testing.T) {
 	dir := t.TempDir()
 	a := filepath.Join(dir, "h-pid1.log")
 	appendTo(t, a, lines(1, 1, 3))
-	g := newRig(t, baseConfig(filepath.Join(dir, "h-pid*")), nil)
+	g := newRig(t, baseConfig(filepath.Join(dir, "h-pid*")))
 	assert.Equal(t, 3, total(g.last()))
 
 	appendTo(t, a, lines(1, 4, 5))
@@ -93,7 +93,7 @@ func TestStartAtEndSkipsExistingRecordsOnly(t *testing.T) {
 	appendTo(t, a, lines(1, 1, 3))
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.StartAt = "end"
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	appendTo(t, a, lines(1, 4, 4))
 	appendTo(t, filepath.Join(dir, "h-pid2.log"), lines(2, 1, 2)) // appears later: read whole
 	g.tick()
@@ -106,7 +106,7 @@ func TestReadBudgetSpreadsABacklog(t *testing.T) {
 	appendTo(t, filepath.Join(dir, "h-pid2.log"), lines(2, 1, 20))
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.MaxRecordsPerInterval = 15
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	seen := []int{total(g.last())}
 	for range 3 {
 		g.tick()
@@ -124,7 +124,7 @@ func TestLongAndBrokenLinesAreSkippedNotFatal(t *testing.T) {
 	// A line longer than one read: dropped piece by piece up to its newline.
 	b := filepath.Join(dir, "h-pid2.log")
 	appendTo(t, b, line(2, 1)+strings.Repeat("y", readChunk+readChunk/3)+"\n"+line(2, 2))
-	g := newRig(t, baseConfig(filepath.Join(dir, "*.log")), nil)
+	g := newRig(t, baseConfig(filepath.Join(dir, "*.log")))
 	assert.Equal(t, 5, total(g.last()))
 	assert.Len(t, g.logs.FilterMessageSnippet("longer than 256 KiB").All(), 2, "once per file")
 	assert.Len(t, g.logs.FilterMessageSnippet("not a record").All(), 1, "two bad lines, one report")
