@@ -1,17 +1,19 @@
 # servescope: an OpenTelemetry Collector distribution for LLM inference engines.
 #   make run    build the collector and run it with the embedded default configuration
-#   make test   build, check generated files, vet, and run every test (unit, fuzz for a bounded time, e2e)
+#   make test   build, check generated files, vet, lint, and run every test (unit, fuzz for a bounded time, e2e)
 
 GO            ?= go
 BUILDER       := go.opentelemetry.io/collector/cmd/builder@v0.165.0
 BUILD_TAGS    := grpcnotrace,remove_all_sd,enable_kubernetes_sd
 BIN           := bin/otelcol-servescope
 FUZZTIME      ?= 15s
+# golangci-lint at the version pinned in tools/go.mod (its own module: the distribution's go.mod stays as it is).
+GOLANGCI_LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
 # go-nvml (a later receiver) needs cgo; its headers warn under -O2 without this.
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e vet generate check-generated bench clean demo deps rules
+.PHONY: build run test unit fuzz e2e vet lint fmt generate check-generated bench clean demo deps rules
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
@@ -23,7 +25,7 @@ run: build
 demo: build
 	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
-test: deps build check-generated vet rules unit fuzz e2e
+test: deps build check-generated vet lint rules unit fuzz e2e
 
 # What the tests need beyond Go: a real Prometheus (Debian's package), for the end-to-end tests that run
 # every dashboard and alert expression through it, and promtool for the rule tests.
@@ -37,6 +39,14 @@ rules:
 
 vet:
 	$(GO) vet ./...
+
+# .golangci.yml says which linters run and why some findings are excluded; `make fmt` applies gofumpt. The
+# build tags are the binary's, so that dependencies are type-checked as the distribution compiles them.
+lint:
+	$(GOLANGCI_LINT) run --build-tags $(BUILD_TAGS) ./...
+
+fmt:
+	$(GOLANGCI_LINT) fmt ./...
 
 # Our packages with the race detector; the generated main and e2e run without it (e2e has its own target).
 unit:
