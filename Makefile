@@ -13,7 +13,7 @@ GOLANGCI_LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e vet lint fmt generate check-generated bench clean demo deps rules
+.PHONY: build run test unit fuzz e2e vet lint fmt check-tidy generate check-generated bench clean demo deps rules
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
@@ -25,7 +25,7 @@ run: build
 demo: build
 	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
-test: deps build check-generated vet lint rules unit fuzz e2e
+test: deps build check-generated check-tidy vet lint rules unit fuzz e2e
 
 # What the tests need beyond Go: a real Prometheus (Debian's package), for the end-to-end tests that run
 # every dashboard and alert expression through it, and promtool for the rule tests.
@@ -47,6 +47,12 @@ lint:
 
 fmt:
 	$(GOLANGCI_LINT) fmt ./...
+
+# go.mod and go.sum (the distribution's and the tools module's) are what go mod tidy would write.
+check-tidy:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@$(GO) -C tools mod tidy -diff || { echo "tools/go.mod/go.sum are not tidy: run go -C tools mod tidy"; exit 1; }
+	@echo "go.mod and go.sum are tidy"
 
 # Our packages with the race detector; the generated main and e2e run without it (e2e has its own target).
 unit:
