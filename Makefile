@@ -4,7 +4,11 @@
 
 GO            ?= go
 BUILDER       := go.opentelemetry.io/collector/cmd/builder@v0.165.0
-BUILD_TAGS    := grpcnotrace,remove_all_sd,enable_kubernetes_sd
+# The build tags are the manifest's (dist::build_tags in builder-config.yaml), the one place they are written.
+BUILD_TAGS    := $(shell sed -n 's/^  build_tags: *//p' builder-config.yaml)
+ifeq ($(BUILD_TAGS),)
+$(error builder-config.yaml has no dist::build_tags)
+endif
 BIN           := bin/otelcol-servescope
 FUZZTIME      ?= 15s
 # golangci-lint at the version pinned in tools/go.mod (its own module: the distribution's go.mod stays as it is).
