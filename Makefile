@@ -1,6 +1,7 @@
 # servescope: an OpenTelemetry Collector distribution for LLM inference engines.
 #   make run    build the collector and run it with the embedded default configuration
 #   make test   build, check generated files, vet, lint, and run every test (unit, fuzz for a bounded time, e2e)
+#   make deps   install what make test needs beyond Go and a C compiler (Debian's prometheus package)
 
 GO            ?= go
 BUILDER       := go.opentelemetry.io/collector/cmd/builder@v0.165.0
@@ -17,7 +18,7 @@ GOLANGCI_LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e vet lint fmt check-tidy generate check-generated bench clean demo deps rules
+.PHONY: build run test unit fuzz e2e vet lint fmt check-tidy generate check-generated bench clean demo deps check-deps rules
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
@@ -29,12 +30,19 @@ run: build
 demo: build
 	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
-test: deps build check-generated check-tidy vet lint rules unit fuzz e2e
+test: check-deps build check-generated check-tidy vet lint rules unit fuzz e2e
 
 # What the tests need beyond Go: a real Prometheus (Debian's package), for the end-to-end tests that run
-# every dashboard and alert expression through it, and promtool for the rule tests.
+# every dashboard and alert expression through it, and promtool for the rule tests. make deps installs it
+# (with sudo when not root); make test only checks that it is there, and never installs anything.
 deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { 	  command -v apt-get >/dev/null || { echo "install Prometheus 2.x (prometheus and promtool on PATH)"; exit 1; }; 	  echo "installing Debian's prometheus package (prometheus, promtool)"; 	  $$(command -v sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null || 	  { $$(command -v sudo) apt-get update >/dev/null && $$(command -v sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+
+check-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "make test needs Prometheus 2.x (prometheus and promtool on PATH), and they are not there."; \
+	  echo "Run: make deps   (installs Debian's prometheus package with apt-get), or install them another way."; \
+	  exit 1; }
 
 # The generated alert rules are valid, and fire (or not) as their tests say.
 rules:
