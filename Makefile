@@ -1,17 +1,24 @@
 # servescope: an OpenTelemetry Collector distribution for LLM inference engines.
 #   make run    build the collector and run it with the embedded default configuration
-#   make test   build, check generated files, vet, and run every test (unit, fuzz for a bounded time, e2e)
+#   make test   build, check generated files, vet, lint, and run every test (unit, fuzz for a bounded time, e2e)
+#   make deps   install what make test needs beyond Go and a C compiler (Debian's prometheus package)
 
 GO            ?= go
 BUILDER       := go.opentelemetry.io/collector/cmd/builder@v0.165.0
-BUILD_TAGS    := grpcnotrace,remove_all_sd,enable_kubernetes_sd
+# The build tags are the manifest's (dist::build_tags in builder-config.yaml), the one place they are written.
+BUILD_TAGS    := $(shell sed -n 's/^  build_tags: *//p' builder-config.yaml)
+ifeq ($(BUILD_TAGS),)
+$(error builder-config.yaml has no dist::build_tags)
+endif
 BIN           := bin/otelcol-servescope
 FUZZTIME      ?= 15s
+# golangci-lint at the version pinned in tools/go.mod (its own module: the distribution's go.mod stays as it is).
+GOLANGCI_LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
 # go-nvml (a later receiver) needs cgo; its headers warn under -O2 without this.
 export CGO_ENABLED := 1
 export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
-.PHONY: build run test unit fuzz e2e deploy-test vet generate check-generated bench clean demo deps rules
+.PHONY: build run test unit fuzz e2e deploy-test vet lint fmt check-tidy generate check-generated bench clean demo deps check-deps rules
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
@@ -23,12 +30,22 @@ run: build
 demo: build
 	$(GO) run ./cmd/servescope-demo -collector $(BIN) -config config/demo.yaml
 
-test: deps build check-generated vet rules unit fuzz e2e deploy-test
+test: check-deps build check-generated check-tidy vet lint rules unit fuzz e2e deploy-test
 
 # What the tests need beyond Go: a real Prometheus (Debian's package), for the end-to-end tests that run
-# every dashboard and alert expression through it, and promtool for the rule tests.
+# every dashboard and alert expression through it, and promtool for the rule tests. make deps installs it
+# (with sudo when not root); make test only checks that it is there, and never installs anything.
 deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { 	  command -v apt-get >/dev/null || { echo "install Prometheus 2.x (prometheus and promtool on PATH)"; exit 1; }; 	  echo "installing Debian's prometheus package (prometheus, promtool)"; 	  $$(command -v sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null || 	  { $$(command -v sudo) apt-get update >/dev/null && $$(command -v sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+
+# make test installs Prometheus itself only where it can without asking for privileges: as root with apt-get
+# (a fresh machine, a container, CI). Anywhere else it stops and names the command, never running sudo.
+check-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then $(MAKE) --no-print-directory deps; else \
+	  echo "make test needs Prometheus 2.x (prometheus and promtool on PATH), and they are not there."; \
+	  echo "Run: make deps   (installs Debian's prometheus package with apt-get, through sudo), or install them another way."; \
+	  exit 1; fi; }
 
 # The generated alert rules are valid, and fire (or not) as their tests say.
 rules:
@@ -37,6 +54,20 @@ rules:
 
 vet:
 	$(GO) vet ./...
+
+# .golangci.yml says which linters run and why some findings are excluded; `make fmt` applies gofumpt. The
+# build tags are the binary's, so that dependencies are type-checked as the distribution compiles them.
+lint:
+	$(GOLANGCI_LINT) run --build-tags $(BUILD_TAGS) ./...
+
+fmt:
+	$(GOLANGCI_LINT) fmt ./...
+
+# go.mod and go.sum (the distribution's and the tools module's) are what go mod tidy would write.
+check-tidy:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@$(GO) -C tools mod tidy -diff || { echo "tools/go.mod/go.sum are not tidy: run go -C tools mod tidy"; exit 1; }
+	@echo "go.mod and go.sum are tidy"
 
 # Our packages with the race detector; the generated main and e2e run without it (e2e has its own target).
 unit:

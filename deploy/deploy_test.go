@@ -229,9 +229,11 @@ func TestEveryObjectDecodesStrictly(t *testing.T) {
 		"kubernetes/gateway/service.yaml":                 {"Service/servescope-gateway", "NetworkPolicy/servescope-gateway"},
 		"kubernetes/keda/scaledobject.yaml":               {"ScaledObject/vllm-llama-8b"},
 		"chart (sidecar)":                                 {"ConfigMap/servescope-sidecar", "OpenTelemetryCollector/servescope-sidecar"},
-		"chart (gateway)": {"ConfigMap/servescope-gateway", "ServiceAccount/servescope-gateway",
+		"chart (gateway)": {
+			"ConfigMap/servescope-gateway", "ServiceAccount/servescope-gateway",
 			"ClusterRole/servescope-gateway", "ClusterRoleBinding/servescope-gateway", "Deployment/servescope-gateway",
-			"Service/servescope-gateway", "NetworkPolicy/servescope-gateway", "ScaledObject/vllm-llama-8b"},
+			"Service/servescope-gateway", "NetworkPolicy/servescope-gateway", "ScaledObject/vllm-llama-8b",
+		},
 	}
 	got := map[string][]string{}
 	for _, o := range objects {

@@ -166,7 +166,7 @@ func waitForCollector(ctx context.Context, otlpAddr string, exited <-chan error)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("the collector exited at start (%v); see its log", err)
+			return fmt.Errorf("the collector exited at start (%w); see its log", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		default:

@@ -31,8 +31,10 @@ func batchBucket(running float64) int {
 
 func newModelBaseline(halfLife time.Duration) *modelBaseline {
 	q := func() *decayedQuantiles { return newDecayedQuantiles(halfLife) }
-	b := &modelBaseline{ttft: q(), tpot: q(), e2e: q(), promptTokens: q(), genTokens: q(), prefillPerUncachedToken: q(),
-		queue: q(), ttftOverhead: q(), other: q()}
+	b := &modelBaseline{
+		ttft: q(), tpot: q(), e2e: q(), promptTokens: q(), genTokens: q(), prefillPerUncachedToken: q(),
+		queue: q(), ttftOverhead: q(), other: q(),
+	}
 	for i := range b.tpotByBatch {
 		b.tpotByBatch[i] = q()
 	}

@@ -27,9 +27,11 @@ func benchBatches(n int) []ptrace.Traces {
 		calls := make([]call, 100)
 		for i := range calls {
 			k := b*100 + i
-			calls[i] = call{replica: fmt.Sprintf("r%d", k%8), tenant: fmt.Sprintf("tenant-%d", k%50), family: fmt.Sprintf("family-%d", k%7),
+			calls[i] = call{
+				replica: fmt.Sprintf("r%d", k%8), tenant: fmt.Sprintf("tenant-%d", k%50), family: fmt.Sprintf("family-%d", k%7),
 				id: fmt.Sprintf("cmpl-%d", k), start: float64(k) / 100, queue: 0.01 + float64(k%13)*0.2, prefill: 0.1 + float64(k%5)*0.1,
-				decode: 1.98, other: 0.01, prompt: 500 + k%9*300, gen: 100, cached: -1, model: testModel}
+				decode: 1.98, other: 0.01, prompt: 500 + k%9*300, gen: 100, cached: -1, model: testModel,
+			}
 		}
 		out[b] = batchOf(calls...)
 	}
@@ -129,8 +131,10 @@ func BenchmarkBoundedState(b *testing.B) {
 		for k := 0; k < requests; k += perBatch {
 			for j := range calls {
 				n := k + j
-				calls[j] = call{replica: fmt.Sprintf("r%d", n%64), tenant: fmt.Sprintf("tenant-%d", n%tenants), id: fmt.Sprintf("req-%d", n),
-					start: float64(n) / 1000, queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: n % 500, model: fmt.Sprintf("model-%d", n%300)}
+				calls[j] = call{
+					replica: fmt.Sprintf("r%d", n%64), tenant: fmt.Sprintf("tenant-%d", n%tenants), id: fmt.Sprintf("req-%d", n),
+					start: float64(n) / 1000, queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: n % 500, model: fmt.Sprintf("model-%d", n%300),
+				}
 			}
 			require.NoError(b, tt.ConsumeTraces(context.Background(), batchOf(calls...)))
 			if k+perBatch == requests/10 {

@@ -27,8 +27,10 @@ func steady(sec float64) map[string]float64 {
 func usual(cached bool) []call {
 	var calls []call
 	for i := 0; i < 60; i++ {
-		c := call{replica: "r1", tenant: "acme", family: "support-bot", id: fmt.Sprintf("warm-%d", i), start: float64(i),
-			queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: -1}
+		c := call{
+			replica: "r1", tenant: "acme", family: "support-bot", id: fmt.Sprintf("warm-%d", i), start: float64(i),
+			queue: 0.01, prefill: 0.1, decode: 1.98, other: 0.01, prompt: 500, gen: 100, cached: -1,
+		}
 		if cached {
 			c.cached = 350
 		}
@@ -147,25 +149,32 @@ func waitingFor(share float64, observable bool) func(sec float64) fleetstatetest
 		if !observable {
 			reason = "custom_all_reduce"
 		}
-		return fleetstatetest.Collectives{Replica: "r1", Observable: observable, Reason: reason, LateRank: 1,
+		return fleetstatetest.Collectives{
+			Replica: "r1", Observable: observable, Reason: reason, LateRank: 1,
 			Ranks: []fleetstatetest.CollectiveRank{
 				{GPU: "GPU-a", PID: 10, TPRank: 0, Operations: ops, OperationSeconds: 0.0005*float64(ops) + skew},
 				{GPU: "GPU-b", PID: 11, TPRank: 1, Operations: ops, OperationSeconds: 0.0005 * float64(ops)},
 			},
-			Skews: ops, SkewSeconds: skew}
+			Skews: ops, SkewSeconds: skew,
+		}
 	}
 }
 
 func TestRootCauses(t *testing.T) {
 	scenarios := []scenario{
-		{name: "not slow", req: normal(), wantCause: schema.RootCauseNone,
-			wantSentence: []string{"queue 0.01 s, prefill 0.10 s, decode 1.98 s, other 0.01 s of 2.10 s; not slow"}},
-		{name: "queue saturation", state: queueGrowing,
+		{
+			name: "not slow", req: normal(), wantCause: schema.RootCauseNone,
+			wantSentence: []string{"queue 0.01 s, prefill 0.10 s, decode 1.98 s, other 0.01 s of 2.10 s; not slow"},
+		},
+		{
+			name: "queue saturation", state: queueGrowing,
 			req:      with(normal(), func(c *call) { c.queue = 3.4 }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseQueueSaturation,
 			wantEvidence: map[string]any{keyWaitingAtArrival: 42.0, keyQueueGrowth: 43.0 / 15, keySLO: 1.0},
-			wantSentence: []string{"queue 3.40 s", "42 waiting at arrival", "up from 14 60 s before"}},
-		{name: "tenant contention", state: queueGrowing,
+			wantSentence: []string{"queue 3.40 s", "42 waiting at arrival", "up from 14 60 s before"},
+		},
+		{
+			name: "tenant contention", state: queueGrowing,
 			others: []call{
 				{replica: "r1", tenant: "batch-co", id: "b1", start: 99, queue: 0.01, prefill: 0.5, decode: 3.98, other: 0.01, prompt: 6000, gen: 200, cached: -1},
 				{replica: "r1", tenant: "batch-co", id: "b2", start: 99.2, queue: 0.01, prefill: 0.5, decode: 3.98, other: 0.01, prompt: 6000, gen: 200, cached: -1},
@@ -178,8 +187,10 @@ func TestRootCauses(t *testing.T) {
 			// acme's 1.1 s. Each batch-co request lasted 4.49 s, and of the requests that long overlapping the
 			// wait only 5.49/7.89 have ended by the newest end the log holds (105.99 s), so each counts 7.89/5.49.
 			wantEvidence: map[string]any{keyTopOther: "batch-co", keyTopOtherShare: 9.6 * 7.89 / 5.49 / (9.6*7.89/5.49 + 1.1), keyWaitingAtArrival: 42.0},
-			wantSentence: []string{"tenant batch-co held 93% of the running batch while this request queued 3.40 s"}},
-		{name: "KV-cache pressure",
+			wantSentence: []string{"tenant batch-co held 93% of the running batch while this request queued 3.40 s"},
+		},
+		{
+			name: "KV-cache pressure",
 			state: func(sec float64, v map[string]float64) {
 				if sec >= 100 {
 					v[schema.MetricLLMKVCacheUtilization] = 0.98
@@ -189,13 +200,17 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.decode = 7.9 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseKVCachePressure,
 			wantEvidence: map[string]any{keyPreemptions: 5.0, keyKVMax: 0.98},
-			wantSentence: []string{"5 preemptions", "KV cache at 98%"}},
-		{name: "prefix-cache miss where the tenant usually hits", cached: true,
+			wantSentence: []string{"5 preemptions", "KV cache at 98%"},
+		},
+		{
+			name: "prefix-cache miss where the tenant usually hits", cached: true,
 			req:      with(normal(), func(c *call) { c.prompt, c.cached, c.prefill = 1800, 0, 2.2 }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCausePrefixCacheMiss,
 			wantEvidence: map[string]any{keyTenantHitUsual: 0.7},
-			wantSentence: []string{"0 of 1800 prompt tokens cached; this tenant usually gets 70%"}},
-		{name: "prefix-cache miss when the replica's hit ratio collapses",
+			wantSentence: []string{"0 of 1800 prompt tokens cached; this tenant usually gets 70%"},
+		},
+		{
+			name: "prefix-cache miss when the replica's hit ratio collapses",
 			state: func(sec float64, v map[string]float64) {
 				if sec > 40 { // from 40 s on, 50 of every 1000 queries hit
 					v[schema.MetricLLMPrefixCacheHits] = 700*34 + 50*(sec-40)/10
@@ -204,16 +219,22 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.prefill = 1.2 }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCausePrefixCacheMiss,
 			wantEvidence: map[string]any{keyHitRatio: 0.05},
-			wantSentence: []string{"replica prefix-cache hit ratio 5% around the request"}},
-		{name: "long prompt",
+			wantSentence: []string{"replica prefix-cache hit ratio 5% around the request"},
+		},
+		{
+			name:     "long prompt",
 			req:      with(normal(), func(c *call) { c.prompt, c.prefill = 8000, 1.6 }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseLongPrompt,
-			wantSentence: []string{"prompt of 8000 tokens"}},
-		{name: "long generation",
+			wantSentence: []string{"prompt of 8000 tokens"},
+		},
+		{
+			name:     "long generation",
 			req:      with(normal(), func(c *call) { c.gen, c.decode = 3000, 59.98 }),
 			wantSlow: true, wantReason: slowE2E, wantCause: schema.RootCauseLongGeneration,
-			wantSentence: []string{"3000 tokens generated", "(20 ms per token)"}},
-		{name: "decode contention",
+			wantSentence: []string{"3000 tokens generated", "(20 ms per token)"},
+		},
+		{
+			name: "decode contention",
 			state: func(sec float64, v map[string]float64) {
 				if sec >= 100 {
 					v[schema.MetricLLMSchedulerRequestsRunning] = 40
@@ -222,8 +243,10 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention,
 			wantEvidence: map[string]any{keyRunningMax: 40.0, keyRunningUsual: 16.0, keyTPOTUsual: approx{0.02, 0.05}, keyTPOTPace: approx{0.02, 0.05}},
-			wantSentence: []string{"80 ms per token against an uncontended", "with up to 40 requests running (usually 16)"}},
-		{name: "GPU throttling",
+			wantSentence: []string{"80 ms per token against an uncontended", "with up to 40 requests running (usually 16)"},
+		},
+		{
+			name: "GPU throttling",
 			gpu: func(sec float64) []string {
 				if sec >= 100 {
 					return []string{"hw_slowdown"}
@@ -233,8 +256,10 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseGPUThrottling,
 			wantEvidence: map[string]any{keyThrottle: "hw_slowdown"},
-			wantSentence: []string{"clocks throttled (hw_slowdown)"}},
-		{name: "GPU throttling seen as a clock drop under load",
+			wantSentence: []string{"clocks throttled (hw_slowdown)"},
+		},
+		{
+			name: "GPU throttling seen as a clock drop under load",
 			clock: func(sec float64) float64 {
 				if sec >= 100 {
 					return 600e6
@@ -244,8 +269,10 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseGPUThrottling,
 			wantEvidence: map[string]any{keyClockRatio: 600.0 / 1980},
-			wantSentence: []string{"SM clock down to 30% of its peak while busy"}},
-		{name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
+			wantSentence: []string{"SM clock down to 30% of its peak while busy"},
+		},
+		{
+			name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
 			gpu: func(sec float64) []string {
 				if sec >= 100 {
 					return []string{"sw_thermal"}
@@ -255,13 +282,17 @@ func TestRootCauses(t *testing.T) {
 			limits:   &Limits{TTFT: time.Minute, TPOT: time.Second, E2E: 10 * time.Second},
 			req:      with(normal(), func(c *call) { c.queue, c.decode = 6, 5.94 }),
 			wantSlow: true, wantReason: slowE2E, wantCause: schema.RootCauseQueueSaturation, wantSecondary: schema.RootCauseGPUThrottling,
-			wantSentence: []string{"also gpu_throttling: clocks throttled (sw_thermal)"}},
-		{name: "collective wait on a straggler rank", collectives: straggler(true),
+			wantSentence: []string{"also gpu_throttling: clocks throttled (sw_thermal)"},
+		},
+		{
+			name: "collective wait on a straggler rank", collectives: straggler(true),
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseCollectiveWait,
 			wantEvidence: map[string]any{keyCollectiveShare: 0.7, keyCollectiveSkew: 0.0035, keyCollectiveLate: "tp rank 1, communicator tp0", keyCollectiveSeen: true},
-			wantSentence: []string{"the replica's collectives spent 70% of the time waiting for a late rank (tp rank 1, communicator tp0: 100% of the waiting), 3.50 ms of arrival skew per collective"}},
-		{name: "a batch surge with a mild straggler: contention keeps what the waiting does not explain", collectives: waitingFor(0.25, true),
+			wantSentence: []string{"the replica's collectives spent 70% of the time waiting for a late rank (tp rank 1, communicator tp0: 100% of the waiting), 3.50 ms of arrival skew per collective"},
+		},
+		{
+			name: "a batch surge with a mild straggler: contention keeps what the waiting does not explain", collectives: waitingFor(0.25, true),
 			state: func(sec float64, v map[string]float64) {
 				if sec >= 100 {
 					v[schema.MetricLLMSchedulerRequestsRunning] = 40
@@ -270,18 +301,24 @@ func TestRootCauses(t *testing.T) {
 			req:      with(normal(), func(c *call) { c.decode = 7.92 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention, wantSecondary: schema.RootCauseCollectiveWait,
 			wantEvidence: map[string]any{keyCollectiveShare: 0.25},
-			wantSentence: []string{"with up to 40 requests running", "also collective_wait: the replica's collectives spent 25%"}},
-		{name: "the same skew where the receiver says collectives cannot be seen is never collective wait", collectives: straggler(false),
+			wantSentence: []string{"with up to 40 requests running", "also collective_wait: the replica's collectives spent 25%"},
+		},
+		{
+			name: "the same skew where the receiver says collectives cannot be seen is never collective wait", collectives: straggler(false),
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention,
 			wantEvidence: map[string]any{keyCollectiveSeen: false, keyCollectiveShare: 0.7},
-			wantSentence: []string{"60 ms per token against an uncontended"}},
-		{name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
-			state:    func(sec float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
+			wantSentence: []string{"60 ms per token against an uncontended"},
+		},
+		{
+			name: "blind to collectives and nothing else holds: unknown, with the reason", collectives: straggler(false),
+			state:    func(_ float64, v map[string]float64) { v[schema.MetricLLMSchedulerRequestsRunning] = 1 },
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseUnknown,
-			wantSentence: []string{"no rule has evidence", "collective time not observable (custom_all_reduce)"}},
-		{name: "a throttled straggler: throttling explains more, collective wait is secondary", collectives: straggler(true),
+			wantSentence: []string{"no rule has evidence", "collective time not observable (custom_all_reduce)"},
+		},
+		{
+			name: "a throttled straggler: throttling explains more, collective wait is secondary", collectives: straggler(true),
 			gpu: func(sec float64) []string {
 				if sec >= 100 {
 					return []string{"hw_slowdown"}
@@ -290,11 +327,14 @@ func TestRootCauses(t *testing.T) {
 			},
 			req:      with(normal(), func(c *call) { c.decode = 5.94 }),
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseGPUThrottling, wantSecondary: schema.RootCauseCollectiveWait,
-			wantSentence: []string{"also collective_wait: the replica's collectives spent 70%"}},
-		{name: "slow with no state for its replica is unknown, never a guess", twoReplicas: true,
+			wantSentence: []string{"also collective_wait: the replica's collectives spent 70%"},
+		},
+		{
+			name: "slow with no state for its replica is unknown, never a guess", twoReplicas: true,
 			req:      with(normal(), func(c *call) { c.replica, c.queue, c.model = "r-without-metrics", 3.4, testModel }),
 			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseUnknown,
-			wantSentence: []string{"no rule has evidence", "queued 3.40 s but no scheduler state for replica -"}},
+			wantSentence: []string{"no rule has evidence", "queued 3.40 s but no scheduler state for replica -"},
+		},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {

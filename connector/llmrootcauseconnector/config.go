@@ -136,12 +136,16 @@ func createDefaultConfig() *Config {
 		MaxPendingSpans:  20000,
 		StateWindow:      15 * time.Minute,
 		MaxReplicas:      4096,
-		Baseline: BaselineConfig{Window: 10 * time.Minute, HalfLife: 2 * time.Hour, MinSamples: 50, SlowFactor: 2,
+		Baseline: BaselineConfig{
+			Window: 10 * time.Minute, HalfLife: 2 * time.Hour, MinSamples: 50, SlowFactor: 2,
 			SlowMargin: Limits{TTFT: time.Second, TPOT: 20 * time.Millisecond, E2E: 2 * time.Second},
-			Fallback:   Limits{TTFT: 2 * time.Second, TPOT: 100 * time.Millisecond}},
-		Rules: RulesConfig{QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.6, KVUtilization: 0.9,
+			Fallback:   Limits{TTFT: 2 * time.Second, TPOT: 100 * time.Millisecond},
+		},
+		Rules: RulesConfig{
+			QueueShare: 0.25, MinQueue: 100 * time.Millisecond, TenantShare: 0.6, KVUtilization: 0.9,
 			PrefillShare: 0.4, DecodeShare: 0.5, CacheMissShare: 0.1, CacheUsualShare: 0.3, HitRatioCollapse: 0.5,
-			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20},
+			LongQuantile: 0.9, TPOTFactor: 1.5, ClockDrop: 0.7, CollectiveWaitShare: 0.2, FamilyPaceFactor: 4, MinTenantRequests: 3, MinCacheSamples: 20,
+		},
 		Dimensions:           []string{schema.AttrGenAIRequestModel, schema.AttrLLMTenant, schema.AttrLLMEngineName, schema.AttrServiceInstanceID},
 		MaxTenants:           1000,
 		MaxLabelLength:       256,
@@ -169,10 +173,12 @@ func (c *Config) Validate() error {
 	if c.MaxWait < 0 {
 		bad("max_wait: must not be negative, got %s", c.MaxWait)
 	}
-	positive := map[string]int{"max_pending_spans": c.MaxPendingSpans, "max_replicas": c.MaxReplicas, "max_tenants": c.MaxTenants,
+	positive := map[string]int{
+		"max_pending_spans": c.MaxPendingSpans, "max_replicas": c.MaxReplicas, "max_tenants": c.MaxTenants,
 		"max_prompt_families": c.MaxPromptFamilies, "max_series": c.MaxSeries, "max_models": c.MaxModels,
 		"request_id_cache": c.RequestIDCache, "baseline.min_samples": c.Baseline.MinSamples, "max_label_length": c.MaxLabelLength,
-		"max_request_tokens": int(min(c.MaxRequestTokens, math.MaxInt32))}
+		"max_request_tokens": int(min(c.MaxRequestTokens, math.MaxInt32)),
+	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] <= 0 {
 			bad("%s: must be positive, got %d", name, positive[name])
@@ -184,18 +190,22 @@ func (c *Config) Validate() error {
 			bad("%s: must be positive, got %s", name, durations[name])
 		}
 	}
-	fractions := map[string]float64{"rules.queue_share": c.Rules.QueueShare,
+	fractions := map[string]float64{
+		"rules.queue_share":  c.Rules.QueueShare,
 		"rules.tenant_share": c.Rules.TenantShare, "rules.kv_utilization": c.Rules.KVUtilization, "rules.prefill_share": c.Rules.PrefillShare,
 		"rules.decode_share": c.Rules.DecodeShare, "rules.cache_miss_share": c.Rules.CacheMissShare, "rules.cache_usual_share": c.Rules.CacheUsualShare,
 		"rules.hit_ratio_collapse": c.Rules.HitRatioCollapse, "rules.long_quantile": c.Rules.LongQuantile,
-		"rules.clock_drop": c.Rules.ClockDrop, "rules.collective_wait_share": c.Rules.CollectiveWaitShare}
+		"rules.clock_drop": c.Rules.ClockDrop, "rules.collective_wait_share": c.Rules.CollectiveWaitShare,
+	}
 	for _, name := range slices.Sorted(maps.Keys(fractions)) {
 		if v := fractions[name]; !(v > 0 && v < 1) {
 			bad("%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}
 	}
-	for name, v := range map[string]float64{"rules.tpot_factor": c.Rules.TPOTFactor, "baseline.slow_factor": c.Baseline.SlowFactor,
-		"rules.family_pace_factor": c.Rules.FamilyPaceFactor} {
+	for name, v := range map[string]float64{
+		"rules.tpot_factor": c.Rules.TPOTFactor, "baseline.slow_factor": c.Baseline.SlowFactor,
+		"rules.family_pace_factor": c.Rules.FamilyPaceFactor,
+	} {
 		if v < 1 {
 			bad("%s: must be at least 1, got %v", name, v)
 		}

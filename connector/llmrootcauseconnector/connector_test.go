@@ -169,8 +169,10 @@ func TestMetricsOutput(t *testing.T) {
 			exemplarTraces = append(exemplarTraces, dp.Exemplars().At(i).TraceID())
 		}
 	})
-	assert.Equal(t, map[string]uint64{"queue/acme": 1, "prefill/acme": 1, "decode/acme": 1, "other/acme": 1,
-		"queue/globex": 1, "prefill/globex": 1, "decode/globex": 1, "other/globex": 1}, phases)
+	assert.Equal(t, map[string]uint64{
+		"queue/acme": 1, "prefill/acme": 1, "decode/acme": 1, "other/acme": 1,
+		"queue/globex": 1, "prefill/globex": 1, "decode/globex": 1, "other/globex": 1,
+	}, phases)
 	assert.Len(t, exemplarTraces, 8, "every series carries the trace of its latest request")
 	assert.NotContains(t, exemplarTraces, pcommon.NewTraceIDEmpty())
 

@@ -88,15 +88,19 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &core{cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
-		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
-			MaxReplicas: cfg.MaxReplicas, MaxLabelLength: cfg.MaxLabelLength}),
+	c := &core{
+		cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
+		store: fleetstate.New(fleetstate.Config{
+			ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
+			MaxReplicas: cfg.MaxReplicas, MaxLabelLength: cfg.MaxLabelLength,
+		}),
 		baselines: map[string]*modelBaseline{}, shares: map[string]*decayedRatio{}, paces: map[string]*decayedQuantiles{},
 		tenantSlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window), familySlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window),
 		modelSlots: heavyhitters.New(cfg.MaxModels, cfg.Baseline.Window),
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
 		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
-		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{}}
+		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{},
+	}
 	telemetry, err := metadata.NewTelemetryBuilder(set)
 	if err != nil {
 		return nil, err
@@ -319,23 +323,23 @@ type output struct {
 // release sends the held batches that pick selects (called with c.mu held), oldest first.
 func (c *core) release(ctx context.Context, pick func(*batch) bool, forcedReason string) error {
 	c.mu.Lock()
-	var keep, go_ []*batch
+	var keep, send []*batch
 	for _, b := range c.pending {
 		if pick(b) {
-			go_ = append(go_, b)
+			send = append(send, b)
 		} else {
 			keep = append(keep, b)
 		}
 	}
 	c.pending = keep
-	for _, b := range go_ {
+	for _, b := range send {
 		c.pendingN -= b.td.SpanCount()
 	}
 	var outs []output
 	if forcedReason != "" {
-		outs = c.finishForced(go_, forcedReason)
+		outs = c.finishForced(send, forcedReason)
 	} else {
-		for _, b := range go_ {
+		for _, b := range send {
 			c.waiting.Add(ctx, -int64(b.td.SpanCount()))
 			outs = append(outs, c.finish(b))
 		}
@@ -405,8 +409,10 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				span := spans.At(k)
-				w := who{tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), res)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res)),
-					traceID: span.TraceID(), spanID: span.SpanID()}
+				w := who{
+					tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), res)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res)),
+					traceID: span.TraceID(), spanID: span.SpanID(),
+				}
 				if w.tenant != "" || w.family != "" {
 					c.origins.put(spanKey{span.TraceID(), span.SpanID()}, w)
 				}

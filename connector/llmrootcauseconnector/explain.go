@@ -97,12 +97,27 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	usual := modelUsual(c.baseline, cfg)
 	st := c.state
 	v.numbers = []evidenceNumber{
-		{keyWaitingAtArrival, st.WaitingAtArrival}, {keyWaitingMax, st.WaitingMax}, {keyQueueGrowth, st.QueueGrowthPerMinute},
-		{keyKVMax, st.KVUtilizationMax}, {keyPreemptions, st.Preemptions}, {keyHitRatio, st.PrefixHitRatio},
-		{keyHitRatioUsual, st.PrefixHitRatioUsual}, {keyTenantHitUsual, c.usualCachedShare}, {keyRunningMax, st.RunningMax},
-		{keyRunningUsual, st.RunningUsual}, {keyTPOTUsual, usual.tpot}, {keyTPOTPace, usual.tpotPace}, {keyPromptP90, usual.promptLong}, {keyGenP90, usual.genLong},
-		{keyGPUUtil, st.GPUUtilizationMean}, {keyXID, st.XIDErrors}, {keySLO, v.limit}, {keyClockRatio, st.SMClockRatio},
-		{keyCollectiveShare, st.CollectiveWaitShare}, {keyCollectiveSkew, st.CollectiveSkewMean}, {keyStateAge, st.StateAge},
+		{keyWaitingAtArrival, st.WaitingAtArrival},
+		{keyWaitingMax, st.WaitingMax},
+		{keyQueueGrowth, st.QueueGrowthPerMinute},
+		{keyKVMax, st.KVUtilizationMax},
+		{keyPreemptions, st.Preemptions},
+		{keyHitRatio, st.PrefixHitRatio},
+		{keyHitRatioUsual, st.PrefixHitRatioUsual},
+		{keyTenantHitUsual, c.usualCachedShare},
+		{keyRunningMax, st.RunningMax},
+		{keyRunningUsual, st.RunningUsual},
+		{keyTPOTUsual, usual.tpot},
+		{keyTPOTPace, usual.tpotPace},
+		{keyPromptP90, usual.promptLong},
+		{keyGenP90, usual.genLong},
+		{keyGPUUtil, st.GPUUtilizationMean},
+		{keyXID, st.XIDErrors},
+		{keySLO, v.limit},
+		{keyClockRatio, st.SMClockRatio},
+		{keyCollectiveShare, st.CollectiveWaitShare},
+		{keyCollectiveSkew, st.CollectiveSkewMean},
+		{keyStateAge, st.StateAge},
 	}
 	if len(st.ThrottleReasons) > 0 {
 		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
@@ -338,7 +353,8 @@ type rootCauseRule struct {
 // rootCauseRules, in the order they are evaluated: among causes blaming as many seconds, the earlier wins. The
 // three queue rules exclude each other, as do prefix_cache_miss and long_prompt.
 var rootCauseRules = []rootCauseRule{
-	{cause: schema.RootCauseQueueSaturation,
+	{
+		cause: schema.RootCauseQueueSaturation,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.queueIsTheBatchs() || j.tenantHeldTheBatch() {
 				return candidate{}, false
@@ -348,50 +364,66 @@ var rootCauseRules = []rootCauseRule{
 			if !math.IsNaN(st.WaitingEarlier) && st.WaitingAtArrival > st.WaitingEarlier {
 				growth = fmt.Sprintf(", up from %s %.0f s before", num(st.WaitingEarlier), st.WaitingEarlierAge)
 			}
-			return candidate{schema.RootCauseQueueSaturation, j.r.queue,
-				fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth)}, true
+			return candidate{
+				schema.RootCauseQueueSaturation, j.r.queue,
+				fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth),
+			}, true
 		},
 		lacks: func(j *judgement) string {
 			if j.queuedLong() && math.IsNaN(j.st.WaitingMax) {
 				return fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", j.r.queue, orDash(j.st.Replica))
 			}
 			return ""
-		}},
-	{cause: schema.RootCauseTenantContention,
+		},
+	},
+	{
+		cause: schema.RootCauseTenantContention,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.queueIsTheBatchs() || !j.tenantHeldTheBatch() {
 				return candidate{}, false
 			}
-			return candidate{schema.RootCauseTenantContention, j.r.queue,
+			return candidate{
+				schema.RootCauseTenantContention, j.r.queue,
 				fmt.Sprintf("tenant %s held %.0f%% of the running batch while this request queued %.2f s (%s waiting at arrival)",
-					j.topOther, 100*j.topOtherShare, j.r.queue, num(j.st.WaitingAtArrival))}, true
-		}},
+					j.topOther, 100*j.topOtherShare, j.r.queue, num(j.st.WaitingAtArrival)),
+			}, true
+		},
+	},
 	// Admission stalls on KV blocks, not on batch slots: the queue is the KV cache's.
-	{cause: schema.RootCauseKVCachePressure,
+	{
+		cause: schema.RootCauseKVCachePressure,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.queuedLong() || !(j.st.WaitingMax >= 1) || !j.kvExhausted {
 				return candidate{}, false
 			}
-			return candidate{schema.RootCauseKVCachePressure, j.r.queue,
-				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", j.r.queue, 100*j.st.KVUtilizationMax, num(j.st.WaitingAtArrival))}, true
-		}},
+			return candidate{
+				schema.RootCauseKVCachePressure, j.r.queue,
+				fmt.Sprintf("queued %.2f s with the KV cache at %.0f%% (%s waiting at arrival)", j.r.queue, 100*j.st.KVUtilizationMax, num(j.st.WaitingAtArrival)),
+			}, true
+		},
+	},
 	// Preemptions for KV blocks slowed prefill and decode.
-	{cause: schema.RootCauseKVCachePressure,
+	{
+		cause: schema.RootCauseKVCachePressure,
 		holds: func(j *judgement) (candidate, bool) {
 			st := &j.st
 			if !(st.Preemptions > 0 && st.KVUtilizationMax >= j.rules.KVUtilization && j.engineExcess > 0) {
 				return candidate{}, false
 			}
-			return candidate{schema.RootCauseKVCachePressure, j.engineExcess,
-				fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax)}, true
+			return candidate{
+				schema.RootCauseKVCachePressure, j.engineExcess,
+				fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax),
+			}, true
 		},
 		lacks: func(j *judgement) string {
 			if math.IsNaN(j.st.Preemptions) && math.IsNaN(j.st.KVUtilizationMax) {
 				return "no KV-cache state"
 			}
 			return ""
-		}},
-	{cause: schema.RootCausePrefixCacheMiss,
+		},
+	},
+	{
+		cause: schema.RootCausePrefixCacheMiss,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.prefillDominates() || j.missedPrefix() == "" {
 				return candidate{}, false
@@ -406,18 +438,24 @@ var rootCauseRules = []rootCauseRule{
 				usualAtUsualShare = c.familyPace * r.promptTokens
 			}
 			return candidate{schema.RootCausePrefixCacheMiss, excessOver(r.prefill, usualAtUsualShare), j.missedPrefix()}, true
-		}},
-	{cause: schema.RootCauseLongPrompt,
+		},
+	},
+	{
+		cause: schema.RootCauseLongPrompt,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.prefillDominates() || j.missedPrefix() != "" || !(j.r.promptTokens >= j.usual.promptLong) {
 				return candidate{}, false
 			}
-			return candidate{schema.RootCauseLongPrompt, j.r.prefill,
-				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(j.r.promptTokens), 100*j.rules.LongQuantile, num(j.usual.promptLong))}, true
-		}},
+			return candidate{
+				schema.RootCauseLongPrompt, j.r.prefill,
+				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(j.r.promptTokens), 100*j.rules.LongQuantile, num(j.usual.promptLong)),
+			}, true
+		},
+	},
 	// Against the model's uncontended pace (its fast-decile TPOT): the median is itself contended on a busy
 	// fleet. Contention is what the waiting for a late peer does not explain.
-	{cause: schema.RootCauseDecodeContention,
+	{
+		cause: schema.RootCauseDecodeContention,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.decodeJudgeable() {
 				return candidate{}, false
@@ -430,23 +468,31 @@ var rootCauseRules = []rootCauseRule{
 			if !(r.tpot > j.rules.TPOTFactor*pace && st.RunningMax >= 2 && biggerBatch && !j.throttled && contention > 0) {
 				return candidate{}, false
 			}
-			return candidate{schema.RootCauseDecodeContention, contention,
+			return candidate{
+				schema.RootCauseDecodeContention, contention,
 				fmt.Sprintf("%.0f ms per token against an uncontended %.0f ms, with up to %s requests running (usually %s)",
-					1000*r.tpot, 1000*pace, num(st.RunningMax), num(st.RunningUsual))}, true
-		}},
-	{cause: schema.RootCauseLongGeneration,
+					1000*r.tpot, 1000*pace, num(st.RunningMax), num(st.RunningUsual)),
+			}, true
+		},
+	},
+	{
+		cause: schema.RootCauseLongGeneration,
 		holds: func(j *judgement) (candidate, bool) {
 			r := j.r
 			if !j.decodeJudgeable() || !(j.share(r.decode) >= j.rules.DecodeShare && r.genTokens >= j.usual.genLong) {
 				return candidate{}, false
 			}
-			return candidate{schema.RootCauseLongGeneration, j.usual.tpotPace * math.Max(0, r.genTokens-j.usual.genMedian),
+			return candidate{
+				schema.RootCauseLongGeneration, j.usual.tpotPace * math.Max(0, r.genTokens-j.usual.genMedian),
 				fmt.Sprintf("%s tokens generated, above this model's p%.0f of %s (%.0f ms per token)",
-					num(r.genTokens), 100*j.rules.LongQuantile, num(j.usual.genLong), 1000*r.tpot)}, true
-		}},
+					num(r.genTokens), 100*j.rules.LongQuantile, num(j.usual.genLong), 1000*r.tpot),
+			}, true
+		},
+	},
 	// Waiting for a throttled GPU is the throttling's doing: the collectives' waiting is blamed on it as well,
 	// so that collective_wait is then its secondary.
-	{cause: schema.RootCauseGPUThrottling,
+	{
+		cause: schema.RootCauseGPUThrottling,
 		holds: func(j *judgement) (candidate, bool) {
 			if !(j.throttled && j.engineExcess > 0) {
 				return candidate{}, false
@@ -473,9 +519,11 @@ var rootCauseRules = []rootCauseRule{
 				return "no GPU state"
 			}
 			return ""
-		}},
+		},
+	},
 	// The engine's time in scope stretched by the share of time its collectives waited for a late rank.
-	{cause: schema.RootCauseCollectiveWait,
+	{
+		cause: schema.RootCauseCollectiveWait,
 		holds: func(j *judgement) (candidate, bool) {
 			if !j.waitingOnPeers {
 				return candidate{}, false
@@ -485,16 +533,19 @@ var rootCauseRules = []rootCauseRule{
 			if st.CollectiveLateRank != "" {
 				late = fmt.Sprintf(" (%s: %.0f%% of the waiting)", st.CollectiveLateRank, 100*st.CollectiveLateShare)
 			}
-			return candidate{schema.RootCauseCollectiveWait, st.CollectiveWaitShare * j.engineTime(),
+			return candidate{
+				schema.RootCauseCollectiveWait, st.CollectiveWaitShare * j.engineTime(),
 				fmt.Sprintf("the replica's collectives spent %.0f%% of the time waiting for a late rank%s, %.2f ms of arrival skew per collective",
-					100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean)}, true
+					100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean),
+			}, true
 		},
 		lacks: func(j *judgement) string {
 			if !j.waitingOnPeers && j.st.CollectiveObservable == 0 {
 				return "collective time not observable (" + orDash(j.st.CollectiveObservableReason) + ")"
 			}
 			return ""
-		}},
+		},
+	},
 }
 
 // staleStateAge is the age past which the replica state behind the evidence is said to be old: three times

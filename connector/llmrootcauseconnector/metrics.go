@@ -70,12 +70,15 @@ type aggregator struct {
 }
 
 func newAggregator(cfg *Config, start time.Time) *aggregator {
-	return &aggregator{cfg: cfg, start: pcommon.NewTimestampFromTime(start),
+	return &aggregator{
+		cfg: cfg, start: pcommon.NewTimestampFromTime(start),
 		phases:     &family{name: schema.MetricLLMRequestPhaseDuration, attr: schema.AttrLLMPhase, series: map[seriesKey]*series{}},
 		rootCauses: &family{name: schema.MetricLLMRequestRootCause, attr: schema.AttrLLMRootCause, series: map[seriesKey]*series{}},
 		slow:       &family{name: schema.MetricLLMRequestSlow, attr: schema.AttrLLMSlowReason, series: map[seriesKey]*series{}},
-		tenantToks: &family{name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, extra: schema.AttrLLMPromptFamily,
-			series: map[seriesKey]*series{}},
+		tenantToks: &family{
+			name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, extra: schema.AttrLLMPromptFamily,
+			series: map[seriesKey]*series{},
+		},
 		tokens:         &family{name: schema.MetricLLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
 		promptFamilies: heavyhitters.New(cfg.MaxPromptFamilies, cfg.Baseline.Window),
 	}
@@ -88,10 +91,10 @@ const otherFamily = "_other"
 // `_other` when it is not among the max_prompt_families busiest (neither of those two takes a place). A
 // family that loses its place loses its series.
 func (a *aggregator) promptFamily(f string, now time.Time) string {
-	switch {
-	case f == "":
+	switch f {
+	case "":
 		return "unknown"
-	case f == otherFamily || f == "unknown":
+	case otherFamily, "unknown":
 		return f
 	}
 	return a.promptFamilies.Place(f, now.UnixNano(), otherFamily, func(evicted string) { a.forget(a.tenantToks.extra, evicted) })

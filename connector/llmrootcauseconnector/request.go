@@ -71,10 +71,14 @@ var boundedAttributes = [...]struct {
 	key     string
 	isCount bool
 }{
-	{schema.AttrGenAILatencyTimeInQueue, false}, {schema.AttrGenAILatencyTimeInModelPrefill, false},
-	{schema.AttrGenAILatencyTimeInModelDecode, false}, {schema.AttrGenAILatencyTimeInModelInference, false},
-	{schema.AttrGenAILatencyTimeToFirstToken, false}, {schema.AttrGenAILatencyE2e, false},
-	{schema.AttrGenAIUsagePromptTokens, true}, {schema.AttrGenAIUsageCompletionTokens, true},
+	{schema.AttrGenAILatencyTimeInQueue, false},
+	{schema.AttrGenAILatencyTimeInModelPrefill, false},
+	{schema.AttrGenAILatencyTimeInModelDecode, false},
+	{schema.AttrGenAILatencyTimeInModelInference, false},
+	{schema.AttrGenAILatencyTimeToFirstToken, false},
+	{schema.AttrGenAILatencyE2e, false},
+	{schema.AttrGenAIUsagePromptTokens, true},
+	{schema.AttrGenAIUsageCompletionTokens, true},
 	{schema.AttrGenAIUsageCachedTokens, true},
 }
 
@@ -129,7 +133,8 @@ func text(attrs pcommon.Map, key string) string {
 // rounding, e2e is what the phases say.
 func readRequest(span ptrace.Span, res pcommon.Map) *request {
 	a := span.Attributes()
-	r := &request{span: span, resource: res,
+	r := &request{
+		span: span, resource: res,
 		start: int64(span.StartTimestamp()), end: int64(span.EndTimestamp()),
 		queue: number(a, schema.AttrGenAILatencyTimeInQueue), prefill: number(a, schema.AttrGenAILatencyTimeInModelPrefill),
 		decode: number(a, schema.AttrGenAILatencyTimeInModelDecode), ttft: number(a, schema.AttrGenAILatencyTimeToFirstToken),

@@ -43,8 +43,6 @@ func (c *fifoCache[K, V]) get(k K) (V, bool) {
 	return v, ok
 }
 
-func (c *fifoCache[K, V]) len() int { return len(c.entries) }
-
 type spanKey struct {
 	trace pcommon.TraceID
 	span  pcommon.SpanID

@@ -106,11 +106,13 @@ func createDefaultConfig() *Config {
 		MaxModels:       200,
 		MaxLabelLength:  256,
 		Incidents:       IncidentsConfig{OpenAfter: 2, CloseAfter: 2, UpdateEvery: 4},
-		Detectors: DetectorsConfig{SaturationWaiting: 4, SaturationGrowth: 1.5, KVThrashUtilization: 0.95, HitRatioCollapse: 0.5,
+		Detectors: DetectorsConfig{
+			SaturationWaiting: 4, SaturationGrowth: 1.5, KVThrashUtilization: 0.95, HitRatioCollapse: 0.5,
 			HitRatioUsualMin: 0.3, GPUIdleUtilization: 0.2, GPUMemoryPressure: 0.97, TPImbalanceSkew: 0.3, PipelineBubbleSkew: 0.3, ClockDrop: 0.7, CollectiveWaitShare: 0.2, StarvationTTFTFactor: 3,
 			StarvationQueueFactor: 10, StarvationMinSeconds: 1, StarvationMinRequests: 10, FairnessTokenShare: 0.5, FairnessMinQueueSeconds: 0.5,
 			TrendWindow: 5 * time.Minute, OOMFrom: 0.8, OOMHorizon: 10 * time.Minute,
-			ClearFraction: 0.8, SuggestedKVMemoryStep: 0.04},
+			ClearFraction: 0.8, SuggestedKVMemoryStep: 0.04,
+		},
 		Autoscaling: AutoscalingConfig{TargetWaitingPerReplica: 2, TargetKVUtilization: 0.85, ScaleDownBelow: 0.4, MinReplicas: 1, MaxReplicas: 64},
 		Cost:        CostConfig{DefaultGPUPricePerHour: 0, GPUsPerReplica: 1, GPUPricePerHour: map[string]float64{}},
 	}
@@ -143,9 +145,11 @@ func (c *Config) Validate() error {
 		bad("incidents: open_after and close_after must be at least 1, update_every not negative")
 	}
 	d := c.Detectors
-	for name, v := range map[string]float64{"kv_thrash_utilization": d.KVThrashUtilization, "hit_ratio_collapse": d.HitRatioCollapse,
+	for name, v := range map[string]float64{
+		"kv_thrash_utilization": d.KVThrashUtilization, "hit_ratio_collapse": d.HitRatioCollapse,
 		"hit_ratio_usual_min": d.HitRatioUsualMin, "gpu_idle_utilization": d.GPUIdleUtilization, "gpu_memory_pressure": d.GPUMemoryPressure,
-		"tp_imbalance_skew": d.TPImbalanceSkew, "pipeline_bubble_skew": d.PipelineBubbleSkew, "clock_drop": d.ClockDrop, "collective_wait_share": d.CollectiveWaitShare, "clear_fraction": d.ClearFraction, "oom_from": d.OOMFrom} {
+		"tp_imbalance_skew": d.TPImbalanceSkew, "pipeline_bubble_skew": d.PipelineBubbleSkew, "clock_drop": d.ClockDrop, "collective_wait_share": d.CollectiveWaitShare, "clear_fraction": d.ClearFraction, "oom_from": d.OOMFrom,
+	} {
 		if !(v > 0 && v < 1) {
 			bad("detectors.%s: must be between 0 and 1 (exclusive), got %v", name, v)
 		}

@@ -76,10 +76,14 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &core{cfg: cfg, logger: set.Logger, schema: sch,
-		store: fleetstate.New(fleetstate.Config{ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas,
-			MaxLabelLength: cfg.MaxLabelLength}),
-		incidents: map[incidentKey]*incident{}, costs: newCostBook()}
+	c := &core{
+		cfg: cfg, logger: set.Logger, schema: sch,
+		store: fleetstate.New(fleetstate.Config{
+			ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas,
+			MaxLabelLength: cfg.MaxLabelLength,
+		}),
+		incidents: map[incidentKey]*incident{}, costs: newCostBook(),
+	}
 	c.usage = newUsage(cfg, c.costs)
 	if c.telemetry, err = metadata.NewTelemetryBuilder(set); err != nil {
 		return nil, err
@@ -221,8 +225,10 @@ func (c *core) evaluate(now int64) outputs {
 	pools := map[string]*pool{}
 	var views []*view
 	for _, key := range c.store.Replicas() {
-		v := &view{replica: key, now: c.store.Summarize(key, now, now), interval: c.store.Summarize(key, from, now),
-			trend: c.store.Summarize(key, now-int64(c.cfg.Detectors.TrendWindow), now)}
+		v := &view{
+			replica: key, now: c.store.Summarize(key, now, now), interval: c.store.Summarize(key, from, now),
+			trend: c.store.Summarize(key, now-int64(c.cfg.Detectors.TrendWindow), now),
+		}
 		v.model = orUnknown(v.now.Model)
 		v.ageSeconds = float64(now-v.now.Newest) / 1e9
 		v.stale = v.ageSeconds >= c.cfg.Stale.Seconds()

@@ -67,8 +67,10 @@ type replicaUsage struct {
 const slotHalfLife = time.Hour
 
 func newUsage(cfg *Config, costs *costBook) *usage {
-	return &usage{last: map[string]lastValue{}, pending: map[string]*replicaUsage{}, costs: costs, labelLength: cfg.MaxLabelLength,
-		tenants: heavyhitters.New(cfg.MaxTenants, slotHalfLife), models: heavyhitters.New(cfg.MaxModels, slotHalfLife)}
+	return &usage{
+		last: map[string]lastValue{}, pending: map[string]*replicaUsage{}, costs: costs, labelLength: cfg.MaxLabelLength,
+		tenants: heavyhitters.New(cfg.MaxTenants, slotHalfLife), models: heavyhitters.New(cfg.MaxModels, slotHalfLife),
+	}
 }
 
 // seriesForgetAfter is how long a cumulative series may go unseen before its last value is forgotten, so
@@ -261,8 +263,10 @@ func (u *usage) slot(places *heavyhitters.Tracker, name string, field func(costK
 func (u *usage) of(replica string) *replicaUsage {
 	ru := u.pending[replica]
 	if ru == nil {
-		ru = &replicaUsage{tokens: map[tenantModel]float64{}, cached: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
-			queued: map[tenantModel]float64{}, phases: map[string]float64{}, byType: map[string]float64{}}
+		ru = &replicaUsage{
+			tokens: map[tenantModel]float64{}, cached: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
+			queued: map[tenantModel]float64{}, phases: map[string]float64{}, byType: map[string]float64{},
+		}
 		u.pending[replica] = ru
 	}
 	return ru
@@ -275,8 +279,12 @@ func (u *usage) take(replica string, sole bool) *replicaUsage {
 	delete(u.pending, replica)
 	if sole {
 		if anon := u.pending[""]; anon != nil {
-			for _, pair := range []struct{ to, from map[tenantModel]float64 }{{ru.tokens, anon.tokens}, {ru.cached, anon.cached},
-				{ru.requests, anon.requests}, {ru.queued, anon.queued}} {
+			for _, pair := range []struct{ to, from map[tenantModel]float64 }{
+				{ru.tokens, anon.tokens},
+				{ru.cached, anon.cached},
+				{ru.requests, anon.requests},
+				{ru.queued, anon.queued},
+			} {
 				for k, v := range pair.from {
 					pair.to[k] += v
 				}
@@ -350,9 +358,11 @@ func (b *costBook) forget(match func(costKey) bool) {
 type categoryKey struct{ category, model, replica string }
 
 func newCostBook() *costBook {
-	return &costBook{gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{},
+	return &costBook{
+		gpuTime: map[costKey]float64{}, amount: map[costKey]float64{}, savings: map[costKey]float64{},
 		categories: map[categoryKey]float64{}, interval: map[tenantModel]float64{}, requests: map[tenantModel]float64{},
-		phaseCost: map[tokenModel]float64{}, phaseTokens: map[tokenModel]float64{}}
+		phaseCost: map[tokenModel]float64{}, phaseTokens: map[tokenModel]float64{},
+	}
 }
 
 // charge books dt seconds of a replica's GPUs: split among tenant and model by their share of the tokens the
@@ -505,7 +515,8 @@ func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts p
 
 // writeCounter writes one cumulative counter, its series in a stable order; nothing when it has none.
 func writeCounter[K comparable](ms pmetric.MetricSlice, sch *schema.Schema, name string, values map[K]float64,
-	order func(a, b K) int, attrs func(K) []string, start, ts pcommon.Timestamp) {
+	order func(a, b K) int, attrs func(K) []string, start, ts pcommon.Timestamp,
+) {
 	if len(values) == 0 {
 		return
 	}

@@ -57,10 +57,12 @@ func known(values ...float64) bool {
 // detectors, in the order their incidents are reported. README.md documents each rule.
 var detectors = []detector{
 	{name: schema.IncidentDetectorStaleTelemetry, check: func(v *view, _ *DetectorsConfig) finding {
-		return finding{fire: v.stale, clear: !v.stale,
+		return finding{
+			fire: v.stale, clear: !v.stale,
 			sentence: fmt.Sprintf("no engine metrics from %s for %.0f s", v.replica, v.ageSeconds),
 			evidence: map[string]float64{"age_seconds": v.ageSeconds},
-			actions:  []string{"check the engine's metrics endpoint and the receiver scraping it", "route around the replica until its telemetry returns"}}
+			actions:  []string{"check the engine's metrics endpoint and the receiver scraping it", "route around the replica until its telemetry returns"},
+		}
 	}},
 	{name: schema.IncidentDetectorSchedulerSaturation, check: func(v *view, d *DetectorsConfig) finding {
 		waiting, growth := v.now.WaitingAtArrival, v.now.QueueGrowthPerMinute
@@ -219,10 +221,12 @@ var detectors = []detector{
 		if !known(x) {
 			return finding{clear: true}
 		}
-		return finding{fire: x > 0, clear: x == 0,
+		return finding{
+			fire: x > 0, clear: x == 0,
 			sentence: fmt.Sprintf("%s XID errors on the GPUs of %s in the interval", num(x), v.replica),
 			evidence: map[string]float64{"xid_errors": x},
-			actions:  []string{"drain the replica and reset or replace the GPU (check the node's kernel log for the XID code)"}}
+			actions:  []string{"drain the replica and reset or replace the GPU (check the node's kernel log for the XID code)"},
+		}
 	}},
 	{name: schema.IncidentDetectorTpImbalance, check: func(v *view, d *DetectorsConfig) finding {
 		// Like with like: the GPUs of one tensor-parallel group (one pipeline stage) run the same work.
@@ -299,12 +303,15 @@ var detectors = []detector{
 			clear: skew < d.PipelineBubbleSkew*d.ClearFraction,
 			sentence: fmt.Sprintf("pipeline stages of %s are unevenly busy: stage %d at %.0f%%, stage %d at %.0f%% (%d stages)",
 				v.replica, idle, 100*low, busy, 100*high, len(sums)),
-			evidence: map[string]float64{"stage_utilization_skew": skew, "stage_utilization_min": low, "stage_utilization_max": high,
-				"idle_stage": float64(idle), "busy_stage": float64(busy), "stages": float64(len(sums))},
+			evidence: map[string]float64{
+				"stage_utilization_skew": skew, "stage_utilization_min": low, "stage_utilization_max": high,
+				"idle_stage": float64(idle), "busy_stage": float64(busy), "stages": float64(len(sums)),
+			},
 			actions: []string{
 				fmt.Sprintf("rebalance layers between pipeline stages: stage %d waits on stage %d", idle, busy),
 				"keep more requests in flight (max-num-seqs) so micro-batches fill the pipeline",
-				"where the model fits, prefer more tensor parallelism over pipeline stages on one node"},
+				"where the model fits, prefer more tensor parallelism over pipeline stages on one node",
+			},
 		}
 	}},
 	{name: schema.IncidentDetectorCollectiveBottleneck, check: func(v *view, d *DetectorsConfig) finding {
@@ -319,8 +326,10 @@ var detectors = []detector{
 			clear: share < d.CollectiveWaitShare*d.ClearFraction,
 			sentence: fmt.Sprintf("collectives of %s spent %.0f%% of the time waiting for their last rank (%.2f ms of arrival skew per collective)",
 				v.replica, 100*share, 1000*v.interval.CollectiveSkewMean),
-			evidence: map[string]float64{"wait_share": share, "skew_mean_seconds": v.interval.CollectiveSkewMean,
-				"collective_mean_seconds": v.interval.CollectiveMeanDuration, "late_rank_share": v.interval.CollectiveLateShare},
+			evidence: map[string]float64{
+				"wait_share": share, "skew_mean_seconds": v.interval.CollectiveSkewMean,
+				"collective_mean_seconds": v.interval.CollectiveMeanDuration, "late_rank_share": v.interval.CollectiveLateShare,
+			},
 		}
 		if late != "" {
 			f.sentence += fmt.Sprintf(", mostly for %s", late)

@@ -38,8 +38,10 @@ func FuzzScrapes(f *testing.F) {
 		defer func() { _ = in.Shutdown(context.Background()) }()
 		for step := int64(0); step < 4; step++ {
 			sec := float64(step * 10)
-			md := fleetstatetest.Engine("r1", model, sec, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: waiting * float64(step),
-				schema.MetricLLMSchedulerRequestsRunning: running, schema.MetricLLMKVCacheUtilization: kv, schema.MetricLLMSchedulerPreemptions: xid * float64(step)})
+			md := fleetstatetest.Engine("r1", model, sec, map[string]float64{
+				schema.MetricLLMSchedulerRequestsWaiting: waiting * float64(step),
+				schema.MetricLLMSchedulerRequestsRunning: running, schema.MetricLLMKVCacheUtilization: kv, schema.MetricLLMSchedulerPreemptions: xid * float64(step),
+			})
 			shift(md, offset)
 			if err := in.ConsumeMetrics(context.Background(), md); err != nil {
 				t.Fatal(err)
@@ -111,8 +113,10 @@ func FuzzRootCauseCounters(f *testing.F) {
 			md := fleetstatetest.Engine("r1", model, sec, steady(sec))
 			shift(md, offset)
 			_ = in.ConsumeMetrics(context.Background(), md)
-			counters := rootCauseCounters("r1", sec, map[string]tenantTotals{tenant: {tokens: tokens * float64(step), cached: cached,
-				requests: requests * float64(step%3), queueSeconds: seconds, generated: tokens, prefillSeconds: seconds * float64(step), decodeSeconds: -seconds}})
+			counters := rootCauseCounters("r1", sec, map[string]tenantTotals{tenant: {
+				tokens: tokens * float64(step), cached: cached,
+				requests: requests * float64(step%3), queueSeconds: seconds, generated: tokens, prefillSeconds: seconds * float64(step), decodeSeconds: -seconds,
+			}})
 			rms := counters.ResourceMetrics()
 			for i := 0; i < rms.Len(); i++ {
 				ms := rms.At(i).ScopeMetrics().At(0).Metrics()

@@ -21,7 +21,7 @@ import (
 func TestCostLabelsAreCut(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.Cost.DefaultGPUPricePerHour = 2 })
 	huge := strings.Repeat("t", 4<<20)
-	r.run([]string{"r1"}, 60, func(rep string, sec float64, s *replicaState) {
+	r.run([]string{"r1"}, 60, func(_ string, sec float64, _ *replicaState) {
 		if sec >= 0 {
 			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{huge: {tokens: 100 * (sec + 10), requests: sec + 10}}))
 		}
@@ -38,7 +38,7 @@ func TestCostLabelsAreCut(t *testing.T) {
 // After max_tenants tenants that were seen once, a tenant that is busy later gets cost of its own.
 func TestBusyTenantsWinCostSlots(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.MaxTenants, c.Cost.DefaultGPUPricePerHour = 5, 2 })
-	r.run([]string{"r1"}, 120, func(rep string, sec float64, s *replicaState) {
+	r.run([]string{"r1"}, 120, func(_ string, sec float64, _ *replicaState) {
 		switch {
 		case sec >= 0 && sec < 10:
 			early := map[string]tenantTotals{}

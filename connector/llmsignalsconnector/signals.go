@@ -85,7 +85,6 @@ type pool struct {
 	kvMean   float64
 	growth   float64
 	scores   map[string]float64
-	healthOf map[string]health
 }
 
 const (

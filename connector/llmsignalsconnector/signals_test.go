@@ -128,9 +128,11 @@ func (r *rig) incidents() []incidentLog {
 				rec := recs.At(j)
 				a := rec.Attributes().AsRaw()
 				replica, _ := a[schema.AttrServiceInstanceID].(string) // pool-wide incidents name no replica
-				il := incidentLog{detector: a[schema.AttrLLMIncidentDetector].(string), state: a[schema.AttrLLMIncidentState].(string),
+				il := incidentLog{
+					detector: a[schema.AttrLLMIncidentDetector].(string), state: a[schema.AttrLLMIncidentState].(string),
 					replica: replica, id: a[schema.AttrLLMIncidentID].(string), body: rec.Body().Str(),
-					at: float64(rec.Timestamp().AsTime().Sub(fleetstatetest.Epoch)) / 1e9}
+					at: float64(rec.Timestamp().AsTime().Sub(fleetstatetest.Epoch)) / 1e9,
+				}
 				il.actions, _ = a[schema.AttrLLMIncidentActions].([]any)
 				il.evidence, _ = a[evidenceAttribute].(map[string]any)
 				out = append(out, il)
@@ -194,8 +196,10 @@ func pipelined(util func(stage int) float64) []fleetstatetest.GPUState {
 	var gpus []fleetstatetest.GPUState
 	for stage := 0; stage < 2; stage++ {
 		for rank := 0; rank < 2; rank++ {
-			gpus = append(gpus, fleetstatetest.GPUState{ID: fmt.Sprintf("GPU-r1-pp%d-tp%d", stage, rank), Owner: "r1", Utilization: util(stage),
-				MemoryUtilization: 0.9, Placed: true, TPRank: rank, PPStage: stage, Group: fmt.Sprintf("r1/dp0/pp%d", stage)})
+			gpus = append(gpus, fleetstatetest.GPUState{
+				ID: fmt.Sprintf("GPU-r1-pp%d-tp%d", stage, rank), Owner: "r1", Utilization: util(stage),
+				MemoryUtilization: 0.9, Placed: true, TPRank: rank, PPStage: stage, Group: fmt.Sprintf("r1/dp0/pp%d", stage),
+			})
 		}
 	}
 	return gpus
@@ -209,12 +213,14 @@ func straggling(sec float64, observable bool) *fleetstatetest.Collectives {
 	if sec >= 100 {
 		skew = 0.01*700 + 0.4*(sec-100)
 	}
-	return &fleetstatetest.Collectives{Replica: "r1", Observable: observable, Reason: map[bool]string{true: "records", false: "custom_all_reduce"}[observable],
+	return &fleetstatetest.Collectives{
+		Replica: "r1", Observable: observable, Reason: map[bool]string{true: "records", false: "custom_all_reduce"}[observable],
 		LateRank: 1, Skews: ops, SkewSeconds: skew,
 		Ranks: []fleetstatetest.CollectiveRank{
 			{GPU: "GPU-r1", PID: 10, TPRank: 0, Operations: ops, OperationSeconds: 0.0005*float64(ops) + skew},
 			{GPU: "GPU-r1-b", PID: 11, TPRank: 1, Operations: ops, OperationSeconds: 0.0005 * float64(ops)},
-		}}
+		},
+	}
 }
 
 // detectorScenario opens one detector's incident on r1 from 100 s on, with the evidence and an action it must
@@ -227,9 +233,10 @@ type detectorScenario struct {
 }
 
 func detectorScenarios() []detectorScenario {
-	from := func(start float64, fn func(s *replicaState)) func(string, float64, *replicaState) {
+	// fromFault applies fn to r1 from second 100 on, where every scenario's fault starts.
+	fromFault := func(fn func(s *replicaState)) func(string, float64, *replicaState) {
 		return func(rep string, sec float64, s *replicaState) {
-			if rep == "r1" && sec >= start {
+			if rep == "r1" && sec >= 100 {
 				fn(s)
 			}
 		}
@@ -246,14 +253,14 @@ func detectorScenarios() []detectorScenario {
 				s.values[schema.MetricLLMSchedulerPreemptions] = (sec - 90) * 2
 			}
 		}, map[string]float64{"kv_utilization_max": 0.98, "preemptions": 20}, "increase the KV cache"},
-		{"prefix_cache_collapse", from(100, func(s *replicaState) {
+		{"prefix_cache_collapse", fromFault(func(s *replicaState) {
 			s.values[schema.MetricLLMPrefixCacheHits] = 700*70 + 1 // hits stop growing
 		}), map[string]float64{"hit_ratio_usual": 0.66}, "prompt-template"},
-		{"gpu_idle_while_waiting", from(100, func(s *replicaState) {
+		{"gpu_idle_while_waiting", fromFault(func(s *replicaState) {
 			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 3
 			s.gpus[0].Utilization = 0.05
 		}), map[string]float64{"gpu_utilization_mean": 0.05, "waiting": 3}, "scheduler's limits"},
-		{"gpu_throttling", from(100, func(s *replicaState) { s.gpus[0].Throttle = []string{"hw_slowdown"} }), nil, "cooling"},
+		{"gpu_throttling", fromFault(func(s *replicaState) { s.gpus[0].Throttle = []string{"hw_slowdown"} }), nil, "cooling"},
 		// dcgm-exporter's shape: no reasons, the SM clock of the busy GPU drops.
 		{"gpu_throttling", func(rep string, sec float64, s *replicaState) {
 			s.gpus[0].SMClockHz = 1980e6
@@ -261,8 +268,11 @@ func detectorScenarios() []detectorScenario {
 				s.gpus[0].SMClockHz = 600e6
 			}
 		}, map[string]float64{"sm_clock_ratio": 600.0 / 1980}, "cooling"},
-		{"gpu_memory_pressure", from(100, func(s *replicaState) { s.gpus[0].MemoryUtilization = 0.99 }),
-			map[string]float64{"gpu_memory_utilization_max": 0.99}, "out-of-memory"},
+		{
+			"gpu_memory_pressure", fromFault(func(s *replicaState) { s.gpus[0].MemoryUtilization = 0.99 }),
+			map[string]float64{"gpu_memory_utilization_max": 0.99},
+			"out-of-memory",
+		},
 		{"gpu_memory_oom_risk", func(rep string, sec float64, s *replicaState) {
 			if rep == "r1" && sec >= 100 {
 				s.gpus[0].MemoryUtilization = math.Min(0.99, 0.9+(sec-90)/10*0.01) // a point every 10 s
@@ -363,7 +373,7 @@ func indexOf(s, sub string) int {
 // seen, and GPUs of different pipeline stages compared as one tensor-parallel group.
 func TestParallelismDetectorsNeedTheirEvidence(t *testing.T) {
 	r := newRig(t)
-	r.run([]string{"r1"}, 200, func(rep string, sec float64, s *replicaState) {
+	r.run([]string{"r1"}, 200, func(_ string, sec float64, s *replicaState) {
 		s.collectives = straggling(sec, false)
 		// Stage 1 idles in both tensor-parallel groups alike (and unplaced GPUs are not compared with placed ones).
 		s.gpus = append(pipelined(func(stage int) float64 { return 0.8 - 0.5*float64(stage) }), s.gpus...)
@@ -576,8 +586,11 @@ func rootCauseCounters(replica string, sec float64, tenants map[string]tenantTot
 			dps  pmetric.NumberDataPointSlice
 			k, v string
 			val  float64
-		}{{tokens, schema.AttrLLMTokenType, "prompt", tt.tokens}, {cached, schema.AttrLLMPromptCache, "cached", tt.cached},
-			{requests, schema.AttrLLMRootCause, "none", tt.requests}} {
+		}{
+			{tokens, schema.AttrLLMTokenType, "prompt", tt.tokens},
+			{cached, schema.AttrLLMPromptCache, "cached", tt.cached},
+			{requests, schema.AttrLLMRootCause, "none", tt.requests},
+		} {
 			dp := p.dps.AppendEmpty()
 			dp.SetTimestamp(ts)
 			dp.SetDoubleValue(p.val)
@@ -669,7 +682,7 @@ func TestTenantFairness(t *testing.T) {
 	require.Len(t, started, 1, "%+v", started)
 	got := started[0]
 	assert.Equal(t, "tenant_fairness", got.detector)
-	assert.Equal(t, "", got.replica, "a pool-wide incident")
+	assert.Empty(t, got.replica, "a pool-wide incident")
 	assert.Equal(t, "batch-co", got.evidence["noisy_tenant"])
 	assert.Equal(t, "acme", got.evidence["starving_tenant"])
 	assert.InDelta(t, 31.0/20, got.evidence["starving_queue_seconds"], 0.01, "per interval: 31 s of queue over 20 requests")
@@ -690,7 +703,8 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 			// acme sends three times globex's tokens to r1; r2 has no request spans at all
 			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{
 				"acme":   {tokens: 300 * (sec + 10), cached: 100 * (sec + 10), requests: sec + 10},
-				"globex": {tokens: 100 * (sec + 10), requests: (sec + 10) / 2}}))
+				"globex": {tokens: 100 * (sec + 10), requests: (sec + 10) / 2},
+			}))
 		}
 	})
 	amount, gpuTime := map[string]float64{}, map[string]float64{}
@@ -739,8 +753,10 @@ func TestGPUTimeBreakdown(t *testing.T) {
 		}
 		if sec >= 0 {
 			k := (sec + 10) / 10
-			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{"acme": {tokens: 1000 * k, generated: 500 * k,
-				requests: 10 * k, prefillSeconds: 2 * k, decodeSeconds: 6 * k}}))
+			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{"acme": {
+				tokens: 1000 * k, generated: 500 * k,
+				requests: 10 * k, prefillSeconds: 2 * k, decodeSeconds: 6 * k,
+			}}))
 		}
 	})
 	categories := map[string]float64{}
@@ -769,8 +785,10 @@ func TestCostPerToken(t *testing.T) {
 		s.gpus[0].Utilization = 0.5
 		if sec >= 0 {
 			k := (sec + 10) / 10 // every 10 s: 1000 prompt tokens (200 cached), 500 generated, 2 s prefill, 6 s decode
-			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{"acme": {tokens: 1000 * k, cached: 200 * k, generated: 500 * k,
-				requests: 10 * k, prefillSeconds: 2 * k, decodeSeconds: 6 * k}}))
+			r.feed(rootCauseCounters("r1", sec, map[string]tenantTotals{"acme": {
+				tokens: 1000 * k, cached: 200 * k, generated: 500 * k,
+				requests: 10 * k, prefillSeconds: 2 * k, decodeSeconds: 6 * k,
+			}}))
 		}
 	})
 	// 10 s of one GPU at 3.6 an hour is 0.01; half of it busy, a quarter of that prefill.

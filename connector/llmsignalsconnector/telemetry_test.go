@@ -30,8 +30,10 @@ func TestSelfTelemetry(t *testing.T) {
 	evaluations := int64(len(r.metrics.AllMetrics()))
 	require.Positive(t, evaluations)
 	metadatatest.AssertEqualLlmSignalsBatches(t, r.tel, points{{Value: int64(feeds)}}, metricdatatest.IgnoreTimestamp())
-	metadatatest.AssertEqualLlmSignalsEvaluations(t, r.tel, points{{Value: evaluations,
-		Attributes: attribute.NewSet(attribute.String("trigger", "data"))}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualLlmSignalsEvaluations(t, r.tel, points{{
+		Value:      evaluations,
+		Attributes: attribute.NewSet(attribute.String("trigger", "data")),
+	}}, metricdatatest.IgnoreTimestamp())
 }
 
 // Signals the next consumer refuses are counted, one per evaluation.

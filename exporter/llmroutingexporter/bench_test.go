@@ -40,8 +40,10 @@ func BenchmarkConsumeOneBatch(b *testing.B) {
 
 			batch := newBatch()
 			for r := 0; r < 3; r++ {
-				batch.engine(fmt.Sprintf("r%d", r), "vllm", "model-0", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 1,
-					schema.MetricLLMSchedulerRequestsRunning: 4, schema.MetricLLMKVCacheUtilization: 0.5})
+				batch.engine(fmt.Sprintf("r%d", r), "vllm", "model-0", 0, map[string]float64{
+					schema.MetricLLMSchedulerRequestsWaiting: 1,
+					schema.MetricLLMSchedulerRequestsRunning: 4, schema.MetricLLMKVCacheUtilization: 0.5,
+				})
 			}
 			batch.signal(schema.MetricLLMPoolDesiredReplicas, 3, 0, schema.AttrGenAIRequestModel, "model-0")
 			batch.signal(schema.MetricLLMPoolReplicas, 3, 0, schema.AttrGenAIRequestModel, "model-0")

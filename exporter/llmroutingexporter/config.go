@@ -34,9 +34,11 @@ type Config struct {
 func createDefaultConfig() *Config {
 	server := confighttp.NewDefaultServerConfig()
 	server.NetAddr.Endpoint = "localhost:9465"
-	return &Config{ServerConfig: server, Stale: 30 * time.Second,
+	return &Config{
+		ServerConfig: server, Stale: 30 * time.Second,
 		ReplicaKeys: []string{schema.AttrServiceInstanceID, schema.AttrServerAddress}, MaxReplicas: 4096,
-		MaxPools: 1000, PoolExpiry: 5 * time.Minute}
+		MaxPools: 1000, PoolExpiry: 5 * time.Minute,
+	}
 }
 
 // Validate says which field is wrong.

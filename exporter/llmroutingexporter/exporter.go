@@ -152,8 +152,10 @@ func (e *routingExporter) applyBatch(ctx context.Context, md pmetric.Metrics) {
 	e.write.Lock()
 	defer e.write.Unlock()
 	next := *e.state.Load() // the shard arrays only: the shards themselves are copied when changed
-	c := &change{e: e, ctx: ctx, replicas: cowWriter[*replica]{next: &next.replicas}, pools: cowWriter[*pool]{next: &next.pools},
-		copiedReplicas: map[string]bool{}, copiedPools: map[string]bool{}, refusedPools: map[string]bool{}}
+	c := &change{
+		e: e, ctx: ctx, replicas: cowWriter[*replica]{next: &next.replicas}, pools: cowWriter[*pool]{next: &next.pools},
+		copiedReplicas: map[string]bool{}, copiedPools: map[string]bool{}, refusedPools: map[string]bool{},
+	}
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		res := rms.At(i).Resource().Attributes()
@@ -364,8 +366,10 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 			case schema.MetricLLMKVCacheBlocksTotal:
 				r.NumBlocks = accumulate(r.NumBlocks, v, first)
 			case schema.MetricLLMLoRARequestsInfo:
-				r.LoRA = &lora{Max: text(attrs, schema.AttrLLMLoRAMaxAdapters), Running: text(attrs, schema.AttrLLMLoRARunningAdapters),
-					Waiting: text(attrs, schema.AttrLLMLoRAWaitingAdapters), Updated: v}
+				r.LoRA = &lora{
+					Max: text(attrs, schema.AttrLLMLoRAMaxAdapters), Running: text(attrs, schema.AttrLLMLoRARunningAdapters),
+					Waiting: text(attrs, schema.AttrLLMLoRAWaitingAdapters), Updated: v,
+				}
 			}
 			if at.After(r.EngineUpdated) {
 				r.EngineUpdated = at

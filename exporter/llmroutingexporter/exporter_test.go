@@ -54,7 +54,7 @@ func (b *batch) engine(replica, engine, model string, ago time.Duration, values 
 	return b
 }
 
-func (b *batch) signal(name string, value float64, ago time.Duration, attrs ...string) *batch {
+func (b *batch) signal(name string, value float64, ago time.Duration, attrs ...string) {
 	ms := b.md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
 	m := ms.AppendEmpty()
 	m.SetName(name)
@@ -64,7 +64,6 @@ func (b *batch) signal(name string, value float64, ago time.Duration, attrs ...s
 	for i := 0; i+1 < len(attrs); i += 2 {
 		dp.Attributes().PutStr(attrs[i], attrs[i+1])
 	}
-	return b
 }
 
 func sortedKeys(m map[string]float64) []string {
@@ -82,15 +81,23 @@ const model = "meta-llama/Llama-3.1-70B-Instruct"
 // telemetry stopped a minute ago (it looked perfect then).
 func fleet() pmetric.Metrics {
 	b := newBatch().
-		engine("vllm-a:8000", "vllm", model, time.Second, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0,
-			schema.MetricLLMSchedulerRequestsRunning: 12, schema.MetricLLMKVCacheUtilization: 0.31}).
-		engine("sglang-b:30000", "sglang", model, 2*time.Second, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 9,
-			schema.MetricLLMSchedulerRequestsRunning: 48, schema.MetricLLMKVCacheUtilization: 0.94}).
-		engine("trtllm-c:8000", "tensorrt_llm", model, time.Second, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 2,
+		engine("vllm-a:8000", "vllm", model, time.Second, map[string]float64{
+			schema.MetricLLMSchedulerRequestsWaiting: 0,
+			schema.MetricLLMSchedulerRequestsRunning: 12, schema.MetricLLMKVCacheUtilization: 0.31,
+		}).
+		engine("sglang-b:30000", "sglang", model, 2*time.Second, map[string]float64{
+			schema.MetricLLMSchedulerRequestsWaiting: 9,
+			schema.MetricLLMSchedulerRequestsRunning: 48, schema.MetricLLMKVCacheUtilization: 0.94,
+		}).
+		engine("trtllm-c:8000", "tensorrt_llm", model, time.Second, map[string]float64{
+			schema.MetricLLMSchedulerRequestsWaiting: 2,
 			schema.MetricLLMSchedulerRequestsRunning: 30, schema.MetricLLMKVCacheUtilization: 0.6,
-			schema.MetricLLMKVCacheBlockSize: 32, schema.MetricLLMKVCacheBlocksTotal: 4096}).
-		engine("llamacpp-d:8080", "llama_cpp", model, time.Minute, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 0,
-			schema.MetricLLMSchedulerRequestsRunning: 0, schema.MetricLLMKVCacheUtilization: 0.01})
+			schema.MetricLLMKVCacheBlockSize: 32, schema.MetricLLMKVCacheBlocksTotal: 4096,
+		}).
+		engine("llamacpp-d:8080", "llama_cpp", model, time.Minute, map[string]float64{
+			schema.MetricLLMSchedulerRequestsWaiting: 0,
+			schema.MetricLLMSchedulerRequestsRunning: 0, schema.MetricLLMKVCacheUtilization: 0.01,
+		})
 	for _, s := range []struct {
 		replica         string
 		health, routing float64
@@ -127,12 +134,20 @@ func newServed(t *testing.T) (*routingExporter, *httptest.Server) {
 }
 
 func get(t *testing.T, url string) (int, string) {
-	resp, err := http.Get(url)
+	status, body, err := fetch(url)
 	require.NoError(t, err)
+	return status, body
+}
+
+// fetch is get for goroutines other than the test's, which must not end the test themselves (require).
+func fetch(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(body), err
 }
 
 func golden(t *testing.T, name, got string) {
@@ -246,7 +261,10 @@ func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 					return
 				default:
 				}
-				_, body := get(t, srv.URL+"/v1/replicas")
+				_, body, err := fetch(srv.URL + "/v1/replicas")
+				if !assert.NoError(t, err) {
+					return
+				}
 				var got struct{ Replicas []view }
 				if !assert.NoError(t, json.Unmarshal([]byte(body), &got)) {
 					return
@@ -256,7 +274,11 @@ func TestConcurrentReadersSeeWholeBatches(t *testing.T) {
 						assert.Equal(t, *rep.Waiting, *rep.Running, "a torn read")
 					}
 				}
-				if status, body := get(t, srv.URL+"/v1/pools/"+model+"/scale"); status == http.StatusOK {
+				status, body, err := fetch(srv.URL + "/v1/pools/" + model + "/scale")
+				if !assert.NoError(t, err) {
+					return
+				}
+				if status == http.StatusOK {
 					var scale struct{ DesiredReplicas, CurrentReplicas float64 }
 					if assert.NoError(t, json.Unmarshal([]byte(body), &scale)) {
 						assert.Equal(t, scale.DesiredReplicas, scale.CurrentReplicas, "a torn read of a pool")
@@ -303,6 +325,8 @@ func TestLifecycleAndConfig(t *testing.T) {
 	require.NoError(t, exp.Shutdown(context.Background()))
 
 	configtest.Sections(t, filepath.Join("testdata", "config.yaml"), createDefaultConfig,
-		map[string]string{"llm_routing": "", "llm_routing/custom": "", "llm_routing/bad": "stale: must be positive",
-			"llm_routing/no_pools": "max_pools: must be at least 1", "llm_routing/short_expiry": "pool_expiry: must be at least stale (1m0s)"})
+		map[string]string{
+			"llm_routing": "", "llm_routing/custom": "", "llm_routing/bad": "stale: must be positive",
+			"llm_routing/no_pools": "max_pools: must be at least 1", "llm_routing/short_expiry": "pool_expiry: must be at least stale (1m0s)",
+		})
 }

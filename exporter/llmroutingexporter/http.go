@@ -56,9 +56,11 @@ func age(now, at time.Time) *float64 {
 // serve returns a replica as a router may use it: past the staleness limit (or never scraped) it is
 // unhealthy with a routing score of 0, whatever it said last.
 func (e *routingExporter) serve(r *replica, now time.Time) view {
-	v := view{Replica: r.Replica, Model: r.Model, Engine: r.Engine, TelemetryAge: age(now, r.EngineUpdated), SignalsAge: age(now, r.SignalsUpdated),
+	v := view{
+		Replica: r.Replica, Model: r.Model, Engine: r.Engine, TelemetryAge: age(now, r.EngineUpdated), SignalsAge: age(now, r.SignalsUpdated),
 		HealthScore: opt(r.Health), RoutingScore: opt(r.Routing), Recommended: r.Recommended, Components: r.Components,
-		Waiting: opt(r.Waiting), Running: opt(r.Running), KVUtilization: opt(r.KVUtilization)}
+		Waiting: opt(r.Waiting), Running: opt(r.Running), KVUtilization: opt(r.KVUtilization),
+	}
 	v.Stale = r.EngineUpdated.IsZero() || now.Sub(r.EngineUpdated) > e.cfg.Stale
 	if !r.SignalsUpdated.IsZero() && now.Sub(r.SignalsUpdated) > e.cfg.Stale {
 		v.HealthScore, v.RoutingScore, v.Recommended = nil, nil, false // old scores are not today's scores
@@ -166,8 +168,10 @@ func (e *routingExporter) scale(w http.ResponseWriter, s *snapshot, model string
 			model, e.cfg.PoolExpiry)})
 		return
 	}
-	body := map[string]any{"model": model, "desiredReplicas": opt(p.Desired), "currentReplicas": opt(p.Current),
-		"forecastReplicas": opt(p.Forecast), "reason": p.Reason, "saturationEtaSeconds": opt(p.SaturationETA), "ageSeconds": age(now, p.Updated)}
+	body := map[string]any{
+		"model": model, "desiredReplicas": opt(p.Desired), "currentReplicas": opt(p.Current),
+		"forecastReplicas": opt(p.Forecast), "reason": p.Reason, "saturationEtaSeconds": opt(p.SaturationETA), "ageSeconds": age(now, p.Updated),
+	}
 	if now.Sub(p.Updated) > e.cfg.Stale {
 		// An autoscaler must not act on an old figure: KEDA keeps the current size (or its fallback) on an error.
 		body["error"] = "the scaling signal is stale"

@@ -48,31 +48,39 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 	dash := []Dashboard{
 		{UID: "servescope-requests", Title: "servescope: request explainability", Panels: []Panel{
 			{Title: "Mean seconds per phase", Unit: "s", Exprs: []Expr{{
-				fmt.Sprintf("sum by (%s) (rate(%s_sum[5m])) / sum by (%s) (rate(%s_count[5m]))", phase, n(schema.MetricLLMRequestPhaseDuration), phase, n(schema.MetricLLMRequestPhaseDuration)), "{{" + phase + "}}"}}},
+				fmt.Sprintf("sum by (%s) (rate(%s_sum[5m])) / sum by (%s) (rate(%s_count[5m]))", phase, n(schema.MetricLLMRequestPhaseDuration), phase, n(schema.MetricLLMRequestPhaseDuration)), "{{" + phase + "}}",
+			}}},
 			{Title: "Queue phase p50 / p95 / p99", Unit: "s", Exprs: quantiles(n(schema.MetricLLMRequestPhaseDuration), phase+`="`+schema.PhaseQueue+`"`)},
 			{Title: "Time to first token p50 / p95 / p99 (engines)", Unit: "s", Exprs: quantiles(n(schema.MetricGenAIServerTimeToFirstToken), "")},
 			{Title: "Slow requests by root cause", Unit: "reqps", Exprs: []Expr{{
-				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="%s"}[5m]))`, l(schema.AttrLLMRootCause), n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), schema.RootCauseNone), "{{" + l(schema.AttrLLMRootCause) + "}}"}}},
+				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="%s"}[5m]))`, l(schema.AttrLLMRootCause), n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), schema.RootCauseNone), "{{" + l(schema.AttrLLMRootCause) + "}}",
+			}}},
 			{Title: "Slow requests by the limit they broke", Unit: "reqps", Exprs: []Expr{{
-				fmt.Sprintf("sum by (%s) (rate(%s[5m]))", l(schema.AttrLLMSlowReason), n(schema.MetricLLMRequestSlow)), "{{" + l(schema.AttrLLMSlowReason) + "}}"}}},
+				fmt.Sprintf("sum by (%s) (rate(%s[5m]))", l(schema.AttrLLMSlowReason), n(schema.MetricLLMRequestSlow)), "{{" + l(schema.AttrLLMSlowReason) + "}}",
+			}}},
 			{Title: "Slow share by tenant", Unit: "percentunit", Exprs: []Expr{{
-				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="%s"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), schema.RootCauseNone, tenant, n(schema.MetricLLMRequestRootCause)), "{{" + tenant + "}}"}}},
+				fmt.Sprintf(`sum by (%s) (rate(%s{%s!="%s"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMRequestRootCause), l(schema.AttrLLMRootCause), schema.RootCauseNone, tenant, n(schema.MetricLLMRequestRootCause)), "{{" + tenant + "}}",
+			}}},
 		}},
 		{UID: "servescope-kv-cache", Title: "servescope: KV cache", Panels: []Panel{
 			{Title: "KV-cache utilization by replica", Unit: "percentunit", Exprs: []Expr{{fmt.Sprintf("max by (instance) (%s)", n(schema.MetricLLMKVCacheUtilization)), "{{instance}}"}}},
 			{Title: "Prefix-cache hit ratio", Unit: "percentunit", Exprs: []Expr{{
-				fmt.Sprintf("sum by (instance) (rate(%s[5m])) / sum by (instance) (rate(%s[5m]))", n(schema.MetricLLMPrefixCacheHits), n(schema.MetricLLMPrefixCacheQueries)), "{{instance}}"}}},
+				fmt.Sprintf("sum by (instance) (rate(%s[5m])) / sum by (instance) (rate(%s[5m]))", n(schema.MetricLLMPrefixCacheHits), n(schema.MetricLLMPrefixCacheQueries)), "{{instance}}",
+			}}},
 			{Title: "Cached share of prompt tokens by tenant", Unit: "percentunit", Exprs: []Expr{{
-				fmt.Sprintf(`sum by (%s) (rate(%s{%s="cached"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMTenantPromptTokens), l(schema.AttrLLMPromptCache), tenant, n(schema.MetricLLMTenantPromptTokens)), "{{" + tenant + "}}"}}},
+				fmt.Sprintf(`sum by (%s) (rate(%s{%s="cached"}[5m])) / sum by (%s) (rate(%s[5m]))`, tenant, n(schema.MetricLLMTenantPromptTokens), l(schema.AttrLLMPromptCache), tenant, n(schema.MetricLLMTenantPromptTokens)), "{{" + tenant + "}}",
+			}}},
 			// cached / (cached + uncached) per tenant and prompt family, from requests that report cached tokens.
 			{Title: "Prefix-cache hit ratio by tenant and prompt family", Unit: "percentunit", Exprs: []Expr{{
 				fmt.Sprintf(`sum by (%[1]s, %[2]s) (rate(%[3]s{%[4]s="cached"}[5m])) / sum by (%[1]s, %[2]s) (rate(%[3]s{%[4]s=~"cached|uncached"}[5m]))`,
-					tenant, family, n(schema.MetricLLMTenantPromptTokens), l(schema.AttrLLMPromptCache)), "{{" + tenant + "}} / {{" + family + "}}"}}},
+					tenant, family, n(schema.MetricLLMTenantPromptTokens), l(schema.AttrLLMPromptCache)), "{{" + tenant + "}} / {{" + family + "}}",
+			}}},
 			{Title: "Preemptions", Unit: "ops", Exprs: []Expr{{fmt.Sprintf("sum by (instance) (rate(%s[5m]))", n(schema.MetricLLMSchedulerPreemptions)), "{{instance}}"}}},
 			// Every observation of the idle-before-eviction histogram is one evicted block; vLLM tracks a sample of
 			// its blocks (--kv-cache-metrics-sample), so the rate is of sampled blocks.
 			{Title: "KV-cache block evictions (sampled blocks)", Unit: "ops", Exprs: []Expr{{
-				fmt.Sprintf("sum by (instance) (rate(%s_count[5m]))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "{{instance}}"}}},
+				fmt.Sprintf("sum by (instance) (rate(%s_count[5m]))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "{{instance}}",
+			}}},
 			{Title: "Idle time before eviction p50 / p95", Unit: "s", Exprs: []Expr{
 				{fmt.Sprintf("histogram_quantile(0.5, sum by (le, instance) (rate(%s_bucket[5m])))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "p50 {{instance}}"},
 				{fmt.Sprintf("histogram_quantile(0.95, sum by (le, instance) (rate(%s_bucket[5m])))", n(schema.MetricLLMKVCacheBlockIdleBeforeEvict)), "p95 {{instance}}"},
@@ -82,7 +90,8 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 			{Title: "Waiting requests", Unit: "short", Exprs: []Expr{{fmt.Sprintf("sum by (instance) (%s)", n(schema.MetricLLMSchedulerRequestsWaiting)), "{{instance}}"}}},
 			{Title: "Running requests", Unit: "short", Exprs: []Expr{{fmt.Sprintf("sum by (instance) (%s)", n(schema.MetricLLMSchedulerRequestsRunning)), "{{instance}}"}}},
 			{Title: "Queue time p95 (engines)", Unit: "s", Exprs: []Expr{{
-				fmt.Sprintf("histogram_quantile(0.95, sum by (le, instance) (rate(%s_bucket[5m])))", n(schema.MetricLLMRequestQueueTime)), "{{instance}}"}}},
+				fmt.Sprintf("histogram_quantile(0.95, sum by (le, instance) (rate(%s_bucket[5m])))", n(schema.MetricLLMRequestQueueTime)), "{{instance}}",
+			}}},
 			{Title: "Finished requests", Unit: "reqps", Exprs: []Expr{{fmt.Sprintf("sum by (instance) (rate(%s[5m]))", n(schema.MetricLLMRequestsFinished)), "{{instance}}"}}},
 		}},
 		{UID: "servescope-gpu", Title: "servescope: GPUs", Panels: []Panel{
@@ -106,7 +115,8 @@ func Set(sch *schema.Schema) ([]Dashboard, error) {
 			{Title: "Cost per hour by tenant", Unit: "currencyUSD", Exprs: []Expr{{fmt.Sprintf("sum by (%s) (rate(%s[15m])) * 3600", tenant, n(schema.MetricLLMCostAmount)), "{{" + tenant + "}}"}}},
 			{Title: "Cost per hour by model", Unit: "currencyUSD", Exprs: []Expr{{fmt.Sprintf("sum by (%s) (rate(%s[15m])) * 3600", model, n(schema.MetricLLMCostAmount)), "{{" + model + "}}"}}},
 			{Title: "GPU time by category", Unit: "percentunit", Exprs: []Expr{{
-				fmt.Sprintf("sum by (%s) (rate(%s[15m])) / ignoring(%s) group_left sum(rate(%s[15m]))", l(schema.AttrLLMCostCategory), n(schema.MetricLLMCostGPUTimeByCategory), l(schema.AttrLLMCostCategory), n(schema.MetricLLMCostGPUTimeByCategory)), "{{" + l(schema.AttrLLMCostCategory) + "}}"}}},
+				fmt.Sprintf("sum by (%s) (rate(%s[15m])) / ignoring(%s) group_left sum(rate(%s[15m]))", l(schema.AttrLLMCostCategory), n(schema.MetricLLMCostGPUTimeByCategory), l(schema.AttrLLMCostCategory), n(schema.MetricLLMCostGPUTimeByCategory)), "{{" + l(schema.AttrLLMCostCategory) + "}}",
+			}}},
 			{Title: "Prefix-cache savings per hour", Unit: "currencyUSD", Exprs: []Expr{{fmt.Sprintf("sum by (%s) (rate(%s[15m])) * 3600", tenant, n(schema.MetricLLMCostPrefixCacheSavings)), "{{" + tenant + "}}"}}},
 		}},
 	}
@@ -140,15 +150,21 @@ func Rules(sch *schema.Schema) []Rule {
 	l := promnames.Label
 	var rules []Rule
 	for _, detector := range schema.IncidentDetectorValues() {
-		rules = append(rules, Rule{Alert: "LLM_" + camel(detector), For: "0s", Severity: schema.IncidentDetectorSeverity(detector),
+		rules = append(rules, Rule{
+			Alert: "LLM_" + camel(detector), For: "0s", Severity: schema.IncidentDetectorSeverity(detector),
 			Expr:    fmt.Sprintf(`max by (%s, %s) (%s{%s="%s"}) == 1`, l(schema.AttrGenAIRequestModel), l(schema.AttrServiceInstanceID), n(schema.MetricLLMIncidentActive), l(schema.AttrLLMIncidentDetector), detector),
-			Summary: fmt.Sprintf("llm_signals opened a %s incident on {{ $labels.%s }}; the incident log record has the evidence and actions", detector, l(schema.AttrServiceInstanceID))})
+			Summary: fmt.Sprintf("llm_signals opened a %s incident on {{ $labels.%s }}; the incident log record has the evidence and actions", detector, l(schema.AttrServiceInstanceID)),
+		})
 	}
 	rules = append(rules,
-		Rule{Alert: "LLMEngineDown", For: "1m", Severity: schema.IncidentSeverityCritical, Expr: fmt.Sprintf("%s == 0", n(schema.MetricLLMEngineUp)),
-			Summary: "the engine at {{ $labels.instance }} does not answer its metrics endpoint"},
-		Rule{Alert: "LLMGPUXIDErrors", For: "0s", Severity: schema.IncidentSeverityCritical, Expr: fmt.Sprintf(`increase(%s{%s="xid"}[5m]) > 0`, n(schema.MetricHwErrors), l(schema.AttrErrorType)),
-			Summary: "GPU {{ $labels.hw_id }} reported XID errors"},
+		Rule{
+			Alert: "LLMEngineDown", For: "1m", Severity: schema.IncidentSeverityCritical, Expr: fmt.Sprintf("%s == 0", n(schema.MetricLLMEngineUp)),
+			Summary: "the engine at {{ $labels.instance }} does not answer its metrics endpoint",
+		},
+		Rule{
+			Alert: "LLMGPUXIDErrors", For: "0s", Severity: schema.IncidentSeverityCritical, Expr: fmt.Sprintf(`increase(%s{%s="xid"}[5m]) > 0`, n(schema.MetricHwErrors), l(schema.AttrErrorType)),
+			Summary: "GPU {{ $labels.hw_id }} reported XID errors",
+		},
 	)
 	return rules
 }
@@ -169,19 +185,25 @@ func Grafana(d Dashboard) ([]byte, error) {
 	for i, p := range d.Panels {
 		var targets []map[string]any
 		for j, e := range p.Exprs {
-			targets = append(targets, map[string]any{"refId": string(rune('A' + j)), "expr": e.Query, "legendFormat": e.Legend,
-				"datasource": map[string]string{"type": "prometheus", "uid": "${datasource}"}})
+			targets = append(targets, map[string]any{
+				"refId": string(rune('A' + j)), "expr": e.Query, "legendFormat": e.Legend,
+				"datasource": map[string]string{"type": "prometheus", "uid": "${datasource}"},
+			})
 		}
-		panels = append(panels, map[string]any{"id": i + 1, "type": "timeseries", "title": p.Title,
+		panels = append(panels, map[string]any{
+			"id": i + 1, "type": "timeseries", "title": p.Title,
 			"gridPos":     map[string]int{"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i / 2)},
 			"datasource":  map[string]string{"type": "prometheus", "uid": "${datasource}"},
 			"fieldConfig": map[string]any{"defaults": map[string]any{"unit": p.Unit}, "overrides": []any{}},
-			"targets":     targets})
+			"targets":     targets,
+		})
 	}
-	doc := map[string]any{"uid": d.UID, "title": d.Title, "schemaVersion": 39, "editable": true, "time": map[string]string{"from": "now-1h", "to": "now"},
+	doc := map[string]any{
+		"uid": d.UID, "title": d.Title, "schemaVersion": 39, "editable": true, "time": map[string]string{"from": "now-1h", "to": "now"},
 		"tags":       []string{"servescope", "generated"},
 		"templating": map[string]any{"list": []any{map[string]any{"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}}},
-		"panels":     panels}
+		"panels":     panels,
+	}
 	return json.MarshalIndent(doc, "", "  ")
 }
 

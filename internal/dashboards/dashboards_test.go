@@ -29,7 +29,8 @@ func TestKVCacheDashboard(t *testing.T) {
 	assert.Equal(t, []Expr{{
 		`sum by (llm_tenant, llm_prompt_family) (rate(llm_tenant_prompt_tokens_total{llm_prompt_cache="cached"}[5m])) / ` +
 			`sum by (llm_tenant, llm_prompt_family) (rate(llm_tenant_prompt_tokens_total{llm_prompt_cache=~"cached|uncached"}[5m]))`,
-		"{{llm_tenant}} / {{llm_prompt_family}}"}}, panels["Prefix-cache hit ratio by tenant and prompt family"])
+		"{{llm_tenant}} / {{llm_prompt_family}}",
+	}}, panels["Prefix-cache hit ratio by tenant and prompt family"])
 	assert.Equal(t, []Expr{{"sum by (instance) (rate(llm_kv_cache_block_idle_before_evict_seconds_count[5m]))", "{{instance}}"}},
 		panels["KV-cache block evictions (sampled blocks)"])
 	assert.Equal(t, []Expr{

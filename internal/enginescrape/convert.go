@@ -386,15 +386,14 @@ func (c *converter) counter(f, createdFam *promtext.Family, now pcommon.Timestam
 }
 
 type histSeries struct {
-	labels  []promtext.Label
-	bounds  []float64
-	cumul   []float64
-	count   float64
-	sum     float64
-	hasCnt  bool
-	hasSum  bool
-	at      pcommon.Timestamp
-	created bool
+	labels []promtext.Label
+	bounds []float64
+	cumul  []float64
+	count  float64
+	sum    float64
+	hasCnt bool
+	hasSum bool
+	at     pcommon.Timestamp
 }
 
 func (c *converter) histogram(f, createdFam *promtext.Family, now pcommon.Timestamp, ms pmetric.MetricSlice, out *conversion) {

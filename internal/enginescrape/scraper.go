@@ -78,8 +78,10 @@ func NewScraper(cfg *Config, engine Engine, settings receiver.Settings) (*Scrape
 		return nil, fmt.Errorf("endpoint %q: %w", RedactURL(cfg.Endpoint), err)
 	}
 	logger := settings.Logger.With(zap.String("endpoint", t.redacted))
-	s := &Scraper{cfg: cfg, engine: engine, target: t, settings: settings, logger: logger,
-		problems: newProblemLog(logger), converter: newConverter(), resets: newResetLog(), clock: time.Now}
+	s := &Scraper{
+		cfg: cfg, engine: engine, target: t, settings: settings, logger: logger,
+		problems: newProblemLog(logger), converter: newConverter(), resets: newResetLog(), clock: time.Now,
+	}
 	for _, e := range engine.State {
 		parse := e.Parse
 		if e.NewParse != nil {

@@ -213,8 +213,10 @@ func (s *Scraper) pollState(ctx context.Context, now pcommon.Timestamp, ms pmetr
 		if !metricsUp && !e.Standalone {
 			continue
 		}
-		out := &StateOutput{schema: sch, ms: ms, now: now, byName: map[string]pmetric.Metric{}, resource: resource,
-			engine: s.engine.Name, scraped: scraped, endpoint: e.Name, problems: s.problems, logger: s.logger}
+		out := &StateOutput{
+			schema: sch, ms: ms, now: now, byName: map[string]pmetric.Metric{}, resource: resource,
+			engine: s.engine.Name, scraped: scraped, endpoint: e.Name, problems: s.problems, logger: s.logger,
+		}
 		body, path, err := s.fetchState(ctx, e)
 		if e.Health {
 			var status statusError
@@ -267,6 +269,8 @@ func (s *Scraper) fetchState(ctx context.Context, e *stateEndpoint) ([]byte, str
 // scrape: metrics land in rm's first scope.
 func NewStateOutputForTest(rm pmetric.ResourceMetrics) *StateOutput {
 	sch, _ := schema.Default()
-	return &StateOutput{schema: sch, ms: rm.ScopeMetrics().AppendEmpty().Metrics(), now: pcommon.NewTimestampFromTime(time.Now()),
-		byName: map[string]pmetric.Metric{}, resource: rm.Resource().Attributes()}
+	return &StateOutput{
+		schema: sch, ms: rm.ScopeMetrics().AppendEmpty().Metrics(), now: pcommon.NewTimestampFromTime(time.Now()),
+		byName: map[string]pmetric.Metric{}, resource: rm.Resource().Attributes(),
+	}
 }

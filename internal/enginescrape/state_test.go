@@ -42,8 +42,10 @@ nv_trt_llm_request_metrics{model="m",request_type="max",version="1"} 64
 func TestStandaloneStateWithoutPrometheus(t *testing.T) {
 	polled := map[string]int{}
 	endpoint := func(name string, standalone bool) enginescrape.StateEndpoint {
-		return enginescrape.StateEndpoint{Name: name, Paths: []string{"/" + name}, Standalone: standalone,
-			Parse: func([]byte, *enginescrape.StateOutput) error { polled[name]++; return nil }}
+		return enginescrape.StateEndpoint{
+			Name: name, Paths: []string{"/" + name}, Standalone: standalone,
+			Parse: func([]byte, *enginescrape.StateOutput) error { polled[name]++; return nil },
+		}
 	}
 	engine := enginescrape.Engine{Receiver: enginescrape.StandInReceiver, Name: schema.EngineTensorrtLLM, State: []enginescrape.StateEndpoint{endpoint("alone", true), endpoint("dependent", false)}}
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{

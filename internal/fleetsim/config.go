@@ -81,7 +81,7 @@ func DefaultConfig() Config {
 
 // Qwen25_32B_FP8 is the default model: Qwen2.5-32B-Instruct with FP8 weights on one H100, which leaves a
 // KV cache of about 140k tokens, small enough that long contexts fill it as they do in production.
-func Qwen25_32B_FP8() ModelSpec {
+func Qwen25_32B_FP8() ModelSpec { //nolint:revive // var-naming: the underscores keep the model's name readable (2.5, 32B, FP8)
 	return ModelSpec{
 		Name: "Qwen/Qwen2.5-32B-Instruct", Params: 32.8e9, Layers: 64, Hidden: 5120, KVHeads: 8, HeadDim: 128,
 		BytesPerParam: 1, KVBytesPerVal: 2, TensorSpeedup: 2, MaxModelLen: 32768,

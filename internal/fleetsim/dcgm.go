@@ -27,9 +27,16 @@ func (rp *replica) dcgmMetrics(now float64) []byte {
 	var lines []gpuLine
 	for _, g := range rp.gpus {
 		lines = append(lines, gpuLine{g: g, r: g.read(spec, now), labels: []label{
-			{"gpu", strconv.Itoa(g.index)}, {"UUID", g.uuid}, {"pci_bus_id", g.pciBus}, {"device", fmt.Sprintf("nvidia%d", g.index)},
-			{"modelName", spec.Name}, {"hostname", rp.nodeName()}, {"DCGM_FI_DRIVER_VERSION", dcgmDriverVersion},
-			{"container", shortEngine(rp.engine)}, {"namespace", dcgmNamespace}, {"pod", rp.name},
+			{"gpu", strconv.Itoa(g.index)},
+			{"UUID", g.uuid},
+			{"pci_bus_id", g.pciBus},
+			{"device", fmt.Sprintf("nvidia%d", g.index)},
+			{"modelName", spec.Name},
+			{"hostname", rp.nodeName()},
+			{"DCGM_FI_DRIVER_VERSION", dcgmDriverVersion},
+			{"container", shortEngine(rp.engine)},
+			{"namespace", dcgmNamespace},
+			{"pod", rp.name},
 		}})
 	}
 	totalMiB := float64(spec.MemoryMiB)
@@ -41,17 +48,17 @@ func (rp *replica) dcgmMetrics(now float64) []byte {
 		}
 	}
 	// Fields DCGM stores as doubles print with six decimals even when whole.
-	doubles := func(name, typ, help string, value func(l gpuLine) float64) {
+	doubles := func(name, help string, value func(l gpuLine) float64) {
 		e.style = styleDCGMDouble
-		family(name, typ, help, value)
+		family(name, "gauge", help, value)
 		e.style = styleDCGM
 	}
 	family("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).", func(l gpuLine) float64 { return float64(l.r.smClockMHz) })
 	family("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock frequency (in MHz).", func(l gpuLine) float64 { return float64(l.r.memClockMHz) })
 	family("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C).", func(l gpuLine) float64 { return math.Round(l.r.memTemp) })
 	family("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C).", func(l gpuLine) float64 { return math.Round(l.r.temp) })
-	doubles("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).", func(l gpuLine) float64 { return l.r.powerW })
-	doubles("DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge", "Power management limit (in W).", func(gpuLine) float64 { return spec.TDPWatts })
+	doubles("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", func(l gpuLine) float64 { return l.r.powerW })
+	doubles("DCGM_FI_DEV_POWER_MGMT_LIMIT", "Power management limit (in W).", func(gpuLine) float64 { return spec.TDPWatts })
 	family("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter", "Total energy consumption since boot (in mJ).", func(l gpuLine) float64 { return math.Floor(l.r.energyJ * 1000) })
 	family("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "counter", "Total number of PCIe retries.", func(gpuLine) float64 { return 0 })
 	family("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).", func(l gpuLine) float64 { return math.Round(l.r.util * 100) })
@@ -68,11 +75,11 @@ func (rp *replica) dcgmMetrics(now float64) []byte {
 	family("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "counter", "Rows remapped for correctable errors.", func(gpuLine) float64 { return 0 })
 	family("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "counter", "Rows remapped for uncorrectable errors.", func(gpuLine) float64 { return 0 })
 	family("DCGM_FI_DEV_ROW_REMAP_FAILURE", "gauge", "Whether remapping of rows has failed.", func(gpuLine) float64 { return 0 })
-	doubles("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.", func(l gpuLine) float64 { return l.r.util })
-	doubles("DCGM_FI_PROF_SM_ACTIVE", "gauge", "Ratio of cycles an SM has at least one warp assigned.", func(l gpuLine) float64 { return l.r.sm })
-	doubles("DCGM_FI_PROF_SM_OCCUPANCY", "gauge", "Ratio of warps resident to the maximum per SM.", func(l gpuLine) float64 { return l.r.sm * 0.4 })
-	doubles("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "gauge", "Ratio of cycles the tensor pipe is active.", func(l gpuLine) float64 { return l.r.tensor * 0.7 })
-	doubles("DCGM_FI_PROF_DRAM_ACTIVE", "gauge", "Ratio of cycles the device memory interface is active.", func(l gpuLine) float64 { return l.r.dram })
+	doubles("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active.", func(l gpuLine) float64 { return l.r.util })
+	doubles("DCGM_FI_PROF_SM_ACTIVE", "Ratio of cycles an SM has at least one warp assigned.", func(l gpuLine) float64 { return l.r.sm })
+	doubles("DCGM_FI_PROF_SM_OCCUPANCY", "Ratio of warps resident to the maximum per SM.", func(l gpuLine) float64 { return l.r.sm * 0.4 })
+	doubles("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles the tensor pipe is active.", func(l gpuLine) float64 { return l.r.tensor * 0.7 })
+	doubles("DCGM_FI_PROF_DRAM_ACTIVE", "Ratio of cycles the device memory interface is active.", func(l gpuLine) float64 { return l.r.dram })
 	// Inference moves little over PCIe once the weights are loaded: token ids in, logits' argmax out.
 	family("DCGM_FI_PROF_PCIE_TX_BYTES", "gauge", "Bytes per second transmitted over PCIe.", func(l gpuLine) float64 { return math.Round(l.r.util * 2.1e6) })
 	family("DCGM_FI_PROF_PCIE_RX_BYTES", "gauge", "Bytes per second received over PCIe.", func(l gpuLine) float64 { return math.Round(l.r.util * 3.4e6) })

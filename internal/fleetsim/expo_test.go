@@ -138,7 +138,7 @@ func TestExpositionsMatchSchemaAndCaptures(t *testing.T) {
 		},
 	} {
 		t.Run(tc.engine, func(t *testing.T) {
-			require.Equal(t, tc.dcgm || tc.engine == f.replicas[tc.replica].engine, true)
+			require.True(t, tc.dcgm || tc.engine == f.replicas[tc.replica].engine)
 			body := f.RenderMetrics(tc.replica)
 			if tc.dcgm {
 				body = f.RenderDCGM(tc.replica)
@@ -341,8 +341,10 @@ func TestVLLMKVResidencyHistograms(t *testing.T) {
 				sum = s.Value
 			}
 		}
-		assert.Equal(t, []string{"0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0", "2.0", "5.0", "10.0",
-			"20.0", "30.0", "60.0", "120.0", "300.0", "600.0", "1200.0", "1800.0", "+Inf"}, les, "%s: vLLM's kv_cache_residency_buckets", name)
+		assert.Equal(t, []string{
+			"0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0", "2.0", "5.0", "10.0",
+			"20.0", "30.0", "60.0", "120.0", "300.0", "600.0", "1200.0", "1800.0", "+Inf",
+		}, les, "%s: vLLM's kv_cache_residency_buckets", name)
 		if name == "vllm:kv_block_reuse_gap_seconds" {
 			assert.Positive(t, count, "blocks hit twice or more report the gaps between hits")
 			continue

@@ -497,7 +497,7 @@ func (f *Fleet) RunRealtime(ctx context.Context, speed float64, tick func()) err
 }
 
 // complete is called once per finished request.
-func (f *Fleet) complete(r *request, t float64) {
+func (f *Fleet) complete(r *request) {
 	f.outstanding--
 	tr := f.truthFor(r)
 	f.truth = append(f.truth, tr)

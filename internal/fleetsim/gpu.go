@@ -51,7 +51,7 @@ func newGPU(spec GPUSpec, replica, index int, rngID uint64) *gpu {
 
 // tempAt is the die temperature at t, relaxing from the last known value toward what the current power
 // and cooling settle at.
-func (g *gpu) tempAt(spec GPUSpec, t float64, power float64) float64 {
+func (g *gpu) tempAt(t, power float64) float64 {
 	target := ambientTemperature + 0.065*power
 	if g.reasons&(throttleSwThermal|throttleHwThermal) != 0 {
 		// The fault is cooling that no longer keeps up: the die sits at the slowdown temperature, however
@@ -81,9 +81,9 @@ func (g *gpu) account(spec GPUSpec, start, end, overhead, compute, mem float64) 
 	}
 	g.power = spec.IdleWatts + (spec.TDPWatts-spec.IdleWatts)*activity*math.Pow(g.clock, 1.5)
 	g.energy += dt * g.power
-	g.temp = g.tempAt(spec, start, spec.IdleWatts) // cooled while idle
+	g.temp = g.tempAt(start, spec.IdleWatts) // cooled while idle
 	g.tempT = start
-	g.temp = g.tempAt(spec, end, g.power)
+	g.temp = g.tempAt(end, g.power)
 	g.tempT = end
 	g.lastT = end
 	g.samples = append(g.samples, gpuSample{t: end, busy: g.busy, sm: g.sm, tensor: g.tensor, dram: g.dram})
@@ -134,7 +134,7 @@ func (g *gpu) read(spec GPUSpec, t float64) gpuReading {
 	}
 	r.memClockMHz = spec.MemClockMHz
 	r.energyJ = g.energy + math.Max(0, t-g.lastT)*spec.IdleWatts
-	r.temp = g.tempAt(spec, t, r.powerW)
+	r.temp = g.tempAt(t, r.powerW)
 	r.memTemp = r.temp + 4
 	return r
 }

@@ -96,10 +96,10 @@ func (c *kvCache) unlink(b int32) {
 	c.free--
 }
 
-// cachedPrefix returns the blocks holding the longest run of leading hashes, at most max of them.
-func (c *kvCache) cachedPrefix(hashes func(i int) uint64, max int) []int32 {
+// cachedPrefix returns the blocks holding the longest run of leading hashes, at most limit of them.
+func (c *kvCache) cachedPrefix(hashes func(i int) uint64, limit int) []int32 {
 	var hit []int32
-	for i := 0; i < max; i++ {
+	for i := 0; i < limit; i++ {
 		b, ok := c.byHash[hashes(i)]
 		if !ok {
 			break

@@ -32,7 +32,7 @@ func (rp *replica) llamaFinished(r *request) {
 	rp.llama.winGenSec += d
 }
 
-func (rp *replica) llamaMetrics(now float64) []byte {
+func (rp *replica) llamaMetrics(_ float64) []byte {
 	e := &expo{style: styleCpp}
 	st := rp.stats
 	w := &rp.llama
@@ -73,15 +73,19 @@ func (rp *replica) llamaSlots(float64) any {
 	nCtx := rp.maxCtx
 	slots := make([]map[string]any, rp.maxSeqs)
 	for i := range slots {
-		s := map[string]any{"id": i, "id_task": -1, "n_ctx": nCtx, "speculative": false, "is_processing": false,
-			"params": map[string]any{}, "next_token": map[string]any{}}
+		s := map[string]any{
+			"id": i, "id_task": -1, "n_ctx": nCtx, "speculative": false, "is_processing": false,
+			"params": map[string]any{}, "next_token": map[string]any{},
+		}
 		if i < len(rp.running) {
 			r := rp.running[i]
 			s["id_task"] = r.seq
 			s["is_processing"] = true
 			s["params"] = map[string]any{"n_predict": r.maxTokens, "temperature": 0.7, "top_p": 0.95, "stream": true}
-			s["next_token"] = map[string]any{"has_next_token": true, "has_new_line": false,
-				"n_remain": r.maxTokens - r.generated, "n_decoded": r.generated, "stopping_word": ""}
+			s["next_token"] = map[string]any{
+				"has_next_token": true, "has_new_line": false,
+				"n_remain": r.maxTokens - r.generated, "n_decoded": r.generated, "stopping_word": "",
+			}
 		}
 		slots[i] = s
 	}

@@ -149,7 +149,7 @@ func TestNCCLRecordsAsTheInspectorWritesThem(t *testing.T) {
 		require.Len(t, ranks, 2, "%s: one file per rank (TP 2)", host)
 		require.NotEmpty(t, ranks[0].records)
 		assert.Equal(t, ranks[0].pid+1, ranks[1].pid, "consecutive pids")
-		assert.Equal(t, len(ranks[0].records), len(ranks[1].records), "every rank records every collective")
+		assert.Len(t, ranks[1].records, len(ranks[0].records), "every rank records every collective")
 		id := ranks[0].records[0].Header.ID
 		assert.False(t, ids[id], "a communicator id per replica")
 		ids[id] = true
@@ -274,7 +274,7 @@ func TestNCCLDeterministic(t *testing.T) {
 	}
 	require.NoError(t, b.Close())
 	fa, fb := readNCCL(t, cfg.NCCLDir), readNCCL(t, cfg2.NCCLDir)
-	require.Equal(t, len(fa), len(fb))
+	require.Len(t, fb, len(fa))
 	for host, ranks := range fa {
 		for r, file := range ranks {
 			x, err := os.ReadFile(file.path)

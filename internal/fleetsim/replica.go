@@ -115,7 +115,6 @@ type replica struct {
 	batch     []slot
 	blockedKV bool
 	step      stepRecord
-	iterLog   []iterationStat
 	iter      int
 	sgl       sglangSnapshot
 	llama     llamaWindow
@@ -349,9 +348,11 @@ func (rp *replica) startStep(t float64) {
 	rp.busy = true
 	rp.stepStart = t
 	rp.batch = batch
-	rp.step = stepRecord{admissions: adm, actual: actual, unthrottled: unthrottled, balanced: balanced,
+	rp.step = stepRecord{
+		admissions: adm, actual: actual, unthrottled: unthrottled, balanced: balanced,
 		compute: compute, mem: mem, overhead: f.cfg.Engine.StepOverhead * jitter, straggle: straggle,
-		prefillTokens: b.prefillTokens, decodeSeqs: b.decodeSeqs, ctxRead: b.ctxRead}
+		prefillTokens: b.prefillTokens, decodeSeqs: b.decodeSeqs, ctxRead: b.ctxRead,
+	}
 	if rp.nccl != nil {
 		own := make([]float64, rp.tp)
 		for i := range own {
@@ -439,7 +440,7 @@ func (rp *replica) endStep(t float64) {
 		clear(rp.running[len(keep):])
 		rp.running = keep
 		for _, r := range finished {
-			rp.finish(r, t)
+			rp.finish(r)
 		}
 	}
 	rp.busy = false
@@ -450,7 +451,7 @@ func (rp *replica) endStep(t float64) {
 }
 
 // finish records a finished request in the engine's histograms and hands it to the fleet.
-func (rp *replica) finish(r *request, t float64) {
+func (rp *replica) finish(r *request) {
 	r.state = stFinished
 	rp.kv.release(r.blocks)
 	r.blocks = nil
@@ -478,5 +479,5 @@ func (rp *replica) finish(r *request, t float64) {
 	case EngineTRTLLM:
 		rp.trtllmPerf(r)
 	}
-	rp.f.complete(r, t)
+	rp.f.complete(r)
 }

@@ -48,13 +48,13 @@ func (f *Fleet) Serve(host string, basePort int) ([]Endpoint, error) {
 	for _, rp := range f.replicas {
 		engineLn, err := listen(host, basePort, 2*rp.idx)
 		if err != nil {
-			f.closeServers()
+			_ = f.closeServers()
 			return nil, err
 		}
 		dcgmLn, err := listen(host, basePort, 2*rp.idx+1)
 		if err != nil {
 			engineLn.Close()
-			f.closeServers()
+			_ = f.closeServers()
 			return nil, err
 		}
 		engineMux, dcgmMux := http.NewServeMux(), http.NewServeMux()

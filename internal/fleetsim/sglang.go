@@ -78,7 +78,7 @@ func (rp *replica) recoveringWaiting() int {
 	return n
 }
 
-func (rp *replica) sglangMetrics(now float64) []byte {
+func (rp *replica) sglangMetrics(_ float64) []byte {
 	f := rp.f
 	e := &expo{style: stylePython}
 	model := f.cfg.Model.Name
@@ -132,7 +132,7 @@ func (rp *replica) sglangLoad(now float64) map[string]any {
 func (rp *replica) sglangRoutes(mux *http.ServeMux) {
 	f := rp.f
 	mux.HandleFunc("GET /metrics", rp.textHandler(rp.sglangMetrics))
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {})
+	mux.HandleFunc("GET /health", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("GET /v1/loads", rp.jsonHandler(func(now float64) any { return []map[string]any{rp.sglangLoad(now)} }))
 	mux.HandleFunc("GET /get_load", rp.jsonHandler(func(now float64) any {
 		return []map[string]any{{

@@ -109,12 +109,12 @@ var (
 	bucketsReq  = []float64{0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680}
 )
 
-// buckets125 is vLLM's 1-2-5 series for token counts, up to max.
-func buckets125(max int) []float64 {
+// buckets125 is vLLM's 1-2-5 series for token counts, up to limit.
+func buckets125(limit int) []float64 {
 	var out []float64
 	for m := 1; ; m *= 10 {
 		for _, k := range []int{1, 2, 5} {
-			if k*m > max {
+			if k*m > limit {
 				return out
 			}
 			out = append(out, float64(k*m))

@@ -195,7 +195,7 @@ func (rp *replica) trtllmPerf(r *request) {
 	s.perf = append(s.perf, rec)
 }
 
-func (rp *replica) trtllmMetrics(now float64) []byte {
+func (rp *replica) trtllmMetrics(_ float64) []byte {
 	f := rp.f
 	e := &expo{style: stylePython, sort: true}
 	base := []label{{"engine_type", "trtllm"}, {"model_name", f.cfg.Model.Name}}
@@ -261,7 +261,7 @@ func (rp *replica) trtllmRoutes(mux *http.ServeMux) {
 		}
 		return out
 	}))
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {})
+	mux.HandleFunc("GET /health", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("GET /version", rp.jsonHandler(func(float64) any { return map[string]string{"version": trtllmVersion} }))
 	mux.HandleFunc("GET /v1/models", rp.jsonHandler(func(float64) any {
 		return map[string]any{"object": "list", "data": []map[string]any{{"id": f.cfg.Model.Name, "object": "model", "owned_by": "tensorrt_llm"}}}

@@ -32,7 +32,7 @@ func vllmBuckets(maxModelLen int) map[quantity][]float64 {
 
 const vllmVersion = "0.11.2"
 
-func (rp *replica) vllmMetrics(now float64) []byte {
+func (rp *replica) vllmMetrics(_ float64) []byte {
 	f := rp.f
 	e := &expo{style: stylePython, sort: true}
 	base := []label{{"engine", "0"}, {"model_name", f.cfg.Model.Name}}
@@ -104,11 +104,17 @@ func (rp *replica) vllmMetrics(now float64) []byte {
 	bs := rp.kv.blockSize
 	blocks := rp.kv.numBlocks()
 	e.gauge("vllm:cache_config_info", "KV-cache configuration.", []label{
-		{"block_size", strconv.Itoa(bs)}, {"cache_dtype", "auto"}, {"enable_prefix_caching", "True"}, {"engine", "0"},
+		{"block_size", strconv.Itoa(bs)},
+		{"cache_dtype", "auto"},
+		{"enable_prefix_caching", "True"},
+		{"engine", "0"},
 		{"gpu_memory_utilization", strconv.FormatFloat(f.cfg.Engine.GPUMemoryUtilization, 'g', -1, 64)},
 		{"kv_cache_max_concurrency", pythonFloat(float64(blocks*bs) / float64(f.cfg.Model.MaxModelLen))},
-		{"kv_cache_size_tokens", strconv.Itoa(blocks * bs)}, {"num_cpu_blocks", "None"}, {"num_gpu_blocks", strconv.Itoa(blocks)},
-		{"prefix_caching_hash_algo", "sha256"}, {"sliding_window", "None"},
+		{"kv_cache_size_tokens", strconv.Itoa(blocks * bs)},
+		{"num_cpu_blocks", "None"},
+		{"num_gpu_blocks", strconv.Itoa(blocks)},
+		{"prefix_caching_hash_algo", "sha256"},
+		{"sliding_window", "None"},
 	}, 1)
 	return e.b.Bytes()
 }
@@ -116,8 +122,8 @@ func (rp *replica) vllmMetrics(now float64) []byte {
 func (rp *replica) vllmRoutes(mux *http.ServeMux) {
 	f := rp.f
 	mux.HandleFunc("GET /metrics", rp.textHandler(rp.vllmMetrics))
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {})
-	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) {})
+	mux.HandleFunc("GET /health", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("GET /ping", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("GET /version", rp.jsonHandler(func(float64) any { return map[string]string{"version": vllmVersion} }))
 	mux.HandleFunc("GET /load", rp.jsonHandler(func(float64) any { return map[string]int{"server_load": rp.outstanding()} }))
 	mux.HandleFunc("GET /v1/models", rp.jsonHandler(func(float64) any {

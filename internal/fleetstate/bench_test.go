@@ -17,7 +17,8 @@ func benchScrape(replica string, sec float64) pmetric.Metrics {
 		schema.MetricLLMSchedulerRequestsWaiting: float64(int(sec) % 5), schema.MetricLLMSchedulerRequestsRunning: 20 + float64(int(sec)%7),
 		schema.MetricLLMKVCacheUtilization: 0.6, schema.MetricLLMSchedulerPreemptions: sec / 100,
 		schema.MetricLLMPrefixCacheQueries: 2000 * (sec + 1000), schema.MetricLLMPrefixCacheHits: 1500 * (sec + 1000),
-		schema.MetricLLMRequestsFinished: 3 * (sec + 1000), schema.MetricLLMTokensPrompt: 2000 * (sec + 1000), schema.MetricLLMTokensGeneration: 300 * (sec + 1000)})
+		schema.MetricLLMRequestsFinished: 3 * (sec + 1000), schema.MetricLLMTokensPrompt: 2000 * (sec + 1000), schema.MetricLLMTokensGeneration: 300 * (sec + 1000),
+	})
 	fleetstatetest.GPUWith(sec, fleetstatetest.GPUState{ID: "GPU-" + replica, Owner: replica, Utilization: 0.8, MemoryUtilization: 0.9, SMClockHz: 1.9e9}).
 		ResourceMetrics().MoveAndAppendTo(md.ResourceMetrics())
 	return md

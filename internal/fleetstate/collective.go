@@ -207,8 +207,10 @@ func (s *Store) collective(key string, ts int64) *collectiveState {
 		s.makeRoom(len(s.replicaCollectives), func() {
 			delete(s.replicaCollectives, oldest(s.replicaCollectives, func(c *collectiveState) int64 { return c.seen }))
 		})
-		r = &collectiveState{last: map[string]*cumulative{}, snaps: newRing[CollectiveSnapshot](s.cfg.MaxSnapshots),
-			sources: map[string]int64{}, seen: ts}
+		r = &collectiveState{
+			last: map[string]*cumulative{}, snaps: newRing[CollectiveSnapshot](s.cfg.MaxSnapshots),
+			sources: map[string]int64{}, seen: ts,
+		}
 		s.replicaCollectives[key] = r
 	}
 	return r

@@ -13,22 +13,25 @@ import (
 	"github.com/servescope/servescope/internal/schema"
 )
 
-// twoRanks is a tensor-parallel pair of cumulative timings: ops all-reduces each, rank 0 spending opSeconds0.
-func twoRanks(replica string, ops uint64, opSeconds0, opSeconds1 float64, skews uint64, skewSeconds float64, observable bool) fleetstatetest.Collectives {
-	return fleetstatetest.Collectives{Replica: replica, Observable: observable, Reason: map[bool]string{true: "records", false: "custom_all_reduce"}[observable],
+// twoRanks is replica r1's tensor-parallel pair of cumulative timings: ops all-reduces each, rank 0 spending
+// opSeconds0.
+func twoRanks(ops uint64, opSeconds0, opSeconds1 float64, skews uint64, skewSeconds float64, observable bool) fleetstatetest.Collectives {
+	return fleetstatetest.Collectives{
+		Replica: "r1", Observable: observable, Reason: map[bool]string{true: "records", false: "custom_all_reduce"}[observable],
 		Ranks: []fleetstatetest.CollectiveRank{
 			{GPU: "GPU-a", PID: 10, TPRank: 0, Operations: ops, OperationSeconds: opSeconds0},
 			{GPU: "GPU-b", PID: 11, TPRank: 1, Operations: ops, OperationSeconds: opSeconds1},
 		},
-		Skews: skews, SkewSeconds: skewSeconds, LateRank: 1}
+		Skews: skews, SkewSeconds: skewSeconds, LateRank: 1,
+	}
 }
 
 func TestCollectiveWaitFromArrivalSkew(t *testing.T) {
 	s := newStore()
 	// Cumulative since the receiver started; the first batch is the baseline.
-	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 1000, 2, 1, 1000, 0.5, true)))
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks(1000, 2, 1, 1000, 0.5, true)))
 	// 10 s later: 2000 more all-reduces; rank 0 waited 3 s in all for rank 1 (skew 1.5 ms per collective).
-	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 3000, 6, 2, 3000, 3.5, true)))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks(3000, 6, 2, 3000, 3.5, true)))
 
 	sum := s.Summarize("r1", at(4), at(9))
 	assert.Equal(t, 1.0, sum.CollectiveObservable)
@@ -43,8 +46,8 @@ func TestCollectiveWaitFromArrivalSkew(t *testing.T) {
 
 func TestCollectiveBlindReplicaSaysSo(t *testing.T) {
 	s := newStore()
-	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 0, 0, 0, 0, 0, false)))
-	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 0, 0, 0, 0, 0, false)))
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks(0, 0, 0, 0, 0, false)))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks(0, 0, 0, 0, 0, false)))
 	sum := s.Summarize("r1", at(4), at(9))
 	assert.Equal(t, 0.0, sum.CollectiveObservable)
 	assert.Equal(t, "custom_all_reduce", sum.CollectiveObservableReason)
@@ -56,14 +59,14 @@ func TestCollectiveBlindReplicaSaysSo(t *testing.T) {
 
 func TestCollectiveCountersResetAndSplitBatches(t *testing.T) {
 	s := newStore()
-	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 1000, 2, 1, 1000, 1, true)))
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks(1000, 2, 1, 1000, 1, true)))
 	// The receiver restarted: cumulative values start over, and the new values are all growth.
-	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 500, 1, 0.5, 500, 2, true)))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks(500, 1, 0.5, 500, 2, true)))
 	sum := s.Summarize("r1", at(9), at(10))
 	assert.InDelta(t, 0.2, sum.CollectiveWaitShare, 1e-9, "2 s of skew after the restart over 10 s")
 
 	// The same batch split in two (a batch processor in between): each series is counted once.
-	md := fleetstatetest.CollectivesAt(20, twoRanks("r1", 1500, 3, 1.5, 1500, 3, true))
+	md := fleetstatetest.CollectivesAt(20, twoRanks(1500, 3, 1.5, 1500, 3, true))
 	first, second := pmetric.NewMetrics(), pmetric.NewMetrics()
 	for i := 0; i < md.ResourceMetrics().Len(); i++ {
 		dst := first
@@ -119,10 +122,10 @@ func TestCollectivesOnAnEngineResource(t *testing.T) {
 // born since the batch before: all of it is growth.
 func TestCollectiveSeriesBornLaterCountsInFull(t *testing.T) {
 	s := newStore()
-	quiet := twoRanks("r1", 1000, 1, 1, 0, 0, true)
+	quiet := twoRanks(1000, 1, 1, 0, 0, true)
 	quiet.LateRank = -1 // no skew series yet
 	s.Observe(fleetstatetest.CollectivesAt(0, quiet))
-	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 2000, 3, 2, 1000, 2.5, true)))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks(2000, 3, 2, 1000, 2.5, true)))
 	sum := s.Summarize("r1", at(1), at(9))
 	assert.InDelta(t, 0.25, sum.CollectiveWaitShare, 1e-9, "the late rank's first series: 2.5 s of skew over 10 s")
 	assert.Equal(t, "tp rank 1, communicator tp0", sum.CollectiveLateRank)
@@ -133,7 +136,7 @@ func TestCollectiveSeriesBornLaterCountsInFull(t *testing.T) {
 func TestCollectiveSeriesBeyondTheCapAddNothing(t *testing.T) {
 	s := newStore()
 	many := func(sec float64) pmetric.Metrics {
-		md := fleetstatetest.CollectivesAt(sec, twoRanks("r1", 1000, 1, 1, 1000, 1, true))
+		md := fleetstatetest.CollectivesAt(sec, twoRanks(1000, 1, 1, 1000, 1, true))
 		skew := md.ResourceMetrics().At(1).ScopeMetrics().At(1).Metrics().At(0).Histogram().DataPoints()
 		for i := 0; i < maxCollectiveSeries+1000; i++ {
 			dp := skew.AppendEmpty()
@@ -153,8 +156,8 @@ func TestCollectiveSeriesBeyondTheCapAddNothing(t *testing.T) {
 // batch covers the time since the same collector's previous one, and their communicators add up.
 func TestCollectivesFromTwoNodes(t *testing.T) {
 	s := newStore()
-	node := func(host, comm string, sec float64, n int) fleetstatetest.Collectives {
-		c := twoRanks("r1", uint64(1000*n), float64(n), float64(n), uint64(1000*n), float64(n), true) // 1 s of skew per 10 s
+	node := func(host, comm string, _ float64, n int) fleetstatetest.Collectives {
+		c := twoRanks(uint64(1000*n), float64(n), float64(n), uint64(1000*n), float64(n), true) // 1 s of skew per 10 s
 		c.Host, c.Communicator = host, comm
 		for i := range c.Ranks {
 			c.Ranks[i].GPU = host + c.Ranks[i].GPU
@@ -177,7 +180,7 @@ func TestCollectiveLateBatchCountsNothingTwice(t *testing.T) {
 	s := newStore()
 	batches := map[float64]pmetric.Metrics{}
 	for n, sec := range []float64{0, 10, 20, 30} {
-		batches[sec] = fleetstatetest.CollectivesAt(sec, twoRanks("r1", uint64(1000*n), 1, 1, uint64(1000*n), 3*float64(n), true))
+		batches[sec] = fleetstatetest.CollectivesAt(sec, twoRanks(uint64(1000*n), 1, 1, uint64(1000*n), 3*float64(n), true))
 	}
 	s.Observe(batches[0])
 	s.Observe(batches[10])
@@ -192,7 +195,7 @@ func TestCollectiveLateBatchCountsNothingTwice(t *testing.T) {
 func TestCollectiveSplitBatchKeepsEveryCommunicator(t *testing.T) {
 	s := newStore()
 	both := func(sec float64, n int) (pmetric.Metrics, pmetric.Metrics) {
-		a := twoRanks("r1", uint64(1000*n), 1, 1, uint64(1000*n), 2*float64(n), true)
+		a := twoRanks(uint64(1000*n), 1, 1, uint64(1000*n), 2*float64(n), true)
 		b := a
 		a.Communicator, b.Communicator = "tp0", "tp1"
 		b.Ranks = []fleetstatetest.CollectiveRank{{GPU: "GPU-c", PID: 12, TPRank: 0}, {GPU: "GPU-d", PID: 13, TPRank: 1}}
@@ -210,9 +213,9 @@ func TestCollectiveSplitBatchKeepsEveryCommunicator(t *testing.T) {
 func TestCollectivesSettled(t *testing.T) {
 	s := newStore()
 	assert.True(t, s.CollectivesSettled("r1", at(5)), "no nccl receiver: nothing to wait for")
-	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks("r1", 0, 0, 0, 0, 0, true)))
+	s.Observe(fleetstatetest.CollectivesAt(0, twoRanks(0, 0, 0, 0, 0, true)))
 	assert.False(t, s.CollectivesSettled("r1", at(5)), "the receiver reports: wait for its batch after the request")
-	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks("r1", 0, 0, 0, 0, 0, true)))
+	s.Observe(fleetstatetest.CollectivesAt(10, twoRanks(0, 0, 0, 0, 0, true)))
 	assert.True(t, s.CollectivesSettled("r1", at(5)))
 	assert.True(t, s.CollectivesSettled("r1", at(200)), "quiet for over a minute: not waited for")
 }

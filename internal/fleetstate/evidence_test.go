@@ -36,7 +36,7 @@ func (sc scenario) at(sec float64) regime {
 }
 
 // scrape is the engine's state at sec: the levels of its regime, and the counters grown since the first one.
-func (sc scenario) scrape(replica string, sec float64) map[string]float64 {
+func (sc scenario) scrape(_ string, sec float64) map[string]float64 {
 	var queries, hits, firstTokens, ttftSum, preemptions float64
 	for i, r := range sc {
 		end := sec
@@ -52,9 +52,11 @@ func (sc scenario) scrape(replica string, sec float64) map[string]float64 {
 		}
 	}
 	now := sc.at(sec)
-	return map[string]float64{schema.MetricLLMSchedulerRequestsRunning: now.running, schema.MetricLLMSchedulerRequestsWaiting: now.waiting,
+	return map[string]float64{
+		schema.MetricLLMSchedulerRequestsRunning: now.running, schema.MetricLLMSchedulerRequestsWaiting: now.waiting,
 		schema.MetricLLMKVCacheUtilization: now.kv, schema.MetricLLMPrefixCacheQueries: queries, schema.MetricLLMPrefixCacheHits: hits,
-		schema.MetricLLMSchedulerPreemptions: preemptions, "ttft.count": firstTokens, "ttft.sum": ttftSum}
+		schema.MetricLLMSchedulerPreemptions: preemptions, "ttft.count": firstTokens, "ttft.sum": ttftSum,
+	}
 }
 
 // observe feeds the scenario's scrapes of replica r1 (and of its GPU) every step seconds over [from, to];
@@ -154,8 +156,10 @@ func TestPrefixHitRatioWindowSizedByTheData(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New(Config{ReplicaKeys: []string{schema.AttrServiceInstanceID}, Window: 10 * time.Minute})
-			sc := scenario{{from: -1e6, running: 8, queriesPerS: tc.queriesPerS, hitShare: 0.8},
-				{from: tc.collapseAt, running: 8, queriesPerS: tc.queriesPerS, hitShare: 0.02}}
+			sc := scenario{
+				{from: -1e6, running: 8, queriesPerS: tc.queriesPerS, hitShare: 0.8},
+				{from: tc.collapseAt, running: 8, queriesPerS: tc.queriesPerS, hitShare: 0.02},
+			}
 			sc.observe(s, -600, 3, 1, nil)
 			sum := s.Summarize("r1", at(0.3), at(1.7))
 			assert.InDelta(t, 0.8, sum.PrefixHitRatioUsual, 0.03, "ten healthy minutes against seconds of collapse")
@@ -284,8 +288,10 @@ func TestMarksThatChangeNothingSkipNothing(t *testing.T) {
 			}
 			queries += 10000
 			hits += 10000 * ratio
-			s.Observe(fleetstatetest.Engine("r1", "m", sec, map[string]float64{schema.MetricLLMSchedulerRequestsRunning: running,
-				schema.MetricLLMPrefixCacheQueries: queries, schema.MetricLLMPrefixCacheHits: hits}))
+			s.Observe(fleetstatetest.Engine("r1", "m", sec, map[string]float64{
+				schema.MetricLLMSchedulerRequestsRunning: running,
+				schema.MetricLLMPrefixCacheQueries:       queries, schema.MetricLLMPrefixCacheHits: hits,
+			}))
 		}
 		return s
 	}

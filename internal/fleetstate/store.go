@@ -153,8 +153,10 @@ func New(cfg Config) *Store {
 	if cfg.UsualHalfLife <= 0 {
 		cfg.UsualHalfLife = 2 * time.Hour
 	}
-	return &Store{cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}, byOwner: map[string]map[string]*gpu{},
-		replicaCollectives: map[string]*collectiveState{}}
+	return &Store{
+		cfg: cfg, replicas: map[string]*replica{}, gpus: map[string]*gpu{}, byOwner: map[string]map[string]*gpu{},
+		replicaCollectives: map[string]*collectiveState{},
+	}
 }
 
 // ReplicaKey names the replica a resource belongs to, "" when none of the configured keys is present.
@@ -204,8 +206,10 @@ func (s *Store) Observe(md pmetric.Metrics) {
 
 func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMetrics) {
 	nan := math.NaN()
-	snap := EngineSnapshot{Waiting: nan, Running: nan, KVUtilization: nan, Preemptions: nan, PrefixQueries: nan,
-		PrefixHits: nan, Finished: nan, PromptTokens: nan, GenTokens: nan, TTFTSum: nan, TTFTCount: nan, MaxRunning: nan}
+	snap := EngineSnapshot{
+		Waiting: nan, Running: nan, KVUtilization: nan, Preemptions: nan, PrefixQueries: nan,
+		PrefixHits: nan, Finished: nan, PromptTokens: nan, GenTokens: nan, TTFTSum: nan, TTFTCount: nan, MaxRunning: nan,
+	}
 	var model string
 	forEachHistogram(rm, schema.MetricGenAIServerTimeToFirstToken, func(ts int64, sum float64, count uint64) {
 		snap.TTFTSum = nanAdd(snap.TTFTSum, sum)
@@ -216,14 +220,14 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 	})
 	forEachPoint(rm, func(name string, attrs pcommon.Map, ts int64, v float64) {
 		var field *float64
-		max := false
+		keepHighest := false
 		switch name {
 		case schema.MetricLLMSchedulerRequestsWaiting:
 			field = &snap.Waiting
 		case schema.MetricLLMSchedulerRequestsRunning:
 			field = &snap.Running
 		case schema.MetricLLMKVCacheUtilization:
-			field, max = &snap.KVUtilization, true
+			field, keepHighest = &snap.KVUtilization, true
 		case schema.MetricLLMSchedulerPreemptions:
 			field = &snap.Preemptions
 		case schema.MetricLLMPrefixCacheQueries:
@@ -250,7 +254,7 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 		switch {
 		case math.IsNaN(*field):
 			*field = v
-		case max:
+		case keepHighest:
 			*field = math.Max(*field, v)
 		default: // several models or engine cores on one replica: their queues add up
 			*field += v
@@ -341,8 +345,10 @@ type gpuReading struct {
 }
 
 func newGPUReading() *gpuReading {
-	return &gpuReading{snap: GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN(), SMClock: math.NaN()},
-		processOwners: map[string]bool{}, position: unknownPosition}
+	return &gpuReading{
+		snap:          GPUSnapshot{Utilization: math.NaN(), XIDErrors: math.NaN(), MemoryUtilization: math.NaN(), SMClock: math.NaN()},
+		processOwners: map[string]bool{}, position: unknownPosition,
+	}
 }
 
 // add takes one point if it is GPU state; false when the metric is not one the summaries use.

@@ -31,14 +31,22 @@ func TestSummaryOverARequestsLifetime(t *testing.T) {
 	s := newStore()
 	// The queue grows, KV fills, preemptions and prefix-cache counters move.
 	s.Observe(engineScrape("r1", -200, map[string]float64{schema.MetricLLMPrefixCacheQueries: 0, schema.MetricLLMPrefixCacheHits: 0}))
-	s.Observe(engineScrape("r1", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 2, schema.MetricLLMSchedulerRequestsRunning: 10,
-		schema.MetricLLMKVCacheUtilization: 0.5, schema.MetricLLMSchedulerPreemptions: 3, schema.MetricLLMPrefixCacheQueries: 1000, schema.MetricLLMPrefixCacheHits: 700}))
-	s.Observe(engineScrape("r1", 60, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 5, schema.MetricLLMSchedulerRequestsRunning: 12,
-		schema.MetricLLMKVCacheUtilization: 0.7, schema.MetricLLMSchedulerPreemptions: 3, schema.MetricLLMPrefixCacheQueries: 2000, schema.MetricLLMPrefixCacheHits: 1400}))
-	s.Observe(engineScrape("r1", 70, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 11, schema.MetricLLMSchedulerRequestsRunning: 16,
-		schema.MetricLLMKVCacheUtilization: 0.97, schema.MetricLLMSchedulerPreemptions: 7, schema.MetricLLMPrefixCacheQueries: 3000, schema.MetricLLMPrefixCacheHits: 1500}))
-	s.Observe(engineScrape("r1", 80, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 3, schema.MetricLLMSchedulerRequestsRunning: 12,
-		schema.MetricLLMKVCacheUtilization: 0.6, schema.MetricLLMSchedulerPreemptions: 9, schema.MetricLLMPrefixCacheQueries: 4000, schema.MetricLLMPrefixCacheHits: 1600}))
+	s.Observe(engineScrape("r1", 0, map[string]float64{
+		schema.MetricLLMSchedulerRequestsWaiting: 2, schema.MetricLLMSchedulerRequestsRunning: 10,
+		schema.MetricLLMKVCacheUtilization: 0.5, schema.MetricLLMSchedulerPreemptions: 3, schema.MetricLLMPrefixCacheQueries: 1000, schema.MetricLLMPrefixCacheHits: 700,
+	}))
+	s.Observe(engineScrape("r1", 60, map[string]float64{
+		schema.MetricLLMSchedulerRequestsWaiting: 5, schema.MetricLLMSchedulerRequestsRunning: 12,
+		schema.MetricLLMKVCacheUtilization: 0.7, schema.MetricLLMSchedulerPreemptions: 3, schema.MetricLLMPrefixCacheQueries: 2000, schema.MetricLLMPrefixCacheHits: 1400,
+	}))
+	s.Observe(engineScrape("r1", 70, map[string]float64{
+		schema.MetricLLMSchedulerRequestsWaiting: 11, schema.MetricLLMSchedulerRequestsRunning: 16,
+		schema.MetricLLMKVCacheUtilization: 0.97, schema.MetricLLMSchedulerPreemptions: 7, schema.MetricLLMPrefixCacheQueries: 3000, schema.MetricLLMPrefixCacheHits: 1500,
+	}))
+	s.Observe(engineScrape("r1", 80, map[string]float64{
+		schema.MetricLLMSchedulerRequestsWaiting: 3, schema.MetricLLMSchedulerRequestsRunning: 12,
+		schema.MetricLLMKVCacheUtilization: 0.6, schema.MetricLLMSchedulerPreemptions: 9, schema.MetricLLMPrefixCacheQueries: 4000, schema.MetricLLMPrefixCacheHits: 1600,
+	}))
 
 	sum := s.Summarize("r1", at(62), at(75)) // arrives after the 60 s scrape, ends before the 80 s one
 	assert.Equal(t, "llama-70b", sum.Model)
@@ -77,8 +85,10 @@ func TestMissingMetricsStayUnknown(t *testing.T) {
 	s.Observe(engineScrape("r1", 0, map[string]float64{schema.MetricLLMSchedulerRequestsWaiting: 2}))
 	sum := s.Summarize("r1", at(1), at(2))
 	assert.Equal(t, 2.0, sum.WaitingAtArrival)
-	for name, v := range map[string]float64{"kv": sum.KVUtilizationMax, "preemptions": sum.Preemptions, "prefix": sum.PrefixHitRatio,
-		"growth": sum.QueueGrowthPerMinute, "gpu": sum.GPUUtilizationMean} {
+	for name, v := range map[string]float64{
+		"kv": sum.KVUtilizationMax, "preemptions": sum.Preemptions, "prefix": sum.PrefixHitRatio,
+		"growth": sum.QueueGrowthPerMinute, "gpu": sum.GPUUtilizationMean,
+	} {
 		assert.True(t, math.IsNaN(v), "%s must be unknown, got %v", name, v)
 	}
 	assert.False(t, sum.HasGPU)

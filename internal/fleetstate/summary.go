@@ -125,12 +125,14 @@ func gpuTime(s GPUSnapshot) int64       { return s.Time }
 // Summarize describes replica key over [from, to] (unix ns).
 func (s *Store) Summarize(key string, from, to int64) Summary {
 	nan := math.NaN()
-	sum := Summary{Replica: key, StateAge: nan, PrefixQueries: nan, PrefixHitRatioWindow: nan, PrefixHitRatioWidened: nan, PrefixHitRatioBracket: nan,
+	sum := Summary{
+		Replica: key, StateAge: nan, PrefixQueries: nan, PrefixHitRatioWindow: nan, PrefixHitRatioWidened: nan, PrefixHitRatioBracket: nan,
 		WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, WaitingEarlier: nan, WaitingEarlierAge: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
 		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
 		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan,
-		CollectiveObservable: nan, CollectiveWaitShare: nan, CollectiveSkewMean: nan, CollectiveMeanDuration: nan, CollectiveOperations: nan, CollectiveLateShare: nan}
+		CollectiveObservable: nan, CollectiveWaitShare: nan, CollectiveSkewMean: nan, CollectiveMeanDuration: nan, CollectiveOperations: nan, CollectiveLateShare: nan,
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.replicas[key]

@@ -195,8 +195,10 @@ func growth(a, b float64) float64 {
 // refreshUsual recomputes the replica's usual levels from what has left the window and the healthy part of
 // what is in it. scratch is the store's, reused (the caller holds the write lock).
 func (r *replica) refreshUsual(halfLife float64, scratch *usualSums) {
-	*scratch = usualSums{landmark: r.folded.landmark, started: true, running: scratch.running,
-		hits: r.folded.hits, queries: r.folded.queries, ttftSum: r.folded.ttftSum, ttftCount: r.folded.ttftCount}
+	*scratch = usualSums{
+		landmark: r.folded.landmark, started: true, running: scratch.running,
+		hits: r.folded.hits, queries: r.folded.queries, ttftSum: r.folded.ttftSum, ttftCount: r.folded.ttftCount,
+	}
 	r.folded.running.copyTo(&scratch.running)
 	// Each snapshot weighs what it is taken at, and so does the interval that ends at it.
 	for i := 0; i < r.snaps.n; i++ {

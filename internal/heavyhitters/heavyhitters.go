@@ -38,8 +38,10 @@ func New(capacity int, halfLife time.Duration) *Tracker {
 	if halfLife < time.Second {
 		halfLife = time.Second
 	}
-	return &Tracker{capacity: capacity, lambda: math.Ln2 / float64(halfLife),
-		held: newTable(), waiting: newTable()}
+	return &Tracker{
+		capacity: capacity, lambda: math.Ln2 / float64(halfLife),
+		held: newTable(), waiting: newTable(),
+	}
 }
 
 // Observe counts one event of key at time at (unix ns) and says whether key holds a slot now; evicted is
@@ -149,11 +151,13 @@ func (t table) Swap(i, j int) {
 	t.entries[i], t.entries[j] = t.entries[j], t.entries[i]
 	t.entries[i].pos, t.entries[j].pos = i, j
 }
+
 func (t *table) Push(x any) {
 	e := x.(*entry)
 	e.pos = len(t.entries)
 	t.entries = append(t.entries, e)
 }
+
 func (t *table) Pop() any {
 	old := t.entries
 	e := old[len(old)-1]

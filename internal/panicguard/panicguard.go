@@ -23,10 +23,18 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("recovered from a panic: %v", e.Value) }
 
 // Run calls fn; when fn panics, Run returns the panic as an *Error instead of unwinding further.
-func Run(fn func()) (err error) {
+func Run(fn func()) error {
+	if pe := recovered(fn); pe != nil {
+		return pe
+	}
+	return nil // not pe: a nil *Error in an error interface is not a nil error
+}
+
+// recovered calls fn and returns its panic, or nil when it returned.
+func recovered(fn func()) (pe *Error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = &Error{Value: v, Stack: debug.Stack()}
+			pe = &Error{Value: v, Stack: debug.Stack()}
 		}
 	}()
 	fn()
@@ -52,8 +60,8 @@ func NewGuard(component string, logger *zap.Logger, counter metric.Int64Counter)
 
 // Run calls fn; it reports true when fn returned, false when it panicked (and the panic was reported).
 func (g *Guard) Run(stage string, fn func()) bool {
-	err := Run(fn)
-	if err == nil {
+	pe := recovered(fn)
+	if pe == nil {
 		return true
 	}
 	g.counter.Add(context.Background(), 1, metric.WithAttributes(attribute.String("stage", stage)))
@@ -62,7 +70,6 @@ func (g *Guard) Run(stage string, fn func()) bool {
 	g.logged[stage] = true
 	g.mu.Unlock()
 	if first {
-		pe := err.(*Error)
 		g.logger.Error(g.component+": internal error; the batch is abandoned or passed on as it came (said once per stage, counted in its recovered_panics metric)",
 			zap.String("stage", stage), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
 	}

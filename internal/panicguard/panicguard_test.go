@@ -2,7 +2,6 @@ package panicguard
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,7 +19,7 @@ func TestRun(t *testing.T) {
 		_ = s[3]
 	})
 	var pe *Error
-	require.True(t, errors.As(err, &pe))
+	require.ErrorAs(t, err, &pe)
 	assert.Contains(t, pe.Error(), "index out of range")
 	assert.Contains(t, string(pe.Stack), "panicguard_test.go")
 }

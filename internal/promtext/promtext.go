@@ -2,6 +2,7 @@ package promtext
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -312,9 +313,9 @@ func (p *parser) parseComment(line []byte) *lineErr {
 	if !ok {
 		return errTok("unknown type", rest)
 	}
-	switch {
-	case fs.Type == t:
-	case fs.Type == TypeUnknown:
+	switch fs.Type {
+	case t:
+	case TypeUnknown:
 		fs.Type = t
 	default:
 		return &lineErr{msg: "conflicting type", tok: rest, hasTok: true, tail: ", family is already " + fs.Type.String()}
@@ -796,7 +797,7 @@ func parseValue(b []byte) (float64, bool) {
 		// Out-of-range numbers come back as ±Inf or 0 together with
 		// ErrRange; that is the closest float and better than losing the
 		// series.
-		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+		if errors.Is(err, strconv.ErrRange) {
 			return v, true
 		}
 		return 0, false

@@ -3,7 +3,6 @@ package schema
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -126,10 +125,14 @@ func TestParseRejectsBrokenEnums(t *testing.T) {
 		"value twice":       {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: queue, description: d}, {value: queue, description: e}]}\n", `enum value "queue" declared twice`},
 		"no description":    {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: queue}]}\n", `enum value "queue" has no description`},
 		"not an identifier": {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: Queue-Time, description: d}]}\n", "not a lower-case identifier"},
-		"detector without severity": {"  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, description: d}]}\n",
-			`detector "kv_thrash": severity "" is not a value of llm.incident.severity`},
-		"detector with unknown severity": {"  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, severity: critical, description: d}]}\n",
-			`severity "critical" is not a value`},
+		"detector without severity": {
+			"  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, description: d}]}\n",
+			`detector "kv_thrash": severity "" is not a value of llm.incident.severity`,
+		},
+		"detector with unknown severity": {
+			"  - {name: llm.incident.detector, level: datapoint, description: d, enum: [{value: kv_thrash, severity: critical, description: d}]}\n",
+			`severity "critical" is not a value`,
+		},
 		"severity off a detector": {"  - {name: llm.phase, level: datapoint, description: d, enum: [{value: queue, severity: warning, description: d}]}\n", "only detectors have one"},
 	}
 	for name, c := range cases {
@@ -185,7 +188,7 @@ func TestScaleConversions(t *testing.T) {
 		require.NoError(t, err)
 		assert.InDelta(t, c.want, got, 1e-15, "%s->%s", c.from, c.to)
 	}
-	assert.True(t, strings.Contains(GoIdentifier("gen_ai.server.time_to_first_token"), "GenAI"))
+	assert.Contains(t, GoIdentifier("gen_ai.server.time_to_first_token"), "GenAI")
 }
 
 // One vendor family split by label value feeds several canonical metrics; each selection is its own source.

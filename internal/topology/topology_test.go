@@ -11,8 +11,14 @@ import (
 func TestAtNumbersTensorParallelFastest(t *testing.T) {
 	s := Sizes{TP: 2, PP: 2, DP: 2}
 	want := []Position{
-		{0, 0, 0, 0}, {1, 1, 0, 0}, {2, 0, 1, 0}, {3, 1, 1, 0},
-		{4, 0, 0, 1}, {5, 1, 0, 1}, {6, 0, 1, 1}, {7, 1, 1, 1},
+		{0, 0, 0, 0},
+		{1, 1, 0, 0},
+		{2, 0, 1, 0},
+		{3, 1, 1, 0},
+		{4, 0, 0, 1},
+		{5, 1, 0, 1},
+		{6, 0, 1, 1},
+		{7, 1, 1, 1},
 	}
 	for r, w := range want {
 		got, ok := s.At(r)
@@ -83,31 +89,38 @@ func TestFromMemberships(t *testing.T) {
 		want  Position
 	}{
 		"world communicator gives everything": {
-			Sizes{TP: 2, PP: 2}, []Membership{{NRanks: 2, Rank: 0}, {NRanks: 4, Rank: 3}},
+			Sizes{TP: 2, PP: 2},
+			[]Membership{{NRanks: 2, Rank: 0}, {NRanks: 4, Rank: 3}},
 			Position{3, 1, 1, 0},
 		},
 		"tensor and pipeline groups of different sizes": {
-			Sizes{TP: 4, PP: 2}, []Membership{{NRanks: 4, Rank: 2}, {NRanks: 2, Rank: 1}},
+			Sizes{TP: 4, PP: 2},
+			[]Membership{{NRanks: 4, Rank: 2}, {NRanks: 2, Rank: 1}},
 			Position{6, 2, 1, 0},
 		},
 		"tensor group only, no pipeline": {
-			Sizes{TP: 4}, []Membership{{NRanks: 4, Rank: 3, Name: "whatever"}},
+			Sizes{TP: 4},
+			[]Membership{{NRanks: 4, Rank: 3, Name: "whatever"}},
 			Position{3, 3, 0, 0},
 		},
 		"equal sizes without names stay unknown": {
-			Sizes{TP: 2, PP: 2}, []Membership{{NRanks: 2, Rank: 1}, {NRanks: 2, Rank: 0}},
+			Sizes{TP: 2, PP: 2},
+			[]Membership{{NRanks: 2, Rank: 1}, {NRanks: 2, Rank: 0}},
 			Position{-1, -1, -1, 0},
 		},
 		"equal sizes told apart by name": {
-			Sizes{TP: 2, PP: 2}, []Membership{{NRanks: 2, Rank: 1, Name: "TP Group 0"}, {NRanks: 2, Rank: 0, Name: "pp_group"}},
+			Sizes{TP: 2, PP: 2},
+			[]Membership{{NRanks: 2, Rank: 1, Name: "TP Group 0"}, {NRanks: 2, Rank: 0, Name: "pp_group"}},
 			Position{1, 1, 0, 0},
 		},
 		"a name hint inside another word does not count": {
-			Sizes{TP: 2, PP: 2}, []Membership{{NRanks: 2, Rank: 1, Name: "httpserver"}},
+			Sizes{TP: 2, PP: 2},
+			[]Membership{{NRanks: 2, Rank: 1, Name: "httpserver"}},
 			Position{-1, -1, -1, 0},
 		},
 		"rank out of range is ignored": {
-			Sizes{TP: 2, PP: 4}, []Membership{{NRanks: 2, Rank: 5}},
+			Sizes{TP: 2, PP: 4},
+			[]Membership{{NRanks: 2, Rank: 5}},
 			Position{-1, -1, -1, 0},
 		},
 		"single GPU": {Sizes{}, nil, Position{0, 0, 0, 0}},

@@ -16,7 +16,7 @@ import (
 
 // numbers returns a gauge's or sum's points keyed by one attribute's value.
 func numbers(m pmetric.Metric, key string) map[string]float64 {
-	dps := pmetric.NewNumberDataPointSlice()
+	var dps pmetric.NumberDataPointSlice
 	if m.Type() == pmetric.MetricTypeSum {
 		dps = m.Sum().DataPoints()
 	} else {

@@ -47,8 +47,10 @@ func newNormalizer(cfg *Config, set component.TelemetrySettings) (*normalizer, e
 		return metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", v)))
 	}
 	guard := panicguard.NewGuard("llm_normalize", set.Logger, telemetry.LlmNormalizeRecoveredPanics)
-	return &normalizer{cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{}, guard: guard,
-		points: telemetry.LlmNormalizeDatapoints, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped")}, nil
+	return &normalizer{
+		cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{}, guard: guard,
+		points: telemetry.LlmNormalizeDatapoints, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped"),
+	}, nil
 }
 
 // counts accumulates one batch's outcomes so telemetry costs three calls per batch, not one per metric.

@@ -115,8 +115,10 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 			e := s.Engines[engineName]
 			for rank, src := range sources {
 				scale, _ := src.Scale(m.Unit) // validated at schema load
-				r := &rule{metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
-					replicated: renames(e.ReplicatedLabels, nil), set: renames(src.SetAttributes, nil)}
+				r := &rule{
+					metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
+					replicated: renames(e.ReplicatedLabels, nil), set: renames(src.SetAttributes, nil),
+				}
 				for _, spelling := range e.Spellings(src.Name) {
 					rules.add(spelling, src.Select, r)
 				}

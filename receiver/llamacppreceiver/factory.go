@@ -21,8 +21,10 @@ const defaultEndpoint = "http://localhost:8080"
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineLlamaCpp,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
-		Telemetry: telemetry},
+	Receiver: enginescrape.Metadata{
+		Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry,
+	},
 	VersionPath:  "/props",
 	ParseVersion: parseBuild,
 	StatusHints:  map[int]string{501: "llama-server serves /metrics only when started with --metrics"},
@@ -43,8 +45,10 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 	if err != nil {
 		return enginescrape.Telemetry{}, err
 	}
-	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
-		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+	return enginescrape.Telemetry{
+		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
+	}, nil
 }
 
 // parseBuild reads the build from /props: `build_info` (e.g. "b6123-4a5b6c7d").

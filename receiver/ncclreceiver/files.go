@@ -81,8 +81,10 @@ type tailer struct {
 }
 
 func newTailer(cfg *Config, logger *zap.Logger) *tailer {
-	return &tailer{cfg: cfg, logger: logger, files: map[fileID]*tracked{}, restore: map[fileID]checkpointEntry{},
-		first: true, noted: map[string]bool{}}
+	return &tailer{
+		cfg: cfg, logger: logger, files: map[fileID]*tracked{}, restore: map[fileID]checkpointEntry{},
+		first: true, noted: map[string]bool{},
+	}
 }
 
 // report logs a problem with one file once per file, however many times it recurs.

@@ -39,7 +39,7 @@ func lines(pid, from, to int) string {
 }
 
 // total is how many operations the newest batch counts, over every process.
-func total(t *testing.T, md pmetric.Metrics) int {
+func total(md pmetric.Metrics) int {
 	n := 0
 	for _, p := range points(md, schema.MetricLLMCollectiveCount) {
 		n += int(p.value)
@@ -59,12 +59,12 @@ func TestRotationTruncationAndReplacement(t *testing.T) {
 	dir := t.TempDir()
 	a := filepath.Join(dir, "h-pid1.log")
 	appendTo(t, a, lines(1, 1, 3))
-	g := newRig(t, baseConfig(filepath.Join(dir, "h-pid*")), nil)
-	assert.Equal(t, 3, total(t, g.last()))
+	g := newRig(t, baseConfig(filepath.Join(dir, "h-pid*")))
+	assert.Equal(t, 3, total(g.last()))
 
 	appendTo(t, a, lines(1, 4, 5))
 	g.tick()
-	assert.Equal(t, 5, total(t, g.last()), "appended records are read, the old ones not again")
+	assert.Equal(t, 5, total(g.last()), "appended records are read, the old ones not again")
 
 	// Rotation by rename: the renamed file is the same file (its offset follows it), and a new file takes
 	// the name and is read from its start.
@@ -72,19 +72,19 @@ func TestRotationTruncationAndReplacement(t *testing.T) {
 	appendTo(t, filepath.Join(dir, "h-pid1.log.1"), lines(1, 6, 6))
 	appendTo(t, a, lines(1, 7, 8))
 	g.tick()
-	assert.Equal(t, 8, total(t, g.last()))
+	assert.Equal(t, 8, total(g.last()))
 
 	// Truncation (copytruncate): read again from the start.
 	require.NoError(t, os.Truncate(a, 0))
 	g.tick()
 	appendTo(t, a, lines(1, 9, 9))
 	g.tick()
-	assert.Equal(t, 9, total(t, g.last()))
+	assert.Equal(t, 9, total(g.last()))
 
 	// Replaced in place by longer content with a different head: read from the start, not from the offset.
 	require.NoError(t, os.WriteFile(a, []byte(strings.Repeat(" ", 10)+"\n"+lines(1, 10, 14)), 0o644))
 	g.tick()
-	assert.Equal(t, 14, total(t, g.last()))
+	assert.Equal(t, 14, total(g.last()))
 	assert.NotEmpty(t, g.logs.FilterMessageSnippet("replaced").All())
 }
 
@@ -94,11 +94,11 @@ func TestStartAtEndSkipsExistingRecordsOnly(t *testing.T) {
 	appendTo(t, a, lines(1, 1, 3))
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.StartAt = "end"
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	appendTo(t, a, lines(1, 4, 4))
 	appendTo(t, filepath.Join(dir, "h-pid2.log"), lines(2, 1, 2)) // appears later: read whole
 	g.tick()
-	assert.Equal(t, 3, total(t, g.last()))
+	assert.Equal(t, 3, total(g.last()))
 }
 
 func TestReadBudgetSpreadsABacklog(t *testing.T) {
@@ -107,11 +107,11 @@ func TestReadBudgetSpreadsABacklog(t *testing.T) {
 	appendTo(t, filepath.Join(dir, "h-pid2.log"), lines(2, 1, 20))
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.MaxRecordsPerInterval = 15
-	g := newRig(t, cfg, nil)
-	seen := []int{total(t, g.last())}
+	g := newRig(t, cfg)
+	seen := []int{total(g.last())}
 	for range 3 {
 		g.tick()
-		seen = append(seen, total(t, g.last()))
+		seen = append(seen, total(g.last()))
 	}
 	assert.Equal(t, []int{15, 30, 40, 40}, seen)
 	assert.Len(t, g.logs.FilterMessageSnippet("reading behind").All(), 1, "said once per episode")
@@ -125,8 +125,8 @@ func TestLongAndBrokenLinesAreSkippedNotFatal(t *testing.T) {
 	// A line longer than one read: dropped piece by piece up to its newline.
 	b := filepath.Join(dir, "h-pid2.log")
 	appendTo(t, b, line(2, 1)+strings.Repeat("y", readChunk+readChunk/3)+"\n"+line(2, 2))
-	g := newRig(t, baseConfig(filepath.Join(dir, "*.log")), nil)
-	assert.Equal(t, 5, total(t, g.last()))
+	g := newRig(t, baseConfig(filepath.Join(dir, "*.log")))
+	assert.Equal(t, 5, total(g.last()))
 	assert.Len(t, g.logs.FilterMessageSnippet("longer than 256 KiB").All(), 2, "once per file")
 	assert.Len(t, g.logs.FilterMessageSnippet("not a record").All(), 1, "two bad lines, one report")
 }
@@ -180,26 +180,26 @@ func TestCheckpointNeitherLosesNorDoubleCounts(t *testing.T) {
 
 	first := new(consumertest.MetricsSink)
 	run(t, cfg, h, first)
-	assert.Equal(t, 3, total(t, first.AllMetrics()[len(first.AllMetrics())-1]))
+	assert.Equal(t, 3, total(first.AllMetrics()[len(first.AllMetrics())-1]))
 
 	// Records written while the collector was down are read after the restart, and only they.
 	appendTo(t, a, lines(1, 4, 5))
 	second := new(consumertest.MetricsSink)
 	run(t, cfg, h, second)
-	assert.Equal(t, 2, total(t, second.AllMetrics()[len(second.AllMetrics())-1]))
+	assert.Equal(t, 2, total(second.AllMetrics()[len(second.AllMetrics())-1]))
 
 	// A run whose metrics never reached the pipeline does not move the checkpoint: they are read again.
 	appendTo(t, a, lines(1, 6, 8))
 	run(t, cfg, h, consumertest.NewErr(errors.New("exporter down")))
 	third := new(consumertest.MetricsSink)
 	run(t, cfg, h, third)
-	assert.Equal(t, 3, total(t, third.AllMetrics()[len(third.AllMetrics())-1]))
+	assert.Equal(t, 3, total(third.AllMetrics()[len(third.AllMetrics())-1]))
 
 	// Without the storage setting the offsets are not kept: a restart reads everything again.
 	cfg.Storage = nil
 	fourth := new(consumertest.MetricsSink)
 	run(t, cfg, h, fourth)
-	assert.Equal(t, 8, total(t, fourth.AllMetrics()[len(fourth.AllMetrics())-1]))
+	assert.Equal(t, 8, total(fourth.AllMetrics()[len(fourth.AllMetrics())-1]))
 }
 
 func TestStorageMustBeAStorageExtension(t *testing.T) {

@@ -20,8 +20,10 @@ import (
 
 // bounds of the duration and skew histograms, in seconds: 1 µs (a small intra-node all-reduce) to 10 s
 // (a collective stuck behind a dead peer).
-var bounds = []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
-	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+var bounds = []float64{
+	1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
+	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
 
 // staleAfter is how long a series that receives nothing is still emitted; then it is forgotten, so that
 // finished processes and destroyed communicators do not hold memory forever.
@@ -136,10 +138,12 @@ type aggregator struct {
 }
 
 func newAggregator(cfg *Config, logger *zap.Logger, locate gpuLocator, hostname string, start time.Time) *aggregator {
-	return &aggregator{cfg: cfg, logger: logger, locate: locate, hostname: hostname,
+	return &aggregator{
+		cfg: cfg, logger: logger, locate: locate, hostname: hostname,
 		start: pcommon.NewTimestampFromTime(start), now: start,
 		procs: map[string]*proc{}, ops: map[string]*opSeries{}, skews: map[string]*skewSeries{}, proms: map[string]*promSet{},
-		replicas: make([]replicaState, len(cfg.Replicas)), skew: newSkewer(cfg.Skew, cfg.MaxSeries)}
+		replicas: make([]replicaState, len(cfg.Replicas)), skew: newSkewer(cfg.Skew, cfg.MaxSeries),
+	}
 }
 
 // begin starts an interval.
@@ -213,8 +217,10 @@ func (a *aggregator) record(f *tracked, o op) {
 			a.drop()
 			return
 		}
-		s = &opSeries{proc: p, name: o.name, comm: o.communicator(), bucket: bucket, rank: o.rank, nranks: o.nranks,
-			peer: o.peer, timing: o.timing, histogram: newHistogram()}
+		s = &opSeries{
+			proc: p, name: o.name, comm: o.communicator(), bucket: bucket, rank: o.rank, nranks: o.nranks,
+			peer: o.peer, timing: o.timing, histogram: newHistogram(),
+		}
 		a.ops[key] = s
 	}
 	secs := o.execUs / 1e6
@@ -252,8 +258,10 @@ func (a *aggregator) addSkew(r skewResult) {
 			a.drop()
 			return
 		}
-		s = &skewSeries{proc: r.proc, basis: r.basis, name: r.name, comm: r.label, bucket: r.bucket, nranks: r.nranks,
-			lateRank: r.lateRank, rank: r.rank, histogram: newHistogram()}
+		s = &skewSeries{
+			proc: r.proc, basis: r.basis, name: r.name, comm: r.label, bucket: r.bucket, nranks: r.nranks,
+			lateRank: r.lateRank, rank: r.rank, histogram: newHistogram(),
+		}
 		a.skews[key] = s
 	}
 	s.observe(r.skewS)

@@ -131,7 +131,7 @@ func parseRecord(line []byte) (op, error) {
 		if errors.As(err, &syntax) {
 			return op{}, fmt.Errorf("not JSON (cut off or corrupted) at byte %d", syntax.Offset)
 		}
-		return op{}, fmt.Errorf("unexpected JSON shape: %v", err)
+		return op{}, fmt.Errorf("unexpected JSON shape: %w", err)
 	}
 	h := w.Header
 	if h == nil || h.ID == "" || h.Rank == nil || h.NRanks == nil {
@@ -140,8 +140,10 @@ func parseRecord(line []byte) (op, error) {
 	if *h.NRanks < 1 || *h.NRanks > maxRanks || *h.Rank < 0 || *h.Rank >= *h.NRanks {
 		return op{}, fmt.Errorf("rank %d of %d is impossible", *h.Rank, *h.NRanks)
 	}
-	o := op{commID: h.ID, commName: h.CommName, rank: *h.Rank, nranks: *h.NRanks,
-		host: w.Metadata.Hostname, pid: w.Metadata.PID, peer: -1}
+	o := op{
+		commID: h.ID, commName: h.CommName, rank: *h.Rank, nranks: *h.NRanks,
+		host: w.Metadata.Hostname, pid: w.Metadata.PID, peer: -1,
+	}
 	var exec *float64
 	var algo, bus *flexFloat
 	var start uint64

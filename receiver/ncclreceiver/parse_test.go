@@ -28,7 +28,7 @@ func TestParseReadmeExample(t *testing.T) {
 	assert.Equal(t, uint64(1407), o.seq)
 	assert.Equal(t, uint64(17179869184), o.msgBytes)
 	assert.Equal(t, 61974.0, o.execUs)
-	assert.Equal(t, "", o.timing)
+	assert.Empty(t, o.timing)
 	assert.InDelta(t, 485.119099, o.busGBs, 1e-9)
 	assert.Equal(t, uint64(0), o.startUs, "not verbose: no arrival time")
 	assert.False(t, o.p2p)
@@ -120,7 +120,7 @@ func TestSizeLabels(t *testing.T) {
 
 func TestGPUFromPromFile(t *testing.T) {
 	assert.Equal(t, "GPU-6b1c2f3e-9a4d-4e21-8c7f-0d5e4b3a2910", gpuFromPromFile("/x/nccl_inspector_metrics_6B1C2F3E-9A4D-4E21-8C7F-0D5E4B3A2910.prom"))
-	assert.Equal(t, "", gpuFromPromFile("/x/other.prom"))
+	assert.Empty(t, gpuFromPromFile("/x/other.prom"))
 }
 
 // FuzzParseRecord: any line either parses into a sensible operation or is rejected; nothing panics.

@@ -37,7 +37,7 @@ type rig struct {
 	tel  *componenttest.Telemetry // the receiver's own telemetry
 }
 
-func newRig(t *testing.T, cfg *Config, loc gpuLocator) *rig {
+func newRig(t *testing.T, cfg *Config) *rig {
 	t.Helper()
 	cfg.CollectionInterval = time.Hour
 	require.NoError(t, cfg.Validate())
@@ -47,7 +47,7 @@ func newRig(t *testing.T, cfg *Config, loc gpuLocator) *rig {
 	set := metadatatest.NewSettings(tel)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
-	f := newFactory(func(*Config, *zap.Logger) gpuLocator { return loc })
+	f := newFactory(func(*Config, *zap.Logger) gpuLocator { return nil })
 	rcv, err := f.CreateMetrics(context.Background(), set, cfg, sink)
 	require.NoError(t, err)
 	g := &rig{t: t, r: rcv.(*ncclReceiver), sink: sink, logs: logs, tel: tel}
@@ -171,9 +171,11 @@ func baseConfig(include ...string) *Config {
 func stragglerRig(t *testing.T) (string, *rig) {
 	dir := copyFixture(t, "tp4-straggler")
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
-	cfg.Replicas = []ReplicaRule{{Files: filepath.Join(dir, "*"), ServiceInstanceID: "a:8000", Engine: "vllm",
-		TensorParallelSize: 4, AllReduce: "nccl"}}
-	return dir, newRig(t, cfg, nil)
+	cfg.Replicas = []ReplicaRule{{
+		Files: filepath.Join(dir, "*"), ServiceInstanceID: "a:8000", Engine: "vllm",
+		TensorParallelSize: 4, AllReduce: "nccl",
+	}}
+	return dir, newRig(t, cfg)
 }
 
 func TestStragglerRankIsNamedFromTimestamps(t *testing.T) {
@@ -271,9 +273,11 @@ func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 func TestIdlePipelineStageIsPlacedByTopology(t *testing.T) {
 	dir := copyFixture(t, "tp2pp2-idle-stage")
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
-	cfg.Replicas = []ReplicaRule{{Files: filepath.Join(dir, "*"), ServiceInstanceID: "b:8000",
-		TensorParallelSize: 2, PipelineParallelSize: 2}}
-	g := newRig(t, cfg, nil)
+	cfg.Replicas = []ReplicaRule{{
+		Files: filepath.Join(dir, "*"), ServiceInstanceID: "b:8000",
+		TensorParallelSize: 2, PipelineParallelSize: 2,
+	}}
+	g := newRig(t, cfg)
 	md := g.last()
 
 	dur := points(md, schema.MetricLLMCollectiveDuration)
@@ -320,7 +324,7 @@ func TestIdlePipelineStageIsPlacedByTopology(t *testing.T) {
 func TestCrossHostSkewFromDurationsAndSelfHistory(t *testing.T) {
 	dir := copyFixture(t, "v2.28-two-hosts")
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	g.tick()
 	g.tick() // the lonely communicator's collectives wait two intervals for peers that never come
 	md := g.last()
@@ -348,7 +352,7 @@ func TestClocksSynchronizedComparesStartsAcrossHosts(t *testing.T) {
 	dir := copyFixture(t, "v2.28-two-hosts")
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.Skew.Clocks = "synchronized"
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	cross := where(points(g.last(), schema.MetricLLMCollectiveArrivalSkew), map[string]any{schema.AttrLLMCollectiveSkewBasis: "durations"})
 	require.Len(t, cross, 1)
 }
@@ -356,7 +360,7 @@ func TestClocksSynchronizedComparesStartsAcrossHosts(t *testing.T) {
 func TestPrometheusTextfiles(t *testing.T) {
 	dir := copyFixture(t, "prom")
 	cfg := baseConfig(filepath.Join(dir, "*.prom"))
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	md := g.last()
 
 	mean := points(md, schema.MetricLLMCollectiveMeanDuration)
@@ -413,7 +417,7 @@ func TestObservabilityIsFalseWithoutEvidence(t *testing.T) {
 		{Host: "^node-z$", ServiceInstanceID: "silent:8000"},
 		{Host: "^node-a$", ServiceInstanceID: "fine:8000", AllReduce: "nccl"},
 	}
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	reasons := map[string]string{}
 	values := map[string]float64{}
 	for _, p := range points(g.last(), schema.MetricLLMCollectiveObservability) {
@@ -432,7 +436,7 @@ func TestRecordsGoQuietAfterExpectRecordsWithin(t *testing.T) {
 	cfg := baseConfig(filepath.Join(dir, "*.log"))
 	cfg.ExpectRecordsWithin = time.Minute
 	cfg.Replicas = []ReplicaRule{{Host: "node-a", ServiceInstanceID: "a:8000", AllReduce: "nccl"}}
-	g := newRig(t, cfg, nil)
+	g := newRig(t, cfg)
 	g.r.mu.Lock()
 	g.r.agg.replicas[0].lastRecord = time.Now().Add(-2 * time.Minute) // as if the records stopped two minutes ago
 	g.r.mu.Unlock()
@@ -506,7 +510,7 @@ func TestEmitsOnlyWhatTheSchemaDeclares(t *testing.T) {
 		d := copyFixture(t, dir)
 		cfg := baseConfig(filepath.Join(d, "*"))
 		cfg.Replicas = []ReplicaRule{{Files: filepath.Join(d, "*"), ServiceInstanceID: "r:1", Engine: "vllm", TensorParallelSize: 2, PipelineParallelSize: 2}}
-		g := newRig(t, cfg, nil)
+		g := newRig(t, cfg)
 		g.tick()
 		g.tick()
 		md := g.last()

@@ -66,10 +66,12 @@ func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) (*gpu
 	}
 	s, _ := schema.Default() // validated by the config
 	receiverID := attribute.String("receiver", set.ID.String())
-	return &gpuScraper{cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
+	return &gpuScraper{
+		cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
 		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, reported: map[string]bool{}, lost: map[string]bool{},
 		members: map[string]map[string]*member{}, telemetry: telemetry, receiver: receiverID,
-		lostAttrs: metric.WithAttributeSet(attribute.NewSet(receiverID))}, nil
+		lostAttrs: metric.WithAttributeSet(attribute.NewSet(receiverID)),
+	}, nil
 }
 
 func (s *gpuScraper) once(key string, log func(string, ...zap.Field), msg string, fields ...zap.Field) {
@@ -500,7 +502,7 @@ func (s *gpuScraper) io(dev nvml.Device, g *gpu, p *points) {
 		return
 	}
 	var tx, rx, crc float64
-	var any bool
+	var throughputRead bool
 	for _, f := range fields {
 		if nvml.Return(f.NvmlReturn) != nvml.SUCCESS {
 			continue
@@ -508,14 +510,14 @@ func (s *gpuScraper) io(dev nvml.Device, g *gpu, p *points) {
 		v := sampleValue(nvml.ValueType(f.ValueType), f.Value)
 		switch f.FieldId {
 		case nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX:
-			tx, any = tx+v*1024, true // KiB
+			tx, throughputRead = tx+v*1024, true // KiB
 		case nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX:
-			rx, any = rx+v*1024, true
+			rx, throughputRead = rx+v*1024, true
 		case nvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL:
 			crc = v
 		}
 	}
-	if !any { // a PCIe-only card: every field unsupported
+	if !throughputRead { // a PCIe-only card: every field unsupported
 		s.ok(g, "nvlink", nvml.ERROR_NOT_SUPPORTED)
 		return
 	}

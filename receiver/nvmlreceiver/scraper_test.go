@@ -60,11 +60,13 @@ type gpuState struct {
 }
 
 func newState() *gpuState {
-	return &gpuState{utilRate: 7, powerMW: 312_500, powerLimitMW: 700_000, energyMJ: 9_876_543, tempC: 61,
+	return &gpuState{
+		utilRate: 7, powerMW: 312_500, powerLimitMW: 700_000, energyMJ: 9_876_543, tempC: 61,
 		smMHz: 1980, memMHz: 2619, eccCorrected: 3, pcieReplay: 2, remapCorr: 1, pcieTxKB: 1000, pcieRxKB: 2000,
 		nvlinkTxKiB: []uint64{100, 200}, nvlinkRxKiB: []uint64{300, 400},
 		gpm:   map[nvml.GpmMetricId]float64{nvml.GPM_METRIC_SM_UTIL: 80, nvml.GPM_METRIC_SM_OCCUPANCY: 40, nvml.GPM_METRIC_ANY_TENSOR_UTIL: 55, nvml.GPM_METRIC_DRAM_BW_UTIL: 90},
-		calls: map[string]int{}, unsupported: map[string]bool{}, failing: map[string]bool{}}
+		calls: map[string]int{}, unsupported: map[string]bool{}, failing: map[string]bool{},
+	}
 }
 
 func (st *gpuState) ret(query string) nvml.Return {
@@ -86,7 +88,7 @@ func uintSample(ts uint64, percent uint32) nvml.Sample {
 
 // arm sets every device function the receiver calls (go-nvml's mocks panic on the ones left nil).
 func arm(d *server.Device, st *gpuState) {
-	d.GetSamplesFunc = func(t nvml.SamplingType, since uint64) (nvml.ValueType, []nvml.Sample, nvml.Return) {
+	d.GetSamplesFunc = func(_ nvml.SamplingType, since uint64) (nvml.ValueType, []nvml.Sample, nvml.Return) {
 		if r := st.ret("samples"); r != nvml.SUCCESS {
 			return 0, nil, r
 		}
@@ -162,7 +164,7 @@ func arm(d *server.Device, st *gpuState) {
 		return nvml.GpmSupport{IsSupportedDevice: map[bool]uint32{true: 1}[st.gpm != nil]}, nvml.SUCCESS
 	}
 	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return st.procs, st.ret("processes") }
-	d.GetProcessUtilizationFunc = func(since uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+	d.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
 		if len(st.procUtil) == 0 {
 			return nil, nvml.ERROR_NOT_FOUND
 		}
@@ -249,7 +251,7 @@ func values(t *testing.T, md pmetric.Metrics, i int, name string) map[string]flo
 		if m.Name() != name {
 			continue
 		}
-		dps := pmetric.NewNumberDataPointSlice()
+		var dps pmetric.NumberDataPointSlice
 		if m.Type() == pmetric.MetricTypeSum {
 			dps = m.Sum().DataPoints()
 		} else {
@@ -308,8 +310,10 @@ func TestEveryFamilyOnH100(t *testing.T) {
 	assert.Equal(t, map[string]float64{"nvidia.gpu.clock.type=sm;": 1980e6, "nvidia.gpu.clock.type=memory;": 2619e6},
 		values(t, md, 0, schema.MetricNvidiaGPUClockFrequency))
 	assert.Len(t, values(t, md, 0, schema.MetricNvidiaGPUClockThrottled), len(throttleReasons))
-	assert.Equal(t, map[string]float64{"error.type=ecc_corrected;": 3, "error.type=ecc_uncorrected;": 0,
-		"error.type=pcie_replay;": 2, "error.type=xid;": 0, "error.type=nvlink_crc;": 0}, values(t, md, 0, schema.MetricHwErrors))
+	assert.Equal(t, map[string]float64{
+		"error.type=ecc_corrected;": 3, "error.type=ecc_uncorrected;": 0,
+		"error.type=pcie_replay;": 2, "error.type=xid;": 0, "error.type=nvlink_crc;": 0,
+	}, values(t, md, 0, schema.MetricHwErrors))
 	assert.Equal(t, map[string]float64{"nvidia.gpu.remap.cause=correctable;": 1, "nvidia.gpu.remap.cause=uncorrectable;": 0},
 		values(t, md, 0, schema.MetricNvidiaGPUMemoryRemappedRows))
 	assert.Equal(t, map[string]float64{"network.io.direction=transmit;": 1000 * 1024, "network.io.direction=receive;": 2000 * 1024},
@@ -340,8 +344,8 @@ func TestUtilizationFallsBackToTheRateWithoutSamples(t *testing.T) {
 	}
 	r.start(t)
 	r.states[0].utilRate = 7
+	r.scrape(t) // reads the samples NVML holds; the next scrape finds none newer
 	md := r.scrape(t)
-	md = r.scrape(t)
 	assert.InDelta(t, 0.07, single(t, md, 0, schema.MetricHwGPUUtilization), 1e-12)
 	assert.Empty(t, values(t, md, 0, schema.MetricNvidiaGPUSmActivity), "no GPM below Hopper")
 }

@@ -65,14 +65,20 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 	if err != nil {
 		return enginescrape.Telemetry{}, err
 	}
-	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
-		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+	return enginescrape.Telemetry{
+		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
+	}, nil
 }
 
 func engineFor(c *Config) enginescrape.Engine {
-	e := enginescrape.Engine{Name: schema.EngineRayServe,
-		Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
-			Telemetry: telemetry}}
+	e := enginescrape.Engine{
+		Name: schema.EngineRayServe,
+		Receiver: enginescrape.Metadata{
+			Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+			Telemetry: telemetry,
+		},
+	}
 	if c.DashboardEndpoint != "" {
 		e.State = []enginescrape.StateEndpoint{{
 			Name: "serve_applications", BaseURL: c.DashboardEndpoint, Paths: []string{"/api/serve/applications/"},

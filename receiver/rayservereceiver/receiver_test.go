@@ -123,7 +123,7 @@ func FuzzParseApplications(f *testing.F) {
 	}
 	f.Add(b)
 	f.Add([]byte(`{"applications":{"a":{"deployments":{"d":{"target_num_replicas":"x"}}}}}`))
-	f.Fuzz(func(t *testing.T, body []byte) {
+	f.Fuzz(func(_ *testing.T, body []byte) {
 		md := pmetric.NewMetrics()
 		_ = parseApplications(body, enginescrape.NewStateOutputForTest(md.ResourceMetrics().AppendEmpty()))
 	})

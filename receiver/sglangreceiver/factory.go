@@ -21,8 +21,10 @@ const defaultEndpoint = "http://localhost:30000"
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineSglang,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
-		Telemetry: telemetry},
+	Receiver: enginescrape.Metadata{
+		Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry,
+	},
 	StatusHints: map[int]string{404: "SGLang serves /metrics only when started with --enable-metrics"},
 	State: []enginescrape.StateEndpoint{
 		{Name: "server_info", Paths: []string{"/server_info", "/get_server_info"}, MaxBodySize: 4 << 20, Parse: parseServerInfo},
@@ -42,8 +44,10 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 	if err != nil {
 		return enginescrape.Telemetry{}, err
 	}
-	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
-		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+	return enginescrape.Telemetry{
+		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
+	}, nil
 }
 
 // parseServerInfo reads the version and the parallel layout from /server_info, a flat dict of the server

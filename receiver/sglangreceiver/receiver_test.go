@@ -126,7 +126,7 @@ func FuzzParseJSONEndpoints(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"loads":[{"dp_rank":"x"}]}`))
-	f.Fuzz(func(t *testing.T, body []byte) {
+	f.Fuzz(func(_ *testing.T, body []byte) {
 		md := pmetric.NewMetrics()
 		rm := md.ResourceMetrics().AppendEmpty()
 		_ = parseLoads(body, enginescrape.NewStateOutputForTest(rm))

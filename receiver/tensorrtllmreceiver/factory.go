@@ -25,8 +25,10 @@ const (
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineTensorrtLLM,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability,
-		Telemetry: telemetry},
+	Receiver: enginescrape.Metadata{
+		Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability, TracesStability: metadata.TracesStability,
+		Telemetry: telemetry,
+	},
 	VersionPath:  "/version",
 	ParseVersion: enginescrape.ParseVersionField,
 	StatusHints:  map[int]string{404: "trtllm-serve serves /prometheus/metrics from TensorRT-LLM 1.1 on"},
@@ -50,6 +52,8 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 	if err != nil {
 		return enginescrape.Telemetry{}, err
 	}
-	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
-		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+	return enginescrape.Telemetry{
+		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
+	}, nil
 }

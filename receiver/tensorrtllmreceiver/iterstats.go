@@ -198,17 +198,17 @@ func (r *iterationReader) add(it iterationStats, now pcommon.Timestamp) {
 			r.gauges[name] = *v * scale
 		}
 	}
-	sum := func(name string, v *float64, scale float64) {
+	sum := func(name string, v *float64) {
 		if v != nil {
-			r.sums[name] += *v * scale
+			r.sums[name] += *v
 		}
 	}
 	gauge(schema.MetricLLMSchedulerRequestsRunning, it.NumActiveRequests, 1)
 	gauge(schema.MetricLLMSchedulerRequestsWaiting, it.NumQueuedRequests, 1)
 	gauge(schema.MetricLLMSchedulerRequestsMaxRunning, it.MaxNumActiveRequests, 1)
 	gauge(schema.MetricLLMEngineIterationDuration, it.IterLatencyMS, 1e-3)
-	sum(schema.MetricLLMRequestsFinished, it.NumCompletedRequests, 1)
-	sum(schema.MetricLLMRequestsStarted, it.NumNewActiveRequests, 1)
+	sum(schema.MetricLLMRequestsFinished, it.NumCompletedRequests)
+	sum(schema.MetricLLMRequestsStarted, it.NumNewActiveRequests)
 	if it.NewActiveRequestsQueueLatencyMS != nil && it.NumNewActiveRequests != nil {
 		// The key is the mean queue time of the requests that became active in this iteration.
 		r.sums[schema.MetricLLMRequestsQueueDuration] += *it.NewActiveRequestsQueueLatencyMS * 1e-3 * *it.NumNewActiveRequests
@@ -247,8 +247,8 @@ func (r *iterationReader) add(it iterationStats, now pcommon.Timestamp) {
 		gauge(schema.MetricLLMSchedulerBatchGenerationTokens, b.NumGenTokens, 1)
 	}
 	if sd := it.SpecDecoding; sd != nil {
-		sum(schema.MetricLLMSpecDecodeDraftTokens, sd.NumDraftTokens, 1)
-		sum(schema.MetricLLMSpecDecodeAcceptedTokens, sd.NumAcceptedTokens, 1)
+		sum(schema.MetricLLMSpecDecodeDraftTokens, sd.NumDraftTokens)
+		sum(schema.MetricLLMSpecDecodeAcceptedTokens, sd.NumAcceptedTokens)
 		gauge(schema.MetricLLMSpecDecodeAcceptLength, sd.AcceptanceLength, 1)
 	}
 }

@@ -168,12 +168,14 @@ func TestIterationStatsAccumulateAcrossDrains(t *testing.T) {
 	assert.Equal(t, only(total(its, "numCompletedRequests")), enginescrapetest.Sums(last, schema.MetricLLMRequestsFinished))
 	assert.Equal(t, only(total(its, "numNewActiveRequests")), enginescrapetest.Sums(last, schema.MetricLLMRequestsStarted))
 	assert.Equal(t, only(latest(t, its, "numActiveRequests")), enginescrapetest.Gauges(last, schema.MetricLLMSchedulerRequestsRunning))
-	assert.Equal(t, startOf(t, first, schema.MetricLLMRequestsFinished), startOf(t, last, schema.MetricLLMRequestsFinished), "one cumulative series")
+	assert.Equal(t, finishedStart(t, first), finishedStart(t, last), "one cumulative series")
 	assert.Zero(t, r.Logs.FilterMessageSnippet("went missing").Len(), "consecutive iterations: no gap")
 }
 
-func startOf(t *testing.T, md pmetric.Metrics, name string) pcommon.Timestamp {
+// finishedStart is the start time of the finished-requests counter, the one series these tests follow.
+func finishedStart(t *testing.T, md pmetric.Metrics) pcommon.Timestamp {
 	t.Helper()
+	name := schema.MetricLLMRequestsFinished
 	for _, m := range md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().All() {
 		if m.Name() == name && m.Type() == pmetric.MetricTypeSum && m.Sum().DataPoints().Len() == 1 {
 			return m.Sum().DataPoints().At(0).StartTimestamp()
@@ -237,7 +239,7 @@ func TestIterationStatsAfterEngineRestart(t *testing.T) {
 	r.Scrape(t, 2)
 
 	assert.Equal(t, only(total(restarted, "numCompletedRequests")), enginescrapetest.Sums(after, schema.MetricLLMRequestsFinished))
-	assert.Greater(t, startOf(t, after, schema.MetricLLMRequestsFinished), startOf(t, before, schema.MetricLLMRequestsFinished))
+	assert.Greater(t, finishedStart(t, after), finishedStart(t, before))
 	assert.Equal(t, only(latest(t, restarted, "iter")), enginescrapetest.Sums(after, schema.MetricLLMEngineIterations))
 	assert.Equal(t, 1, r.Logs.FilterMessageSnippet("went back").Len())
 	assert.Equal(t, 1, r.Warnings(), "only the missing Prometheus endpoint")
@@ -332,7 +334,7 @@ func FuzzIterationStats(f *testing.F) {
 	}
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`[{"iter": 3}, {"iter": 1}, {"iter": 9, "kvCacheStats": {"maxNumBlocks": 0, "usedNumBlocks": 1}}]`))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Fuzz(func(_ *testing.T, b []byte) {
 		read := newIterationReader()
 		for range 2 {
 			_ = read(b, enginescrape.NewStateOutputForTest(pmetric.NewMetrics().ResourceMetrics().AppendEmpty()))

@@ -187,8 +187,10 @@ func TestPerfMetricsMissingKeys(t *testing.T) {
 	for k := range a.Attributes().All() {
 		present[k] = true
 	}
-	assert.Equal(t, map[string]bool{"gen_ai.request.id": true, "gen_ai.latency.e2e": true, "gen_ai.latency.time_in_queue": true,
-		"gen_ai.latency.time_in_model_inference": true}, present, "first_token_time 0 is an unset time: no TTFT, prefill or decode")
+	assert.Equal(t, map[string]bool{
+		"gen_ai.request.id": true, "gen_ai.latency.e2e": true, "gen_ai.latency.time_in_queue": true,
+		"gen_ai.latency.time_in_model_inference": true,
+	}, present, "first_token_time 0 is an unset time: no TTFT, prefill or decode")
 	e2e, _ := doubleAttr(spans["2"], "gen_ai.latency.e2e")
 	assert.InDelta(t, 1.0, e2e, 1e-12)
 	_, hasQueue := doubleAttr(spans["2"], "gen_ai.latency.time_in_queue")

@@ -20,8 +20,10 @@ const defaultEndpoint = "http://localhost:8002"
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineTriton,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
-		Telemetry: telemetry},
+	Receiver: enginescrape.Metadata{
+		Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry,
+	},
 	StatusHints: map[int]string{404: "Triton serves metrics on its metrics port (8002) unless started with --allow-metrics=false"},
 }
 
@@ -36,6 +38,8 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 	if err != nil {
 		return enginescrape.Telemetry{}, err
 	}
-	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
-		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+	return enginescrape.Telemetry{
+		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
+	}, nil
 }

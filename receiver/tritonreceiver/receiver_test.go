@@ -31,6 +31,7 @@ func TestScrapesEveryTritonCapture(t *testing.T) {
 
 func TestReceiverLifecycle(t *testing.T) {
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{
-		"/metrics": {Body: fixtures.Read(t, "triton_trtllm/datadog_nvidia_triton_metrics.txt")}})
+		"/metrics": {Body: fixtures.Read(t, "triton_trtllm/datadog_nvidia_triton_metrics.txt")},
+	})
 	enginescrapetest.CheckLifecycle(t, NewFactory(), srv.URL)
 }

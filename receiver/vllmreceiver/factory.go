@@ -20,8 +20,10 @@ const (
 
 var engine = enginescrape.Engine{
 	Name: schema.EngineVLLM,
-	Receiver: enginescrape.Metadata{Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
-		Telemetry: telemetry},
+	Receiver: enginescrape.Metadata{
+		Type: metadata.Type, ScopeName: metadata.ScopeName, MetricsStability: metadata.MetricsStability,
+		Telemetry: telemetry,
+	},
 	VersionPath:  versionPath,
 	ParseVersion: enginescrape.ParseVersionField,
 }
@@ -37,6 +39,8 @@ func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) 
 	if err != nil {
 		return enginescrape.Telemetry{}, err
 	}
-	return enginescrape.Telemetry{ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
-		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets}, nil
+	return enginescrape.Telemetry{
+		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
+		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
+	}, nil
 }

@@ -146,8 +146,10 @@ func checkTargets(results []result) []targetCheck {
 		// targets read leaves those requests out; the SLO figure counts everything.
 		noSLO := none.causeMatchBeyondLongAnswers()
 		if r.hasCause {
-			out = append(out, targetCheck{target: fmt.Sprintf("cause match ≥ %.0f%%", 100*targetCauseMatch), name: r.c.name, seed: r.seed,
-				measured: fmt.Sprintf("%.0f%%", 100*noSLO), met: noSLO >= targetCauseMatch})
+			out = append(out, targetCheck{
+				target: fmt.Sprintf("cause match ≥ %.0f%%", 100*targetCauseMatch), name: r.c.name, seed: r.seed,
+				measured: fmt.Sprintf("%.0f%%", 100*noSLO), met: noSLO >= targetCauseMatch,
+			})
 		}
 		gap := slo.causeMatch() - noSLO
 		side := "level"
@@ -157,13 +159,17 @@ func checkTargets(results []result) []targetCheck {
 		case points < 0:
 			side = plural(-points, "point") + " over"
 		}
-		out = append(out, targetCheck{target: fmt.Sprintf("≤ %.0f points under SLO", 100*targetBelowSLO), name: r.c.name, seed: r.seed,
+		out = append(out, targetCheck{
+			target: fmt.Sprintf("≤ %.0f points under SLO", 100*targetBelowSLO), name: r.c.name, seed: r.seed,
 			measured: fmt.Sprintf("%.0f%% vs %.0f%%: %s", 100*noSLO, 100*slo.causeMatch(), side),
-			met:      gap <= targetBelowSLO+1e-9})
+			met:      gap <= targetBelowSLO+1e-9,
+		})
 		if r.c.name == healthyCase {
-			out = append(out, targetCheck{target: fmt.Sprintf("judged slow ≤ %.0f%%", 100*targetHealthy), name: r.c.name, seed: r.seed,
+			out = append(out, targetCheck{
+				target: fmt.Sprintf("judged slow ≤ %.0f%%", 100*targetHealthy), name: r.c.name, seed: r.seed,
 				measured: fmt.Sprintf("%.1f%% (%d of %d)", 100*none.judgedSlowShare(), none.caught+none.falseSlow, none.requests),
-				met:      none.judgedSlowShare() <= targetHealthy})
+				met:      none.judgedSlowShare() <= targetHealthy,
+			})
 		}
 	}
 	return out

@@ -43,8 +43,10 @@ func TestOtherEngineCapturesThroughTheBinary(t *testing.T) {
 				startCollector(t, pipelineConfig(c.receiver, block, sink.URL))
 				md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
 				assert.Equal(t, strings.ReplaceAll(c.receiver, "-", "_"), md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])
-				for wire, canonical := range map[string]string{c.waiting: schema.MetricLLMSchedulerRequestsWaiting,
-					c.running: schema.MetricLLMSchedulerRequestsRunning, c.third: c.thirdCanonical} {
+				for wire, canonical := range map[string]string{
+					c.waiting: schema.MetricLLMSchedulerRequestsWaiting,
+					c.running: schema.MetricLLMSchedulerRequestsRunning, c.third: c.thirdCanonical,
+				} {
 					got := find(md, canonical)
 					require.Len(t, got, 1, canonical)
 					assert.Equal(t, rawValues(fixtures.Samples(body, wire)), gaugeValues(got[0]), "%s from %s", canonical, wire)
@@ -80,8 +82,10 @@ func TestTensorRTLLMSpellingsThroughTheBinary(t *testing.T) {
 			startCollector(t, pipelineConfig("tensorrt_llm", block, sink.URL))
 			md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
 			wire := map[string]string{"prometheus_metrics_2026.txt": "trtllm_", "prometheus_metrics_dynamo.txt": "trtllm:", "prometheus_metrics_rc.txt": ""}[file]
-			for family, canonical := range map[string]string{"num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
-				"num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting} {
+			for family, canonical := range map[string]string{
+				"num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+				"num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			} {
 				got := find(md, canonical)
 				require.Len(t, got, 1, canonical)
 				assert.Equal(t, rawValues(fixtures.Samples(body, wire+family)), gaugeValues(got[0]))

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/servescope/servescope/internal/metricstest"
 )
@@ -45,7 +47,11 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		binary = filepath.Join(dir, "otelcol-servescope")
-		build := exec.Command("go", "build", "-tags", "grpcnotrace,remove_all_sd,enable_kubernetes_sd", "-o", binary, "../../cmd/otelcol-servescope")
+		tags, err := distBuildTags()
+		if err != nil {
+			panic(err)
+		}
+		build := exec.Command("go", "build", "-tags", tags, "-o", binary, "../../cmd/otelcol-servescope")
 		build.Env = append(os.Environ(), "CGO_ENABLED=1")
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
@@ -57,6 +63,26 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
+}
+
+// distBuildTags are the build tags of the distribution, from the builder manifest as make build reads them.
+func distBuildTags() (string, error) {
+	raw, err := os.ReadFile("../../builder-config.yaml")
+	if err != nil {
+		return "", err
+	}
+	var manifest struct {
+		Dist struct {
+			BuildTags string `yaml:"build_tags"`
+		} `yaml:"dist"`
+	}
+	if err := yaml.Unmarshal(raw, &manifest); err != nil {
+		return "", fmt.Errorf("builder-config.yaml: %w", err)
+	}
+	if manifest.Dist.BuildTags == "" {
+		return "", errors.New("builder-config.yaml has no dist::build_tags")
+	}
+	return manifest.Dist.BuildTags, nil
 }
 
 // engine serves one capture as an engine's /metrics (and vLLM's /version).

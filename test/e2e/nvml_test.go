@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +30,6 @@ func TestNVMLWithoutGPU(t *testing.T) {
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	for _, b := range sink.batches {
-		assert.Empty(t, find(b, schema.MetricHwGPUUtilization), fmt.Sprint("no GPU data without a GPU"))
+		assert.Empty(t, find(b, schema.MetricHwGPUUtilization), "no GPU data without a GPU")
 	}
 }

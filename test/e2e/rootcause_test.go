@@ -86,8 +86,10 @@ func TestRootCauseThroughTheBinary(t *testing.T) {
 	end := time.Now()
 	slow.SetStartTimestamp(pcommon.NewTimestampFromTime(end.Add(-3600 * time.Millisecond)))
 	slow.SetEndTimestamp(pcommon.NewTimestampFromTime(end))
-	for k, v := range map[string]float64{schema.AttrGenAILatencyTimeInQueue: 3.3, schema.AttrGenAILatencyTimeInModelPrefill: 0.1,
-		schema.AttrGenAILatencyTimeInModelDecode: 0.19, schema.AttrGenAILatencyTimeToFirstToken: 3.41, schema.AttrGenAILatencyE2e: 3.6} {
+	for k, v := range map[string]float64{
+		schema.AttrGenAILatencyTimeInQueue: 3.3, schema.AttrGenAILatencyTimeInModelPrefill: 0.1,
+		schema.AttrGenAILatencyTimeInModelDecode: 0.19, schema.AttrGenAILatencyTimeToFirstToken: 3.41, schema.AttrGenAILatencyE2e: 3.6,
+	} {
 		slow.Attributes().PutDouble(k, v)
 	}
 	slow.Attributes().PutInt(schema.AttrGenAIUsagePromptTokens, 512)

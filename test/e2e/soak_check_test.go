@@ -291,28 +291,24 @@ func sampleValue(rest string) (float64, bool) {
 	return v, err == nil
 }
 
-// procMemory reads a process's peak and current resident set (VmHWM, VmRSS) from /proc, in bytes.
-func procMemory(pid int) (peak, current int64, err error) {
+// procPeakMemory reads a process's peak resident set (VmHWM) from /proc, in bytes.
+func procPeakMemory(pid int) (int64, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		key, value, ok := strings.Cut(line, ":")
-		if !ok || (key != "VmHWM" && key != "VmRSS") {
+		if !ok || key != "VmHWM" {
 			continue
 		}
 		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
+			return 0, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
 		}
-		if key == "VmHWM" {
-			peak = kb << 10
-		} else {
-			current = kb << 10
-		}
+		return kb << 10, nil
 	}
-	return peak, current, nil
+	return 0, nil
 }
 
 // telemetryValue sums the samples of a metric on the collector's own telemetry page whose name starts with

@@ -95,10 +95,13 @@ type spanSender struct {
 }
 
 func newSpanSender(id int, seed int64, otlpAddr string, instances []string, extremes soakExtremeSet, lateFrom time.Time,
-	duration time.Duration, ledger *spanLedger) *spanSender {
-	return &spanSender{id: id, rng: rand.New(rand.NewSource(seed + int64(id))), url: "http://" + otlpAddr + "/v1/traces",
+	duration time.Duration, ledger *spanLedger,
+) *spanSender {
+	return &spanSender{
+		id: id, rng: rand.New(rand.NewSource(seed + int64(id))), url: "http://" + otlpAddr + "/v1/traces",
 		client: &http.Client{Timeout: 15 * time.Second}, ledger: ledger, instances: instances, extremes: extremes, lateFrom: lateFrom,
-		hugeEvery: max(soakHugeTenantEvery, duration/soakHugeTenantsMax)}
+		hugeEvery: max(soakHugeTenantEvery, duration/soakHugeTenantsMax),
+	}
 }
 
 // soakExtremeSet is which extremes the senders mix in: all by default; SERVESCOPE_SOAK_EXTREMES names a
@@ -388,8 +391,10 @@ type soakExtreme struct {
 	apply func(sp ptrace.Span, res pcommon.Map, rng *rand.Rand)
 }
 
-var latencyKeys = []string{schema.AttrGenAILatencyTimeInQueue, schema.AttrGenAILatencyTimeToFirstToken, schema.AttrGenAILatencyE2e,
-	schema.AttrGenAILatencyTimeInModelPrefill, schema.AttrGenAILatencyTimeInModelDecode, schema.AttrGenAILatencyTimeInModelInference}
+var latencyKeys = []string{
+	schema.AttrGenAILatencyTimeInQueue, schema.AttrGenAILatencyTimeToFirstToken, schema.AttrGenAILatencyE2e,
+	schema.AttrGenAILatencyTimeInModelPrefill, schema.AttrGenAILatencyTimeInModelDecode, schema.AttrGenAILatencyTimeInModelInference,
+}
 
 var tokenKeys = []string{schema.AttrGenAIUsagePromptTokens, schema.AttrGenAIUsageCompletionTokens, schema.AttrGenAIUsageCachedTokens}
 

@@ -209,7 +209,7 @@ func TestSoak(t *testing.T) {
 		defer runsMu.Unlock()
 		return runs[len(runs)-1]
 	}
-	start := func() *soakRun {
+	start := func() {
 		n := len(runs) + 1
 		r := &soakRun{n: n, tracesPath: filepath.Join(dir, fmt.Sprintf("traces-%d.pb", n)), logsPath: filepath.Join(dir, fmt.Sprintf("logs-%d.pb", n))}
 		r.c = startCollector(t, soakConfig(engines, otlpAddr, promAddr, telemetryAddr, exported.URL, r.tracesPath, r.logsPath))
@@ -218,7 +218,6 @@ func TestSoak(t *testing.T) {
 		runsMu.Lock()
 		runs = append(runs, r)
 		runsMu.Unlock()
-		return r
 	}
 	start()
 
@@ -399,7 +398,7 @@ func waitSoakReady(t *testing.T, r *soakRun, otlpAddr string) {
 func stopSoakRun(t *testing.T, r *soakRun, telemetryAddr string, samples *soakSampler) {
 	t.Helper()
 	r.waitingAtSIGTERM, r.waitingKnown = telemetryValue("http://"+telemetryAddr+"/metrics", "otelcol_llm_root_cause_waiting_spans")
-	if peak, _, err := procMemory(r.c.cmd.Process.Pid); err == nil {
+	if peak, err := procPeakMemory(r.c.cmd.Process.Pid); err == nil {
 		samples.notePeak(r.n, peak)
 	}
 	select {
@@ -476,7 +475,7 @@ func (s *soakSampler) run(ctx context.Context, current func() (int, int)) {
 		case <-tick.C:
 		}
 		run, pid := current()
-		if peak, _, err := procMemory(pid); err == nil {
+		if peak, err := procPeakMemory(pid); err == nil {
 			s.notePeak(run, peak)
 		}
 		if i%10 == 0 {

@@ -105,7 +105,7 @@ service:
 
 	seen := map[string]pmetric.Metric{}
 	require.Eventually(t, func() bool {
-		for _, md := range readJSONLines(t, out) {
+		for _, md := range readJSONLines(out) {
 			for _, name := range []string{"system.memory.usage", schema.MetricLLMTokensPrompt, schema.MetricLLMEngineUp} {
 				if ms := find(md, name); len(ms) > 0 {
 					seen[name] = ms[0]
@@ -125,7 +125,7 @@ service:
 	assert.NotContains(t, seen, schema.MetricLLMEngineUp, "filter ran")
 }
 
-func readJSONLines(t *testing.T, path string) []pmetric.Metrics {
+func readJSONLines(path string) []pmetric.Metrics {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil

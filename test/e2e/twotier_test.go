@@ -119,7 +119,7 @@ service:
 	}, 30*time.Second, 200*time.Millisecond, "the 12 recorded requests reach the gateway explained, with their replica")
 
 	require.Eventually(t, func() bool {
-		for _, md := range readJSONLines(t, filepath.Join(dir, "metrics.jsonl")) {
+		for _, md := range readJSONLines(filepath.Join(dir, "metrics.jsonl")) {
 			if len(find(md, schema.MetricLLMSchedulerRequestsWaiting)) == 0 {
 				continue
 			}

@@ -264,7 +264,7 @@ func TestBadEngines(t *testing.T) {
 			sink := newOTLPSink(t)
 			col := startCollector(t, pipelineConfig("vllm", vllmReceiver(c.endpoint(t)), sink.URL))
 			md := sink.waitFor(t, schema.MetricLLMEngineUp, 30*time.Second)
-			assert.EqualValues(t, c.up, find(md, schema.MetricLLMEngineUp)[0].Gauge().DataPoints().At(0).IntValue())
+			assert.Equal(t, c.up, find(md, schema.MetricLLMEngineUp)[0].Gauge().DataPoints().At(0).IntValue())
 			if c.keeps != "" {
 				sink.waitFor(t, c.keeps, 10*time.Second)
 			}

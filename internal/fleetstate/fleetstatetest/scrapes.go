@@ -18,8 +18,10 @@ var Epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 func At(sec float64) int64 { return Epoch.Add(time.Duration(sec * float64(time.Second))).UnixNano() }
 
 // counters are the canonical metrics in Engine that are cumulative sums.
-var counters = map[string]bool{schema.MetricLLMSchedulerPreemptions: true, schema.MetricLLMPrefixCacheQueries: true, schema.MetricLLMPrefixCacheHits: true,
-	schema.MetricLLMRequestsFinished: true, schema.MetricLLMTokensPrompt: true, schema.MetricLLMTokensGeneration: true}
+var counters = map[string]bool{
+	schema.MetricLLMSchedulerPreemptions: true, schema.MetricLLMPrefixCacheQueries: true, schema.MetricLLMPrefixCacheHits: true,
+	schema.MetricLLMRequestsFinished: true, schema.MetricLLMTokensPrompt: true, schema.MetricLLMTokensGeneration: true,
+}
 
 // Engine is one replica's canonical scrape at sec seconds: values by canonical metric name, each one data
 // point labelled with the model.
