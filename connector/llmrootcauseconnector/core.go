@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/labelcap"
@@ -420,7 +421,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 				st := staged[spanKey{span.TraceID(), span.SpanID()}]
 				engineSpan := isEngineRequest(span)
 				if !engineSpan && st == nil {
-					if id := c.label(text(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
+					if id := c.label(attrvalue.String(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
 						c.byRequest.put(id, w)
 					}
 					continue
