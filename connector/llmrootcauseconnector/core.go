@@ -18,9 +18,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/connector/llmrootcauseconnector/internal/metadata"
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/labelcap"
+	"github.com/servescope/servescope/internal/logonce"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -61,7 +63,7 @@ type core struct {
 	started                              time.Time
 	stop                                 chan struct{}
 	done                                 sync.WaitGroup
-	warnedOnce                           map[string]bool
+	warned                               logonce.Set
 	// draining is set once the first traces input shuts down: nothing more will arrive (its upstream has
 	// stopped), every held span has gone out while all outputs still ran, and later spans are not held.
 	draining bool
@@ -99,7 +101,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		modelSlots: heavyhitters.New(cfg.MaxModels, cfg.Baseline.Window),
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
 		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
-		byRequest: newFIFOCache[string, who](cfg.RequestIDCache), warnedOnce: map[string]bool{},
+		byRequest: newFIFOCache[string, who](cfg.RequestIDCache),
 	}
 	telemetry, err := metadata.NewTelemetryBuilder(set)
 	if err != nil {
@@ -198,18 +200,10 @@ func (c *core) logError(err error) {
 	}
 }
 
+// warnOnce logs msg the first time key is warned of; it needs no lock of the core. The keys come from the
+// data (an error's text, a span attribute), so the set of keys said is bounded (logonce.DefaultLimit).
 func (c *core) warnOnce(key, msg string, fields ...zap.Field) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.warnOnceLocked(key, msg, fields...)
-}
-
-func (c *core) warnOnceLocked(key, msg string, fields ...zap.Field) {
-	seen := c.warnedOnce[key]
-	if !seen && len(c.warnedOnce) < 1000 {
-		c.warnedOnce[key] = true
-	}
-	if !seen {
+	if c.warned.First(key) {
 		c.logger.Warn(msg, fields...)
 	}
 }
@@ -221,7 +215,7 @@ func (c *core) consumeMetrics(ctx context.Context, md pmetric.Metrics, from *met
 		c.primaryMetrics = from
 	}
 	primary := c.primaryMetrics == from
-	said := c.warnedOnce[unattributedGPUs]
+	said := c.warned.Said(unattributedGPUs)
 	c.mu.Unlock()
 	if !primary {
 		return nil
@@ -420,14 +414,14 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 				st := staged[spanKey{span.TraceID(), span.SpanID()}]
 				engineSpan := isEngineRequest(span)
 				if !engineSpan && st == nil {
-					if id := c.label(text(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
+					if id := c.label(attrvalue.String(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
 						c.byRequest.put(id, w)
 					}
 					continue
 				}
 				if field := c.bounds.violation(span); field != "" {
 					c.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("attribute", field)))
-					c.warnOnceLocked("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in otelcol_llm_root_cause_rejected_spans)",
+					c.warnOnce("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in otelcol_llm_root_cause_rejected_spans)",
 						zap.String("attribute", field), zap.Int64("max_request_tokens", c.cfg.MaxRequestTokens),
 						zap.Duration("max_request_duration", c.cfg.MaxRequestDuration))
 					continue

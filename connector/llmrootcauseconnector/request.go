@@ -6,6 +6,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -46,15 +47,8 @@ func isEngineRequest(span ptrace.Span) bool {
 // number reads a duration or a count. Negative and infinite values are not durations or counts: they read
 // as unknown, like a missing attribute, so one broken field costs its evidence and nothing else.
 func number(attrs pcommon.Map, key string) float64 {
-	v, ok := attrs.Get(key)
-	if !ok {
-		return math.NaN()
-	}
-	f, ok := numeric(v)
-	if !ok {
-		return math.NaN()
-	}
-	if f < 0 || math.IsInf(f, 0) {
+	f, ok := attrvalue.Float(attrs, key)
+	if !ok || f < 0 || math.IsInf(f, 0) {
 		return math.NaN()
 	}
 	return f
@@ -92,7 +86,7 @@ func (b requestBounds) violation(span ptrace.Span) string {
 		if !ok {
 			continue
 		}
-		x, ok := numeric(v)
+		x, ok := attrvalue.Number(v)
 		if !ok {
 			continue
 		}
@@ -110,24 +104,6 @@ func (b requestBounds) violation(span ptrace.Span) string {
 	return ""
 }
 
-// numeric is a double or int attribute as a float64; false for any other type.
-func numeric(v pcommon.Value) (float64, bool) {
-	switch v.Type() {
-	case pcommon.ValueTypeDouble:
-		return v.Double(), true
-	case pcommon.ValueTypeInt:
-		return float64(v.Int()), true
-	}
-	return 0, false
-}
-
-func text(attrs pcommon.Map, key string) string {
-	if v, ok := attrs.Get(key); ok {
-		return v.AsString()
-	}
-	return ""
-}
-
 // readRequest turns an engine span into a breakdown. The phases always add up to e2e: other is what is left
 // (tokenization, detokenization, the HTTP hop), never negative; when the engine's phases overrun e2e by
 // rounding, e2e is what the phases say.
@@ -141,9 +117,9 @@ func readRequest(span ptrace.Span, res pcommon.Map) *request {
 		e2e:          number(a, schema.AttrGenAILatencyE2e),
 		promptTokens: number(a, schema.AttrGenAIUsagePromptTokens), genTokens: number(a, schema.AttrGenAIUsageCompletionTokens),
 		cachedTokens: number(a, schema.AttrGenAIUsageCachedTokens),
-		requestID:    text(a, schema.AttrGenAIRequestID),
-		model:        firstNonEmpty(text(a, schema.AttrGenAIResponseModel), text(a, schema.AttrGenAIRequestModel)),
-		engine:       text(res, schema.AttrLLMEngineName),
+		requestID:    attrvalue.String(a, schema.AttrGenAIRequestID),
+		model:        firstNonEmpty(attrvalue.String(a, schema.AttrGenAIResponseModel), attrvalue.String(a, schema.AttrGenAIRequestModel)),
+		engine:       attrvalue.String(res, schema.AttrLLMEngineName),
 	}
 	if math.IsNaN(r.e2e) && r.end > r.start {
 		r.e2e = float64(r.end-r.start) / 1e9

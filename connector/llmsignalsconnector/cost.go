@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/labelcap"
@@ -116,11 +117,11 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 					for n := 0; n < dps.Len(); n++ {
 						dp := dps.At(n)
 						a := dp.Attributes()
-						sub := text(a, schema.AttrLLMTokenType) + text(a, schema.AttrLLMPromptCache)
+						sub := attrvalue.String(a, schema.AttrLLMTokenType) + attrvalue.String(a, schema.AttrLLMPromptCache)
 						if m.Name() == schema.MetricLLMTenantPromptTokens && sub != "cached" {
 							continue
 						}
-						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), u.model(text(a, schema.AttrGenAIRequestModel)), sub}
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(attrvalue.String(a, schema.AttrLLMTenant)), u.model(attrvalue.String(a, schema.AttrGenAIRequestModel)), sub}
 						d := u.grow(seriesID(m.Name(), key.replica, a), dp.DoubleValue())
 						ru := u.of(key.replica)
 						if m.Name() == schema.MetricLLMTenantTokens {
@@ -135,7 +136,7 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 					for n := 0; n < dps.Len(); n++ {
 						dp := dps.At(n)
 						a := dp.Attributes()
-						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), u.model(text(a, schema.AttrGenAIRequestModel)), text(a, schema.AttrLLMRootCause)}
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(attrvalue.String(a, schema.AttrLLMTenant)), u.model(attrvalue.String(a, schema.AttrGenAIRequestModel)), attrvalue.String(a, schema.AttrLLMRootCause)}
 						u.of(key.replica).requests[tenantModel{key.tenant, key.model}] += u.grow(seriesID(m.Name(), key.replica, a), dp.DoubleValue())
 					}
 				case schema.MetricLLMRequestPhaseDuration:
@@ -143,8 +144,8 @@ func (u *usage) observe(md pmetric.Metrics, store *fleetstate.Store) int64 {
 					for n := 0; n < dps.Len(); n++ {
 						dp := dps.At(n)
 						a := dp.Attributes()
-						phase := text(a, schema.AttrLLMPhase)
-						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(text(a, schema.AttrLLMTenant)), u.model(text(a, schema.AttrGenAIRequestModel)), phase}
+						phase := attrvalue.String(a, schema.AttrLLMPhase)
+						key := usageKey{m.Name(), replicaOf(a, res, store), u.tenant(attrvalue.String(a, schema.AttrLLMTenant)), u.model(attrvalue.String(a, schema.AttrGenAIRequestModel)), phase}
 						grown := u.grow(seriesID(m.Name(), key.replica, a), dp.Sum())
 						ru := u.of(key.replica)
 						switch phase {
@@ -302,17 +303,10 @@ func (u *usage) take(replica string, sole bool) *replicaUsage {
 }
 
 func replicaOf(attrs, res pcommon.Map, store *fleetstate.Store) string {
-	if r := text(attrs, schema.AttrServiceInstanceID); r != "" {
+	if r := attrvalue.String(attrs, schema.AttrServiceInstanceID); r != "" {
 		return r
 	}
 	return store.ReplicaKey(res)
-}
-
-func text(m pcommon.Map, key string) string {
-	if v, ok := m.Get(key); ok {
-		return v.AsString()
-	}
-	return ""
 }
 
 func latest(m pmetric.Metric) int64 {

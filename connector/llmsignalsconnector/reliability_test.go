@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -30,7 +31,7 @@ func TestCostLabelsAreCut(t *testing.T) {
 	require.NotEmpty(t, all)
 	longest := 0
 	forEach(all[len(all)-1], schema.MetricLLMCostAmount, func(dp pmetric.NumberDataPoint) {
-		longest = max(longest, len(text(dp.Attributes(), schema.AttrLLMTenant)))
+		longest = max(longest, len(attrvalue.String(dp.Attributes(), schema.AttrLLMTenant)))
 	})
 	assert.Equal(t, 256, longest)
 }
@@ -53,7 +54,7 @@ func TestBusyTenantsWinCostSlots(t *testing.T) {
 	all := r.metrics.AllMetrics()
 	amount := map[string]float64{}
 	forEach(all[len(all)-1], schema.MetricLLMCostAmount, func(dp pmetric.NumberDataPoint) {
-		amount[text(dp.Attributes(), schema.AttrLLMTenant)] += dp.DoubleValue()
+		amount[attrvalue.String(dp.Attributes(), schema.AttrLLMTenant)] += dp.DoubleValue()
 	})
 	assert.Positive(t, amount["busy"], "the busy tenant is billed under its own name, not _other")
 	assert.LessOrEqual(t, len(amount), 5+2, "max_tenants, _other and unattributed")

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadatatest"
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/configtest"
 	"github.com/servescope/servescope/internal/fleetstate/fleetstatetest"
 	"github.com/servescope/servescope/internal/metricstest"
@@ -150,12 +151,12 @@ func (r *rig) lastGauges(name string) map[string]float64 {
 	for _, md := range all[len(all)-1:] {
 		forEach(md, name, func(dp pmetric.NumberDataPoint) {
 			a := dp.Attributes()
-			key := text(a, schema.AttrServiceInstanceID)
+			key := attrvalue.String(a, schema.AttrServiceInstanceID)
 			if key == "" {
-				key = text(a, schema.AttrGenAIRequestModel)
+				key = attrvalue.String(a, schema.AttrGenAIRequestModel)
 			}
 			for _, extra := range []string{schema.AttrLLMTenant, schema.AttrLLMTokenType, schema.AttrLLMHealthComponent, schema.AttrLLMScaleReason, schema.AttrLLMIncidentDetector} {
-				if v := text(a, extra); v != "" {
+				if v := attrvalue.String(a, extra); v != "" {
 					key += "/" + v
 				}
 			}
@@ -711,10 +712,10 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 	all := r.metrics.AllMetrics()
 	last := all[len(all)-1]
 	forEach(last, schema.MetricLLMCostAmount, func(dp pmetric.NumberDataPoint) {
-		amount[text(dp.Attributes(), schema.AttrServiceInstanceID)+"/"+text(dp.Attributes(), schema.AttrLLMTenant)] += dp.DoubleValue()
+		amount[attrvalue.String(dp.Attributes(), schema.AttrServiceInstanceID)+"/"+attrvalue.String(dp.Attributes(), schema.AttrLLMTenant)] += dp.DoubleValue()
 	})
 	forEach(last, schema.MetricLLMCostGPUTime, func(dp pmetric.NumberDataPoint) {
-		gpuTime[text(dp.Attributes(), schema.AttrServiceInstanceID)] += dp.DoubleValue()
+		gpuTime[attrvalue.String(dp.Attributes(), schema.AttrServiceInstanceID)] += dp.DoubleValue()
 	})
 	elapsed := 890.0 // evaluations at -590 ... 300 s: the first one opens the clock
 	assert.InDelta(t, 2*elapsed, gpuTime["r1"], 1e-6, "two GPUs for the whole time: nothing lost, nothing counted twice")
@@ -726,7 +727,7 @@ func TestCostAddsUpToTheGPUBill(t *testing.T) {
 
 	categories := map[string]float64{}
 	forEach(last, schema.MetricLLMCostGPUTimeByCategory, func(dp pmetric.NumberDataPoint) {
-		categories[text(dp.Attributes(), schema.AttrServiceInstanceID)+"/"+text(dp.Attributes(), schema.AttrLLMCostCategory)] += dp.DoubleValue()
+		categories[attrvalue.String(dp.Attributes(), schema.AttrServiceInstanceID)+"/"+attrvalue.String(dp.Attributes(), schema.AttrLLMCostCategory)] += dp.DoubleValue()
 	})
 	assert.InDelta(t, 2*elapsed, categories["r1/busy"]+categories["r1/idle"], 1e-6, "categories add up to the GPU time")
 	assert.InDelta(t, (0.8+0.5)*elapsed, categories["r1/busy"], 1e-6)
@@ -762,7 +763,7 @@ func TestGPUTimeBreakdown(t *testing.T) {
 	categories := map[string]float64{}
 	all := r.metrics.AllMetrics()
 	forEach(all[len(all)-1], schema.MetricLLMCostGPUTimeByCategory, func(dp pmetric.NumberDataPoint) {
-		categories[text(dp.Attributes(), schema.AttrLLMCostCategory)] += dp.DoubleValue()
+		categories[attrvalue.String(dp.Attributes(), schema.AttrLLMCostCategory)] += dp.DoubleValue()
 	})
 	total := 0.0
 	for _, v := range categories {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/exporter/llmroutingexporter/internal/metadata"
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/labelcap"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
@@ -159,7 +160,7 @@ func (e *routingExporter) applyBatch(ctx context.Context, md pmetric.Metrics) {
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		res := rms.At(i).Resource().Attributes()
-		engine := text(res, schema.AttrLLMEngineName)
+		engine := boundedText(res, schema.AttrLLMEngineName)
 		sms := rms.At(i).ScopeMetrics()
 		for j := 0; j < sms.Len(); j++ {
 			ms := sms.At(j).Metrics()
@@ -306,7 +307,7 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 		}
 		attrs := dp.Attributes()
 		at := dp.Timestamp().AsTime()
-		model := text(attrs, schema.AttrGenAIRequestModel)
+		model := boundedText(attrs, schema.AttrGenAIRequestModel)
 		if m.Name() == schema.MetricLLMPoolDesiredReplicas || m.Name() == schema.MetricLLMPoolReplicas ||
 			m.Name() == schema.MetricLLMPoolForecastReplicas || m.Name() == schema.MetricLLMPoolSaturationEta ||
 			m.Name() == schema.MetricLLMPoolScaleReason {
@@ -320,7 +321,7 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 				p.SaturationETA = math.NaN() // reported only while the queue grows: absent in this batch means none
 			case schema.MetricLLMPoolScaleReason:
 				if v == 1 {
-					p.Reason = text(attrs, schema.AttrLLMScaleReason)
+					p.Reason = boundedText(attrs, schema.AttrLLMScaleReason)
 				}
 			case schema.MetricLLMPoolReplicas:
 				p.Current = v
@@ -367,8 +368,8 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 				r.NumBlocks = accumulate(r.NumBlocks, v, first)
 			case schema.MetricLLMLoRARequestsInfo:
 				r.LoRA = &lora{
-					Max: text(attrs, schema.AttrLLMLoRAMaxAdapters), Running: text(attrs, schema.AttrLLMLoRARunningAdapters),
-					Waiting: text(attrs, schema.AttrLLMLoRAWaitingAdapters), Updated: v,
+					Max: boundedText(attrs, schema.AttrLLMLoRAMaxAdapters), Running: boundedText(attrs, schema.AttrLLMLoRARunningAdapters),
+					Waiting: boundedText(attrs, schema.AttrLLMLoRAWaitingAdapters), Updated: v,
 				}
 			}
 			if at.After(r.EngineUpdated) {
@@ -387,7 +388,7 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 				if r.Components == nil {
 					r.Components = map[string]float64{}
 				}
-				r.Components[text(attrs, schema.AttrLLMHealthComponent)] = v
+				r.Components[boundedText(attrs, schema.AttrLLMHealthComponent)] = v
 			case schema.MetricLLMReplicaRoutingScore:
 				r.Routing = v
 			case schema.MetricLLMReplicaRoutingRecommended:
@@ -411,7 +412,7 @@ func accumulate(prev, v float64, first bool) float64 {
 func (e *routingExporter) replicaKey(attrs, res pcommon.Map) string {
 	for _, m := range []pcommon.Map{attrs, res} {
 		for _, k := range e.cfg.ReplicaKeys {
-			if v := text(m, k); v != "" {
+			if v := boundedText(m, k); v != "" {
 				return v
 			}
 		}
@@ -439,11 +440,9 @@ func forgetOldest(replicas *cowWriter[*replica]) {
 // paths, keys of the served state and label values, and one 4 MiB model name must not be kept per pool.
 const maxNameLength = 256
 
-func text(m pcommon.Map, key string) string {
-	if v, ok := m.Get(key); ok {
-		return labelcap.Cut(v.AsString(), maxNameLength)
-	}
-	return ""
+// boundedText is an attribute as text (see attrvalue.String), cut to maxNameLength.
+func boundedText(m pcommon.Map, key string) string {
+	return labelcap.Cut(attrvalue.String(m, key), maxNameLength)
 }
 
 func cloneMap(m map[string]float64) map[string]float64 {

@@ -28,6 +28,21 @@ type Telemetry struct {
 	ScrapeFailures, RejectedLines, DroppedPoints, CounterResets metric.Int64Counter
 }
 
+// TelemetryFrom is a Metadata.Telemetry built with a receiver's generated telemetry builder: newBuilder is
+// its metadata.NewTelemetryBuilder, instruments picks the four counters out of what it built. The builders
+// are a distinct generated type per receiver, so picking the fields is the receiver's one line of it.
+func TelemetryFrom[Builder, Option any](
+	newBuilder func(component.TelemetrySettings, ...Option) (*Builder, error), instruments func(*Builder) Telemetry,
+) func(component.TelemetrySettings) (Telemetry, error) {
+	return func(set component.TelemetrySettings) (Telemetry, error) {
+		tb, err := newBuilder(set)
+		if err != nil {
+			return Telemetry{}, err
+		}
+		return instruments(tb), nil
+	}
+}
+
 // NewReceiverFactory is an engine receiver's whole factory: the engine's usual endpoint, and what is peculiar
 // about the engine and its receiver. Every engine receiver shares the Config of this package.
 func NewReceiverFactory(defaultEndpoint string, engine Engine) receiver.Factory {

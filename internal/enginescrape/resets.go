@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/logonce"
 )
 
 // A counter reset is worth a line: it is how an engine restart shows in the data. But a counter that flaps
@@ -20,16 +22,13 @@ const (
 )
 
 type resetLog struct {
-	families   map[string]*familyResets
+	families   *logonce.Throttle
 	flapWarned bool
 }
 
-type familyResets struct {
-	lastLine time.Time // when a line last named the family
-	unsaid   int       // resets since then
+func newResetLog() resetLog {
+	return resetLog{families: logonce.NewThrottle(resetLogInterval, maxResetFamilies)}
 }
-
-func newResetLog() resetLog { return resetLog{families: map[string]*familyResets{}} }
 
 // note is called after every converted scrape with the families whose series started over.
 func (l *resetLog) note(logger *zap.Logger, families []string, now time.Time) {
@@ -37,31 +36,22 @@ func (l *resetLog) note(logger *zap.Logger, families []string, now time.Time) {
 		return
 	}
 	var due, flapping []string
-	unsaid := 0
+	unsaidTotal := 0
 	for _, family := range families {
-		fr := l.families[family]
-		if fr == nil {
-			if len(l.families) >= maxResetFamilies {
-				clear(l.families)
-			}
-			fr = &familyResets{}
-			l.families[family] = fr
-		}
-		if fr.lastLine.IsZero() || now.Sub(fr.lastLine) >= resetLogInterval {
+		say, unsaid := l.families.Note(family, now)
+		if say {
 			due = append(due, family)
-			unsaid += fr.unsaid
-			fr.lastLine, fr.unsaid = now, 0
+			unsaidTotal += unsaid
 			continue
 		}
-		fr.unsaid++
-		if fr.unsaid+1 >= flapResets {
+		if unsaid+1 >= flapResets {
 			flapping = append(flapping, family)
 		}
 	}
 	if len(due) > 0 {
 		fields := []zap.Field{zap.Strings("families", capList(due))}
-		if unsaid > 0 {
-			fields = append(fields, zap.Int("resets_not_logged_since_last_line", unsaid))
+		if unsaidTotal > 0 {
+			fields = append(fields, zap.Int("resets_not_logged_since_last_line", unsaidTotal))
 		}
 		logger.Info("Counters went back to zero or down (engine restart?); started new cumulative series. Further resets "+
 			"of these families are logged at most once an hour and counted in otelcol_engine_counter_resets", fields...)

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -75,7 +76,7 @@ type readingKey struct{ replica, source string }
 func (s *Store) readCollective(readings map[readingKey]*collectiveReading, key string, rm pmetric.ResourceMetrics) map[readingKey]*collectiveReading {
 	sms := rm.ScopeMetrics()
 	res := rm.Resource().Attributes()
-	source := text(res, schema.AttrHostName)
+	source := attrvalue.String(res, schema.AttrHostName)
 	var rd *collectiveReading
 	var st *collectiveState // made on the first point: most resources carry no collective timings
 	first := false          // the source's first batch: a baseline
@@ -119,7 +120,7 @@ func (s *Store) readCollective(readings map[readingKey]*collectiveReading, key s
 					if observable {
 						flag = 1
 					}
-					r.snap.said(flag, text(dp.Attributes(), schema.AttrLLMCollectiveObservableReason))
+					r.snap.said(flag, attrvalue.String(dp.Attributes(), schema.AttrLLMCollectiveObservableReason))
 				}
 			case (m.Name() == schema.MetricLLMCollectiveDuration || m.Name() == schema.MetricLLMCollectiveArrivalSkew) && m.Type() == pmetric.MetricTypeHistogram:
 				skew := m.Name() == schema.MetricLLMCollectiveArrivalSkew
@@ -280,7 +281,7 @@ func (c *CollectiveSnapshot) merge(o CollectiveSnapshot) {
 // waiterOf names where a skew measurement came from: its communicator and operation (one measurement per
 // collective), plus the measured rank for per-rank (self_history) measurements.
 func waiterOf(attrs pcommon.Map) string {
-	w := text(attrs, schema.AttrLLMCollectiveCommunicator)
+	w := attrvalue.String(attrs, schema.AttrLLMCollectiveCommunicator)
 	if rank, ok := attrs.Get(schema.AttrLLMCollectiveRank); ok {
 		w += "/" + rank.AsString()
 	}
@@ -303,17 +304,10 @@ func lateRankOf(attrs pcommon.Map) string {
 	if len(parts) == 0 {
 		parts = append(parts, "rank "+late.AsString())
 	}
-	if comm := text(attrs, schema.AttrLLMCollectiveCommunicator); comm != "" {
+	if comm := attrvalue.String(attrs, schema.AttrLLMCollectiveCommunicator); comm != "" {
 		parts = append(parts, "communicator "+comm)
 	}
 	return strings.Join(parts, ", ")
-}
-
-func text(attrs pcommon.Map, key string) string {
-	if v, ok := attrs.Get(key); ok {
-		return v.AsString()
-	}
-	return ""
 }
 
 // AttributesKey is a series' attributes as a key, independent of their order: what tells one cumulative
@@ -330,7 +324,7 @@ func AttributesKey(attrs pcommon.Map) string {
 
 // resourceIdentity tells apart the processes of one replica (one per rank).
 func resourceIdentity(attrs pcommon.Map) string {
-	return text(attrs, schema.AttrHostName) + "/" + text(attrs, schema.AttrHwID) + "/" + text(attrs, schema.AttrProcessPid)
+	return attrvalue.String(attrs, schema.AttrHostName) + "/" + attrvalue.String(attrs, schema.AttrHwID) + "/" + attrvalue.String(attrs, schema.AttrProcessPid)
 }
 
 // summarizeCollectives fills the collective fields of sum from the batches whose time covers part of

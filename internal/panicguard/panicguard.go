@@ -7,11 +7,12 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
-	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/logonce"
 )
 
 // Error is a recovered panic: its value and the stack where it happened.
@@ -48,14 +49,13 @@ type Guard struct {
 	component string
 	logger    *zap.Logger
 	counter   metric.Int64Counter
-	mu        sync.Mutex
-	logged    map[string]bool
+	logged    logonce.Set // stages: a handful per component
 }
 
 // NewGuard makes the guard of a component; counter is the component's recovered-panics instrument (from its
 // generated telemetry builder), incremented with the stage as attribute.
 func NewGuard(component string, logger *zap.Logger, counter metric.Int64Counter) *Guard {
-	return &Guard{component: component, logger: logger, counter: counter, logged: map[string]bool{}}
+	return &Guard{component: component, logger: logger, counter: counter}
 }
 
 // Run calls fn; it reports true when fn returned, false when it panicked (and the panic was reported).
@@ -65,11 +65,7 @@ func (g *Guard) Run(stage string, fn func()) bool {
 		return true
 	}
 	g.counter.Add(context.Background(), 1, metric.WithAttributes(attribute.String("stage", stage)))
-	g.mu.Lock()
-	first := !g.logged[stage]
-	g.logged[stage] = true
-	g.mu.Unlock()
-	if first {
+	if g.logged.First(stage) {
 		g.logger.Error(g.component+": internal error; the batch is abandoned or passed on as it came (said once per stage, counted in its recovered_panics metric)",
 			zap.String("stage", stage), zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
 	}

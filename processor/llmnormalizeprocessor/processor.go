@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -14,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/logonce"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
@@ -24,8 +24,7 @@ type normalizer struct {
 	rules  *ruleSet
 	logger *zap.Logger
 
-	warnedMu sync.Mutex
-	warned   map[string]bool // metric names whose instrument did not fit, reported once
+	warned logonce.Set // metric names whose instrument did not fit, reported once
 
 	guard  *panicguard.Guard
 	points metric.Int64Counter
@@ -48,7 +47,7 @@ func newNormalizer(cfg *Config, set component.TelemetrySettings) (*normalizer, e
 	}
 	guard := panicguard.NewGuard("llm_normalize", set.Logger, telemetry.LlmNormalizeRecoveredPanics)
 	return &normalizer{
-		cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, warned: map[string]bool{}, guard: guard,
+		cfg: cfg, rules: buildRules(s, cfg.Engines), logger: set.Logger, guard: guard,
 		points: telemetry.LlmNormalizeDatapoints, mapped: outcome("mapped"), passed: outcome("passthrough"), drop: outcome("dropped"),
 	}, nil
 }
@@ -384,13 +383,9 @@ func (n *normalizer) fits(m pmetric.Metric, r *rule) bool {
 }
 
 func (n *normalizer) warnOnce(key, msg string) {
-	n.warnedMu.Lock()
-	defer n.warnedMu.Unlock()
-	if n.warned[key] {
-		return
+	if n.warned.First(key) {
+		n.logger.Warn(msg)
 	}
-	n.warned[key] = true
-	n.logger.Warn(msg)
 }
 
 // apply rewrites one metric in place onto its canonical form.

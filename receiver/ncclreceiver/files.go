@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/servescope/servescope/internal/logonce"
 )
 
 const (
@@ -49,7 +51,7 @@ type tracked struct {
 	skipping bool   // JSON: inside an over-long line, dropping bytes up to its newline
 	lastSize int64
 	stalled  int
-	reported map[string]bool // problems already logged for this file
+	reported logonce.Set // problems already logged for this file
 }
 
 // budget is what one interval may still read.
@@ -77,31 +79,28 @@ type tailer struct {
 	first   bool                       // the first poll: start_at applies to files found now
 	cursor  string                     // round-robin position (path of the last file read)
 	buf     []byte
-	noted   map[string]bool // receiver-wide problems already logged
+	noted   logonce.Set // receiver-wide problems already logged
 }
 
 func newTailer(cfg *Config, logger *zap.Logger) *tailer {
 	return &tailer{
 		cfg: cfg, logger: logger, files: map[fileID]*tracked{}, restore: map[fileID]checkpointEntry{},
-		first: true, noted: map[string]bool{},
+		first: true,
 	}
 }
 
 // report logs a problem with one file once per file, however many times it recurs.
 func (t *tailer) report(f *tracked, key, msg string, fields ...zap.Field) {
-	if f.reported[key] {
+	if !f.reported.First(key) {
 		return
 	}
-	f.reported[key] = true
 	t.logger.Warn(msg, append([]zap.Field{zap.String("file", f.path)}, fields...)...)
 }
 
 func (t *tailer) note(key, msg string, fields ...zap.Field) {
-	if t.noted[key] {
-		return
+	if t.noted.First(key) {
+		t.logger.Warn(msg, fields...)
 	}
-	t.noted[key] = true
-	t.logger.Warn(msg, fields...)
 }
 
 // discover matches the patterns and reconciles the result with the files already followed.
@@ -143,7 +142,7 @@ func (t *tailer) discover() []*tracked {
 		live[id] = true
 		f := t.files[id]
 		if f == nil {
-			f = &tracked{id: id, prom: strings.HasSuffix(a.path, ".prom"), reported: map[string]bool{}}
+			f = &tracked{id: id, prom: strings.HasSuffix(a.path, ".prom")}
 			if c, ok := t.restore[id]; ok && !f.prom {
 				f.offset, f.fpLen, f.fpHash = c.Offset, c.FPLen, c.FPHash
 				delete(t.restore, id)

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/logonce"
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
 )
@@ -33,7 +34,7 @@ type gpuScraper struct {
 	driver   string
 	devices  map[string]*gpu // by UUID
 	events   nvml.EventSet
-	reported map[string]bool               // one log line per problem
+	reported logonce.Set                   // one log line per problem
 	lost     map[string]bool               // UUIDs NVML reported lost: not rediscovered until the collector restarts
 	members  map[string]map[string]*member // replica -> GPU UUID -> when last attributed (topology.go)
 	scrapes  uint64
@@ -68,18 +69,16 @@ func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) (*gpu
 	receiverID := attribute.String("receiver", set.ID.String())
 	return &gpuScraper{
 		cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
-		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, reported: map[string]bool{}, lost: map[string]bool{},
+		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, lost: map[string]bool{},
 		members: map[string]map[string]*member{}, telemetry: telemetry, receiver: receiverID,
 		lostAttrs: metric.WithAttributeSet(attribute.NewSet(receiverID)),
 	}, nil
 }
 
 func (s *gpuScraper) once(key string, log func(string, ...zap.Field), msg string, fields ...zap.Field) {
-	if s.reported[key] {
-		return
+	if s.reported.First(key) {
+		log(msg, fields...)
 	}
-	s.reported[key] = true
-	log(msg, fields...)
 }
 
 func (s *gpuScraper) start(context.Context, component.Host) error {
