@@ -22,6 +22,7 @@ export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
+	$(GO) build -trimpath -o bin/servescope ./cmd/servescope
 
 run: build
 	./$(BIN)
