@@ -22,6 +22,7 @@ export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
+	$(GO) build -trimpath -o bin/servescope ./cmd/servescope
 
 run: build
 	./$(BIN)
@@ -73,8 +74,8 @@ check-tidy:
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /cmd/otelcol-servescope)
 	$(GO) test -count=1 ./cmd/otelcol-servescope
-	# The accuracy harness's long cases (a 30-minute fault, a healthy hour) are skipped under -race: run it again without.
-	$(GO) test -count=1 -run TestRootCauseAccuracy ./test/accuracy/
+	# The accuracy harness's long cases (a 30-minute fault, a healthy hour, the capacity sweep) are skipped under -race: run them again without.
+	$(GO) test -count=1 -run 'TestRootCauseAccuracy|TestCapacityFollowsDemand' ./test/accuracy/
 
 # Every parser of engine responses has a fuzz target; each runs for FUZZTIME.
 fuzz:

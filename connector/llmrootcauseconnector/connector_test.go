@@ -498,3 +498,21 @@ func TestSGLangStageSpans(t *testing.T) {
 	assert.Equal(t, int64(1000), a[schema.AttrLLMTokensCached])
 	assert.Equal(t, schema.RootCauseQueueSaturation, a[schema.AttrLLMRootCause], a[schema.AttrLLMRootCauseEvidence])
 }
+
+// The explained span names the model it was judged against, taken from the replica's metrics where the
+// engine's span has none (vLLM's), and never over a model the span already carries.
+func TestExplainedSpansNameTheirModel(t *testing.T) {
+	r := newRig(t)
+	r.state(fleetstatetest.Engine("r1", testModel, 90, steady(90)))
+	r.state(fleetstatetest.Engine("r1", testModel, 110, steady(110)))
+	r.send(batchOf(
+		with(normal(), func(c *call) { c.replica, c.id = "r1", "from-metrics" }),
+		with(normal(), func(c *call) { c.replica, c.id, c.model = "r1", "own", "served-name" }),
+	))
+	got := r.explained()
+	require.Contains(t, got, "from-metrics")
+	require.Contains(t, got, "own")
+	assert.Equal(t, testModel, got["from-metrics"][schema.AttrGenAIRequestModel])
+	assert.Equal(t, "served-name", got["own"][schema.AttrGenAIResponseModel])
+	assert.NotContains(t, got["own"], schema.AttrGenAIRequestModel, "the engine's own model name is kept as it wrote it")
+}

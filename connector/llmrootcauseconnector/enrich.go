@@ -61,6 +61,16 @@ func enrich(r *request, v verdict) {
 	putInt(schema.AttrLLMTokensGeneration, r.genTokens)
 	putInt(schema.AttrLLMTokensCached, r.cachedTokens)
 	a.PutStr(schema.AttrLLMTenant, r.tenant)
+	// The model the request was judged against: engines such as vLLM leave it off their request span and
+	// the connector takes it from the replica's metrics. Written so that the span alone says it (what
+	// servescope compare groups by), never over what the engine or gateway wrote.
+	if r.model != "" {
+		if _, ok := a.Get(schema.AttrGenAIResponseModel); !ok {
+			if _, ok := a.Get(schema.AttrGenAIRequestModel); !ok {
+				a.PutStr(schema.AttrGenAIRequestModel, r.model)
+			}
+		}
+	}
 	if r.family != "" {
 		a.PutStr(schema.AttrLLMPromptFamily, r.family)
 	}

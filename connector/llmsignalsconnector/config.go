@@ -77,6 +77,18 @@ type DetectorsConfig struct {
 
 // AutoscalingConfig sets the targets the desired replica count aims for.
 type AutoscalingConfig struct {
+	// TargetUtilization is the share of a replica's measured capacity the desired count plans to use: the
+	// rest is headroom for bursts and for draining a queue.
+	TargetUtilization float64 `mapstructure:"target_utilization"`
+	// DrainTime is how soon a queue that has built up should be served: when the headroom would take
+	// longer, the desired count adds what it takes.
+	DrainTime time.Duration `mapstructure:"drain_time"`
+	// DemandHalfLife smooths the pool's arrival rate (the offered load); CapacityHalfLife the per-replica
+	// capacity measured while requests were waiting (the same quantity replay calibrates).
+	DemandHalfLife   time.Duration `mapstructure:"demand_half_life"`
+	CapacityHalfLife time.Duration `mapstructure:"capacity_half_life"`
+	// TargetWaitingPerReplica is the queue-length rule, used only until a replica's capacity has been
+	// measured (no queue has been seen yet).
 	TargetWaitingPerReplica float64 `mapstructure:"target_waiting_per_replica"`
 	TargetKVUtilization     float64 `mapstructure:"target_kv_utilization"`
 	ScaleDownBelow          float64 `mapstructure:"scale_down_below"`
@@ -113,8 +125,11 @@ func createDefaultConfig() *Config {
 			TrendWindow: 5 * time.Minute, OOMFrom: 0.8, OOMHorizon: 10 * time.Minute,
 			ClearFraction: 0.8, SuggestedKVMemoryStep: 0.04,
 		},
-		Autoscaling: AutoscalingConfig{TargetWaitingPerReplica: 2, TargetKVUtilization: 0.85, ScaleDownBelow: 0.4, MinReplicas: 1, MaxReplicas: 64},
-		Cost:        CostConfig{DefaultGPUPricePerHour: 0, GPUsPerReplica: 1, GPUPricePerHour: map[string]float64{}},
+		Autoscaling: AutoscalingConfig{
+			TargetUtilization: 0.8, DrainTime: 10 * time.Minute, DemandHalfLife: 30 * time.Second, CapacityHalfLife: 30 * time.Minute,
+			TargetWaitingPerReplica: 2, TargetKVUtilization: 0.85, ScaleDownBelow: 0.4, MinReplicas: 1, MaxReplicas: 64,
+		},
+		Cost: CostConfig{DefaultGPUPricePerHour: 0, GPUsPerReplica: 1, GPUPricePerHour: map[string]float64{}},
 	}
 }
 
@@ -166,6 +181,9 @@ func (c *Config) Validate() error {
 	a := c.Autoscaling
 	if a.TargetWaitingPerReplica <= 0 || !(a.TargetKVUtilization > 0 && a.TargetKVUtilization <= 1) || !(a.ScaleDownBelow > 0 && a.ScaleDownBelow < 1) {
 		bad("autoscaling: target_waiting_per_replica must be positive, target_kv_utilization in (0, 1], scale_down_below in (0, 1)")
+	}
+	if !(a.TargetUtilization > 0 && a.TargetUtilization <= 1) || a.DrainTime <= 0 || a.DemandHalfLife <= 0 || a.CapacityHalfLife <= 0 {
+		bad("autoscaling: target_utilization must be in (0, 1], drain_time, demand_half_life and capacity_half_life positive")
 	}
 	if a.MinReplicas < 0 || a.MaxReplicas < a.MinReplicas || a.MaxReplicas == 0 {
 		bad("autoscaling: need 0 <= min_replicas <= max_replicas and max_replicas > 0, got %d and %d", a.MinReplicas, a.MaxReplicas)

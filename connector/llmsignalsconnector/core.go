@@ -45,6 +45,7 @@ type core struct {
 	lastEval   int64
 	lastWall   time.Time
 	incidents  map[incidentKey]*incident
+	demand     map[string]*demand // by model pool; a pool gone from the state takes its entry with it
 	usage      *usage
 	costs      *costBook
 	stop       chan struct{}
@@ -82,7 +83,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 			ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas,
 			MaxLabelLength: cfg.MaxLabelLength,
 		}),
-		incidents: map[incidentKey]*incident{}, costs: newCostBook(),
+		incidents: map[incidentKey]*incident{}, demand: map[string]*demand{}, costs: newCostBook(),
 	}
 	c.usage = newUsage(cfg, c.costs)
 	if c.telemetry, err = metadata.NewTelemetryBuilder(set); err != nil {
@@ -243,11 +244,21 @@ func (c *core) evaluate(now int64) outputs {
 	for _, v := range views {
 		v.usage = c.usage.take(v.replica, len(views) == 1)
 	}
-	for _, p := range pools {
-		p.plan(c.cfg)
+	for model, p := range pools {
+		d := c.demand[model]
+		if d == nil {
+			d = newDemand()
+			c.demand[model] = d
+		}
+		p.plan(c.cfg, d, dt)
 		p.rank()
 		for _, v := range p.views {
 			v.desired, v.poolReplicas = p.desired, p.fresh
+		}
+	}
+	for model := range c.demand {
+		if pools[model] == nil {
+			delete(c.demand, model)
 		}
 	}
 	ts := pcommon.Timestamp(now)
@@ -287,7 +298,7 @@ func (c *core) evaluate(now int64) outputs {
 		p := pools[model]
 		g.set(schema.MetricLLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
 		g.set(schema.MetricLLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model)
-		for _, reason := range scaleReasons {
+		for _, reason := range schema.ScaleReasonValues() {
 			g.set(schema.MetricLLMPoolScaleReason, map[bool]float64{true: 1}[reason == p.reason], schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, reason)
 		}
 		if known(p.eta) {

@@ -3,6 +3,8 @@ package llmsignalsconnector
 import (
 	"math"
 	"sort"
+
+	"github.com/servescope/servescope/internal/schema"
 )
 
 // health is a replica's health score and its factors, each 0-1.
@@ -88,19 +90,19 @@ type pool struct {
 }
 
 const (
-	reasonQueue   = "queue"
-	reasonKVCache = "kv_cache"
-	reasonLowLoad = "low_load"
-	reasonSteady  = "steady"
+	reasonDemand  = schema.ScaleReasonDemand
+	reasonQueue   = schema.ScaleReasonQueue
+	reasonKVCache = schema.ScaleReasonKVCache
+	reasonLowLoad = schema.ScaleReasonLowLoad
+	reasonSteady  = schema.ScaleReasonSteady
 )
 
-// scaleReasons are all of them, for the state-set gauge llm.pool.scale_reason.
-var scaleReasons = []string{reasonQueue, reasonKVCache, reasonLowLoad, reasonSteady}
-
-// plan sets the pool's desired replicas: scale by the largest pressure above 1 (queue per replica against its
-// target, mean KV utilization against its target), one down when every pressure is below scale_down_below,
-// within [min_replicas, max_replicas]. Only replicas with fresh telemetry count.
-func (p *pool) plan(cfg *Config) {
+// plan sets the pool's desired replicas. Once a replica's capacity is measured (see demand), the pool
+// needs its arrivals over that capacity at the target utilization, plus what drains its queue within
+// drain_time. Until then, the queue per replica against its target. Either way, mean KV utilization above
+// its target scales by its pressure when that asks for more, and all is kept within [min_replicas,
+// max_replicas]. Only replicas with fresh telemetry count.
+func (p *pool) plan(cfg *Config, d *demand, dt float64) {
 	a := cfg.Autoscaling
 	kvSum, kvN, growthSum, growthN := 0.0, 0, 0.0, 0
 	for _, v := range p.views {
@@ -127,16 +129,39 @@ func (p *pool) plan(cfg *Config) {
 	if growthN > 0 {
 		p.growth = growthSum / float64(growthN)
 	}
+	target := a.TargetWaitingPerReplica * float64(p.fresh)
+	if known(p.growth) && p.growth > 1.05 && p.waiting < target {
+		p.eta = math.Log(target/math.Max(p.waiting, 1)) / math.Log(p.growth) * 60
+	}
 	if p.fresh == 0 {
 		p.desired, p.reason = clampInt(a.MinReplicas, a.MinReplicas, a.MaxReplicas), reasonSteady
 		p.forecast = p.desired
 		return
 	}
-	queuePressure := p.waiting / float64(p.fresh) / a.TargetWaitingPerReplica
+	d.observe(p, a, dt)
 	kvPressure := 0.0
 	if known(p.kvMean) {
 		kvPressure = p.kvMean / a.TargetKVUtilization
 	}
+	if need := d.replicasFor(d.arrivals, p.waiting, a); known(need) {
+		p.desired, p.reason = int(math.Ceil(need)), reasonDemand
+		switch {
+		case p.desired < p.fresh:
+			p.reason = reasonLowLoad
+		case p.desired == p.fresh:
+			p.reason = reasonSteady
+		}
+		if kv := int(math.Ceil(float64(p.fresh) * kvPressure)); kvPressure > 1 && kv > p.desired {
+			p.desired, p.reason = kv, reasonKVCache
+		}
+		p.desired = clampInt(p.desired, a.MinReplicas, a.MaxReplicas)
+		p.forecast = p.desired
+		if f := d.replicasFor(d.forecastArrivals(a, cfg.ForecastHorizon), 0, a); known(f) {
+			p.forecast = clampInt(int(math.Ceil(f)), a.MinReplicas, a.MaxReplicas)
+		}
+		return
+	}
+	queuePressure := p.waiting / float64(p.fresh) / a.TargetWaitingPerReplica
 	pressure, reason := queuePressure, reasonQueue
 	if kvPressure > pressure {
 		pressure, reason = kvPressure, reasonKVCache
@@ -157,10 +182,6 @@ func (p *pool) plan(cfg *Config) {
 		if need := int(math.Ceil(grown / a.TargetWaitingPerReplica)); need > p.forecast {
 			p.forecast = clampInt(need, a.MinReplicas, a.MaxReplicas)
 		}
-	}
-	target := a.TargetWaitingPerReplica * float64(p.fresh)
-	if known(p.growth) && p.growth > 1.05 && p.waiting < target {
-		p.eta = math.Log(target/math.Max(p.waiting, 1)) / math.Log(p.growth) * 60
 	}
 }
 

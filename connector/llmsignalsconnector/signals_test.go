@@ -173,7 +173,7 @@ func (r *rig) desired() map[string]float64 {
 	out := map[string]float64{}
 	for m, v := range r.lastGauges(schema.MetricLLMPoolDesiredReplicas) {
 		current := 0
-		for _, reason := range scaleReasons {
+		for _, reason := range schema.ScaleReasonValues() {
 			flag, ok := reasons[m+"/"+reason]
 			require.True(r.t, ok, "reason %s of %s not reported", reason, m)
 			if flag == 1 {
@@ -520,23 +520,54 @@ func TestAutoscaling(t *testing.T) {
 		name    string
 		waiting float64
 		kv      float64
+		from    float64 // the queue is there from this second on
 		want    map[string]float64
 	}{
-		{"queue beyond target", 10, 0.4, map[string]float64{model + "/" + reasonQueue: 10}}, // 2 replicas x 10 waiting / 2 per replica
-		{"KV beyond target", 0, 0.95, map[string]float64{model + "/" + reasonKVCache: 3}},   // ceil(2 x 0.95/0.85)
-		{"low load", 0, 0.1, map[string]float64{model + "/" + reasonLowLoad: 1}},
-		{"steady", 1, 0.5, map[string]float64{model + "/" + reasonSteady: 2}},
+		// Before any replica was seen with work waiting, its capacity is unknown: the queue rule.
+		{"a queue appears", 10, 0.4, 90, map[string]float64{model + "/" + reasonQueue: 10}}, // 2 replicas x 10 waiting / 2 per replica
+		// A standing queue: both replicas serve what they can (5 requests/s each, all that arrives), so the
+		// pool needs 10/s over 5/s at 80%: 3 replicas, not the queue rule's 10.
+		{"a standing queue", 10, 0.4, -600, map[string]float64{model + "/" + reasonDemand: 3}},
+		{"KV beyond target", 0, 0.95, -600, map[string]float64{model + "/" + reasonKVCache: 3}}, // ceil(2 x 0.95/0.85)
+		{"low load", 0, 0.1, -600, map[string]float64{model + "/" + reasonLowLoad: 1}},
+		{"steady", 0, 0.5, -600, map[string]float64{model + "/" + reasonSteady: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
-			r.run([]string{"r1", "r2"}, 100, func(_ string, _ float64, s *replicaState) {
-				s.values[schema.MetricLLMSchedulerRequestsWaiting] = tc.waiting
+			r.run([]string{"r1", "r2"}, 100, func(_ string, sec float64, s *replicaState) {
+				if sec >= tc.from {
+					s.values[schema.MetricLLMSchedulerRequestsWaiting] = tc.waiting
+				}
 				s.values[schema.MetricLLMKVCacheUtilization] = tc.kv
 			})
 			assert.Equal(t, tc.want, r.desired())
 			assert.Equal(t, map[string]float64{model: 2}, r.lastGauges(schema.MetricLLMPoolReplicas))
 		})
 	}
+	// Demand above capacity, flat: the queue grows for as long as it lasts (0.2 requests/s per replica), and
+	// the queue rule would follow it (to max_replicas). Demand over capacity stays where it is.
+	t.Run("flat demand above capacity", func(t *testing.T) {
+		for _, until := range []float64{300, 1800} {
+			r := newRig(t)
+			r.run([]string{"r1", "r2"}, until, func(_ string, sec float64, s *replicaState) {
+				s.values[schema.MetricLLMSchedulerRequestsWaiting] = 10 + 0.2*(sec+600)
+			})
+			// 2 x 5.2 arriving, 5 served per replica: ceil(10.4 / (5 x 0.8)) = 3, the drain of the queue
+			// (2 x 490 at 1800 s over 10 minutes) asks for less.
+			assert.Equal(t, map[string]float64{model + "/" + reasonDemand: 3}, r.desired(), "after %v s", until)
+		}
+	})
+	t.Run("demand rising", func(t *testing.T) {
+		r := newRig(t)
+		r.run([]string{"r1"}, 100, func(_ string, sec float64, s *replicaState) {
+			// Arrivals 5/s (what is served) plus the queue's growth, which rises by 1.2/s a minute: 19/s now.
+			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 10 + (sec+600)*(sec+600)/100
+		})
+		desired := r.desired()[model+"/"+reasonDemand]
+		forecast := r.lastGauges(schema.MetricLLMPoolForecastReplicas)[model]
+		assert.Equal(t, 6.0, desired, "4,910 waiting drained within 10 minutes: ceil((19 + 8.2) / 5), more than ceil(19 / (5 x 0.8))")
+		assert.InDelta(t, 8, forecast, 1, "ten minutes more of the trend: about 31/s")
+	})
 	t.Run("saturation forecast while the queue grows", func(t *testing.T) {
 		r := newRig(t)
 		r.run([]string{"r1"}, 100, func(_ string, sec float64, s *replicaState) {

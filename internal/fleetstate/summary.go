@@ -60,6 +60,14 @@ type Summary struct {
 	// Rates (per second) and counter deltas between the scrapes that bracket the interval; NaN when the engine
 	// does not report them or no two snapshots bracket it.
 	FinishedRate float64
+	// ArrivalRate is requests arriving per second over the same bracket: those that finished plus the growth
+	// of the replica's waiting and running requests (what came in and stayed). It is the offered load,
+	// which completions alone understate while a queue builds; NaN without the finished counter or levels.
+	ArrivalRate float64
+	// Saturated is true when requests were waiting at every scrape of the bracket and the running batch did
+	// not grow across it: work queued the whole time behind a full batch, so the replica's completions over
+	// it are what it can serve, not what it was sent.
+	Saturated    bool
 	PromptTokens float64
 	GenTokens    float64
 	// TTFTMean is the mean time to first token of the requests that got one between the bracketing scrapes;
@@ -129,7 +137,7 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 		Replica: key, StateAge: nan, PrefixQueries: nan, PrefixHitRatioWindow: nan, PrefixHitRatioWidened: nan, PrefixHitRatioBracket: nan,
 		WaitingAtArrival: nan, WaitingMax: nan, QueueGrowthPerMinute: nan, WaitingEarlier: nan, WaitingEarlierAge: nan, RunningMax: nan,
 		RunningUsual: nan, KVUtilizationMax: nan, Preemptions: nan, PrefixHitRatio: nan, PrefixHitRatioUsual: nan,
-		FinishedRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
+		FinishedRate: nan, ArrivalRate: nan, PromptTokens: nan, GenTokens: nan, TTFTMean: nan, TTFTUsual: nan, MaxRunning: nan,
 		GPUUtilizationMean: nan, GPUMemoryUtilizationMax: nan, GPUMemoryGrowth: nan, GPUMemoryUtilizationNow: nan, SMClockRatio: nan, XIDErrors: nan,
 		CollectiveObservable: nan, CollectiveWaitShare: nan, CollectiveSkewMean: nan, CollectiveMeanDuration: nan, CollectiveOperations: nan, CollectiveLateShare: nan,
 	}
@@ -225,6 +233,19 @@ func summarizeEngine(snaps *ring[EngineSnapshot], from, to int64, minPrefixQueri
 
 	if dt := float64(snaps.at(last).Time-arrival.Time) / 1e9; dt > 0 {
 		sum.FinishedRate = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.Finished }) / dt
+		end := snaps.at(last)
+		if inside, before := end.Waiting+end.Running, arrival.Waiting+arrival.Running; !math.IsNaN(inside) && !math.IsNaN(before) && !math.IsNaN(sum.FinishedRate) {
+			sum.ArrivalRate = math.Max(0, sum.FinishedRate+(inside-before)/dt)
+		}
+		// A batch still filling up finishes fewer requests than it holds: its completions lag behind what
+		// the replica serves once full, so only a batch that has stopped growing counts.
+		sum.Saturated = !(end.Running > arrival.Running*1.1+1)
+		for i := first; sum.Saturated && i <= last; i++ {
+			if w := snaps.at(i).Waiting; !(w >= 1) {
+				sum.Saturated = false
+				break
+			}
+		}
 	}
 	sum.PromptTokens = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.PromptTokens })
 	sum.GenTokens = counterDelta(snaps, first, last, func(e EngineSnapshot) float64 { return e.GenTokens })

@@ -514,7 +514,7 @@ const (
 	AttrLLMTokenType = "llm.token.type"
 	// AttrLLMHealthComponent: One factor of a replica's health score (queue, kv_cache, ttft, gpu, telemetry).
 	AttrLLMHealthComponent = "llm.health.component"
-	// AttrLLMScaleReason: Why the pool should have the recommended number of replicas (queue, kv_cache, low_load, steady).
+	// AttrLLMScaleReason: Why the pool should have the recommended number of replicas.
 	AttrLLMScaleReason = "llm.scale.reason"
 	// AttrLLMIncidentDetector: The llm_signals detector that raised an incident, in the order incidents are reported; its severity is the incident's.
 	AttrLLMIncidentDetector = "llm.incident.detector"
@@ -627,6 +627,25 @@ const (
 // PhaseValues returns every value of llm.phase, in the schema's order.
 func PhaseValues() []string {
 	return []string{PhaseQueue, PhasePrefill, PhaseDecode, PhaseOther}
+}
+
+// Values of llm.scale.reason: Why the pool should have the recommended number of replicas.
+const (
+	// ScaleReasonDemand: The pool's arrivals against one replica's measured capacity at the target utilization, plus what it takes to drain the queue within drain_time.
+	ScaleReasonDemand = "demand"
+	// ScaleReasonQueue: The queue per replica against its target; used until a replica's capacity has been measured.
+	ScaleReasonQueue = "queue"
+	// ScaleReasonKVCache: The pool's mean KV-cache utilization against its target.
+	ScaleReasonKVCache = "kv_cache"
+	// ScaleReasonLowLoad: Every pressure below scale_down_below (before capacity is measured), or demand that fewer replicas serve.
+	ScaleReasonLowLoad = "low_load"
+	// ScaleReasonSteady: The pool runs what it needs.
+	ScaleReasonSteady = "steady"
+)
+
+// ScaleReasonValues returns every value of llm.scale.reason, in the schema's order.
+func ScaleReasonValues() []string {
+	return []string{ScaleReasonDemand, ScaleReasonQueue, ScaleReasonKVCache, ScaleReasonLowLoad, ScaleReasonSteady}
 }
 
 // Values of llm.incident.detector: The llm_signals detector that raised an incident, in the order incidents are reported; its severity is the incident's.
