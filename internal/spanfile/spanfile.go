@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/servescope/servescope/internal/attrvalue"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -283,18 +284,18 @@ func collect(td ptrace.Traces, out *File) {
 
 func request(span ptrace.Span, a, res pcommon.Map, cause string) Request {
 	r := Request{
-		ID:         text(a, schema.AttrGenAIRequestID),
-		Model:      firstOf(text(a, schema.AttrGenAIResponseModel), text(a, schema.AttrGenAIRequestModel), text(res, schema.AttrGenAIRequestModel)),
-		Tenant:     text(a, schema.AttrLLMTenant),
-		Family:     text(a, schema.AttrLLMPromptFamily),
-		Replica:    firstOf(text(res, schema.AttrServiceInstanceID), text(a, schema.AttrServiceInstanceID)),
-		Engine:     text(res, schema.AttrLLMEngineName),
+		ID:         attrvalue.String(a, schema.AttrGenAIRequestID),
+		Model:      firstOf(attrvalue.String(a, schema.AttrGenAIResponseModel), attrvalue.String(a, schema.AttrGenAIRequestModel), attrvalue.String(res, schema.AttrGenAIRequestModel)),
+		Tenant:     attrvalue.String(a, schema.AttrLLMTenant),
+		Family:     attrvalue.String(a, schema.AttrLLMPromptFamily),
+		Replica:    firstOf(attrvalue.String(res, schema.AttrServiceInstanceID), attrvalue.String(a, schema.AttrServiceInstanceID)),
+		Engine:     attrvalue.String(res, schema.AttrLLMEngineName),
 		Start:      span.StartTimestamp().AsTime(),
 		End:        span.EndTimestamp().AsTime(),
-		SlowReason: text(a, schema.AttrLLMSlowReason),
+		SlowReason: attrvalue.String(a, schema.AttrLLMSlowReason),
 		Cause:      cause,
-		Secondary:  text(a, schema.AttrLLMRootCauseSecondary),
-		Evidence:   text(a, schema.AttrLLMRootCauseEvidence),
+		Secondary:  attrvalue.String(a, schema.AttrLLMRootCauseSecondary),
+		Evidence:   attrvalue.String(a, schema.AttrLLMRootCauseEvidence),
 
 		Queue: number(a, schema.AttrLLMLatencyQueue), Prefill: number(a, schema.AttrLLMLatencyPrefill),
 		Decode: number(a, schema.AttrLLMLatencyDecode), Other: number(a, schema.AttrLLMLatencyOther),
@@ -320,26 +321,12 @@ func request(span ptrace.Span, a, res pcommon.Map, cause string) Request {
 	return r
 }
 
-func text(m pcommon.Map, key string) string {
-	if v, ok := m.Get(key); ok {
-		return v.AsString()
-	}
-	return ""
-}
-
+// number is an attribute's value, NaN when the span does not say (the breakdown leaves unknown phases out).
 func number(m pcommon.Map, key string) float64 {
-	v, ok := m.Get(key)
-	if !ok {
-		return math.NaN()
+	if v, ok := attrvalue.Float(m, key); ok {
+		return v
 	}
-	switch v.Type() {
-	case pcommon.ValueTypeDouble:
-		return v.Double()
-	case pcommon.ValueTypeInt:
-		return float64(v.Int())
-	default:
-		return math.NaN()
-	}
+	return math.NaN()
 }
 
 func firstOf(values ...string) string {
