@@ -34,7 +34,6 @@ import (
 type core struct {
 	cfg    *Config
 	logger *zap.Logger
-	schema *schema.Schema
 	stages map[string]string // stage-span name -> phase, from the schema's engines
 	store  *fleetstate.Store
 	now    func() time.Time
@@ -91,7 +90,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		return nil, err
 	}
 	c := &core{
-		cfg: cfg, logger: set.Logger, schema: sch, stages: sch.SpanStages(), now: time.Now,
+		cfg: cfg, logger: set.Logger, stages: sch.SpanStages(), now: time.Now,
 		store: fleetstate.New(fleetstate.Config{
 			ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
 			MaxReplicas: cfg.MaxReplicas, MaxLabelLength: cfg.MaxLabelLength,
@@ -705,7 +704,7 @@ func (c *core) flushMetrics(ctx context.Context) error {
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
 	sm.Scope().SetName(metadata.ScopeName)
-	c.agg.flush(c.now(), sm, c.schema)
+	c.agg.flush(c.now(), sm)
 	c.mu.Unlock()
 	return c.metricsOut.ConsumeMetrics(ctx, md)
 }

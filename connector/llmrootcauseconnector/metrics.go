@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -46,7 +47,7 @@ type series struct {
 
 // family is one output metric's series, capped.
 type family struct {
-	name   string
+	metric canonical.Metric
 	attr   string // the family's own attribute (llm.phase, llm.root_cause, ...)
 	extra  string // a second attribute of its own, after the dimensions ("" when none)
 	series map[seriesKey]*series
@@ -72,14 +73,14 @@ type aggregator struct {
 func newAggregator(cfg *Config, start time.Time) *aggregator {
 	return &aggregator{
 		cfg: cfg, start: pcommon.NewTimestampFromTime(start),
-		phases:     &family{name: schema.MetricLLMRequestPhaseDuration, attr: schema.AttrLLMPhase, series: map[seriesKey]*series{}},
-		rootCauses: &family{name: schema.MetricLLMRequestRootCause, attr: schema.AttrLLMRootCause, series: map[seriesKey]*series{}},
-		slow:       &family{name: schema.MetricLLMRequestSlow, attr: schema.AttrLLMSlowReason, series: map[seriesKey]*series{}},
+		phases:     &family{metric: canonical.LLMRequestPhaseDuration, attr: schema.AttrLLMPhase, series: map[seriesKey]*series{}},
+		rootCauses: &family{metric: canonical.LLMRequestRootCause, attr: schema.AttrLLMRootCause, series: map[seriesKey]*series{}},
+		slow:       &family{metric: canonical.LLMRequestSlow, attr: schema.AttrLLMSlowReason, series: map[seriesKey]*series{}},
 		tenantToks: &family{
-			name: schema.MetricLLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, extra: schema.AttrLLMPromptFamily,
+			metric: canonical.LLMTenantPromptTokens, attr: schema.AttrLLMPromptCache, extra: schema.AttrLLMPromptFamily,
 			series: map[seriesKey]*series{},
 		},
-		tokens:         &family{name: schema.MetricLLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
+		tokens:         &family{metric: canonical.LLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
 		promptFamilies: heavyhitters.New(cfg.MaxPromptFamilies, cfg.Baseline.Window),
 	}
 }
@@ -244,21 +245,16 @@ func (s *series) setExemplar(ex exemplar, value float64) {
 
 // flush writes every series, cumulative since start, into md. Exemplars cover the interval since the last
 // flush and are then cleared.
-func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics, sch *schema.Schema) {
+func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics) {
 	ts := pcommon.NewTimestampFromTime(now)
 	a.lastFlush, a.flushed = ts, true
 	for _, f := range []*family{a.phases, a.rootCauses, a.slow, a.tenantToks, a.tokens} {
 		if len(f.order) == 0 {
 			continue
 		}
-		m := scope.Metrics().AppendEmpty()
-		def := sch.Metric(f.name)
-		m.SetName(f.name)
-		m.SetUnit(def.Unit)
-		m.SetDescription(def.Description)
+		m := f.metric.AppendMetric(scope.Metrics())
 		if f == a.phases {
-			h := m.SetEmptyHistogram()
-			h.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+			h := m.Histogram()
 			for _, key := range f.order {
 				s := f.series[key]
 				dp := h.DataPoints().AppendEmpty()
@@ -273,9 +269,7 @@ func (a *aggregator) flush(now time.Time, scope pmetric.ScopeMetrics, sch *schem
 			}
 			continue
 		}
-		sum := m.SetEmptySum()
-		sum.SetIsMonotonic(true)
-		sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		sum := m.Sum()
 		for _, key := range f.order {
 			s := f.series[key]
 			dp := sum.DataPoints().AppendEmpty()

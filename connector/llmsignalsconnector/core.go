@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/connector/llmsignalsconnector/internal/metadata"
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
@@ -32,7 +33,6 @@ import (
 type core struct {
 	cfg    *Config
 	logger *zap.Logger
-	schema *schema.Schema
 	store  *fleetstate.Store
 
 	mu         sync.Mutex
@@ -73,12 +73,8 @@ type incident struct {
 }
 
 func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
-	sch, err := schema.Default()
-	if err != nil {
-		return nil, err
-	}
 	c := &core{
-		cfg: cfg, logger: set.Logger, schema: sch,
+		cfg: cfg, logger: set.Logger,
 		store: fleetstate.New(fleetstate.Config{
 			ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow, MaxReplicas: cfg.MaxReplicas,
 			MaxLabelLength: cfg.MaxLabelLength,
@@ -86,6 +82,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		incidents: map[incidentKey]*incident{}, demand: map[string]*demand{}, costs: newCostBook(),
 	}
 	c.usage = newUsage(cfg, c.costs)
+	var err error
 	if c.telemetry, err = metadata.NewTelemetryBuilder(set); err != nil {
 		return nil, err
 	}
@@ -265,24 +262,24 @@ func (c *core) evaluate(now int64) outputs {
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
 	sm.Scope().SetName(metadata.ScopeName)
-	g := newGauges(sm.Metrics(), c.schema, ts)
+	g := newGauges(sm.Metrics(), ts)
 	ld := plog.NewLogs()
 	for _, v := range views {
 		h := healthOf(v, c.cfg)
-		g.set(schema.MetricLLMReplicaHealthScore, h.score, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		g.set(canonical.LLMReplicaHealthScore, h.score, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
 		for _, name := range slices.Sorted(maps.Keys(h.components)) {
-			g.set(schema.MetricLLMReplicaHealthComponent, h.components[name], schema.AttrLLMHealthComponent, name,
+			g.set(canonical.LLMReplicaHealthComponent, h.components[name], schema.AttrLLMHealthComponent, name,
 				schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
 		}
 		p := pools[v.model]
-		g.set(schema.MetricLLMReplicaRoutingScore, p.scores[v.replica], schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		g.set(canonical.LLMReplicaRoutingScore, p.scores[v.replica], schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
 		best := 0.0
 		if p.bestKey == v.replica {
 			best = 1
 		}
-		g.set(schema.MetricLLMReplicaRoutingRecommended, best, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+		g.set(canonical.LLMReplicaRoutingRecommended, best, schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
 		if run, capacity := v.now.RunningMax, v.now.MaxRunning; known(run, capacity) && capacity > 0 && !v.stale {
-			g.set(schema.MetricLLMReplicaBatchUtilization, math.Min(1, run/capacity), schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
+			g.set(canonical.LLMReplicaBatchUtilization, math.Min(1, run/capacity), schema.AttrGenAIRequestModel, v.model, schema.AttrServiceInstanceID, v.replica)
 		}
 		c.detect(v, now, ld, g)
 		if dt > 0 {
@@ -296,18 +293,18 @@ func (c *core) evaluate(now int64) outputs {
 	c.costs.perRequest(g)
 	for _, model := range slices.Sorted(maps.Keys(pools)) {
 		p := pools[model]
-		g.set(schema.MetricLLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
-		g.set(schema.MetricLLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model)
+		g.set(canonical.LLMPoolReplicas, float64(p.fresh), schema.AttrGenAIRequestModel, model)
+		g.set(canonical.LLMPoolDesiredReplicas, float64(p.desired), schema.AttrGenAIRequestModel, model)
 		for _, reason := range schema.ScaleReasonValues() {
-			g.set(schema.MetricLLMPoolScaleReason, map[bool]float64{true: 1}[reason == p.reason], schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, reason)
+			g.set(canonical.LLMPoolScaleReason, map[bool]float64{true: 1}[reason == p.reason], schema.AttrGenAIRequestModel, model, schema.AttrLLMScaleReason, reason)
 		}
 		if known(p.eta) {
-			g.set(schema.MetricLLMPoolSaturationEta, p.eta, schema.AttrGenAIRequestModel, model)
+			g.set(canonical.LLMPoolSaturationEta, p.eta, schema.AttrGenAIRequestModel, model)
 		}
-		g.set(schema.MetricLLMPoolForecastReplicas, float64(p.forecast), schema.AttrGenAIRequestModel, model)
+		g.set(canonical.LLMPoolForecastReplicas, float64(p.forecast), schema.AttrGenAIRequestModel, model)
 	}
 	c.closeVanished(views, now, ld)
-	c.costs.write(sm.Metrics(), c.schema, c.start, ts)
+	c.costs.write(sm.Metrics(), c.start, ts)
 	return outputs{metrics: md, logs: ld}
 }
 
@@ -375,7 +372,7 @@ func (c *core) advance(k incidentKey, d detector, f finding, v *view, now int64,
 		if closed {
 			active = 0
 		}
-		g.set(schema.MetricLLMIncidentActive, active, attrs...)
+		g.set(canonical.LLMIncidentActive, active, attrs...)
 	}
 }
 
@@ -467,33 +464,27 @@ func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f findin
 // evidenceAttribute holds an incident's numbers as a map (keys per detector, listed in README.md).
 const evidenceAttribute = "llm.incident.evidence"
 
-// gauges writes one gauge metric per name, data points appended as they come.
+// gauges writes one gauge metric per canonical gauge, data points appended as they come.
 type gauges struct {
 	ms     pmetric.MetricSlice
-	sch    *schema.Schema
 	ts     pcommon.Timestamp
-	byName map[string]pmetric.Metric
+	byName map[string]pmetric.Gauge
 }
 
-func newGauges(ms pmetric.MetricSlice, sch *schema.Schema, ts pcommon.Timestamp) *gauges {
-	return &gauges{ms: ms, sch: sch, ts: ts, byName: map[string]pmetric.Metric{}}
+func newGauges(ms pmetric.MetricSlice, ts pcommon.Timestamp) *gauges {
+	return &gauges{ms: ms, ts: ts, byName: map[string]pmetric.Gauge{}}
 }
 
-func (g *gauges) set(name string, value float64, attrs ...string) {
+func (g *gauges) set(metric canonical.Gauge, value float64, attrs ...string) {
 	if !known(value) {
 		return
 	}
-	m, ok := g.byName[name]
+	m, ok := g.byName[metric.Name()]
 	if !ok {
-		m = g.ms.AppendEmpty()
-		def := g.sch.Metric(name)
-		m.SetName(name)
-		m.SetUnit(def.Unit)
-		m.SetDescription(def.Description)
-		m.SetEmptyGauge()
-		g.byName[name] = m
+		m = metric.AppendTo(g.ms)
+		g.byName[metric.Name()] = m
 	}
-	dp := m.Gauge().DataPoints().AppendEmpty()
+	dp := m.DataPoints().AppendEmpty()
 	dp.SetTimestamp(g.ts)
 	dp.SetDoubleValue(value)
 	for i := 0; i+1 < len(attrs); i += 2 {

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/internal/attrvalue"
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/fleetstate"
 	"github.com/servescope/servescope/internal/heavyhitters"
 	"github.com/servescope/servescope/internal/labelcap"
@@ -460,14 +461,14 @@ func (b *costBook) charge(cfg *Config, v *view, u *replicaUsage, dt float64) {
 // perRequest writes this evaluation's cost per request (per tenant and model) and per token (per token type
 // and model), and starts the next interval.
 func (b *costBook) perRequest(g *gauges) {
-	writeRatios(g, schema.MetricLLMCostPerRequest, b.interval, b.requests,
+	writeRatios(g, canonical.LLMCostPerRequest, b.interval, b.requests,
 		func(a, c tenantModel) int {
 			return cmp.Or(cmp.Compare(a.tenant, c.tenant), cmp.Compare(a.model, c.model))
 		},
 		func(k tenantModel) []string {
 			return []string{schema.AttrLLMTenant, k.tenant, schema.AttrGenAIRequestModel, k.model}
 		})
-	writeRatios(g, schema.MetricLLMCostPerToken, b.phaseCost, b.phaseTokens,
+	writeRatios(g, canonical.LLMCostPerToken, b.phaseCost, b.phaseTokens,
 		func(a, c tokenModel) int {
 			return cmp.Or(cmp.Compare(a.model, c.model), cmp.Compare(a.tokenType, c.tokenType))
 		},
@@ -476,29 +477,29 @@ func (b *costBook) perRequest(g *gauges) {
 		})
 }
 
-// writeRatios sets name to num[k]/den[k] for every key with a positive denominator, keys in order, and
+// writeRatios sets the gauge to num[k]/den[k] for every key with a positive denominator, keys in order, and
 // clears both maps: the per-interval ratios.
-func writeRatios[K comparable](g *gauges, name string, num, den map[K]float64, order func(a, b K) int, attrs func(K) []string) {
+func writeRatios[K comparable](g *gauges, gauge canonical.Gauge, num, den map[K]float64, order func(a, b K) int, attrs func(K) []string) {
 	for _, k := range slices.SortedFunc(maps.Keys(num), order) {
 		if n := den[k]; n > 0 {
-			g.set(name, num[k]/n, attrs(k)...)
+			g.set(gauge, num[k]/n, attrs(k)...)
 		}
 	}
 	clear(num)
 	clear(den)
 }
 
-func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts pcommon.Timestamp) {
+func (b *costBook) write(ms pmetric.MetricSlice, start, ts pcommon.Timestamp) {
 	byTenant := func(a, c costKey) int {
 		return cmp.Or(cmp.Compare(a.replica, c.replica), cmp.Compare(a.model, c.model), cmp.Compare(a.tenant, c.tenant))
 	}
 	tenantAttrs := func(k costKey) []string {
 		return []string{schema.AttrLLMTenant, k.tenant, schema.AttrGenAIRequestModel, k.model, schema.AttrServiceInstanceID, k.replica}
 	}
-	writeCounter(ms, sch, schema.MetricLLMCostGPUTime, b.gpuTime, byTenant, tenantAttrs, start, ts)
-	writeCounter(ms, sch, schema.MetricLLMCostAmount, b.amount, byTenant, tenantAttrs, start, ts)
-	writeCounter(ms, sch, schema.MetricLLMCostPrefixCacheSavings, b.savings, byTenant, tenantAttrs, start, ts)
-	writeCounter(ms, sch, schema.MetricLLMCostGPUTimeByCategory, b.categories,
+	writeCounter(ms, canonical.LLMCostGPUTime, b.gpuTime, byTenant, tenantAttrs, start, ts)
+	writeCounter(ms, canonical.LLMCostAmount, b.amount, byTenant, tenantAttrs, start, ts)
+	writeCounter(ms, canonical.LLMCostPrefixCacheSavings, b.savings, byTenant, tenantAttrs, start, ts)
+	writeCounter(ms, canonical.LLMCostGPUTimeByCategory, b.categories,
 		func(a, c categoryKey) int {
 			return cmp.Or(cmp.Compare(a.replica, c.replica), cmp.Compare(a.category, c.category))
 		},
@@ -508,20 +509,13 @@ func (b *costBook) write(ms pmetric.MetricSlice, sch *schema.Schema, start, ts p
 }
 
 // writeCounter writes one cumulative counter, its series in a stable order; nothing when it has none.
-func writeCounter[K comparable](ms pmetric.MetricSlice, sch *schema.Schema, name string, values map[K]float64,
+func writeCounter[K comparable](ms pmetric.MetricSlice, counter canonical.Counter, values map[K]float64,
 	order func(a, b K) int, attrs func(K) []string, start, ts pcommon.Timestamp,
 ) {
 	if len(values) == 0 {
 		return
 	}
-	m := ms.AppendEmpty()
-	def := sch.Metric(name)
-	m.SetName(name)
-	m.SetUnit(def.Unit)
-	m.SetDescription(def.Description)
-	sum := m.SetEmptySum()
-	sum.SetIsMonotonic(true)
-	sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	sum := counter.AppendTo(ms)
 	keys := make([]K, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -23,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/promtext"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -344,22 +344,8 @@ func (s *Scraper) fillResource(attrs pcommon.Map) {
 	}
 }
 
-// upMetric is llm.engine.up as the schema declares it: its unit and description come from there.
-var upMetric = sync.OnceValue(func() *schema.Metric {
-	sch, err := schema.Default()
-	if err != nil || sch.Metric(schema.MetricLLMEngineUp) == nil {
-		panic(fmt.Sprintf("the embedded schema declares no %s: %v", schema.MetricLLMEngineUp, err)) // a build defect
-	}
-	return sch.Metric(schema.MetricLLMEngineUp)
-})
-
 func appendUp(ms pmetric.MetricSlice, up bool, now pcommon.Timestamp) {
-	def := upMetric()
-	m := ms.AppendEmpty()
-	m.SetName(def.Name)
-	m.SetUnit(def.Unit)
-	m.SetDescription(def.Description)
-	dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+	dp := canonical.LLMEngineUp.AppendTo(ms).DataPoints().AppendEmpty()
 	dp.SetTimestamp(now)
 	if up {
 		dp.SetIntValue(1)

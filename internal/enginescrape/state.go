@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/datapoints"
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -52,8 +53,8 @@ type stateEndpoint struct {
 	user    *url.Userinfo // the credentials for base: the endpoint's, or those in BaseURL
 }
 
-// StateOutput collects what a state endpoint reports, under canonical names (units and descriptions come
-// from the schema) and resource attributes.
+// StateOutput collects what a state endpoint reports, under canonical names (units, descriptions and data
+// types come from the schema) and resource attributes.
 type StateOutput struct {
 	schema   *schema.Schema
 	ms       pmetric.MetricSlice
@@ -74,7 +75,7 @@ type StateOutput struct {
 
 // Gauge records one data point of a canonical gauge; attrs are key, value pairs.
 func (o *StateOutput) Gauge(name string, value float64, attrs ...string) {
-	m, ok := o.metric(name, func(m pmetric.Metric) { m.SetEmptyGauge() })
+	m, ok := o.metric(name, schema.Gauge)
 	if !ok {
 		return
 	}
@@ -86,11 +87,7 @@ func (o *StateOutput) Gauge(name string, value float64, attrs ...string) {
 
 // Counter records one data point of a canonical counter: total is cumulative since start.
 func (o *StateOutput) Counter(name string, total float64, start pcommon.Timestamp, attrs ...string) {
-	m, ok := o.metric(name, func(m pmetric.Metric) {
-		sum := m.SetEmptySum()
-		sum.SetIsMonotonic(true)
-		sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	})
+	m, ok := o.metric(name, schema.Counter)
 	if !ok {
 		return
 	}
@@ -107,24 +104,23 @@ func putAttributes(m pcommon.Map, attrs []string) {
 	}
 }
 
-// metric returns the canonical metric to add a point to, creating it on first use; ok is false when the
-// same scrape's Prometheus endpoint already provides it.
-func (o *StateOutput) metric(name string, init func(pmetric.Metric)) (pmetric.Metric, bool) {
+// metric returns the canonical metric to add a point to, creating it on first use from its schema-generated
+// builder; ok is false when the same scrape's Prometheus endpoint already provides it.
+func (o *StateOutput) metric(name string, instrument schema.Instrument) (pmetric.Metric, bool) {
+	builder, declared := canonical.Lookup(name)
+	switch { // programming errors, which every test of the endpoint's parser finds
+	case !declared:
+		panic("state endpoint emits a metric the schema does not declare: " + name)
+	case builder.Instrument() != instrument:
+		panic(fmt.Sprintf("state endpoint writes %s as a %s, but the schema declares a %s", name, instrument, builder.Instrument()))
+	}
 	if m, ok := o.byName[name]; ok {
 		return m, true
 	}
-	def := o.schema.Metric(name)
-	if def == nil {
-		panic("state endpoint emits a metric the schema does not declare: " + name) // a programming error
-	}
-	if o.provided(def) {
+	if o.provided(o.schema.Metric(name)) {
 		return pmetric.Metric{}, false
 	}
-	m := o.ms.AppendEmpty()
-	m.SetName(name)
-	m.SetUnit(def.Unit)
-	m.SetDescription(def.Description)
-	init(m)
+	m := builder.AppendMetric(o.ms)
 	o.byName[name] = m
 	return m, true
 }

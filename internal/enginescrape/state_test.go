@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
@@ -59,4 +60,27 @@ func TestStandaloneStateWithoutPrometheus(t *testing.T) {
 	srv.Close()
 	r.Scrape(t, 1)
 	assert.Equal(t, map[string]int{"alone": 2}, polled, "unreachable: nothing polled")
+}
+
+// A state endpoint's metric takes its unit, description and data type from the schema, and writing a
+// metric as another instrument than the schema declares is a programming error that no test can miss.
+func TestStateMetricIsTheSchemas(t *testing.T) {
+	sch, err := schema.Default()
+	assert.NoError(t, err)
+	md := pmetric.NewMetrics()
+	out := enginescrape.NewStateOutputForTest(md.ResourceMetrics().AppendEmpty())
+	out.Gauge(schema.MetricLLMSchedulerSlots, 3)
+	out.Counter(schema.MetricLLMRequestsStarted, 7, out.Now())
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	assert.Equal(t, 2, ms.Len())
+	for i, want := range []pmetric.MetricType{pmetric.MetricTypeGauge, pmetric.MetricTypeSum} {
+		m := ms.At(i)
+		def := sch.Metric(m.Name())
+		assert.Equal(t, def.Unit, m.Unit())
+		assert.Equal(t, def.Description, m.Description())
+		assert.Equal(t, want, m.Type(), m.Name())
+	}
+	assert.PanicsWithValue(t, "state endpoint writes llm.requests.started as a gauge, but the schema declares a counter",
+		func() { out.Gauge(schema.MetricLLMRequestsStarted, 1) })
+	assert.Panics(t, func() { out.Counter(schema.MetricLLMSchedulerSlots, 1, out.Now()) })
 }

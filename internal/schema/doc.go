@@ -4,4 +4,6 @@ package schema
 const (
 	GeneratedGoPath  = "internal/schema/names.go"
 	GeneratedDocPath = "docs/schema.md"
+	// GeneratedBuildersPath holds the canonical metrics' builders (package internal/canonical).
+	GeneratedBuildersPath = "internal/canonical/metrics.go"
 )

@@ -23,6 +23,9 @@ func TestGeneratedFilesAreFresh(t *testing.T) {
 	goSrc, err := RenderGo(s)
 	require.NoError(t, err)
 	assert.Equal(t, string(goSrc), repoFile(t, GeneratedGoPath), "names.go is stale: run `make generate`")
+	builders, err := RenderBuildersGo(s)
+	require.NoError(t, err)
+	assert.Equal(t, string(builders), repoFile(t, GeneratedBuildersPath), "internal/canonical/metrics.go is stale: run `make generate`")
 	assert.Equal(t, string(RenderMarkdown(s)), repoFile(t, GeneratedDocPath), "docs/schema.md is stale: run `make generate`")
 }
 

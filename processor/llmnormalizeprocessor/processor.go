@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/logonce"
 	"github.com/servescope/servescope/internal/panicguard"
 	"github.com/servescope/servescope/internal/schema"
@@ -204,7 +205,7 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 	none := pmetric.Metric{}
 	for _, d := range n.rules.ratios {
 		if homes != nil && homes[d.numeratorID] != none && homes[d.denominatorID] != none && homes[d.id] == none {
-			deriveRatio(ms, homes[d.numeratorID], homes[d.denominatorID], d.def)
+			deriveRatio(ms, homes[d.numeratorID], homes[d.denominatorID], d.gauge)
 		}
 	}
 	if drop != nil {
@@ -318,10 +319,10 @@ func mergePoints[P interface {
 	return moved, duplicates
 }
 
-// deriveRatio adds def = numerator / denominator for each series present in both counters (for example
+// deriveRatio adds the gauge = numerator / denominator for each series present in both counters (for example
 // llm.prefix_cache.hit_ratio = hits / queries): a ratio of the cumulative sums, so it holds since the engine
 // started (rate both in the backend for a windowed ratio).
-func deriveRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *schema.Metric) {
+func deriveRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, gauge canonical.Gauge) {
 	if hits.Type() != pmetric.MetricTypeSum || queries.Type() != pmetric.MetricTypeSum {
 		return
 	}
@@ -329,20 +330,16 @@ func deriveRatio(ms pmetric.MetricSlice, hits, queries pmetric.Metric, def *sche
 	for _, q := range queries.Sum().DataPoints().All() {
 		queriesBySeries[seriesKey(q.Attributes())] = q
 	}
-	var ratio pmetric.Metric
+	var ratio pmetric.Gauge
 	for _, h := range hits.Sum().DataPoints().All() {
 		q, ok := queriesBySeries[seriesKey(h.Attributes())]
 		if !ok || numberValue(q) <= 0 {
 			continue // no lookups yet: the ratio is undefined, not 0
 		}
-		if ratio == (pmetric.Metric{}) {
-			ratio = ms.AppendEmpty()
-			ratio.SetName(def.Name)
-			ratio.SetUnit(def.Unit)
-			ratio.SetDescription(def.Description)
-			ratio.SetEmptyGauge()
+		if ratio == (pmetric.Gauge{}) {
+			ratio = gauge.AppendTo(ms)
 		}
-		dp := ratio.Gauge().DataPoints().AppendEmpty()
+		dp := ratio.DataPoints().AppendEmpty()
 		h.Attributes().CopyTo(dp.Attributes())
 		dp.SetTimestamp(h.Timestamp())
 		dp.SetDoubleValue(numberValue(h) / numberValue(q))

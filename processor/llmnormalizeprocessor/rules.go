@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/schema"
 )
 
@@ -69,7 +70,7 @@ type ruleSet struct {
 // derivedRatio is a canonical gauge computed as numerator / denominator of two canonical counters.
 type derivedRatio struct {
 	id, numeratorID, denominatorID int
-	def                            *schema.Metric
+	gauge                          canonical.Gauge
 }
 
 type enginePrefix struct{ prefix, engine string }
@@ -85,8 +86,13 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 		index[m.Name] = id
 	}
 	for id, m := range s.Metrics {
-		if len(m.RatioOf) == 2 { // validated at schema load
-			rs.ratios = append(rs.ratios, derivedRatio{id: id, numeratorID: index[m.RatioOf[0]], denominatorID: index[m.RatioOf[1]], def: m})
+		if len(m.RatioOf) == 2 { // validated at schema load: a gauge of two counters
+			builder, _ := canonical.Lookup(m.Name)
+			gauge, ok := builder.(canonical.Gauge)
+			if !ok {
+				panic("the canonical builders do not match the schema: run make generate") // a build defect
+			}
+			rs.ratios = append(rs.ratios, derivedRatio{id: id, numeratorID: index[m.RatioOf[0]], denominatorID: index[m.RatioOf[1]], gauge: gauge})
 		}
 	}
 	for _, name := range s.EngineNames {

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/internal/topology"
 	"github.com/servescope/servescope/receiver/ncclreceiver/internal/metadata"
@@ -310,20 +311,20 @@ func (a *aggregator) emit() pmetric.Metrics {
 		attrs := func(m pcommon.Map) {
 			a.opAttrs(s, m)
 		}
-		h := r.histogram(schema.MetricLLMCollectiveDuration, "s").DataPoints().AppendEmpty()
+		h := r.histogram(canonical.LLMCollectiveDuration).DataPoints().AppendEmpty()
 		s.writeTo(h, a.start, ts)
 		attrs(h.Attributes())
-		c := r.sum(schema.MetricLLMCollectiveCount, "{operation}").DataPoints().AppendEmpty()
+		c := r.sum(canonical.LLMCollectiveCount).DataPoints().AppendEmpty()
 		c.SetStartTimestamp(a.start)
 		c.SetTimestamp(ts)
 		c.SetIntValue(int64(s.n))
 		attrs(c.Attributes())
 		if s.weight > 0 {
 			for _, g := range []struct {
-				name string
-				v    float64
-			}{{schema.MetricLLMCollectiveBusBandwidth, s.busW / s.weight}, {schema.MetricLLMCollectiveAlgoBandwidth, s.algoW / s.weight}} {
-				dp := r.gauge(g.name, "By/s").DataPoints().AppendEmpty()
+				metric canonical.Gauge
+				v      float64
+			}{{canonical.LLMCollectiveBusBandwidth, s.busW / s.weight}, {canonical.LLMCollectiveAlgoBandwidth, s.algoW / s.weight}} {
+				dp := r.gauge(g.metric).DataPoints().AppendEmpty()
 				dp.SetTimestamp(ts)
 				dp.SetDoubleValue(g.v * 1e9) // the Inspector's GB/s are decimal
 				attrs(dp.Attributes())
@@ -337,7 +338,7 @@ func (a *aggregator) emit() pmetric.Metrics {
 			delete(a.skews, k)
 			continue
 		}
-		dp := out(s.proc).histogram(schema.MetricLLMCollectiveArrivalSkew, "s").DataPoints().AppendEmpty()
+		dp := out(s.proc).histogram(canonical.LLMCollectiveArrivalSkew).DataPoints().AppendEmpty()
 		s.writeTo(dp, a.start, ts)
 		m := dp.Attributes()
 		m.PutInt(schema.AttrProcessPid, s.proc.pid)
@@ -462,13 +463,13 @@ func (a *aggregator) emitProm(md pmetric.Metrics, ts pcommon.Timestamp) {
 			var dp pmetric.NumberDataPoint
 			switch p.metric {
 			case "exec_time":
-				dp = r.gauge(schema.MetricLLMCollectiveMeanDuration, "s").DataPoints().AppendEmpty()
+				dp = r.gauge(canonical.LLMCollectiveMeanDuration).DataPoints().AppendEmpty()
 				dp.SetDoubleValue(p.value / 1e6)
 			case "bus_bandwidth":
-				dp = r.gauge(schema.MetricLLMCollectiveBusBandwidth, "By/s").DataPoints().AppendEmpty()
+				dp = r.gauge(canonical.LLMCollectiveBusBandwidth).DataPoints().AppendEmpty()
 				dp.SetDoubleValue(p.value * 1e9)
 			case "algo_bandwidth":
-				dp = r.gauge(schema.MetricLLMCollectiveAlgoBandwidth, "By/s").DataPoints().AppendEmpty()
+				dp = r.gauge(canonical.LLMCollectiveAlgoBandwidth).DataPoints().AppendEmpty()
 				dp.SetDoubleValue(p.value * 1e9)
 			default:
 				continue
@@ -510,7 +511,7 @@ func (a *aggregator) emitObservability(md pmetric.Metrics, ts pcommon.Timestamp)
 		}
 		r := newResourceOut(md)
 		a.replicaResource(i, r.attrs())
-		dp := r.gauge(schema.MetricLLMCollectiveObservability, "1").DataPoints().AppendEmpty()
+		dp := r.gauge(canonical.LLMCollectiveObservability).DataPoints().AppendEmpty()
 		dp.SetTimestamp(ts)
 		if observable {
 			dp.SetIntValue(1)
@@ -522,7 +523,7 @@ func (a *aggregator) emitObservability(md pmetric.Metrics, ts pcommon.Timestamp)
 	}
 }
 
-// resourceOut collects one resource's metrics by name.
+// resourceOut collects one resource's metrics by name, each appended by its canonical builder on first use.
 type resourceOut struct {
 	rm      pmetric.ResourceMetrics
 	sm      pmetric.ScopeMetrics
@@ -538,39 +539,19 @@ func newResourceOut(md pmetric.Metrics) *resourceOut {
 
 func (r *resourceOut) attrs() pcommon.Map { return r.rm.Resource().Attributes() }
 
-func (r *resourceOut) metric(name, unit string) (pmetric.Metric, bool) {
-	if m, ok := r.metrics[name]; ok {
-		return m, false
+func (r *resourceOut) metric(builder canonical.Metric) pmetric.Metric {
+	if m, ok := r.metrics[builder.Name()]; ok {
+		return m
 	}
-	m := r.sm.Metrics().AppendEmpty()
-	m.SetName(name)
-	m.SetUnit(unit)
-	r.metrics[name] = m
-	return m, true
+	m := builder.AppendMetric(r.sm.Metrics())
+	r.metrics[builder.Name()] = m
+	return m
 }
 
-func (r *resourceOut) histogram(name, unit string) pmetric.Histogram {
-	m, fresh := r.metric(name, unit)
-	if fresh {
-		m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	}
-	return m.Histogram()
+func (r *resourceOut) histogram(h canonical.Histogram) pmetric.Histogram {
+	return r.metric(h).Histogram()
 }
 
-func (r *resourceOut) sum(name, unit string) pmetric.Sum {
-	m, fresh := r.metric(name, unit)
-	if fresh {
-		s := m.SetEmptySum()
-		s.SetIsMonotonic(true)
-		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	}
-	return m.Sum()
-}
+func (r *resourceOut) sum(c canonical.Counter) pmetric.Sum { return r.metric(c).Sum() }
 
-func (r *resourceOut) gauge(name, unit string) pmetric.Gauge {
-	m, fresh := r.metric(name, unit)
-	if fresh {
-		m.SetEmptyGauge()
-	}
-	return m.Gauge()
-}
+func (r *resourceOut) gauge(g canonical.Gauge) pmetric.Gauge { return r.metric(g).Gauge() }

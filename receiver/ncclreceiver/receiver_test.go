@@ -497,8 +497,9 @@ func newRigOnHost(t *testing.T, cfg *Config, loc gpuLocator, host string) *rig {
 	return g
 }
 
-// Every metric the receiver emits is a canonical one it is declared to produce, with declared attributes
-// only, so that nothing downstream meets a name the schema does not know.
+// Every metric the receiver emits is a canonical one it is declared to produce, with the schema's unit,
+// description and data type and declared attributes only, so that nothing downstream meets a name the
+// schema does not know.
 func TestEmitsOnlyWhatTheSchemaDeclares(t *testing.T) {
 	s, err := schema.Default()
 	require.NoError(t, err)
@@ -526,6 +527,10 @@ func TestEmitsOnlyWhatTheSchemaDeclares(t *testing.T) {
 				require.NotNil(t, def, m.Name())
 				assert.Equal(t, "nccl receiver", def.ProducedBy)
 				assert.Equal(t, def.Unit, m.Unit(), m.Name())
+				assert.Equal(t, def.Description, m.Description(), m.Name())
+				assert.Equal(t, map[schema.Instrument]pmetric.MetricType{
+					schema.Counter: pmetric.MetricTypeSum, schema.Gauge: pmetric.MetricTypeGauge, schema.Histogram: pmetric.MetricTypeHistogram,
+				}[def.Instrument], m.Type(), m.Name())
 				declared := map[string]bool{}
 				for _, a := range def.Attributes {
 					declared[a] = true

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/servescope/servescope/internal/canonical"
 	"github.com/servescope/servescope/internal/logonce"
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/receiver/nvmlreceiver/internal/metadata"
@@ -28,7 +29,6 @@ type gpuScraper struct {
 	lib      nvml.Interface
 	set      receiver.Settings
 	logger   *zap.Logger
-	schema   *schema.Schema
 	attr     *attributor
 	enabled  bool // NVML initialized
 	driver   string
@@ -65,10 +65,9 @@ func newGPUScraper(cfg *Config, lib nvml.Interface, set receiver.Settings) (*gpu
 	if err != nil {
 		return nil, err
 	}
-	s, _ := schema.Default() // validated by the config
 	receiverID := attribute.String("receiver", set.ID.String())
 	return &gpuScraper{
-		cfg: cfg, lib: lib, set: set, logger: set.Logger, schema: s,
+		cfg: cfg, lib: lib, set: set, logger: set.Logger,
 		attr: newAttributor(cfg.ProcRoot, cfg.Replicas), devices: map[string]*gpu{}, lost: map[string]bool{},
 		members: map[string]map[string]*member{}, telemetry: telemetry, receiver: receiverID,
 		lostAttrs: metric.WithAttributeSet(attribute.NewSet(receiverID)),
@@ -271,7 +270,7 @@ func (s *gpuScraper) memoryInfo(dev nvml.Device, g *gpu) (used, total uint64, re
 	return mem.Used, mem.Total, ret
 }
 
-// points writes one resource's metrics, one metric per canonical name, units and descriptions from the schema.
+// points writes one resource's metrics, one metric per canonical name, each from its schema-generated builder.
 type points struct {
 	s      *gpuScraper
 	ms     pmetric.MetricSlice
@@ -284,18 +283,11 @@ func (p *points) metric(name string) pmetric.Metric {
 	if m, ok := p.byName[name]; ok {
 		return m
 	}
-	def := p.s.schema.Metric(name)
-	m := p.ms.AppendEmpty()
-	m.SetName(name)
-	m.SetUnit(def.Unit)
-	m.SetDescription(def.Description)
-	if def.Instrument == schema.Counter {
-		sum := m.SetEmptySum()
-		sum.SetIsMonotonic(true)
-		sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	} else {
-		m.SetEmptyGauge()
+	builder, ok := canonical.Lookup(name)
+	if !ok {
+		panic("nvml receiver emits a metric the schema does not declare: " + name) // a programming error
 	}
+	m := builder.AppendMetric(p.ms)
 	p.byName[name] = m
 	return m
 }

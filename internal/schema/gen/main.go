@@ -1,5 +1,5 @@
-// Command gen writes the files generated from schema/canonical.yaml: internal/schema/names.go and
-// docs/schema.md. Run it from the repository root (`make generate`).
+// Command gen writes the files generated from schema/canonical.yaml: internal/schema/names.go,
+// internal/canonical/metrics.go and docs/schema.md. Run it from the repository root (`make generate`).
 package main
 
 import (
@@ -26,6 +26,13 @@ func run() error {
 		return err
 	}
 	if err := os.WriteFile(schema.GeneratedGoPath, goSrc, 0o644); err != nil {
+		return err
+	}
+	builders, err := schema.RenderBuildersGo(s)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(schema.GeneratedBuildersPath, builders, 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(schema.GeneratedDocPath, schema.RenderMarkdown(s), 0o644)
