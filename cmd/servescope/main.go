@@ -3,6 +3,8 @@
 //
 //	servescope compare [--by tenant|replica|family] [--json] BEFORE AFTER
 //	servescope compare --request ID [--alike tenant|family|replica] [--json] FILE
+//	servescope replay FILE --target URL [--rate-scale X] [--max-requests N] [--max-duration D] [--json]
+//	servescope replay FILE --export mooncake OUT
 //
 // BEFORE and AFTER are files, or windows of a file: FILE@FROM..TO with RFC 3339 times or offsets from the
 // file's first request (spans.json@..30m spans.json@30m..).
@@ -27,6 +29,9 @@ func main() {
 const usage = `usage:
   servescope compare [--by tenant|replica|family] [--json] BEFORE AFTER
   servescope compare --request ID [--alike tenant|family|replica] [--json] FILE
+  servescope replay FILE --target URL [--model NAME] [--rate-scale X] [--max-requests N] [--max-duration D] [--json]
+  servescope replay FILE --export mooncake OUT.jsonl
+  servescope replay --import mooncake TRACE.jsonl --model NAME --target URL [...]
 
 BEFORE, AFTER and FILE are what the collector's file exporter wrote (OTLP JSON lines or protobuf, zstd or
 gzip compressed too), or a window of one: FILE@FROM..TO, with RFC 3339 times or offsets from the file's
@@ -45,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "compare":
 		return runCompare(args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "servescope: unknown command %q\n%s", args[0], usage)
 		return 2
@@ -127,7 +134,7 @@ func write(stdout, stderr io.Writer, report textReport, asJSON bool) int {
 		err = report.Text(stdout)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "servescope compare: writing the report: %v\n", err)
+		fmt.Fprintf(stderr, "servescope: writing the report: %v\n", err)
 		return 1
 	}
 	return 0

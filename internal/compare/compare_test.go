@@ -22,9 +22,9 @@ func req(id string, queue, prefill, decode float64) spanfile.Request {
 }
 
 func TestQuantilesAreRequestsThatHappened(t *testing.T) {
-	q := quantilesOf([]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+	q := QuantilesOf([]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
 	assert.Equal(t, Quantiles{N: 10, P50: 5, P95: 10, P99: 10}, q)
-	assert.False(t, quantilesOf(nil).P95.Known())
+	assert.False(t, QuantilesOf(nil).P95.Known())
 }
 
 // A queue that grew moves TTFT's p95, and the queue is named for it, with no more than the whole change.

@@ -125,7 +125,7 @@ type likeness struct {
 
 func (rep *RequestReport) compare(req spanfile.Request, peers []spanfile.Request) {
 	for _, p := range []Metric{Queue, Prefill, Decode, Other, TTFT, TPOT, E2E} {
-		q := quantilesOf(values(peers, p))
+		q := QuantilesOf(values(peers, p))
 		d := PhaseDiff{Phase: p, Value: Float(p.of(req)), PeerP50: q.P50, PeerP95: q.P95, Excess: Float(math.NaN())}
 		if d.Value.Known() && d.PeerP50.Known() {
 			d.Excess = d.Value - d.PeerP50

@@ -177,7 +177,7 @@ func summarize(rs []spanfile.Request) Summary {
 		s.CachedShare = Float(cached / prompt)
 	}
 	for _, m := range Metrics {
-		s.Latency[m] = quantilesOf(values(rs, m))
+		s.Latency[m] = QuantilesOf(values(rs, m))
 	}
 	return s
 }
@@ -193,7 +193,8 @@ func values(rs []spanfile.Request, m Metric) []float64 {
 	return out
 }
 
-func quantilesOf(sorted []float64) Quantiles {
+// QuantilesOf gives the p50, p95 and p99 of sorted values (ascending), each a value that was observed.
+func QuantilesOf(sorted []float64) Quantiles {
 	return Quantiles{N: len(sorted), P50: Float(quantile(sorted, 0.50)), P95: Float(quantile(sorted, 0.95)), P99: Float(quantile(sorted, 0.99))}
 }
 

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/servescope/servescope/internal/compare"
+	"github.com/servescope/servescope/internal/replay"
+)
+
+// runReplay sends a recorded workload to a real endpoint, or converts it to and from Dynamo's Mooncake
+// trace format. Replaying it on a simulated fleet is not built yet: it says so rather than guess.
+func runReplay(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	target := fs.String("target", "", "an OpenAI-compatible server (http://host:port) to send the workload to")
+	model := fs.String("model", "", "the model name to ask the target for (default: the recorded one)")
+	rateScale := fs.Float64("rate-scale", 1, "send this many times faster (2: the same requests in half the time)")
+	maxRequests := fs.Int("max-requests", 1000, "send at most this many requests")
+	maxDuration := fs.Duration("max-duration", 10*time.Minute, "send only the requests due within this long")
+	maxInFlight := fs.Int("max-in-flight", 256, "at most this many requests open at once; one due beyond it is not sent")
+	timeout := fs.Duration("request-timeout", 5*time.Minute, "give up on one request after this long")
+	loose := fs.Bool("loose-length", false, "send max_tokens only, not min_tokens/ignore_eos (for servers that refuse them)")
+	export := fs.String("export", "", "write the workload in this format (mooncake) to the file given after it")
+	importFormat := fs.String("import", "", "read the workload from a trace in this format (mooncake) instead of spans")
+	asJSON := fs.Bool("json", false, "write JSON instead of text")
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
+		return 2
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "servescope replay: "+format+"\n", a...)
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
+		return 1
+	}
+	if *rateScale <= 0 {
+		return usageErr("--rate-scale must be positive, got %v", *rateScale)
+	}
+	for _, f := range []string{*export, *importFormat} {
+		if f != "" && f != "mooncake" {
+			return usageErr("the trace format is mooncake, got %q", f)
+		}
+	}
+	var (
+		wl      replay.Workload
+		skipped int
+	)
+	switch {
+	case *importFormat != "":
+		if len(positional) != 1 || *model == "" {
+			return usageErr("--import mooncake TRACE needs one trace file and --model (a trace does not name it)")
+		}
+		f, err := os.Open(positional[0])
+		if err != nil {
+			return fail(err)
+		}
+		wl, err = replay.ReadMooncake(f, *model)
+		f.Close()
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", positional[0], err))
+		}
+	case *export != "":
+		if len(positional) != 2 {
+			return usageErr("--export mooncake wants FILE and OUT, got %d arguments", len(positional))
+		}
+		fallthrough
+	default:
+		if len(positional) < 1 {
+			return usageErr("want a FILE of explained spans")
+		}
+		w, err := load(positional[0])
+		if err != nil {
+			return fail(err)
+		}
+		if wl, skipped = replay.FromRequests(w.Requests); len(wl) == 0 {
+			return fail(fmt.Errorf("%s: no request carries both its prompt and output length", positional[0]))
+		}
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "servescope replay: %d requests without a prompt or output length left out\n", skipped)
+	}
+	if *export != "" {
+		out, err := os.Create(positional[1])
+		if err != nil {
+			return fail(err)
+		}
+		if err := replay.WriteMooncake(out, wl); err != nil {
+			out.Close()
+			return fail(err)
+		}
+		if err := out.Close(); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "wrote %d requests over %s to %s (Mooncake, %d-token blocks)\n", len(wl), compare.Seconds(wl.Duration().Seconds()), positional[1], replay.MooncakeBlockTokens)
+		return 0
+	}
+	if *target == "" {
+		return usageErr("replaying on a simulated fleet is not built yet: give --target URL to send the workload to a server, or --export mooncake OUT")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	t := replay.Target{
+		URL: *target, Model: *model, MaxRequests: *maxRequests, MaxDuration: *maxDuration, MaxInFlight: *maxInFlight,
+		RequestTimeout: *timeout, ExactLength: !*loose,
+	}
+	outcome, err := t.Send(ctx, wl.Scaled(*rateScale))
+	rep := replay.NewReport(*target, len(wl), outcome)
+	if code := write(stdout, stderr, rep, *asJSON); code != 0 {
+		return code
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
