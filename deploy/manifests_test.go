@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/url"
 	"os"
 	"regexp"
@@ -14,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -250,9 +254,60 @@ func TestScaledObjectsReadTheGatewaysScaleEndpoint(t *testing.T) {
 	}
 }
 
-// k8s_attributes on the gateway: it finds the sidecar's pod by the connection's address (the sidecar sends
-// from its replica's pod), extracts what the incidents should name, and the RBAC lets it read that.
+// schemaName is the value of one of the attribute constants generated from schema/canonical.yaml
+// (internal/schema/names.go), which the components use: the deploy module reads it from there rather than
+// restating it.
+func schemaName(t *testing.T, constant string) string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "../internal/schema/names.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, decl := range f.Decls {
+		gen, ok := decl.(*ast.GenDecl)
+		if !ok || gen.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gen.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if name.Name != constant || i >= len(vs.Values) {
+					continue
+				}
+				if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					v, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return v
+				}
+			}
+		}
+	}
+	t.Fatalf("internal/schema/names.go declares no string constant %s", constant)
+	return ""
+}
+
+// podLabel is one of k8s_attributes' extract.labels.
+type podLabel struct {
+	TagName string `json:"tag_name"`
+	Key     string
+	From    string
+}
+
+// k8s_attributes on the gateway names the pod every record came from: first by the pod IP a resource
+// carries (the ray_serve receiver's, the Ray node's IP: under KubeRay the pod's), then by the connection's
+// address (a sidecar sends from its replica's pod). It extracts what incidents name, KubeRay's labels under
+// the names the schema gives them, and the RBAC lets it read that.
 func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
+	// What the ray_serve receiver puts on each node's resource.
+	podIP := schemaName(t, "AttrK8sPodIp")
+	// KubeRay's pod label -> the resource attribute the schema names for it.
+	rayLabels := map[string]string{
+		"ray.io/cluster":   schemaName(t, "AttrRayClusterName"),
+		"ray.io/node-type": schemaName(t, "AttrRayNodeType"),
+		"ray.io/serve":     schemaName(t, "AttrRayServeTraffic"),
+	}
 	objects := allObjects(t)
 	checked := 0
 	for _, o := range objects {
@@ -267,6 +322,7 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 				} `json:"pod_association"`
 				Extract struct {
 					Metadata []string
+					Labels   []podLabel
 				}
 			}
 			Service struct {
@@ -282,12 +338,21 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 			continue
 		}
 		checked++
-		if len(k8s.PodAssociation) == 0 || k8s.PodAssociation[0].Sources[0].From != "connection" {
-			t.Errorf("%s: the first pod association is not by connection", o.source)
+		// The first association that resolves wins, and the connection always does: the pod IP comes first.
+		assoc := k8s.PodAssociation
+		if len(assoc) < 2 || len(assoc[0].Sources) != 1 || assoc[0].Sources[0].From != "resource_attribute" || assoc[0].Sources[0].Name != podIP {
+			t.Errorf("%s: the first pod association is not by the resource attribute %s: %+v", o.source, podIP, assoc)
+		} else if len(assoc[1].Sources) != 1 || assoc[1].Sources[0].From != "connection" {
+			t.Errorf("%s: the second pod association is not by connection: %+v", o.source, assoc[1])
 		}
-		for _, attr := range []string{"k8s.pod.name", "k8s.namespace.name", "k8s.node.name", "k8s.deployment.name"} {
+		for _, attr := range []string{schemaName(t, "AttrK8sPodName"), schemaName(t, "AttrK8sNamespaceName"), schemaName(t, "AttrK8sNodeName"), schemaName(t, "AttrK8sDeploymentName")} {
 			if !slices.Contains(k8s.Extract.Metadata, attr) {
 				t.Errorf("%s: k8s_attributes does not extract %s", o.source, attr)
+			}
+		}
+		for key, tag := range rayLabels {
+			if !slices.Contains(k8s.Extract.Labels, podLabel{TagName: tag, Key: key, From: "pod"}) {
+				t.Errorf("%s: k8s_attributes does not extract the pod label %s as %s", o.source, key, tag)
 			}
 		}
 		for name, p := range cfg.Service.Pipelines {
@@ -299,17 +364,22 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 	if checked != 2 {
 		t.Errorf("checked %d gateway configurations, want 2", checked)
 	}
-	// The ClusterRole lets it list and watch pods, namespaces, nodes and ReplicaSets (k8s.deployment.name).
+	// The ClusterRole lets it get, list and watch pods and namespaces (and nodes, and the ReplicaSets behind
+	// k8s.deployment.name).
 	roles := 0
 	for _, o := range objects {
-		if o.kind != "ClusterRole" {
+		role, ok := o.typed.(*rbacv1.ClusterRole)
+		if !ok {
 			continue
 		}
 		roles++
-		raw, _ := yaml.Marshal(o.typed)
-		for _, need := range []string{"pods", "namespaces", "nodes", "replicasets", "list", "watch"} {
-			if !strings.Contains(string(raw), "- "+need+"\n") {
-				t.Errorf("%s: ClusterRole %s does not grant %s", o.source, o.name, need)
+		for _, need := range []struct{ group, resource string }{{"", "pods"}, {"", "namespaces"}, {"", "nodes"}, {"apps", "replicasets"}} {
+			granted := slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+				return slices.Contains(r.APIGroups, need.group) && slices.Contains(r.Resources, need.resource) &&
+					slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "list") && slices.Contains(r.Verbs, "watch")
+			})
+			if !granted {
+				t.Errorf("%s: ClusterRole %s does not grant get, list and watch on %s", o.source, o.name, need.resource)
 			}
 		}
 	}

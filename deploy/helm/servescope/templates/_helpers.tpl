@@ -142,19 +142,23 @@ receivers:
         endpoint: {{ .Values.endpoints.otlpListen }}
 processors:
   memory_limiter: {check_interval: 1s, limit_percentage: 80, spike_limit_percentage: 20}
+  # The first association that resolves wins: the ray_serve receiver's k8s.pod.ip (the Ray node's IP,
+  # under KubeRay the pod's), then the connection's address (a sidecar connects from its replica's pod).
   k8s_attributes:
     auth_type: serviceAccount
     pod_association:
-      - sources: [{from: connection}]
       - sources: [{from: resource_attribute, name: k8s.pod.ip}]
+      - sources: [{from: connection}]
     extract:
       metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.node.name, k8s.deployment.name, k8s.statefulset.name]
-      {{- with .Values.gateway.podLabels }}
       labels:
-        {{- range . }}
+        {{- range .Values.gateway.podLabels }}
         - {tag_name: {{ . }}, key: {{ . }}, from: pod}
         {{- end }}
-      {{- end }}
+        # KubeRay's pod labels (the Ray cluster, head or worker, serve traffic), under servescope's names.
+        - {tag_name: ray.cluster.name, key: ray.io/cluster, from: pod}
+        - {tag_name: ray.node.type, key: ray.io/node-type, from: pod}
+        - {tag_name: ray.serve.traffic, key: ray.io/serve, from: pod}
 connectors:
   llm_signals:
     interval: {{ .Values.intervals.signals }}
