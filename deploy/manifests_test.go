@@ -28,16 +28,33 @@ type servescopeContainer struct {
 	container *corev1.Container
 }
 
-// servescopeContainers are the collector containers of an object's pod template.
-func servescopeContainers(o object) []servescopeContainer {
-	d, ok := o.typed.(*appsv1.Deployment)
-	if !ok {
+// podSpecs are the pod specs an object embeds: a Deployment's template, a RayService's head and worker
+// group templates, an InferenceService's predictor.
+func podSpecs(o object) []*corev1.PodSpec {
+	switch typed := o.typed.(type) {
+	case *appsv1.Deployment:
+		return []*corev1.PodSpec{&typed.Spec.Template.Spec}
+	case *rayService:
+		specs := []*corev1.PodSpec{&typed.Spec.RayClusterConfig.HeadGroupSpec.Template.Spec}
+		for i := range typed.Spec.RayClusterConfig.WorkerGroupSpecs {
+			specs = append(specs, &typed.Spec.RayClusterConfig.WorkerGroupSpecs[i].Template.Spec)
+		}
+		return specs
+	case *inferenceService:
+		return []*corev1.PodSpec{&typed.Spec.Predictor.PodSpec}
+	default:
 		return nil
 	}
+}
+
+// servescopeContainers are the collector containers of an object's pod specs.
+func servescopeContainers(o object) []servescopeContainer {
 	var out []servescopeContainer
-	for i := range d.Spec.Template.Spec.Containers {
-		if c := &d.Spec.Template.Spec.Containers[i]; c.Name == "servescope" {
-			out = append(out, servescopeContainer{&d.Spec.Template.Spec, c})
+	for _, spec := range podSpecs(o) {
+		for i := range spec.Containers {
+			if c := &spec.Containers[i]; c.Name == "servescope" {
+				out = append(out, servescopeContainer{spec, c})
+			}
 		}
 	}
 	return out
@@ -49,10 +66,15 @@ type dockerfile struct {
 	user            string
 	exposed         []int32
 	copiedBinary    string // the path the build stage's binary is copied from
+	copiedConfig    string // the repository file copied to /etc/servescope/config.yaml
 	buildRuns       []string
 }
 
-func readDockerfile(t *testing.T) dockerfile {
+func readDockerfile(t *testing.T) dockerfile { return readDockerfileStage(t, "") }
+
+// readDockerfileStage reads one stage of deploy/Dockerfile: the one named stage ("FROM ... AS stage"), or
+// the last, the default target, for "". buildRuns are the build stage's in every case.
+func readDockerfileStage(t *testing.T, stage string) dockerfile {
 	t.Helper()
 	data, err := os.ReadFile("Dockerfile")
 	if err != nil {
@@ -60,8 +82,10 @@ func readDockerfile(t *testing.T) dockerfile {
 	}
 	// Continuation lines joined, comments dropped.
 	text := strings.ReplaceAll(string(data), "\\\n", " ")
-	var d dockerfile
-	stage := ""
+	stages := map[string]*dockerfile{}
+	var buildRuns []string
+	var d *dockerfile
+	from, last := "", ""
 	for _, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -69,12 +93,21 @@ func readDockerfile(t *testing.T) dockerfile {
 		}
 		word, rest, _ := strings.Cut(line, " ")
 		rest = strings.TrimSpace(rest)
+		if strings.ToUpper(word) == "FROM" {
+			from = rest
+			_, name, _ := strings.Cut(rest, " AS ")
+			last = name
+			d = &dockerfile{}
+			stages[name] = d
+			continue
+		}
+		if d == nil {
+			continue // ARG before the first FROM
+		}
 		switch strings.ToUpper(word) {
-		case "FROM":
-			stage = rest
 		case "RUN":
-			if strings.HasSuffix(stage, " AS build") {
-				d.buildRuns = append(d.buildRuns, rest)
+			if strings.HasSuffix(from, " AS build") {
+				buildRuns = append(buildRuns, rest)
 			}
 		case "ENTRYPOINT":
 			if err := json.Unmarshal([]byte(rest), &d.entrypoint); err != nil {
@@ -97,10 +130,20 @@ func readDockerfile(t *testing.T) dockerfile {
 		case "COPY":
 			if f := strings.Fields(rest); len(f) == 3 && f[0] == "--from=build" && strings.HasSuffix(f[2], "/otelcol-servescope") {
 				d.copiedBinary = f[1]
+			} else if len(f) == 2 && f[1] == "/etc/servescope/config.yaml" {
+				d.copiedConfig = f[0]
 			}
 		}
 	}
-	return d
+	if stage == "" {
+		stage = last
+	}
+	got, ok := stages[stage]
+	if !ok {
+		t.Fatalf("the Dockerfile has no stage %q", stage)
+	}
+	got.buildRuns = buildRuns
+	return *got
 }
 
 // The image is built by the same `make build` the tests build the binary with, and runs the binary as the
@@ -167,9 +210,10 @@ func TestDockerfileAgreesWithTheBuildAndTheManifests(t *testing.T) {
 			}
 		}
 	}
-	// The plain sidecar's vLLM Deployment and the gateway's, in kubernetes/ and in the chart.
-	if containers != 3 {
-		t.Errorf("found %d servescope containers, want 3", containers)
+	// The plain sidecar's vLLM Deployment and the gateway's, in kubernetes/ and in the chart; the RayService's
+	// GPU workers and the InferenceService's predictor.
+	if containers != 5 {
+		t.Errorf("found %d servescope containers, want 5", containers)
 	}
 }
 

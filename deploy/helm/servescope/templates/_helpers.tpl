@@ -21,6 +21,18 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* The sidecar's image: the slim build with sidecar.slim, which cannot scrape dcgm-exporter. */}}
+{{- define "servescope.sidecarImage" -}}
+{{- if .Values.sidecar.slim -}}
+{{- if .Values.endpoints.dcgm -}}
+{{- fail "sidecar.slim: the slim sidecar has no prometheus receiver to scrape dcgm-exporter; set endpoints.dcgm to \"\" (its GPUs come from NVML)" -}}
+{{- end -}}
+{{ .Values.image.sidecarRepository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- else -}}
+{{ include "servescope.image" . }}
+{{- end -}}
+{{- end -}}
+
 {{/* The engine receiver's type; anything else is a mistake to stop at. */}}
 {{- define "servescope.receiver" -}}
 {{- $known := list "vllm" "sglang" "tensorrt_llm" "llama_cpp" "triton" -}}
@@ -41,6 +53,10 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if .Values.endpoints.dcgm }}
 - name: SERVESCOPE_DCGM_TARGET
   value: {{ .Values.endpoints.dcgm | quote }}
+{{- end }}
+{{- if .Values.sidecar.slim }}
+- name: NVIDIA_VISIBLE_DEVICES
+  value: all
 {{- end }}
 {{- end -}}
 
@@ -76,6 +92,14 @@ receivers:
             - targets: ["${env:SERVESCOPE_DCGM_TARGET:-localhost:9400}"]
               labels: {instance: "${env:SERVESCOPE_REPLICA:-localhost:{{ .Values.engine.port }}}"}
   {{- end }}
+  {{- if .Values.sidecar.slim }}
+  nvml:
+    collection_interval: {{ .Values.intervals.scrape }}
+    replicas:
+      - port: {{ .Values.engine.port }}
+        service_instance_id: ${env:SERVESCOPE_REPLICA:-localhost:{{ .Values.engine.port }}}
+        engine: {{ include "servescope.receiver" . }}
+  {{- end }}
   otlp:
     protocols:
       grpc:
@@ -110,7 +134,7 @@ service:
               prometheus: {host: localhost, port: 8888}
   pipelines:
     metrics:
-      receivers: [{{ include "servescope.receiver" . }}{{ if .Values.endpoints.dcgm }}, prometheus/dcgm{{ end }}]
+      receivers: [{{ include "servescope.receiver" . }}{{ if .Values.endpoints.dcgm }}, prometheus/dcgm{{ end }}{{ if .Values.sidecar.slim }}, nvml{{ end }}]
       processors: [memory_limiter, llm_normalize]
       exporters: [otlp_grpc/gateway, llm_root_cause]
     traces:
