@@ -431,3 +431,39 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 		t.Errorf("found %d ClusterRoles, want 2", roles)
 	}
 }
+
+// engineReceivers are the receiver types that scrape an engine (their ids are type or type/name).
+var engineReceivers = []string{"vllm", "sglang", "tensorrt_llm", "llama_cpp", "triton", "ray_serve"}
+
+// In a pod, a sidecar scrapes its engine on localhost, which names no replica: every replica would report
+// as localhost:<port>, and the gateway's llm_signals would take a pool's replicas for one. Each sidecar names
+// its replica by the pod instead (service.instance.id from SERVESCOPE_REPLICA, $(POD_IP):<port>), as its GPU
+// metrics do.
+func TestSidecarsNameTheirReplicaByThePod(t *testing.T) {
+	checked := 0
+	for _, c := range embeddedConfigs(t, allObjects(t)) {
+		var cfg struct {
+			Receivers map[string]struct {
+				Endpoint           string            `json:"endpoint"`
+				ResourceAttributes map[string]string `json:"resource_attributes"`
+			}
+		}
+		if err := yaml.Unmarshal(c.yaml, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		for id, r := range cfg.Receivers {
+			kind, _, _ := strings.Cut(id, "/")
+			if !slices.Contains(engineReceivers, kind) || !strings.Contains(r.Endpoint, "localhost") || strings.HasPrefix(c.name, "the image's") {
+				continue
+			}
+			checked++
+			if got := r.ResourceAttributes["service.instance.id"]; !strings.HasPrefix(got, "${env:SERVESCOPE_REPLICA") {
+				t.Errorf("%s: receiver %s scrapes %s and names its replica %q, not the pod's SERVESCOPE_REPLICA", c.name, id, r.Endpoint, got)
+			}
+		}
+	}
+	// The plain sidecar's ConfigMap and the Operator's CR, the chart's two, the KubeRay and KServe sidecars.
+	if checked != 6 {
+		t.Errorf("checked %d sidecar engine receivers, want 6", checked)
+	}
+}

@@ -82,6 +82,9 @@ receivers:
   {{ include "servescope.receiver" . }}:
     endpoint: http://localhost:{{ .Values.engine.port }}
     collection_interval: {{ .Values.intervals.scrape }}
+    # The engine is on localhost in every pod: name the replica by the pod (the GPU metrics' name too).
+    resource_attributes:
+      service.instance.id: ${env:SERVESCOPE_REPLICA:-localhost:{{ .Values.engine.port }}}
   {{- if .Values.endpoints.dcgm }}
   prometheus/dcgm:
     config:
