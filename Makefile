@@ -11,6 +11,8 @@ ifeq ($(BUILD_TAGS),)
 $(error builder-config.yaml has no dist::build_tags)
 endif
 BIN           := bin/otelcol-servescope
+# The slim sidecar distribution (builder-config-sidecar.yaml): only what the collector next to a replica runs.
+SIDECAR_BIN   := bin/otelcol-servescope-sidecar
 FUZZTIME      ?= 15s
 # golangci-lint at the version pinned in tools/go.mod (its own module: the distribution's go.mod stays as it is).
 GOLANGCI_LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
@@ -22,6 +24,7 @@ export CGO_CFLAGS  ?= -O2 -Wno-deprecated-declarations
 
 build:
 	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(BIN) ./cmd/otelcol-servescope
+	$(GO) build -trimpath -tags $(BUILD_TAGS) -o $(SIDECAR_BIN) ./cmd/otelcol-servescope-sidecar
 	$(GO) build -trimpath -o bin/servescope ./cmd/servescope
 
 run: build
@@ -92,7 +95,7 @@ e2e: build
 # deploy/ (its own Go module, for Helm's dependencies): the chart renders as its golden files, every manifest
 # decodes strictly into its Kubernetes type, every embedded collector configuration validates on the binary.
 deploy-test: build
-	cd deploy && SERVESCOPE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
+	cd deploy && SERVESCOPE_BIN=$(CURDIR)/$(BIN) SERVESCOPE_SIDECAR_BIN=$(CURDIR)/$(SIDECAR_BIN) $(GO) test -count=1 ./...
 
 # Regenerate everything generated: the collector's main from builder-config.yaml, the Go constants and
 # docs/schema.md from schema/canonical.yaml, and each component's metadata package, lifecycle and leak tests,
@@ -100,6 +103,7 @@ deploy-test: build
 # internal/tools/mdatagen so that its dependencies stay out of go.mod).
 generate:
 	$(GO) run $(BUILDER) --config builder-config.yaml --skip-get-modules --skip-compilation
+	$(GO) run $(BUILDER) --config builder-config-sidecar.yaml --skip-get-modules --skip-compilation
 	$(GO) run ./internal/schema/gen
 	$(GO) run ./internal/dashboards/gen
 	$(GO) build -C internal/tools/mdatagen -o $(CURDIR)/bin/mdatagen go.opentelemetry.io/collector/cmd/mdatagen
@@ -107,11 +111,14 @@ generate:
 
 # Regenerating must be a no-op: generate into a scratch copy and compare with what is committed.
 check-generated:
-	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-	sed 's#output_path: ./cmd/otelcol-servescope#output_path: '"$$tmp"'#' builder-config.yaml > $$tmp/builder-config.yaml && \
-	$(GO) run $(BUILDER) --config $$tmp/builder-config.yaml --skip-get-modules --skip-compilation >/dev/null 2>&1 && \
-	for f in components.go main.go main_others.go main_windows.go; do \
-	  diff -u cmd/otelcol-servescope/$$f $$tmp/$$f || { echo "cmd/otelcol-servescope/$$f is stale: run make generate"; exit 1; }; \
+	@for dist in otelcol-servescope:builder-config.yaml otelcol-servescope-sidecar:builder-config-sidecar.yaml; do \
+	  name=$${dist%%:*} && manifest=$${dist#*:} && tmp=$$(mktemp -d) && \
+	  sed 's#output_path: ./cmd/'"$$name"'$$#output_path: '"$$tmp"'#' $$manifest > $$tmp/$$manifest && \
+	  grep -q "output_path: $$tmp" $$tmp/$$manifest || { echo "$$manifest: no output_path ./cmd/$$name"; rm -rf $$tmp; exit 1; }; \
+	  $(GO) run $(BUILDER) --config $$tmp/$$manifest --skip-get-modules --skip-compilation >/dev/null 2>&1 || { rm -rf $$tmp; exit 1; }; \
+	  for f in components.go main.go main_others.go main_windows.go; do \
+	    diff -u cmd/$$name/$$f $$tmp/$$f || { echo "cmd/$$name/$$f is stale: run make generate"; rm -rf $$tmp; exit 1; }; \
+	  done; rm -rf $$tmp; \
 	done && echo "generated collector sources are up to date"
 	$(GO) test -count=1 -run TestGeneratedFilesAreFresh ./internal/schema/
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(GO) run ./internal/dashboards/gen $$tmp && \

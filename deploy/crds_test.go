@@ -69,3 +69,49 @@ type scaledObject struct {
 		} `json:"triggers"`
 	} `json:"spec"`
 }
+
+// rayService is KubeRay's ray.io/v1 RayService, the fields the example uses, named as KubeRay's API
+// (ray-operator/apis/ray/v1: RayServiceSpec, RayClusterSpec, HeadGroupSpec, WorkerGroupSpec). The pod
+// templates are corev1's, so a misspelt container field fails as it would in a Deployment.
+type rayService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		ServeConfigV2    string `json:"serveConfigV2,omitempty"`
+		RayClusterConfig struct {
+			RayVersion              string `json:"rayVersion,omitempty"`
+			EnableInTreeAutoscaling *bool  `json:"enableInTreeAutoscaling,omitempty"`
+			HeadGroupSpec           struct {
+				RayStartParams map[string]string      `json:"rayStartParams"`
+				ServiceType    corev1.ServiceType     `json:"serviceType,omitempty"`
+				Template       corev1.PodTemplateSpec `json:"template"`
+			} `json:"headGroupSpec"`
+			WorkerGroupSpecs []struct {
+				GroupName      string                 `json:"groupName"`
+				Replicas       *int32                 `json:"replicas,omitempty"`
+				MinReplicas    *int32                 `json:"minReplicas,omitempty"`
+				MaxReplicas    *int32                 `json:"maxReplicas,omitempty"`
+				NumOfHosts     int32                  `json:"numOfHosts,omitempty"`
+				RayStartParams map[string]string      `json:"rayStartParams"`
+				Template       corev1.PodTemplateSpec `json:"template"`
+			} `json:"workerGroupSpecs,omitempty"`
+		} `json:"rayClusterConfig"`
+	} `json:"spec"`
+}
+
+// inferenceService is KServe's serving.kserve.io/v1beta1 InferenceService with a custom predictor, the
+// fields the example uses, named as KServe's API (pkg/apis/serving/v1beta1: PredictorSpec inlines a
+// corev1.PodSpec and ComponentExtensionSpec). The pod spec is corev1's, decoded strictly.
+type inferenceService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Predictor struct {
+			corev1.PodSpec `json:",inline"`
+			MinReplicas    *int32 `json:"minReplicas,omitempty"`
+			MaxReplicas    int32  `json:"maxReplicas,omitempty"`
+			ScaleTarget    *int32 `json:"scaleTarget,omitempty"`
+			ScaleMetric    string `json:"scaleMetric,omitempty"`
+		} `json:"predictor"`
+	} `json:"spec"`
+}

@@ -118,7 +118,7 @@ var strictDecoder = json.NewSerializerWithOptions(json.DefaultMetaFactory, schem
 	json.SerializerOptions{Yaml: true, Strict: true})
 
 // decodeStrictly decodes every document of a multi-document YAML stream: API kinds into k8s.io/api types,
-// the two custom resources into the local types of crds_test.go.
+// the custom resources into the local types of crds_test.go.
 func decodeStrictly(t *testing.T, source string, stream []byte) []object {
 	t.Helper()
 	var out []object
@@ -153,6 +153,20 @@ func decodeStrictly(t *testing.T, source string, stream []byte) []object {
 				continue
 			}
 			o.typed = &cr
+		case "ray.io/v1/RayService":
+			var rs rayService
+			if err := yaml.UnmarshalStrict(doc, &rs); err != nil {
+				t.Errorf("%s: %s %s: %v", source, head.Kind, head.Metadata.Name, err)
+				continue
+			}
+			o.typed = &rs
+		case "serving.kserve.io/v1beta1/InferenceService":
+			var is inferenceService
+			if err := yaml.UnmarshalStrict(doc, &is); err != nil {
+				t.Errorf("%s: %s %s: %v", source, head.Kind, head.Metadata.Name, err)
+				continue
+			}
+			o.typed = &is
 		case "keda.sh/v1alpha1/ScaledObject":
 			var so scaledObject
 			if err := yaml.UnmarshalStrict(doc, &so); err != nil {
@@ -228,6 +242,10 @@ func TestEveryObjectDecodesStrictly(t *testing.T) {
 		"kubernetes/gateway/deployment.yaml":              {"Deployment/servescope-gateway"},
 		"kubernetes/gateway/service.yaml":                 {"Service/servescope-gateway", "NetworkPolicy/servescope-gateway"},
 		"kubernetes/keda/scaledobject.yaml":               {"ScaledObject/vllm-llama-8b"},
+		"kubernetes/kuberay/configmap.yaml":               {"ConfigMap/servescope-ray-sidecar"},
+		"kubernetes/kuberay/rayservice.yaml":              {"RayService/llm-serve"},
+		"kubernetes/kserve/configmap.yaml":                {"ConfigMap/servescope-kserve-sidecar"},
+		"kubernetes/kserve/inferenceservice.yaml":         {"InferenceService/llama-8b"},
 		"chart (sidecar)":                                 {"ConfigMap/servescope-sidecar", "OpenTelemetryCollector/servescope-sidecar"},
 		"chart (gateway)": {
 			"ConfigMap/servescope-gateway", "ServiceAccount/servescope-gateway",
@@ -267,6 +285,16 @@ func TestStrictDecodingRefusesUnknownFields(t *testing.T) {
 	cr := "apiVersion: opentelemetry.io/v1beta1\nkind: OpenTelemetryCollector\nmetadata: {name: x}\nspec:\n  mode: sidecar\n  configs: {}\n"
 	if err := yaml.UnmarshalStrict([]byte(cr), &openTelemetryCollector{}); err == nil {
 		t.Error("an OpenTelemetryCollector with spec.configs decoded")
+	}
+	// A misspelt field inside an embedded pod template fails as it would in a Deployment.
+	rs := "apiVersion: ray.io/v1\nkind: RayService\nmetadata: {name: x}\nspec:\n  rayClusterConfig:\n    headGroupSpec: {rayStartParams: {}, template: {spec: {containers: []}}}\n" +
+		"    workerGroupSpecs:\n      - {groupName: g, rayStartParams: {}, template: {spec: {containers: [{name: c, image: i, volumeMount: []}]}}}\n"
+	if err := yaml.UnmarshalStrict([]byte(rs), &rayService{}); err == nil {
+		t.Error("a RayService with a worker container's volumeMount decoded")
+	}
+	is := "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: x}\nspec:\n  predictor:\n    containers: [{name: c, image: i}]\n    shareProcessNamspace: true\n"
+	if err := yaml.UnmarshalStrict([]byte(is), &inferenceService{}); err == nil {
+		t.Error("an InferenceService with predictor.shareProcessNamspace decoded")
 	}
 }
 
@@ -311,11 +339,12 @@ func embeddedConfigs(t *testing.T, objects []object) []collectorConfig {
 			configs = append(configs, collectorConfig{name: o.source + ": OpenTelemetryCollector " + o.name, yaml: text, env: typed.Spec.Env})
 		}
 	}
-	image, err := os.ReadFile("../config/default.yaml")
+	baked := readDockerfile(t).copiedConfig
+	image, err := os.ReadFile(filepath.Join("..", baked))
 	if err != nil {
 		t.Fatal(err)
 	}
-	configs = append(configs, collectorConfig{name: "the image's config (config/default.yaml)", yaml: image})
+	configs = append(configs, collectorConfig{name: "the image's config (" + baked + ")", yaml: image})
 	return configs
 }
 
@@ -358,14 +387,14 @@ func TestEmbeddedConfigsValidateOnTheBinary(t *testing.T) {
 		t.Skip("SERVESCOPE_BIN is not set: `make deploy-test` builds the collector and runs this with it")
 	}
 	configs := embeddedConfigs(t, allObjects(t))
-	// kubernetes/: the sidecar's ConfigMap, the Operator's CR, the gateway's ConfigMap; the chart's sidecar
-	// ConfigMap and CR and its gateway ConfigMap; the image's.
-	if len(configs) != 7 {
+	// kubernetes/: the sidecar's ConfigMap, the Operator's CR, the gateway's ConfigMap, the KubeRay and KServe
+	// sidecars' ConfigMaps; the chart's sidecar ConfigMap and CR and its gateway ConfigMap; the image's.
+	if len(configs) != 9 {
 		names := make([]string, len(configs))
 		for i, c := range configs {
 			names[i] = c.name
 		}
-		t.Fatalf("found %d configurations, want 7: %v", len(configs), names)
+		t.Fatalf("found %d configurations, want 9: %v", len(configs), names)
 	}
 	dir := t.TempDir()
 	for i, c := range configs {

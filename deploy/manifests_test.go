@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/url"
 	"os"
 	"regexp"
@@ -14,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -24,16 +28,33 @@ type servescopeContainer struct {
 	container *corev1.Container
 }
 
-// servescopeContainers are the collector containers of an object's pod template.
-func servescopeContainers(o object) []servescopeContainer {
-	d, ok := o.typed.(*appsv1.Deployment)
-	if !ok {
+// podSpecs are the pod specs an object embeds: a Deployment's template, a RayService's head and worker
+// group templates, an InferenceService's predictor.
+func podSpecs(o object) []*corev1.PodSpec {
+	switch typed := o.typed.(type) {
+	case *appsv1.Deployment:
+		return []*corev1.PodSpec{&typed.Spec.Template.Spec}
+	case *rayService:
+		specs := []*corev1.PodSpec{&typed.Spec.RayClusterConfig.HeadGroupSpec.Template.Spec}
+		for i := range typed.Spec.RayClusterConfig.WorkerGroupSpecs {
+			specs = append(specs, &typed.Spec.RayClusterConfig.WorkerGroupSpecs[i].Template.Spec)
+		}
+		return specs
+	case *inferenceService:
+		return []*corev1.PodSpec{&typed.Spec.Predictor.PodSpec}
+	default:
 		return nil
 	}
+}
+
+// servescopeContainers are the collector containers of an object's pod specs.
+func servescopeContainers(o object) []servescopeContainer {
 	var out []servescopeContainer
-	for i := range d.Spec.Template.Spec.Containers {
-		if c := &d.Spec.Template.Spec.Containers[i]; c.Name == "servescope" {
-			out = append(out, servescopeContainer{&d.Spec.Template.Spec, c})
+	for _, spec := range podSpecs(o) {
+		for i := range spec.Containers {
+			if c := &spec.Containers[i]; c.Name == "servescope" {
+				out = append(out, servescopeContainer{spec, c})
+			}
 		}
 	}
 	return out
@@ -45,10 +66,15 @@ type dockerfile struct {
 	user            string
 	exposed         []int32
 	copiedBinary    string // the path the build stage's binary is copied from
+	copiedConfig    string // the repository file copied to /etc/servescope/config.yaml
 	buildRuns       []string
 }
 
-func readDockerfile(t *testing.T) dockerfile {
+func readDockerfile(t *testing.T) dockerfile { return readDockerfileStage(t, "") }
+
+// readDockerfileStage reads one stage of deploy/Dockerfile: the one named stage ("FROM ... AS stage"), or
+// the last, the default target, for "". buildRuns are the build stage's in every case.
+func readDockerfileStage(t *testing.T, stage string) dockerfile {
 	t.Helper()
 	data, err := os.ReadFile("Dockerfile")
 	if err != nil {
@@ -56,8 +82,10 @@ func readDockerfile(t *testing.T) dockerfile {
 	}
 	// Continuation lines joined, comments dropped.
 	text := strings.ReplaceAll(string(data), "\\\n", " ")
-	var d dockerfile
-	stage := ""
+	stages := map[string]*dockerfile{}
+	var buildRuns []string
+	var d *dockerfile
+	from, last := "", ""
 	for _, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -65,12 +93,21 @@ func readDockerfile(t *testing.T) dockerfile {
 		}
 		word, rest, _ := strings.Cut(line, " ")
 		rest = strings.TrimSpace(rest)
+		if strings.ToUpper(word) == "FROM" {
+			from = rest
+			_, name, _ := strings.Cut(rest, " AS ")
+			last = name
+			d = &dockerfile{}
+			stages[name] = d
+			continue
+		}
+		if d == nil {
+			continue // ARG before the first FROM
+		}
 		switch strings.ToUpper(word) {
-		case "FROM":
-			stage = rest
 		case "RUN":
-			if strings.HasSuffix(stage, " AS build") {
-				d.buildRuns = append(d.buildRuns, rest)
+			if strings.HasSuffix(from, " AS build") {
+				buildRuns = append(buildRuns, rest)
 			}
 		case "ENTRYPOINT":
 			if err := json.Unmarshal([]byte(rest), &d.entrypoint); err != nil {
@@ -93,10 +130,20 @@ func readDockerfile(t *testing.T) dockerfile {
 		case "COPY":
 			if f := strings.Fields(rest); len(f) == 3 && f[0] == "--from=build" && strings.HasSuffix(f[2], "/otelcol-servescope") {
 				d.copiedBinary = f[1]
+			} else if len(f) == 2 && f[1] == "/etc/servescope/config.yaml" {
+				d.copiedConfig = f[0]
 			}
 		}
 	}
-	return d
+	if stage == "" {
+		stage = last
+	}
+	got, ok := stages[stage]
+	if !ok {
+		t.Fatalf("the Dockerfile has no stage %q", stage)
+	}
+	got.buildRuns = buildRuns
+	return *got
 }
 
 // The image is built by the same `make build` the tests build the binary with, and runs the binary as the
@@ -163,9 +210,10 @@ func TestDockerfileAgreesWithTheBuildAndTheManifests(t *testing.T) {
 			}
 		}
 	}
-	// The plain sidecar's vLLM Deployment and the gateway's, in kubernetes/ and in the chart.
-	if containers != 3 {
-		t.Errorf("found %d servescope containers, want 3", containers)
+	// The plain sidecar's vLLM Deployment and the gateway's, in kubernetes/ and in the chart; the RayService's
+	// GPU workers and the InferenceService's predictor.
+	if containers != 5 {
+		t.Errorf("found %d servescope containers, want 5", containers)
 	}
 }
 
@@ -250,9 +298,60 @@ func TestScaledObjectsReadTheGatewaysScaleEndpoint(t *testing.T) {
 	}
 }
 
-// k8s_attributes on the gateway: it finds the sidecar's pod by the connection's address (the sidecar sends
-// from its replica's pod), extracts what the incidents should name, and the RBAC lets it read that.
+// schemaName is the value of one of the attribute constants generated from schema/canonical.yaml
+// (internal/schema/names.go), which the components use: the deploy module reads it from there rather than
+// restating it.
+func schemaName(t *testing.T, constant string) string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "../internal/schema/names.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, decl := range f.Decls {
+		gen, ok := decl.(*ast.GenDecl)
+		if !ok || gen.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gen.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if name.Name != constant || i >= len(vs.Values) {
+					continue
+				}
+				if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					v, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return v
+				}
+			}
+		}
+	}
+	t.Fatalf("internal/schema/names.go declares no string constant %s", constant)
+	return ""
+}
+
+// podLabel is one of k8s_attributes' extract.labels.
+type podLabel struct {
+	TagName string `json:"tag_name"`
+	Key     string
+	From    string
+}
+
+// k8s_attributes on the gateway names the pod every record came from: first by the pod IP a resource
+// carries (the ray_serve receiver's, the Ray node's IP: under KubeRay the pod's), then by the connection's
+// address (a sidecar sends from its replica's pod). It extracts what incidents name, KubeRay's labels under
+// the names the schema gives them, and the RBAC lets it read that.
 func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
+	// What the ray_serve receiver puts on each node's resource.
+	podIP := schemaName(t, "AttrK8sPodIp")
+	// KubeRay's pod label -> the resource attribute the schema names for it.
+	rayLabels := map[string]string{
+		"ray.io/cluster":   schemaName(t, "AttrRayClusterName"),
+		"ray.io/node-type": schemaName(t, "AttrRayNodeType"),
+		"ray.io/serve":     schemaName(t, "AttrRayServeTraffic"),
+	}
 	objects := allObjects(t)
 	checked := 0
 	for _, o := range objects {
@@ -267,6 +366,7 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 				} `json:"pod_association"`
 				Extract struct {
 					Metadata []string
+					Labels   []podLabel
 				}
 			}
 			Service struct {
@@ -282,12 +382,21 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 			continue
 		}
 		checked++
-		if len(k8s.PodAssociation) == 0 || k8s.PodAssociation[0].Sources[0].From != "connection" {
-			t.Errorf("%s: the first pod association is not by connection", o.source)
+		// The first association that resolves wins, and the connection always does: the pod IP comes first.
+		assoc := k8s.PodAssociation
+		if len(assoc) < 2 || len(assoc[0].Sources) != 1 || assoc[0].Sources[0].From != "resource_attribute" || assoc[0].Sources[0].Name != podIP {
+			t.Errorf("%s: the first pod association is not by the resource attribute %s: %+v", o.source, podIP, assoc)
+		} else if len(assoc[1].Sources) != 1 || assoc[1].Sources[0].From != "connection" {
+			t.Errorf("%s: the second pod association is not by connection: %+v", o.source, assoc[1])
 		}
-		for _, attr := range []string{"k8s.pod.name", "k8s.namespace.name", "k8s.node.name", "k8s.deployment.name"} {
+		for _, attr := range []string{schemaName(t, "AttrK8sPodName"), schemaName(t, "AttrK8sNamespaceName"), schemaName(t, "AttrK8sNodeName"), schemaName(t, "AttrK8sDeploymentName")} {
 			if !slices.Contains(k8s.Extract.Metadata, attr) {
 				t.Errorf("%s: k8s_attributes does not extract %s", o.source, attr)
+			}
+		}
+		for key, tag := range rayLabels {
+			if !slices.Contains(k8s.Extract.Labels, podLabel{TagName: tag, Key: key, From: "pod"}) {
+				t.Errorf("%s: k8s_attributes does not extract the pod label %s as %s", o.source, key, tag)
 			}
 		}
 		for name, p := range cfg.Service.Pipelines {
@@ -299,21 +408,62 @@ func TestGatewayK8sAttributesHasWhatItNeeds(t *testing.T) {
 	if checked != 2 {
 		t.Errorf("checked %d gateway configurations, want 2", checked)
 	}
-	// The ClusterRole lets it list and watch pods, namespaces, nodes and ReplicaSets (k8s.deployment.name).
+	// The ClusterRole lets it get, list and watch pods and namespaces (and nodes, and the ReplicaSets behind
+	// k8s.deployment.name).
 	roles := 0
 	for _, o := range objects {
-		if o.kind != "ClusterRole" {
+		role, ok := o.typed.(*rbacv1.ClusterRole)
+		if !ok {
 			continue
 		}
 		roles++
-		raw, _ := yaml.Marshal(o.typed)
-		for _, need := range []string{"pods", "namespaces", "nodes", "replicasets", "list", "watch"} {
-			if !strings.Contains(string(raw), "- "+need+"\n") {
-				t.Errorf("%s: ClusterRole %s does not grant %s", o.source, o.name, need)
+		for _, need := range []struct{ group, resource string }{{"", "pods"}, {"", "namespaces"}, {"", "nodes"}, {"apps", "replicasets"}} {
+			granted := slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+				return slices.Contains(r.APIGroups, need.group) && slices.Contains(r.Resources, need.resource) &&
+					slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "list") && slices.Contains(r.Verbs, "watch")
+			})
+			if !granted {
+				t.Errorf("%s: ClusterRole %s does not grant get, list and watch on %s", o.source, o.name, need.resource)
 			}
 		}
 	}
 	if roles != 2 {
 		t.Errorf("found %d ClusterRoles, want 2", roles)
+	}
+}
+
+// engineReceivers are the receiver types that scrape an engine (their ids are type or type/name).
+var engineReceivers = []string{"vllm", "sglang", "tensorrt_llm", "llama_cpp", "triton", "ray_serve"}
+
+// In a pod, a sidecar scrapes its engine on localhost, which names no replica: every replica would report
+// as localhost:<port>, and the gateway's llm_signals would take a pool's replicas for one. Each sidecar names
+// its replica by the pod instead (service.instance.id from SERVESCOPE_REPLICA, $(POD_IP):<port>), as its GPU
+// metrics do.
+func TestSidecarsNameTheirReplicaByThePod(t *testing.T) {
+	checked := 0
+	for _, c := range embeddedConfigs(t, allObjects(t)) {
+		var cfg struct {
+			Receivers map[string]struct {
+				Endpoint           string            `json:"endpoint"`
+				ResourceAttributes map[string]string `json:"resource_attributes"`
+			}
+		}
+		if err := yaml.Unmarshal(c.yaml, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		for id, r := range cfg.Receivers {
+			kind, _, _ := strings.Cut(id, "/")
+			if !slices.Contains(engineReceivers, kind) || !strings.Contains(r.Endpoint, "localhost") || strings.HasPrefix(c.name, "the image's") {
+				continue
+			}
+			checked++
+			if got := r.ResourceAttributes["service.instance.id"]; !strings.HasPrefix(got, "${env:SERVESCOPE_REPLICA") {
+				t.Errorf("%s: receiver %s scrapes %s and names its replica %q, not the pod's SERVESCOPE_REPLICA", c.name, id, r.Endpoint, got)
+			}
+		}
+	}
+	// The plain sidecar's ConfigMap and the Operator's CR, the chart's two, the KubeRay and KServe sidecars.
+	if checked != 6 {
+		t.Errorf("checked %d sidecar engine receivers, want 6", checked)
 	}
 }

@@ -12,15 +12,18 @@ type who struct {
 }
 
 // fifoCache remembers at most size entries, forgetting the oldest first: bounded whatever the number of
-// distinct request ids that pass through.
+// distinct request ids that pass through. It grows to its bound as entries arrive rather than allocating it
+// up front: two caches of the default 65,536 entries held 27 MiB of an idle sidecar's heap before any
+// request came.
 type fifoCache[K comparable, V any] struct {
 	entries map[K]V
 	order   []K
 	next    int
+	size    int
 }
 
 func newFIFOCache[K comparable, V any](size int) *fifoCache[K, V] {
-	return &fifoCache[K, V]{entries: make(map[K]V, size), order: make([]K, 0, size)}
+	return &fifoCache[K, V]{entries: map[K]V{}, size: max(size, 1)}
 }
 
 func (c *fifoCache[K, V]) put(k K, v V) {
@@ -28,7 +31,7 @@ func (c *fifoCache[K, V]) put(k K, v V) {
 		c.entries[k] = v
 		return
 	}
-	if len(c.order) < cap(c.order) {
+	if len(c.order) < c.size {
 		c.order = append(c.order, k)
 	} else {
 		delete(c.entries, c.order[c.next])

@@ -407,7 +407,10 @@ func incidentID(detector, replica string, since int64) string {
 func (c *core) record(ld plog.Logs, d detector, v *view, inc *incident, f finding, state string, now int64) {
 	rl := ld.ResourceLogs().AppendEmpty()
 	if v.replica != "" {
-		rl.Resource().Attributes().PutStr(schema.AttrServiceInstanceID, v.replica)
+		res := rl.Resource().Attributes()
+		res.PutStr(schema.AttrServiceInstanceID, v.replica)
+		// Where the replica runs (its pod, namespace, Ray cluster), as its metrics said: what to look at.
+		c.store.Placement(v.replica, func(name, value string) { res.PutStr(name, value) })
 	}
 	sl := rl.ScopeLogs().AppendEmpty()
 	sl.Scope().SetName(metadata.ScopeName)

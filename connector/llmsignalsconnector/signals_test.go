@@ -76,6 +76,8 @@ type replicaState struct {
 	silent bool        // no scrape at all
 	// collectives is what the nccl receiver reports for the replica (cumulative); nil: no nccl receiver
 	collectives *fleetstatetest.Collectives
+	// resource is added to the engine's resource (what k8s_attributes would add at a gateway)
+	resource map[string]string
 }
 
 func steady(sec float64) map[string]float64 {
@@ -99,6 +101,11 @@ func (r *rig) run(replicas []string, until float64, state func(replica string, s
 				continue
 			}
 			md := fleetstatetest.Engine(rep, model, sec, s.values)
+			for k, v := range s.resource {
+				for i := 0; i < md.ResourceMetrics().Len(); i++ {
+					md.ResourceMetrics().At(i).Resource().Attributes().PutStr(k, v)
+				}
+			}
 			if s.ttft != nil {
 				fleetstatetest.WithTTFT(md, s.ttft[0], uint64(s.ttft[1]))
 			}
@@ -114,6 +121,7 @@ func (r *rig) run(replicas []string, until float64, state func(replica string, s
 }
 
 type incidentLog struct {
+	resource                           map[string]any
 	detector, state, replica, id, body string
 	actions                            []any
 	evidence                           map[string]any
@@ -130,6 +138,7 @@ func (r *rig) incidents() []incidentLog {
 				a := rec.Attributes().AsRaw()
 				replica, _ := a[schema.AttrServiceInstanceID].(string) // pool-wide incidents name no replica
 				il := incidentLog{
+					resource: ld.ResourceLogs().At(i).Resource().Attributes().AsRaw(),
 					detector: a[schema.AttrLLMIncidentDetector].(string), state: a[schema.AttrLLMIncidentState].(string),
 					replica: replica, id: a[schema.AttrLLMIncidentID].(string), body: rec.Body().Str(),
 					at: float64(rec.Timestamp().AsTime().Sub(fleetstatetest.Epoch)) / 1e9,
@@ -355,6 +364,43 @@ func TestDetectors(t *testing.T) {
 			assert.Equal(t, 1.0, r.lastGauges(schema.MetricLLMIncidentActive)["r1/"+tc.detector])
 		})
 	}
+}
+
+// An incident names where its replica runs, as the replica's metrics said (on Kubernetes, what k8s_attributes
+// added at the gateway): its pod, namespace and Ray cluster, and no other replica's.
+func TestIncidentsNameTheReplicasPod(t *testing.T) {
+	saturation := detectorScenarios()[0]
+	require.Equal(t, "scheduler_saturation", saturation.detector)
+	r := newRig(t)
+	r.run([]string{"r1", "r2", "r3"}, 200, func(rep string, sec float64, s *replicaState) {
+		saturation.state(rep, sec, s)
+		switch rep {
+		case "r1":
+			s.resource = map[string]string{
+				schema.AttrK8sPodName: "llm-raycluster-worker-gpu-7xk2p", schema.AttrK8sNamespaceName: "llm",
+				schema.AttrRayClusterName: "llm-raycluster", schema.AttrRayNodeType: "worker",
+				schema.AttrK8sPodIp: "10.4.0.17", // the association key, not a placement
+			}
+		case "r2":
+			s.resource = map[string]string{schema.AttrK8sPodName: "llm-raycluster-worker-gpu-q9w4d", schema.AttrK8sNamespaceName: "llm"}
+		}
+		if rep == "r3" && sec >= 100 { // a replica whose metrics name no pod
+			s.values[schema.MetricLLMSchedulerRequestsWaiting] = 5 * math.Pow(2, (sec-100)/30)
+		}
+	})
+	byReplica := map[string]map[string]any{}
+	for _, il := range r.incidents() {
+		if il.state == "start" && il.detector == "scheduler_saturation" {
+			byReplica[il.replica] = il.resource
+		}
+	}
+	assert.Equal(t, map[string]map[string]any{
+		"r1": {
+			schema.AttrServiceInstanceID: "r1", schema.AttrK8sPodName: "llm-raycluster-worker-gpu-7xk2p",
+			schema.AttrK8sNamespaceName: "llm", schema.AttrRayClusterName: "llm-raycluster", schema.AttrRayNodeType: "worker",
+		},
+		"r3": {schema.AttrServiceInstanceID: "r3"},
+	}, byReplica)
 }
 
 func contains(s, sub string) bool {

@@ -93,6 +93,9 @@ type replica struct {
 	model    string
 	engine   string
 	lastSeen int64
+	// placement is where the replica runs, as its newest resource said (PlacementKeys, in that order; ""
+	// where unknown).
+	placement [len(PlacementKeys)]string
 
 	// unhealthy is the time the caller marked unhealthy; folded the healthy levels of what left the window.
 	unhealthy healthMarks
@@ -274,6 +277,11 @@ func (s *Store) observeEngine(key string, res pcommon.Map, rm pmetric.ResourceMe
 	}
 	if e, ok := res.Get(schema.AttrLLMEngineName); ok {
 		r.engine = labelcap.Cut(e.AsString(), s.cfg.MaxLabelLength)
+	}
+	for i, k := range PlacementKeys {
+		if v, ok := res.Get(k); ok && v.AsString() != "" {
+			r.placement[i] = labelcap.Cut(v.AsString(), s.cfg.MaxLabelLength)
+		}
 	}
 	r.lastSeen = snap.Time
 	halfLife := float64(s.cfg.UsualHalfLife.Nanoseconds())
@@ -601,6 +609,30 @@ func (s *Store) Identity(key string) (model, engine string) {
 		return r.model, r.engine
 	}
 	return "", ""
+}
+
+// PlacementKeys are the resource attributes that say where a replica runs (what k8s_attributes adds on
+// Kubernetes): its incidents carry them, so that an incident names the pod to look at.
+var PlacementKeys = [...]string{
+	schema.AttrK8sPodName, schema.AttrK8sNamespaceName, schema.AttrK8sNodeName, schema.AttrK8sDeploymentName,
+	schema.AttrRayClusterName, schema.AttrRayNodeType,
+}
+
+// Placement calls fn with each placement attribute (PlacementKeys) the replica's resource has carried, the
+// newest value of each, in PlacementKeys' order.
+func (s *Store) Placement(key string, fn func(name, value string)) {
+	s.mu.RLock()
+	r := s.replicas[key]
+	var placement [len(PlacementKeys)]string
+	if r != nil {
+		placement = r.placement
+	}
+	s.mu.RUnlock()
+	for i, v := range placement {
+		if v != "" {
+			fn(PlacementKeys[i], v)
+		}
+	}
 }
 
 // UnattributedGPUs lists, sorted, the GPUs seen within the window that belong to no replica the store

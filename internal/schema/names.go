@@ -530,6 +530,22 @@ const (
 	AttrLLMCostCategory = "llm.cost.category"
 	// AttrHostName: The node's host name.
 	AttrHostName = "host.name"
+	// AttrK8sPodIp: The IP of the pod the replica runs in, as the receiver knows it (Ray's node IP, NodeAddress, which under KubeRay is its pod's IP); k8s_attributes finds the pod by it.
+	AttrK8sPodIp = "k8s.pod.ip"
+	// AttrK8sPodName: The replica's pod, set by k8s_attributes; incidents carry it.
+	AttrK8sPodName = "k8s.pod.name"
+	// AttrK8sNamespaceName: The replica's namespace, set by k8s_attributes; incidents carry it.
+	AttrK8sNamespaceName = "k8s.namespace.name"
+	// AttrK8sNodeName: The Kubernetes node of the replica's pod, set by k8s_attributes; incidents carry it.
+	AttrK8sNodeName = "k8s.node.name"
+	// AttrK8sDeploymentName: The Deployment of the replica's pod, set by k8s_attributes; incidents carry it.
+	AttrK8sDeploymentName = "k8s.deployment.name"
+	// AttrRayClusterName: The Ray cluster of a KubeRay pod (its ray.io/cluster label, set by k8s_attributes); incidents carry it.
+	AttrRayClusterName = "ray.cluster.name"
+	// AttrRayNodeType: head or worker (a KubeRay pod's ray.io/node-type label, set by k8s_attributes); incidents carry it.
+	AttrRayNodeType = "ray.node.type"
+	// AttrRayServeTraffic: A KubeRay pod's ray.io/serve label ("true" when the RayService's serve Service sends it traffic), set by k8s_attributes.
+	AttrRayServeTraffic = "ray.serve.traffic"
 	// AttrHttpResponseStatusCode: HTTP status of a failed request.
 	AttrHttpResponseStatusCode = "http.response.status_code"
 	// AttrLLMServeApplication: Ray Serve application.

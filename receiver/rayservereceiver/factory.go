@@ -55,7 +55,7 @@ func NewFactory() receiver.Factory {
 		},
 		receiver.WithMetrics(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
 			c := cfg.(*Config)
-			return enginescrape.NewMetricsReceiver(set, &c.Config, engineFor(c), next)
+			return enginescrape.NewMetricsReceiver(set, &c.Config, engineFor(c), byNode{next})
 		}, metadata.MetricsStability))
 }
 

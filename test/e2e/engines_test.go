@@ -43,6 +43,10 @@ func TestOtherEngineCapturesThroughTheBinary(t *testing.T) {
 				startCollector(t, pipelineConfig(c.receiver, block, sink.URL))
 				md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
 				assert.Equal(t, strings.ReplaceAll(c.receiver, "-", "_"), md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])
+				if c.receiver == "ray_serve" {
+					// The Ray node's IP (NodeAddress), for the gateway's k8s_attributes to find the pod by.
+					assert.Equal(t, "10.112.217.4", md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrK8sPodIp])
+				}
 				for wire, canonical := range map[string]string{
 					c.waiting: schema.MetricLLMSchedulerRequestsWaiting,
 					c.running: schema.MetricLLMSchedulerRequestsRunning, c.third: c.thirdCanonical,

@@ -21,6 +21,18 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* The sidecar's image: the slim build with sidecar.slim, which cannot scrape dcgm-exporter. */}}
+{{- define "servescope.sidecarImage" -}}
+{{- if .Values.sidecar.slim -}}
+{{- if .Values.endpoints.dcgm -}}
+{{- fail "sidecar.slim: the slim sidecar has no prometheus receiver to scrape dcgm-exporter; set endpoints.dcgm to \"\" (its GPUs come from NVML)" -}}
+{{- end -}}
+{{ .Values.image.sidecarRepository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- else -}}
+{{ include "servescope.image" . }}
+{{- end -}}
+{{- end -}}
+
 {{/* The engine receiver's type; anything else is a mistake to stop at. */}}
 {{- define "servescope.receiver" -}}
 {{- $known := list "vllm" "sglang" "tensorrt_llm" "llama_cpp" "triton" -}}
@@ -41,6 +53,10 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if .Values.endpoints.dcgm }}
 - name: SERVESCOPE_DCGM_TARGET
   value: {{ .Values.endpoints.dcgm | quote }}
+{{- end }}
+{{- if .Values.sidecar.slim }}
+- name: NVIDIA_VISIBLE_DEVICES
+  value: all
 {{- end }}
 {{- end -}}
 
@@ -66,6 +82,9 @@ receivers:
   {{ include "servescope.receiver" . }}:
     endpoint: http://localhost:{{ .Values.engine.port }}
     collection_interval: {{ .Values.intervals.scrape }}
+    # The engine is on localhost in every pod: name the replica by the pod (the GPU metrics' name too).
+    resource_attributes:
+      service.instance.id: ${env:SERVESCOPE_REPLICA:-localhost:{{ .Values.engine.port }}}
   {{- if .Values.endpoints.dcgm }}
   prometheus/dcgm:
     config:
@@ -75,6 +94,14 @@ receivers:
           static_configs:
             - targets: ["${env:SERVESCOPE_DCGM_TARGET:-localhost:9400}"]
               labels: {instance: "${env:SERVESCOPE_REPLICA:-localhost:{{ .Values.engine.port }}}"}
+  {{- end }}
+  {{- if .Values.sidecar.slim }}
+  nvml:
+    collection_interval: {{ .Values.intervals.scrape }}
+    replicas:
+      - port: {{ .Values.engine.port }}
+        service_instance_id: ${env:SERVESCOPE_REPLICA:-localhost:{{ .Values.engine.port }}}
+        engine: {{ include "servescope.receiver" . }}
   {{- end }}
   otlp:
     protocols:
@@ -110,7 +137,7 @@ service:
               prometheus: {host: localhost, port: 8888}
   pipelines:
     metrics:
-      receivers: [{{ include "servescope.receiver" . }}{{ if .Values.endpoints.dcgm }}, prometheus/dcgm{{ end }}]
+      receivers: [{{ include "servescope.receiver" . }}{{ if .Values.endpoints.dcgm }}, prometheus/dcgm{{ end }}{{ if .Values.sidecar.slim }}, nvml{{ end }}]
       processors: [memory_limiter, llm_normalize]
       exporters: [otlp_grpc/gateway, llm_root_cause]
     traces:
@@ -142,19 +169,23 @@ receivers:
         endpoint: {{ .Values.endpoints.otlpListen }}
 processors:
   memory_limiter: {check_interval: 1s, limit_percentage: 80, spike_limit_percentage: 20}
+  # The first association that resolves wins: the ray_serve receiver's k8s.pod.ip (the Ray node's IP,
+  # under KubeRay the pod's), then the connection's address (a sidecar connects from its replica's pod).
   k8s_attributes:
     auth_type: serviceAccount
     pod_association:
-      - sources: [{from: connection}]
       - sources: [{from: resource_attribute, name: k8s.pod.ip}]
+      - sources: [{from: connection}]
     extract:
       metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.node.name, k8s.deployment.name, k8s.statefulset.name]
-      {{- with .Values.gateway.podLabels }}
       labels:
-        {{- range . }}
+        {{- range .Values.gateway.podLabels }}
         - {tag_name: {{ . }}, key: {{ . }}, from: pod}
         {{- end }}
-      {{- end }}
+        # KubeRay's pod labels (the Ray cluster, head or worker, serve traffic), under servescope's names.
+        - {tag_name: ray.cluster.name, key: ray.io/cluster, from: pod}
+        - {tag_name: ray.node.type, key: ray.io/node-type, from: pod}
+        - {tag_name: ray.serve.traffic, key: ray.io/serve, from: pod}
 connectors:
   llm_signals:
     interval: {{ .Values.intervals.signals }}
