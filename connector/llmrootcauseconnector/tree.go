@@ -156,15 +156,47 @@ type requestTree struct {
 	parts  map[pcommon.SpanID]treePart
 }
 
-// treeIndex holds the request trees being assembled, oldest trace forgotten first.
+// treeIndex holds the request trees being assembled, oldest trace forgotten first: at most maxTraces
+// traces and maxEntries groups and parts in all.
 type treeIndex struct {
-	trees     map[pcommon.TraceID]*requestTree
-	order     []pcommon.TraceID
-	maxTraces int
+	trees      map[pcommon.TraceID]*requestTree
+	order      []pcommon.TraceID
+	maxTraces  int
+	maxEntries int
+	entries    int
 }
 
+// treeEntriesPerTrace is what the index holds on average per trace at most: a request's tokenizer and
+// scheduler threads with a few enclosing slices each, at TP 8.
+const treeEntriesPerTrace = 16
+
 func newTreeIndex(maxTraces int) *treeIndex {
-	return &treeIndex{trees: map[pcommon.TraceID]*requestTree{}, maxTraces: max(1, maxTraces)}
+	maxTraces = max(1, maxTraces)
+	return &treeIndex{trees: map[pcommon.TraceID]*requestTree{}, maxTraces: maxTraces, maxEntries: treeEntriesPerTrace * maxTraces}
+}
+
+// drop forgets a whole trace.
+func (ix *treeIndex) drop(tid pcommon.TraceID) {
+	if t := ix.trees[tid]; t != nil {
+		ix.entries -= len(t.groups) + len(t.parts)
+		delete(ix.trees, tid)
+	}
+}
+
+// evictFor makes room for one more entry in a trace other than keep, oldest trace first.
+func (ix *treeIndex) evictFor(keep pcommon.TraceID) {
+	for ix.entries >= ix.maxEntries && len(ix.order) > 0 {
+		oldest := ix.order[0]
+		if oldest == keep {
+			if len(ix.order) == 1 {
+				return
+			}
+			ix.order = append(ix.order[1:], oldest)
+			continue
+		}
+		ix.order = ix.order[1:]
+		ix.drop(oldest)
+	}
 }
 
 func (ix *treeIndex) tree(tid pcommon.TraceID, create bool) *requestTree {
@@ -173,7 +205,7 @@ func (ix *treeIndex) tree(tid pcommon.TraceID, create bool) *requestTree {
 		return t
 	}
 	for len(ix.trees) >= ix.maxTraces && len(ix.order) > 0 {
-		delete(ix.trees, ix.order[0])
+		ix.drop(ix.order[0])
 		ix.order = ix.order[1:]
 	}
 	if len(ix.order) >= 2*ix.maxTraces { // ids of trees already explained and forgotten
@@ -198,8 +230,13 @@ func (ix *treeIndex) group(tid pcommon.TraceID, id pcommon.SpanID, create bool) 
 	}
 	g := t.groups[id]
 	if g == nil && create && len(t.groups) < maxTreeGroups {
+		ix.evictFor(tid)
+		if ix.entries >= ix.maxEntries {
+			return nil
+		}
 		g = &sliceGroup{}
 		t.groups[id] = g
+		ix.entries++
 	}
 	return g
 }
@@ -223,8 +260,13 @@ func (ix *treeIndex) link(span ptrace.Span, thread bool, label string, rank [4]i
 }
 
 func (ix *treeIndex) addPart(tid pcommon.TraceID, id pcommon.SpanID, p treePart) {
-	if t := ix.tree(tid, true); len(t.parts) < maxTreeGroups {
+	t := ix.tree(tid, true)
+	if _, seen := t.parts[id]; seen || len(t.parts) >= maxTreeGroups {
+		return
+	}
+	if ix.evictFor(tid); ix.entries < ix.maxEntries {
 		t.parts[id] = p
+		ix.entries++
 	}
 }
 
@@ -353,13 +395,18 @@ func (ix *treeIndex) forget(ref treeRef, tp treePhases) {
 	if t == nil {
 		return
 	}
-	for _, id := range tp.members {
-		delete(t.groups, id)
+	for _, id := range append(tp.members, ref.span) {
+		if _, ok := t.groups[id]; ok {
+			delete(t.groups, id)
+			ix.entries--
+		}
 	}
 	for _, id := range tp.partners {
-		delete(t.parts, id)
+		if _, ok := t.parts[id]; ok {
+			delete(t.parts, id)
+			ix.entries--
+		}
 	}
-	delete(t.groups, ref.span)
 	if len(t.groups) == 0 && len(t.parts) == 0 {
 		delete(ix.trees, ref.trace)
 	}
