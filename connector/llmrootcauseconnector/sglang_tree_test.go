@@ -385,3 +385,13 @@ func TestSGLangTreeIncompleteAtMaxWait(t *testing.T) {
 	assert.InDelta(t, 0.1366, a[schema.AttrLLMLatencyDecode], 1e-3, "rank 1's slices, the best there is")
 	assert.False(t, math.IsNaN(a[schema.AttrLLMLatencyQueue].(float64)))
 }
+
+// A span that is only named like SGLang's request span (no latency attributes, no slices) is not a request.
+func TestSGLangTreeNameAloneIsNoRequest(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
+	b := newSGLTree(t, 10, 100)
+	p := b.process("r1")
+	b.span(p, "Req 0a1b2c3d", pcommon.SpanID{}, 0, 10)
+	send(r, p)
+	assert.Empty(t, explainedSpans(r))
+}

@@ -548,7 +548,8 @@ func (c *core) treeRequest(span ptrace.Span) (part bool, ref *treeRef) {
 	if ok && role == "prefill" {
 		return true, nil
 	}
-	if ok || c.trees.hasGroup(span.TraceID(), span.SpanID()) {
+	// A span named like a request span is one when it is an engine's (latency attributes) or has slices.
+	if hasSlices := c.trees.hasGroup(span.TraceID(), span.SpanID()); hasSlices || ok && isEngineRequest(span) {
 		return false, &treeRef{trace: span.TraceID(), span: span.SpanID(), role: role, partner: partner}
 	}
 	return false, nil
