@@ -36,8 +36,8 @@ type sglTree struct {
 	start float64 // the request's arrival, seconds after the epoch
 }
 
-func newSGLTree(t *testing.T, n byte, start float64) *sglTree {
-	return &sglTree{t: t, trace: pcommon.TraceID{0x5a, n}, start: start}
+func newSGLTree(t *testing.T, n byte) *sglTree {
+	return &sglTree{t: t, trace: pcommon.TraceID{0x5a, n}, start: 100}
 }
 
 func (b *sglTree) process(replica string) *sglProcess {
@@ -152,7 +152,7 @@ type phasesMS struct{ queue, prefill, decode, ttft, e2e float64 }
 // unified builds a unified request: the tokenizer process (request span, its thread span and slices) and
 // one scheduler process per TP rank; rank k's slices run k*0.2 ms late.
 func unified(t *testing.T, n byte, tp int, streaming bool, level int) (tokenizer *sglProcess, ranks []*sglProcess) {
-	b := newSGLTree(t, n, 100)
+	b := newSGLTree(t, n)
 	tokenizer = b.process("r1")
 	ttft := 191.7 // non-streaming: SGLang's first output is the whole response
 	if streaming {
@@ -316,7 +316,7 @@ func TestSGLangTreeEarlyLayout(t *testing.T) {
 	// The early 0.5 layout: flat slices under "Scheduler [TP 0] (host:... | pid:...)", one decode_loop per
 	// step, the request span under a "Bootstrap Room" span.
 	r := sglRig(t)
-	b := newSGLTree(t, 7, 100)
+	b := newSGLTree(t, 7)
 	p := b.process("r1")
 	room := b.span(p, "Bootstrap Room 0x0", pcommon.SpanID{}, 0, 120)
 	room.Attributes().PutStr("bootstrap_room", "0x0")
@@ -338,7 +338,7 @@ func TestSGLangTreeDisaggregated(t *testing.T) {
 	// with the same bootstrap room. The decode side's is the response and the one explained; the prefill
 	// side's slices (bootstrap, waiting, forward, KV transfer) say its queue and prefill.
 	r := sglRig(t)
-	b := newSGLTree(t, 8, 100)
+	b := newSGLTree(t, 8)
 	rid := "081c9e7a4b2d4f0c8e6a1b3d5f7092aa"
 	ptok := b.process("r2")
 	preq := b.request(ptok, "prefill", rid, 60, 58, 0.5, 2048, 1)
@@ -389,7 +389,7 @@ func TestSGLangTreeIncompleteAtMaxWait(t *testing.T) {
 // A span that is only named like SGLang's request span (no latency attributes, no slices) is not a request.
 func TestSGLangTreeNameAloneIsNoRequest(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.MaxWait = 0 })
-	b := newSGLTree(t, 10, 100)
+	b := newSGLTree(t, 10)
 	p := b.process("r1")
 	b.span(p, "Req 0a1b2c3d", pcommon.SpanID{}, 0, 10)
 	send(r, p)
