@@ -34,7 +34,7 @@ import (
 type core struct {
 	cfg    *Config
 	logger *zap.Logger
-	stages map[string]string // stage-span name -> phase, from the schema's engines
+	shape  treeShape // the engines' request trees and stage slices, from the schema
 	store  *fleetstate.Store
 	now    func() time.Time
 
@@ -55,6 +55,7 @@ type core struct {
 	bounds                               requestBounds
 	work                                 map[string]*workLog
 	origins                              *fifoCache[spanKey, who]
+	trees                                *treeIndex
 	byRequest                            *fifoCache[string, who]
 	agg                                  *aggregator
 	pending                              []*batch
@@ -80,6 +81,8 @@ type core struct {
 type batch struct {
 	td       ptrace.Traces
 	requests []*request
+	// joined: the batch brought slices or thread spans, which may complete the tree of a held request.
+	joined   bool
 	deadline time.Time
 	ctx      context.Context
 }
@@ -90,7 +93,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		return nil, err
 	}
 	c := &core{
-		cfg: cfg, logger: set.Logger, stages: sch.SpanStages(), now: time.Now,
+		cfg: cfg, logger: set.Logger, shape: newTreeShape(sch), now: time.Now,
 		store: fleetstate.New(fleetstate.Config{
 			ReplicaKeys: cfg.ReplicaKeys, Window: cfg.StateWindow,
 			MaxReplicas: cfg.MaxReplicas, MaxLabelLength: cfg.MaxLabelLength,
@@ -101,6 +104,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
 		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
 		byRequest: newFIFOCache[string, who](cfg.RequestIDCache),
+		trees:     newTreeIndex(cfg.RequestIDCache),
 	}
 	telemetry, err := metadata.NewTelemetryBuilder(set)
 	if err != nil {
@@ -243,13 +247,18 @@ func (c *core) consumeTraces(ctx context.Context, td ptrace.Traces, from *traces
 		return nil
 	}
 	b := &batch{td: td, deadline: c.now().Add(c.cfg.MaxWait), ctx: context.WithoutCancel(ctx)}
-	if !c.guard("read", func() { b.requests = c.collect(b.ctx, td) }) {
+	if !c.guard("read", func() { b.requests, b.joined = c.collect(b.ctx, td) }) {
 		b.requests = nil // what was read before the fault is not trusted: the batch goes on unexplained
 	}
 	if len(b.requests) == 0 || c.draining || c.readyLocked(b) {
 		out := c.finish(b)
+		held := b.joined && len(c.pending) > 0
 		c.mu.Unlock()
-		return c.emit(ctx, out)
+		err := c.emit(ctx, out)
+		if held { // slices of a held request's tree may have come with this batch
+			err = errors.Join(err, c.release(ctx, c.readyLocked, ""))
+		}
+		return err
 	}
 	c.pending = append(c.pending, b)
 	c.pendingN += b.td.SpanCount()
@@ -265,6 +274,9 @@ func (c *core) consumeTraces(ctx context.Context, td ptrace.Traces, from *traces
 	var errs []error
 	for _, o := range outs {
 		errs = append(errs, c.emit(o.ctx, o))
+	}
+	if b.joined {
+		errs = append(errs, c.release(ctx, c.readyLocked, ""))
 	}
 	return errors.Join(errs...)
 }
@@ -284,7 +296,14 @@ func (c *core) choosePrimaryTraces() *tracesInput {
 // after the request's end, or waiting cannot help (no metrics
 // input, max_wait zero, or a replica the state has never seen once the start-up grace of max_wait is over).
 func (c *core) readyLocked(b *batch) bool {
-	if len(c.metricsInputs) == 0 || c.cfg.MaxWait == 0 || c.draining {
+	if c.cfg.MaxWait == 0 || c.draining {
+		return true
+	}
+	// A request read from a span tree waits for the slices of its other processes, which export apart.
+	if !c.treesSettledLocked(b) {
+		return false
+	}
+	if len(c.metricsInputs) == 0 {
 		return true
 	}
 	for _, r := range b.requests {
@@ -367,34 +386,12 @@ func (c *core) emit(ctx context.Context, o output) error {
 	return errors.Join(errs...)
 }
 
-// collect indexes who sent what (tenants by span and by request id) and reads the batch's request spans.
-func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
-	var reqs []*request
+// collect indexes who sent what (tenants by span and by request id), adds the batch's stage slices and
+// thread spans to the request trees, and reads the batch's request spans; joined is true when the batch had
+// any part of a request tree.
+func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, joined bool) {
+	joined = c.indexTrees(td)
 	rss := td.ResourceSpans()
-	// Stage spans first: an engine whose request span carries no latency attributes (SGLang) is read from
-	// the stage slices under it, when they come in the same batch.
-	var staged map[spanKey]*stages
-	for i := 0; i < rss.Len(); i++ {
-		sss := rss.At(i).ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			spans := sss.At(j).Spans()
-			for k := 0; k < spans.Len(); k++ {
-				span := spans.At(k)
-				phase, ok := c.stages[span.Name()]
-				if !ok || span.ParentSpanID().IsEmpty() {
-					continue
-				}
-				if staged == nil {
-					staged = map[spanKey]*stages{}
-				}
-				key := spanKey{span.TraceID(), span.ParentSpanID()}
-				if staged[key] == nil {
-					staged[key] = newStages()
-				}
-				staged[key].add(phase, span)
-			}
-		}
-	}
 	for i := 0; i < rss.Len(); i++ {
 		res := rss.At(i).Resource().Attributes()
 		sss := rss.At(i).ScopeSpans()
@@ -409,10 +406,13 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 				if w.tenant != "" || w.family != "" {
 					c.origins.put(spanKey{span.TraceID(), span.SpanID()}, w)
 				}
-				var r *request
-				st := staged[spanKey{span.TraceID(), span.SpanID()}]
-				engineSpan := isEngineRequest(span)
-				if !engineSpan && st == nil {
+				// Thread spans, slices and the prefill side of a disaggregated request are parts of a
+				// request explained once, on its request span.
+				part, tree := c.treeRequest(span)
+				if part {
+					continue
+				}
+				if !isEngineRequest(span) && tree == nil {
 					if id := c.label(attrvalue.String(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
 						c.byRequest.put(id, w)
 					}
@@ -425,18 +425,15 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) []*request {
 						zap.Duration("max_request_duration", c.cfg.MaxRequestDuration))
 					continue
 				}
-				if engineSpan {
-					r = readRequest(span, res)
-				} else {
-					r = readStagedRequest(span, res, st)
-				}
+				r := readRequest(span, res)
+				r.tree = tree
 				r.requestID, r.model, r.engine = c.label(r.requestID), c.label(r.model), c.label(r.engine)
 				r.replicaKey = c.store.ReplicaKey(res)
 				reqs = append(reqs, r)
 			}
 		}
 	}
-	return reqs
+	return reqs, joined
 }
 
 // finish explains every request of a batch, records metrics and builds the outputs. Called with c.mu held.
@@ -461,6 +458,7 @@ func (c *core) explain(b *batch) output {
 	enrichSpans := c.tracesOut != nil
 	// Resolve everyone first, so contention sees the whole batch's admitted work.
 	for _, r := range b.requests {
+		c.readTree(r)
 		c.resolve(r, enrichSpans)
 		if math.IsNaN(r.queue) || r.replica == "" && r.replicaKey == "" {
 			continue

@@ -27,7 +27,7 @@ import (
 // clock the test sets, and what it emits is compared whole with expected-traces.yaml,
 // expected-metrics.yaml and expected-logs.yaml. Rewrite with -update.
 func TestGoldenScenarios(t *testing.T) {
-	for _, name := range []string{"queue_saturation"} {
+	for _, name := range []string{"queue_saturation", "sglang_tree_tp4"} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join("testdata", name)
 			cfg := createDefaultConfig()

@@ -32,6 +32,8 @@ type request struct {
 
 	queue, prefill, decode, other, ttft, tpot, e2e float64 // seconds
 	promptTokens, genTokens, cachedTokens          float64
+
+	tree *treeRef // the request's span tree, for an engine whose request is one (SGLang); nil otherwise
 }
 
 // isEngineRequest tells the request spans we explain (vLLM's llm_request and the spans that copy its keys:
@@ -149,52 +151,6 @@ func readRequest(span ptrace.Span, res pcommon.Map) *request {
 		r.tpot = r.decode / (r.genTokens - 1)
 	} else {
 		r.tpot = math.NaN()
-	}
-	return r
-}
-
-// stages are the durations of one request span's stage children in a batch, by phase.
-type stages struct {
-	queue, prefill, decode float64 // seconds; NaN when no stage of that phase was seen
-	decodeStart            int64   // unix ns: the first decode stage's start, the first token
-}
-
-func newStages() *stages {
-	return &stages{queue: math.NaN(), prefill: math.NaN(), decode: math.NaN()}
-}
-
-func (st *stages) add(phase string, span ptrace.Span) {
-	d := float64(span.EndTimestamp()-span.StartTimestamp()) / 1e9
-	switch phase {
-	case schema.PhaseQueue:
-		st.queue = sumKnown(st.queue, d)
-	case schema.PhasePrefill:
-		st.prefill = sumKnown(st.prefill, d)
-	case schema.PhaseDecode:
-		st.decode = sumKnown(st.decode, d)
-		if start := int64(span.StartTimestamp()); st.decodeStart == 0 || start < st.decodeStart {
-			st.decodeStart = start
-		}
-	}
-}
-
-// readStagedRequest reads a request span that carries no latency attributes (SGLang's) from its stage
-// children: the phases are their durations, e2e the span's own, TTFT the time to the first decode stage.
-func readStagedRequest(span ptrace.Span, res pcommon.Map, st *stages) *request {
-	r := readRequest(span, res)
-	r.queue, r.prefill, r.decode = st.queue, st.prefill, st.decode
-	if st.decodeStart > 0 {
-		r.ttft = float64(st.decodeStart-r.start) / 1e9
-	}
-	r.e2e = float64(r.end-r.start) / 1e9
-	known := sumKnown(r.queue, r.prefill, r.decode)
-	if known > r.e2e {
-		r.e2e = known
-	}
-	r.other = r.e2e - known
-	r.tpot = math.NaN()
-	if !math.IsNaN(r.decode) && r.genTokens > 1 {
-		r.tpot = r.decode / (r.genTokens - 1)
 	}
 	return r
 }

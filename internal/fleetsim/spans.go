@@ -195,23 +195,34 @@ func (f *Fleet) vllmSpan(sp ptrace.Span, r *request) {
 	a.PutDouble("gen_ai.request.temperature", 0.7)
 }
 
-// sglangSpans writes SGLang's shape: a root span per request, "Req" and the first eight characters of its
-// rid, with the finish attributes (cached tokens included), and stage slices under it for the wait in the
-// queue, the prefill forward passes and the decode loop. The process/thread level SGLang puts between them
-// is left out.
+// SGLangRequestSpan is the name SGLang gives a unified request's span: its role (empty when unified),
+// "Req" and the first eight characters of the rid.
+func SGLangRequestSpan(id string) string { return " Req " + id[:8] }
+
+// sglangSpans writes the tree SGLang's tracing writes at --trace-level 2 (see the connector's
+// testdata/sglang_trees/NOTE.md): the request span with the tokenizer's finish attributes (usage, cached
+// tokens, and gen_ai.latency.* from its own clock: no time in queue, prefill from the dispatch to the first
+// token), a Tokenizer thread span under it with tokenize and api_server_dispatch, and one Scheduler thread
+// span per tensor-parallel rank with request_process, prefill_waiting, prefill_forward and decode_forward
+// (from the first token to the last). Level 3's decode_loop per step is left out: one span per token.
 func (f *Fleet) sglangSpans(spans ptrace.SpanSlice, r *request) {
 	root := spans.AppendEmpty()
 	root.SetTraceID(r.traceID)
 	root.SetSpanID(r.engineSpan)
 	root.SetParentSpanID(r.clientSpan)
-	root.SetName("Req " + r.id[:8])
+	root.SetName(SGLangRequestSpan(r.id))
 	root.SetKind(ptrace.SpanKindInternal)
 	root.SetStartTimestamp(f.ts(r.arrival))
 	root.SetEndTimestamp(f.ts(r.lastToken))
 	a := root.Attributes()
 	a.PutStr("rid", r.id)
-	a.PutStr("module", "sglang::tokenizer_manager")
-	phaseAttrs(a, r)
+	a.PutStr("module", "sglang::request")
+	// The tokenizer's view: dispatched to the scheduler when the request entered its queue.
+	a.PutDouble(attrTTFT, r.firstToken-r.arrival)
+	a.PutDouble(attrE2E, r.lastToken-r.arrival)
+	a.PutDouble(attrPrefill, r.firstToken-r.queued)
+	a.PutDouble(attrDecode, r.lastToken-r.firstToken)
+	a.PutDouble(attrInference, r.lastToken-r.queued)
 	a.PutInt(attrPromptTokens, int64(r.prompt))
 	a.PutInt(attrOutputTokens, int64(r.generated))
 	a.PutInt(AttrCachedTokens, int64(r.cached))
@@ -219,28 +230,63 @@ func (f *Fleet) sglangSpans(spans ptrace.SpanSlice, r *request) {
 	a.PutInt("gen_ai.request.max_tokens", int64(r.maxTokens))
 	a.PutStr("gen_ai.response.model", r.replica.f.cfg.Model.Name)
 	a.PutStr("gen_ai.response.finish_reasons", r.finishReason)
-	stages := []struct {
-		name       string
-		start, end float64
-	}{
-		{"prefill_waiting", r.queued, r.scheduled},
-		{"prefill_forward", r.scheduled, r.firstToken},
-		{"decode_loop", r.firstToken, r.lastToken},
-	}
-	for i, s := range stages {
+
+	seq := byte(0)
+	child := func(parent pcommon.SpanID, name string, start, end float64) ptrace.Span {
+		seq++
 		sp := spans.AppendEmpty()
 		sp.SetTraceID(r.traceID)
 		id := r.engineSpan
-		id[7] ^= byte(i + 1)
+		id[7] ^= seq
 		id[6] ^= 0x5a
 		sp.SetSpanID(id)
-		sp.SetParentSpanID(r.engineSpan)
-		sp.SetName(s.name)
+		sp.SetParentSpanID(parent)
+		sp.SetName(name)
 		sp.SetKind(ptrace.SpanKindInternal)
-		sp.SetStartTimestamp(f.ts(s.start))
-		sp.SetEndTimestamp(f.ts(s.end))
+		sp.SetStartTimestamp(f.ts(start))
+		sp.SetEndTimestamp(f.ts(end))
+		return sp
+	}
+	thread := func(label string, rank, pid int, start float64) ptrace.Span {
+		name := label
+		if rank >= 0 {
+			name += fmt.Sprintf(" [TP %d] ", rank)
+		}
+		sp := child(r.engineSpan, name+fmt.Sprintf("(host:%s | pid:%d)", sglangHost, pid), start, r.lastToken)
+		ta := sp.Attributes()
+		if rank >= 0 {
+			ta.PutInt("tp_rank", int64(rank))
+		}
+		ta.PutStr("host_id", sglangHost)
+		ta.PutInt("pid", int64(pid))
+		ta.PutStr("thread_label", label)
+		return sp
+	}
+	// The tokenizer's part before the scheduler has the request; the scheduler's request_process ends as
+	// the request enters the waiting queue.
+	hop := min(0.0002, (r.queued-r.arrival)/4)
+	tok := thread("Tokenizer", -1, 1000, r.arrival)
+	mid := r.arrival + (r.queued-hop-r.arrival)/2
+	child(tok.SpanID(), "tokenize", r.arrival, mid)
+	child(tok.SpanID(), "api_server_dispatch", mid, r.queued-hop)
+	for rank := range r.replica.tp {
+		sch := thread("Scheduler", rank, 1001+rank, r.queued-hop)
+		for _, st := range []struct {
+			name       string
+			start, end float64
+		}{
+			{"request_process", r.queued - hop, r.queued},
+			{"prefill_waiting", r.queued, r.scheduled},
+			{"prefill_forward", r.scheduled, r.firstToken},
+			{"decode_forward", r.firstToken, r.lastToken},
+		} {
+			child(sch.SpanID(), st.name, st.start, st.end)
+		}
 	}
 }
+
+// sglangHost is the first eight characters of the host id SGLang puts in thread span names.
+const sglangHost = "5e1a7c3d"
 
 // trtllmSpan has what TensorRT-LLM's tracing sets: queue, TTFT and e2e latencies and usage, no prefill or
 // decode split.

@@ -100,8 +100,10 @@ func TestSpansOverOTLP(t *testing.T) {
 
 	cfg := testConfig(t, "baseline")
 	cfg.Engines = Engines()
+	cfg.TP = 2 // SGLang writes a scheduler thread span per rank
 	f, err := New(cfg)
 	require.NoError(t, err)
+	tp := f.Config().TP
 	eps, err := f.Serve("127.0.0.1", 0)
 	require.NoError(t, err)
 	defer f.Close()
@@ -187,28 +189,7 @@ func TestSpansOverOTLP(t *testing.T) {
 			_, hasPrefill := ea.Get(attrPrefill)
 			assert.False(t, hasPrefill, "TensorRT-LLM's spans carry no prefill/decode split")
 		case EngineSGLang:
-			require.Len(t, engine, 4, "root plus three stage slices")
-			var root receivedSpan
-			stages := map[string]receivedSpan{}
-			for _, e := range engine {
-				if e.span.ParentSpanID() == client.SpanID() {
-					root = e
-				} else {
-					stages[e.span.Name()] = e
-				}
-			}
-			assert.Equal(t, "Req "+id[:8], root.span.Name())
-			assert.Equal(t, SGLangScope, root.scope)
-			assert.Equal(t, "sglang", str(root.resource, "service.name"))
-			assert.Equal(t, instance[EngineSGLang], str(root.resource, "service.instance.id"))
-			assert.Equal(t, int64(tr.CachedTokens), integer(t, root.span.Attributes(), AttrCachedTokens))
-			for _, name := range []string{"prefill_waiting", "prefill_forward", "decode_loop"} {
-				st, ok := stages[name]
-				if assert.True(t, ok, name) {
-					assert.Equal(t, root.span.SpanID(), st.span.ParentSpanID())
-					assert.LessOrEqual(t, st.span.StartTimestamp(), st.span.EndTimestamp())
-				}
-			}
+			checkSGLangTree(t, engine, client, tr, id, instance[EngineSGLang], tp)
 		}
 	}
 	for _, e := range Engines() {
@@ -297,4 +278,54 @@ func TestTracesByReplica(t *testing.T) {
 	for _, ep := range eps {
 		assert.Positive(t, perReplica[ep.Instance], "requests on %s", ep.Replica)
 	}
+}
+
+// checkSGLangTree checks one request's SGLang spans against the tree SGLang's tracing writes: the request
+// span under the gateway's call, a Tokenizer thread span and one Scheduler thread span per rank under it,
+// and the stage slices under the thread spans, each inside the request.
+func checkSGLangTree(t *testing.T, engine []receivedSpan, client ptrace.Span, tr Truth, id, instance string, tp int) {
+	t.Helper()
+	require.Len(t, engine, 1+3+5*tp, "request span, Tokenizer thread and two slices, per rank a Scheduler thread and four slices")
+	var root receivedSpan
+	byID := map[pcommon.SpanID]receivedSpan{}
+	for _, e := range engine {
+		byID[e.span.SpanID()] = e
+		if e.span.ParentSpanID() == client.SpanID() {
+			root = e
+		}
+	}
+	require.NotEqual(t, ptrace.Span{}, root.span, "a request span under the gateway's call")
+	assert.Equal(t, SGLangRequestSpan(id), root.span.Name())
+	assert.Equal(t, SGLangScope, root.scope)
+	assert.Equal(t, "sglang", str(root.resource, "service.name"))
+	assert.Equal(t, instance, str(root.resource, "service.instance.id"))
+	assert.Equal(t, int64(tr.CachedTokens), integer(t, root.span.Attributes(), AttrCachedTokens))
+	_, hasQueue := root.span.Attributes().Get(attrQueue)
+	assert.False(t, hasQueue, "SGLang's request span says no time in queue; its slices do")
+	threads := map[string]int{}
+	slices := map[string]int{}
+	for _, e := range engine {
+		if e.span.SpanID() == root.span.SpanID() {
+			continue
+		}
+		assert.GreaterOrEqual(t, e.span.StartTimestamp(), root.span.StartTimestamp(), e.span.Name())
+		assert.LessOrEqual(t, e.span.EndTimestamp(), root.span.EndTimestamp(), e.span.Name())
+		assert.LessOrEqual(t, e.span.StartTimestamp(), e.span.EndTimestamp(), e.span.Name())
+		if label, ok := e.span.Attributes().Get("thread_label"); ok {
+			assert.Equal(t, root.span.SpanID(), e.span.ParentSpanID(), "thread spans hang from the request span")
+			threads[label.Str()]++
+			continue
+		}
+		parent, ok := byID[e.span.ParentSpanID()]
+		if assert.True(t, ok, "slice %s hangs from a thread span", e.span.Name()) {
+			_, isThread := parent.span.Attributes().Get("thread_label")
+			assert.True(t, isThread, e.span.Name())
+		}
+		slices[e.span.Name()]++
+	}
+	assert.Equal(t, map[string]int{"Tokenizer": 1, "Scheduler": tp}, threads)
+	assert.Equal(t, map[string]int{
+		"tokenize": 1, "api_server_dispatch": 1,
+		"request_process": tp, "prefill_waiting": tp, "prefill_forward": tp, "decode_forward": tp,
+	}, slices)
 }

@@ -76,6 +76,39 @@ type Engine struct {
 	// request phase they measure (queue, prefill, decode), for engines whose request span carries no
 	// latency attributes of its own.
 	SpanStages map[string]string `yaml:"span_stages"`
+	// SpanTree describes an engine whose request is a tree of spans: the request span, thread spans under
+	// it, the stage slices under those. Nil for engines whose request is one span.
+	SpanTree *SpanTree `yaml:"span_tree"`
+}
+
+// SpanTree is how an engine's request tree is read.
+type SpanTree struct {
+	// RequestName matches the names of the engine's request spans; its first group, when it matches, names
+	// the request's side of a prefill/decode disaggregation ("prefill" or "decode").
+	RequestName string `yaml:"request_name"`
+	// ThreadAttribute marks the thread spans between a request span and its slices (never requests).
+	ThreadAttribute string `yaml:"thread_attribute"`
+	// RankAttributes order the ranks whose thread spans describe the same request, most significant first:
+	// of one thread label, the lowest rank's slices are read.
+	RankAttributes []string `yaml:"rank_attributes"`
+	// PartnerAttributes join the two sides of a disaggregated request in one trace: the first of them the
+	// request spans carry, equal on both.
+	PartnerAttributes []string `yaml:"partner_attributes"`
+
+	requestName *regexp.Regexp
+}
+
+// Match tells whether name is one of the engine's request spans, and which side of a disaggregated request
+// it is ("" when unified).
+func (t *SpanTree) Match(name string) (bool, string) {
+	m := t.requestName.FindStringSubmatch(name)
+	if m == nil {
+		return false, ""
+	}
+	if len(m) > 1 {
+		return true, m[1]
+	}
+	return true, ""
 }
 
 // Passthrough names vendor families that deliberately have no canonical home, and why.
@@ -185,6 +218,17 @@ func (s *Schema) validate() error {
 		}
 		if len(e.MetricPrefixes) == 0 {
 			errs = append(errs, fmt.Errorf("engine %s: no metric_prefixes", name))
+		}
+		if t := e.SpanTree; t != nil {
+			re, err := regexp.Compile(t.RequestName)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("engine %s: span_tree.request_name: %w", name, err))
+			case t.RequestName == "" || t.ThreadAttribute == "":
+				errs = append(errs, fmt.Errorf("engine %s: span_tree needs request_name and thread_attribute", name))
+			default:
+				t.requestName = re
+			}
 		}
 		for stage, phase := range e.SpanStages {
 			if phase != PhaseQueue && phase != PhasePrefill && phase != PhaseDecode {
@@ -363,6 +407,17 @@ func (s *Schema) SpanStages() map[string]string {
 	for _, name := range s.EngineNames {
 		for stage, phase := range s.Engines[name].SpanStages {
 			out[stage] = phase
+		}
+	}
+	return out
+}
+
+// SpanTrees returns the engines' request-tree descriptions, in engine order.
+func (s *Schema) SpanTrees() []*SpanTree {
+	var out []*SpanTree
+	for _, name := range s.EngineNames {
+		if t := s.Engines[name].SpanTree; t != nil && t.requestName != nil {
+			out = append(out, t)
 		}
 	}
 	return out

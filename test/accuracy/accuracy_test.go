@@ -10,6 +10,7 @@ package accuracy
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"sort"
@@ -256,17 +257,23 @@ type pipeline struct {
 	spansIn   connector.Traces
 	stateIn   connector.Metrics
 	verdicts  map[string]verdict
+	// explanations counts the spans explained per trace (one request each): a request is one explained
+	// span, however many spans its engine writes (SGLang's thread spans, one per rank, and their slices).
+	explanations map[pcommon.TraceID]int
 }
 
 func newPipeline(t *testing.T, m mode, slo fleetsim.SLO) *pipeline {
 	ctx := context.Background()
-	p := &pipeline{verdicts: map[string]verdict{}}
+	p := &pipeline{verdicts: map[string]verdict{}, explanations: map[pcommon.TraceID]int{}}
 	keepEvidence := os.Getenv("SERVESCOPE_ACCURACY_SHOW") != ""
 	explained, err := consumer.NewTraces(func(_ context.Context, td ptrace.Traces) error {
 		eachSpan(td, func(s ptrace.Span) {
 			a := s.Attributes()
 			id, ok := a.Get(schema.AttrGenAIRequestID)
 			cause, explainedHere := a.Get(schema.AttrLLMRootCause)
+			if explainedHere {
+				p.explanations[s.TraceID()]++
+			}
 			if !ok || !explainedHere {
 				return
 			}
@@ -394,6 +401,10 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 		for _, truth := range fleet.GroundTruth() {
 			got, ok := p.verdicts[truth.RequestID]
 			require.True(t, ok, "%s: request %s was not explained", mode(m), truth.RequestID)
+			var traceID pcommon.TraceID
+			_, err := hex.Decode(traceID[:], []byte(truth.TraceID))
+			require.NoError(t, err)
+			require.Equal(t, 1, p.explanations[traceID], "%s: request %s (%s) explained more than once", mode(m), truth.RequestID, truth.Engine)
 			tl.requests++
 			if tl.periods != nil {
 				pt := &tl.periods[min(len(tl.periods)-1, int(truth.ArrivalS/period.Seconds()))]
