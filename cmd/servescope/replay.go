@@ -7,15 +7,17 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/servescope/servescope/internal/compare"
+	"github.com/servescope/servescope/internal/fleetsim"
 	"github.com/servescope/servescope/internal/replay"
 )
 
-// runReplay sends a recorded workload to a real endpoint, or converts it to and from Dynamo's Mooncake
-// trace format. Replaying it on a simulated fleet is not built yet: it says so rather than guess.
+// runReplay replays a recorded workload on a simulated fleet (calibrated to the recording), sends it to a
+// real endpoint, or converts it to and from Dynamo's Mooncake trace format.
 func runReplay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -31,6 +33,13 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	export := fs.String("export", "", "write the workload in this format (mooncake) to the file given after it")
 	importFormat := fs.String("import", "", "read the workload from a trace in this format (mooncake) instead of spans")
 	asJSON := fs.Bool("json", false, "write JSON instead of text")
+	replicas := fs.Int("replicas", 0, "without --target: replay on this many simulated replicas (default: as many as the recording had)")
+	engine := fs.String("engine", "", "without --target: the simulated engine: vllm, sglang, trtllm, llamacpp (default: the recording's)")
+	maxNumSeqs := fs.Int("max-num-seqs", 0, "without --target: the engine's batch cap (default 48)")
+	kvBlocks := fs.Int("kv-blocks", 0, "without --target: each replica's KV cache in blocks (default: what the model leaves on an H100)")
+	router := fs.String("router", "", "without --target: the gateway's balancing: "+strings.Join(fleetsim.Routers, ", "))
+	sweep := fs.String("sweep", "", "without --target: replicas=FROM..TO, to find the smallest fleet that meets --slo")
+	slo := fs.String("slo", "ttft=1s,tpot=50ms", "with --sweep: the limits at p95 and p99")
 	positional, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
@@ -105,7 +114,26 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *target == "" {
-		return usageErr("replaying on a simulated fleet is not built yet: give --target URL to send the workload to a server, or --export mooncake OUT")
+		if *importFormat != "" {
+			return usageErr("a Mooncake trace has no recorded latencies to calibrate on: give --target URL to send it to a server")
+		}
+		w, _ := load(positional[0]) // read again above without error
+		sim := simulation{
+			recording: w, workload: wl, rateScale: *rateScale,
+			fleet: replay.Fleet{Replicas: *replicas, Engine: *engine, MaxNumSeqs: *maxNumSeqs, KVBlocks: *kvBlocks, Router: *router},
+		}
+		if *sweep != "" {
+			from, to, err := parseSweep(*sweep)
+			if err != nil {
+				return usageErr("--sweep: %v", err)
+			}
+			limits, err := parseSLO(*slo)
+			if err != nil {
+				return usageErr("--slo: %v", err)
+			}
+			return sim.sweep(stdout, stderr, from, to, limits, *asJSON)
+		}
+		return sim.run(stdout, stderr, *asJSON)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

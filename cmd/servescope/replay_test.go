@@ -154,9 +154,43 @@ func TestReplayMooncakeExportImport(t *testing.T) {
 	assert.Contains(t, stdout.String(), "5 answered")
 
 	stderr.Reset()
-	assert.Equal(t, 2, run([]string{"replay", spike}, &stdout, &stderr))
-	assert.Contains(t, stderr.String(), "replaying on a simulated fleet is not built yet")
+	assert.Equal(t, 2, run([]string{"replay", "--import", "mooncake", trace, "--model", "m"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), "no recorded latencies to calibrate on")
 	stderr.Reset()
 	assert.Equal(t, 2, run([]string{"replay", "--import", "mooncake", trace, "--target", ts.URL}, &stdout, &stderr))
 	assert.Contains(t, stderr.String(), "needs one trace file and --model")
+}
+
+const twoReplicas = "../../internal/replay/testdata/spike-2-replicas.jsonl.gz"
+
+// Simulated replay on the two-replica recording: predicted against recorded, and a sweep of fleet sizes,
+// each against its golden file (the figures docs/replay.md quotes).
+func TestReplaySimulatedGolden(t *testing.T) {
+	cases := map[string][]string{
+		"replay-recorded-fleet.txt": {"replay", twoReplicas},
+		"replay-4-replicas.txt":     {"replay", twoReplicas, "--replicas", "4"},
+		"replay-sweep.txt":          {"replay", twoReplicas, "--sweep", "replicas=2..5", "--slo", "ttft=1s,tpot=50ms"},
+		"replay-sweep.json":         {"replay", twoReplicas, "--sweep", "replicas=2..5", "--json"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			require.Equal(t, 0, run(args, &stdout, &stderr), stderr.String())
+			assert.Contains(t, stderr.String(), "calibrated on 851 requests and 2 x vllm")
+			golden := filepath.Join("testdata", "golden", name)
+			if *update {
+				require.NoError(t, os.WriteFile(golden, stdout.Bytes(), 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			require.NoError(t, err, "no golden file: run go test ./cmd/servescope -update and review it")
+			assert.Equal(t, string(want), stdout.String(), "output differs from %s (if intended, rerun with -update and review the diff)", golden)
+		})
+	}
+	var stdout, stderr bytes.Buffer
+	assert.Equal(t, 2, run([]string{"replay", twoReplicas, "--sweep", "replicas=5..2"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), "--sweep: want 1 <= FROM <= TO")
+	assert.Equal(t, 2, run([]string{"replay", twoReplicas, "--sweep", "replicas=1..2", "--slo", "ttft=fast"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), "--slo: want ttft=DURATION")
+	assert.Equal(t, 1, run([]string{"replay", twoReplicas, "--router", "random"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), `router "random"`)
 }

@@ -44,6 +44,16 @@ type Report struct {
 	Changes []Change  `json:"changes"`
 	// Unranked counts the groups present in both periods with too few requests in one to compare p95s.
 	Unranked int `json:"unranked_groups"`
+	// Names label the two sides in the text ("before" and "after" when empty; a replay says "recorded" and
+	// "predicted").
+	Names [2]string `json:"-"`
+}
+
+func (r Report) names() (string, string) {
+	if r.Names[0] == "" {
+		return "before", "after"
+	}
+	return r.Names[0], r.Names[1]
 }
 
 // Pair is one group in both periods (either side nil where the group is in one period only).
@@ -108,11 +118,12 @@ func JSON(w io.Writer, report any) error {
 // Text writes a comparison of two periods for a person: what each side is, a table per group, then the
 // changes, largest first.
 func (r Report) Text(w io.Writer) error {
+	first, second := r.names()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, side := range []struct {
 		name string
 		p    Period
-	}{{"before", r.Before}, {"after", r.After}} {
+	}{{first, r.Before}, {second, r.After}} {
 		fmt.Fprintf(tw, "%s:\t%s\t%d requests\t%s .. %s\n", side.name, side.p.Path, side.p.Requests,
 			side.p.From.Format(time.RFC3339), side.p.To.Format(time.RFC3339))
 	}
@@ -135,7 +146,7 @@ func (r Report) Text(w io.Writer) error {
 		}
 		fmt.Fprintf(w, "%s\n", title)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "\tbefore\tafter\t\n")
+		fmt.Fprintf(tw, "\t%s\t%s\t\n", first, second)
 		fmt.Fprintf(tw, "requests\t%s\t%s\t\n", side(g.Before, func(s *Summary) string { return fmt.Sprint(s.Requests) }),
 			side(g.After, func(s *Summary) string { return fmt.Sprint(s.Requests) }))
 		fmt.Fprintf(tw, "slow\t%s\t%s\t\n", side(g.Before, slowText), side(g.After, slowText))

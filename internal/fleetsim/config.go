@@ -58,7 +58,38 @@ type Config struct {
 	// records, one file per rank process (<NCCLDir>/<node>-pid<pid>.log), as the Inspector profiler plugin
 	// does in verbose mode; see nccl.go for the model. New creates the directory.
 	NCCLDir string
+	// Workload, when set, is the requests that arrive instead of the scenario's tenants' (a recorded
+	// workload replayed on a fleet of another shape); the scenario's faults still apply. Duration must
+	// reach past the last arrival.
+	Workload []Arrival
+	// Router is the gateway's balancing (see Routers); "" is least_outstanding.
+	Router string
+	// KVBlocks, when positive, is every replica's KV cache in blocks instead of what the model leaves on the GPUs.
+	KVBlocks int
 }
+
+// Arrival is one request of a given workload.
+type Arrival struct {
+	AtS    float64 // seconds after the start
+	Tenant string
+	Family string
+	// PromptTokens is the prompt's length, SharedPrefixTokens how much of its start the family's requests
+	// share (a prefix cache serves it once cached), OutputTokens the answer's length.
+	PromptTokens, SharedPrefixTokens, OutputTokens int
+}
+
+// The gateway's balancing rules a fleet can be given.
+const (
+	RouterLeastOutstanding = "least_outstanding" // fewest waiting plus running, ties round robin
+	RouterRoundRobin       = "round_robin"
+	RouterLeastWaiting     = "least_waiting" // shortest queue, then fewest running
+	// RouterPrefixAffinity sends a prompt family to one replica (by the family's hash) unless that
+	// replica's queue is two or more longer than the shortest, then to the least outstanding.
+	RouterPrefixAffinity = "prefix_affinity"
+)
+
+// Routers lists the routers, for flags and messages.
+var Routers = []string{RouterLeastOutstanding, RouterRoundRobin, RouterLeastWaiting, RouterPrefixAffinity}
 
 // DefaultConfig is a four-replica vLLM fleet running the baseline for a minute.
 func DefaultConfig() Config {
@@ -128,7 +159,7 @@ func (c *Config) validate() error {
 	if c.TP < 1 {
 		errs = append(errs, errors.New("tp must be at least 1"))
 	}
-	if len(c.Scenario.Tenants) == 0 {
+	if len(c.Scenario.Tenants) == 0 && len(c.Workload) == 0 {
 		errs = append(errs, errors.New("scenario has no tenants (build it with LookupScenario)"))
 	}
 	if c.Engine.BlockSize <= 0 || c.Engine.MaxNumSeqs <= 0 || c.Engine.MaxNumBatchedTokens <= 0 {
@@ -136,6 +167,15 @@ func (c *Config) validate() error {
 	}
 	if c.Scenario.ThrottleReplica >= len(c.Engines) || c.Scenario.StragglerReplica >= len(c.Engines) {
 		errs = append(errs, fmt.Errorf("scenario %s targets a replica the fleet does not have", c.Scenario.Name))
+	}
+	if c.Router != "" && !contains(Routers, c.Router) {
+		errs = append(errs, fmt.Errorf("router %q: want one of %v", c.Router, Routers))
+	}
+	for i, a := range c.Workload {
+		if a.AtS < 0 || a.AtS >= c.Duration.Seconds() || a.PromptTokens < 1 || a.OutputTokens < 1 {
+			errs = append(errs, fmt.Errorf("workload request %d: want 0 <= arrival < duration and positive lengths", i))
+			break
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -25,6 +25,8 @@ type event struct {
 	rep    *replica
 	req    *request
 	tenant int
+	// given is the index in Config.Workload of a given request's arrival, -1 for a tenant's.
+	given int
 }
 
 type eventQueue []*event
@@ -113,6 +115,9 @@ func New(cfg Config) (*Fleet, error) {
 			params.BlockSize = 32 // TensorRT-LLM's tokens_per_block
 		}
 		blocks := kvBlocks(cfg.Model, cfg.GPU, params, cfg.TP)
+		if cfg.KVBlocks > 0 {
+			blocks = cfg.KVBlocks
+		}
 		if blocks < 64 {
 			return nil, fmt.Errorf("model %s does not leave room for a KV cache on %d x %s", cfg.Model.Name, cfg.TP, cfg.GPU.Name)
 		}
@@ -153,7 +158,12 @@ func New(cfg Config) (*Fleet, error) {
 			lenRNG:  rand.New(rand.NewPCG(cfg.Seed, 0x400+uint64(i))),
 		}
 		f.tenants = append(f.tenants, ts)
-		f.scheduleArrival(i, 0)
+		if len(cfg.Workload) == 0 {
+			f.scheduleArrival(i, 0)
+		}
+	}
+	for i, a := range cfg.Workload {
+		f.push(&event{t: a.AtS, kind: evArrival, given: i})
 	}
 	f.applyFaults(0)
 	if cfg.NCCLDir != "" {
@@ -228,7 +238,7 @@ func (f *Fleet) scheduleArrival(i int, t float64) {
 			return
 		}
 		if ts.arrRNG.Float64()*ts.maxRate <= f.rate(ts, t) {
-			f.push(&event{t: t, kind: evArrival, tenant: i})
+			f.push(&event{t: t, kind: evArrival, tenant: i, given: -1})
 			return
 		}
 	}
@@ -297,6 +307,28 @@ func (f *Fleet) newRequest(ts *tenantState, t float64) *request {
 	return r
 }
 
+// givenRequest is a request of Config.Workload arriving at the gateway at t.
+func (f *Fleet) givenRequest(a Arrival, t float64) *request {
+	f.reqSeq++
+	r := &request{
+		seq: f.reqSeq, tenant: a.Tenant, family: a.Family,
+		prompt: a.PromptTokens, output: a.OutputTokens, maxTokens: a.OutputTokens, finishReason: "length",
+		sharedPrefix: min(a.SharedPrefixTokens, a.PromptTokens),
+		familyKey:    stringKey(a.Family),
+		ownKey:       f.idRNG.Uint64() | 1,
+		gatewayStart: t,
+		scheduled:    -1, firstToken: -1, lastToken: -1,
+	}
+	if a.Family == "" {
+		r.sharedPrefix = 0
+	}
+	fillRandom(f.idRNG, r.traceID[:])
+	fillRandom(f.idRNG, r.gatewaySpan[:])
+	fillRandom(f.idRNG, r.clientSpan[:])
+	fillRandom(f.idRNG, r.engineSpan[:])
+	return r
+}
+
 func fillRandom(rng *rand.Rand, b []byte) {
 	for i := 0; i < len(b); i += 8 {
 		v := rng.Uint64()
@@ -324,18 +356,35 @@ func stringKey(s string) uint64 {
 	return h | 1
 }
 
-// route is the gateway's balancing: the replica with the fewest outstanding requests, ties broken round
-// robin (what most inference gateways do without prefix-aware routing).
-func (f *Fleet) route() *replica {
+// route is the gateway's balancing (Config.Router): by default the replica with the fewest outstanding
+// requests, ties broken round robin (what most inference gateways do without prefix-aware routing).
+func (f *Fleet) route(r *request) *replica {
+	n := len(f.replicas)
+	defer func() { f.rr++ }()
+	switch f.cfg.Router {
+	case RouterRoundRobin:
+		return f.replicas[f.rr%n]
+	case RouterLeastWaiting:
+		return f.least(func(rp *replica) int { return len(rp.waiting)*1_000_000 + len(rp.running) })
+	case RouterPrefixAffinity:
+		home := f.replicas[r.familyKey%uint64(n)]
+		shortest := f.least(func(rp *replica) int { return len(rp.waiting) })
+		if len(home.waiting) < len(shortest.waiting)+2 {
+			return home
+		}
+	}
+	return f.least(func(rp *replica) int { return rp.outstanding() })
+}
+
+// least is the replica with the lowest load, ties broken round robin.
+func (f *Fleet) least(load func(*replica) int) *replica {
 	n := len(f.replicas)
 	best := f.replicas[f.rr%n]
 	for k := 1; k < n; k++ {
-		rp := f.replicas[(f.rr+k)%n]
-		if rp.outstanding() < best.outstanding() {
+		if rp := f.replicas[(f.rr+k)%n]; load(rp) < load(best) {
 			best = rp
 		}
 	}
-	f.rr++
 	return best
 }
 
@@ -348,9 +397,14 @@ const (
 func (f *Fleet) handle(e *event) {
 	switch e.kind {
 	case evArrival:
-		ts := f.tenants[e.tenant]
-		r := f.newRequest(ts, e.t)
-		rp := f.route()
+		var r *request
+		if e.given >= 0 {
+			r = f.givenRequest(f.cfg.Workload[e.given], e.t)
+			r.given = e.given + 1
+		} else {
+			r = f.newRequest(f.tenants[e.tenant], e.t)
+		}
+		rp := f.route(r)
 		r.replica = rp
 		r.id = requestID(rp.engine, f.idRNG)
 		if total := r.prompt + r.output; total > rp.maxCtx {
@@ -368,7 +422,9 @@ func (f *Fleet) handle(e *event) {
 		f.outstanding++
 		frontend := f.cfg.Engine.FrontendOverhead + f.cfg.Engine.FrontendPerToken*float64(r.prompt)
 		f.push(&event{t: r.arrival + frontend, kind: evEnqueue, rep: rp, req: r})
-		f.scheduleArrival(e.tenant, e.t)
+		if e.given < 0 {
+			f.scheduleArrival(e.tenant, e.t)
+		}
 	case evEnqueue:
 		e.rep.enqueue(e.req, e.t)
 	case evStepEnd:

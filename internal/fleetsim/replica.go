@@ -30,6 +30,7 @@ type request struct {
 	tenant      string
 	family      string
 	replica     *replica
+	given       int // 1 + its index in Config.Workload; 0 for a tenant's request
 
 	prompt, output, maxTokens int
 	finishReason              string

@@ -41,6 +41,8 @@ type Truth struct {
 	ExcessS map[string]float64 `json:"excess_s"`
 	// FaultActive says whether the scenario's fault was on when it arrived.
 	FaultActive bool `json:"fault_active"`
+	// Given is 1 + the request's index in Config.Workload, 0 for a request the scenario's tenants sent.
+	Given int `json:"given,omitempty"`
 }
 
 func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
@@ -72,7 +74,7 @@ func (f *Fleet) truthFor(r *request) Truth {
 		RequestID: r.id, TraceID: hex.EncodeToString(r.traceID[:]),
 		Replica: rp.name, Instance: rp.instance, Engine: rp.engine, Tenant: r.tenant, Family: r.family,
 		ArrivalS: round6(r.gatewayStart), PromptTokens: r.prompt, CachedTokens: r.cached,
-		CompletionTokens: r.generated, Preemptions: r.preemptions,
+		CompletionTokens: r.generated, Preemptions: r.preemptions, Given: r.given,
 		QueueS:      round6(r.scheduled - r.queued),
 		PrefillS:    round6(r.firstToken - r.scheduled),
 		DecodeS:     round6(r.lastToken - r.firstToken),

@@ -87,7 +87,7 @@ func ReadMooncake(r io.Reader, model string) (Workload, error) {
 		wl = append(wl, Request{
 			At: time.Duration(line.Timestamp) * time.Millisecond, ID: "mooncake-" + strconv.Itoa(n), Model: model,
 			Tenant: "unknown", PromptTokens: line.InputLength, OutputTokens: line.OutputLength,
-			Recorded: Latency{TTFT: math.NaN(), TPOT: math.NaN(), E2E: math.NaN()},
+			Recorded: Latency{TTFT: math.NaN(), TPOT: math.NaN(), E2E: math.NaN(), Prefill: math.NaN(), CachedTokens: math.NaN()},
 		})
 		hashes = append(hashes, line.HashIDs)
 	}

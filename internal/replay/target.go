@@ -143,7 +143,7 @@ type completionChunk struct {
 }
 
 func (t Target) one(ctx context.Context, client *http.Client, endpoint string, index int, res *Result) {
-	res.Observed = Latency{TTFT: math.NaN(), TPOT: math.NaN(), E2E: math.NaN()}
+	res.Observed = Latency{TTFT: math.NaN(), TPOT: math.NaN(), E2E: math.NaN(), Prefill: math.NaN(), CachedTokens: math.NaN()}
 	r := res.Request
 	model := r.Model
 	if t.Model != "" {

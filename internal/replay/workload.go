@@ -31,6 +31,9 @@ type Request struct {
 // Latency is what one request met, in seconds.
 type Latency struct {
 	TTFT, TPOT, E2E float64
+	// Prefill is the time from its scheduling to its first token; CachedTokens the prompt tokens the prefix
+	// cache served (NaN where the span did not say). Calibration reads them.
+	Prefill, CachedTokens float64
 }
 
 // Workload is requests in arrival order.
@@ -56,7 +59,7 @@ func FromRequests(reqs []spanfile.Request) (w Workload, skipped int) {
 		q := Request{
 			At: r.Start.Sub(first), ID: r.ID, Model: r.Model, Tenant: r.Tenant, Family: r.Family,
 			PromptTokens: int(r.PromptTokens), OutputTokens: int(r.GenerationTokens),
-			Recorded: Latency{TTFT: r.TTFT, TPOT: r.TPOT, E2E: r.E2E},
+			Recorded: Latency{TTFT: r.TTFT, TPOT: r.TPOT, E2E: r.E2E, Prefill: r.Prefill, CachedTokens: r.CachedTokens},
 		}
 		if r.Family != "" {
 			q.PrefixTokens = min(prefix[r.Family], q.PromptTokens)

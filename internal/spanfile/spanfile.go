@@ -33,6 +33,7 @@ import (
 // span did not say.
 type Request struct {
 	ID      string
+	TraceID string
 	Model   string
 	Tenant  string
 	Family  string
@@ -60,6 +61,9 @@ type File struct {
 	// Foreign counts spans that carry no explanation (other services' spans, or spans written before
 	// llm_root_cause ran).
 	Foreign int
+	// cachedByTrace is the cached prompt tokens a span without an explanation (a gateway's, which reads
+	// the engine's usage) gave for its trace: where the engine's own span did not say (vLLM's does not).
+	cachedByTrace map[string]float64
 	// Problems says what could not be read, one line per kind of problem with the place it first happened;
 	// the rest of the file was still read.
 	Problems []string
@@ -95,6 +99,13 @@ func Read(path string) (*File, error) {
 		}
 		return nil, fmt.Errorf("%s: empty: no spans", path)
 	}
+	for i := range out.Requests {
+		r := &out.Requests[i]
+		if cached, ok := out.cachedByTrace[r.TraceID]; ok && math.IsNaN(r.CachedTokens) {
+			r.CachedTokens = cached
+		}
+	}
+	out.cachedByTrace = nil
 	sort.SliceStable(out.Requests, func(i, j int) bool { return out.Requests[i].Start.Before(out.Requests[j].Start) })
 	return out, nil
 }
@@ -274,6 +285,12 @@ func collect(td ptrace.Traces, out *File) {
 				cause, explained := a.Get(schema.AttrLLMRootCause)
 				if !explained {
 					out.Foreign++
+					if cached := number(a, schema.AttrGenAIUsageCachedTokens); !math.IsNaN(cached) {
+						if out.cachedByTrace == nil {
+							out.cachedByTrace = map[string]float64{}
+						}
+						out.cachedByTrace[span.TraceID().String()] = cached
+					}
 					continue
 				}
 				out.Requests = append(out.Requests, request(span, a, res, cause.AsString()))
@@ -285,6 +302,7 @@ func collect(td ptrace.Traces, out *File) {
 func request(span ptrace.Span, a, res pcommon.Map, cause string) Request {
 	r := Request{
 		ID:         attrvalue.String(a, schema.AttrGenAIRequestID),
+		TraceID:    span.TraceID().String(),
 		Model:      firstOf(attrvalue.String(a, schema.AttrGenAIResponseModel), attrvalue.String(a, schema.AttrGenAIRequestModel), attrvalue.String(res, schema.AttrGenAIRequestModel)),
 		Tenant:     attrvalue.String(a, schema.AttrLLMTenant),
 		Family:     attrvalue.String(a, schema.AttrLLMPromptFamily),

@@ -190,3 +190,26 @@ func TestParseSource(t *testing.T) {
 		assert.Error(t, err, bad)
 	}
 }
+
+// vLLM's request span has no cached-token count; the gateway's span of the same trace does (it reads the
+// engine's usage), and the request takes it from there, never over the engine's own.
+func TestCachedTokensFromTheGatewaysSpan(t *testing.T) {
+	td := batch(0, 2)
+	spans := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+	trace := pcommon.TraceID([16]byte{1, 2, 3})
+	spans.At(0).SetTraceID(trace)
+	spans.At(1).SetTraceID(pcommon.TraceID([16]byte{4, 5, 6}))
+	spans.At(1).Attributes().PutInt(schema.AttrLLMTokensCached, 10)
+	for _, id := range []pcommon.TraceID{trace, spans.At(1).TraceID()} {
+		gw := td.ResourceSpans().At(1).ScopeSpans().At(0).Spans().AppendEmpty()
+		gw.SetTraceID(id)
+		gw.Attributes().PutInt(schema.AttrGenAIUsageCachedTokens, 768)
+	}
+	path := filepath.Join(t.TempDir(), "spans.jsonl")
+	require.NoError(t, os.WriteFile(path, jsonOf(t, td), 0o644))
+	f, err := Read(path)
+	require.NoError(t, err)
+	require.Len(t, f.Requests, 2)
+	assert.Equal(t, 768.0, f.Requests[0].CachedTokens)
+	assert.Equal(t, 10.0, f.Requests[1].CachedTokens, "the engine's own count wins")
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/servescope/servescope/internal/compare"
+	"github.com/servescope/servescope/internal/replay"
+	"github.com/servescope/servescope/internal/spanfile"
+)
+
+// simulation is a replay on a simulated fleet: the recording, its workload, and the fleet to try.
+type simulation struct {
+	recording *spanfile.Window
+	workload  replay.Workload
+	fleet     replay.Fleet
+	rateScale float64
+}
+
+// recordedFleet is the fleet the recording came from: its replicas and their most common engine.
+func (s simulation) recordedFleet() replay.Fleet {
+	replicas, engines := map[string]bool{}, map[string]int{}
+	for _, r := range s.recording.Requests {
+		replicas[r.Replica] = true
+		if r.Engine != "" {
+			engines[r.Engine]++
+		}
+	}
+	f := replay.Fleet{Replicas: max(1, len(replicas)), Engine: "vllm"}
+	best := 0
+	for e, n := range engines {
+		if n > best || (n == best && e < f.Engine) {
+			f.Engine, best = e, n
+		}
+	}
+	return f
+}
+
+// target is the fleet asked for: what the flags say, the recorded fleet's where they say nothing.
+func (s simulation) target() replay.Fleet {
+	f, rec := s.fleet, s.recordedFleet()
+	if f.Replicas == 0 {
+		f.Replicas = rec.Replicas
+	}
+	if f.Engine == "" {
+		f.Engine = rec.Engine
+	}
+	return f
+}
+
+func (s simulation) calibrate(stderr io.Writer) (replay.Calibration, error) {
+	cal, err := replay.Calibrate(s.workload, s.recordedFleet())
+	if err != nil {
+		return cal, err
+	}
+	rec := s.recordedFleet()
+	fmt.Fprintf(stderr, "calibrated on %d requests and %d x %s: prefill %s per 1k computed tokens (recorded %s), TPOT %s (recorded %s); prefill MFU %.2f, decode HBM efficiency %.2f\n",
+		len(s.workload), rec.Replicas, rec.Engine, compare.Seconds(1000*cal.PredictedPrefillPerToken), compare.Seconds(1000*cal.RecordedPrefillPerToken),
+		compare.Seconds(cal.PredictedTPOT), compare.Seconds(cal.RecordedTPOT), cal.MFU, cal.HBMEfficiency)
+	return cal, nil
+}
+
+func (s simulation) run(stdout, stderr io.Writer, asJSON bool) int {
+	cal, err := s.calibrate(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
+		return 1
+	}
+	fleet := s.target()
+	epoch := s.recording.Requests[0].Start
+	predicted, err := replay.Simulate(s.workload.Scaled(s.rateScale), fleet, cal, epoch)
+	if err != nil {
+		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
+		return 1
+	}
+	name := describe(fleet, s.rateScale)
+	side := &spanfile.Window{Source: spanfile.Source{Path: name}, File: &spanfile.File{Path: name}, Requests: predicted}
+	rep := compare.Periods(s.recording, side, compare.ByModel)
+	rep.Names = [2]string{"recorded", "predicted"}
+	return write(stdout, stderr, rep, asJSON)
+}
+
+func describe(f replay.Fleet, rateScale float64) string {
+	parts := []string{fmt.Sprintf("%d x %s", f.Replicas, f.Engine)}
+	if f.Router != "" {
+		parts = append(parts, "router "+f.Router)
+	}
+	if f.MaxNumSeqs > 0 {
+		parts = append(parts, fmt.Sprintf("max-num-seqs %d", f.MaxNumSeqs))
+	}
+	if f.KVBlocks > 0 {
+		parts = append(parts, fmt.Sprintf("%d KV blocks", f.KVBlocks))
+	}
+	if rateScale != 1 {
+		parts = append(parts, fmt.Sprintf("%gx the rate", rateScale))
+	}
+	return "simulated " + strings.Join(parts, ", ")
+}
+
+// sloLimits are the p95/p99 limits a sweep checks.
+type sloLimits struct{ ttft, tpot float64 }
+
+func parseSLO(s string) (sloLimits, error) {
+	l := sloLimits{ttft: math.Inf(1), tpot: math.Inf(1)}
+	for _, part := range strings.Split(s, ",") {
+		name, value, ok := strings.Cut(strings.TrimSpace(part), "=")
+		d, err := time.ParseDuration(value)
+		if !ok || err != nil || d <= 0 {
+			return l, fmt.Errorf("want ttft=DURATION,tpot=DURATION, got %q", part)
+		}
+		switch name {
+		case "ttft":
+			l.ttft = d.Seconds()
+		case "tpot":
+			l.tpot = d.Seconds()
+		default:
+			return l, fmt.Errorf("unknown limit %q (ttft, tpot)", name)
+		}
+	}
+	return l, nil
+}
+
+func parseSweep(s string) (from, to int, err error) {
+	what, span, ok := strings.Cut(s, "=")
+	lo, hi, ok2 := strings.Cut(span, "..")
+	if !ok || !ok2 || what != "replicas" {
+		return 0, 0, fmt.Errorf("want replicas=FROM..TO, got %q", s)
+	}
+	if from, err = strconv.Atoi(lo); err == nil {
+		to, err = strconv.Atoi(hi)
+	}
+	if err != nil || from < 1 || to < from || to-from > 200 {
+		return 0, 0, errors.New("want 1 <= FROM <= TO, at most 200 apart")
+	}
+	return from, to, nil
+}
+
+// sweepRow is one fleet size of a sweep.
+type sweepRow struct {
+	Replicas int               `json:"replicas"`
+	TTFT     compare.Quantiles `json:"ttft"`
+	TPOT     compare.Quantiles `json:"tpot"`
+	MeetsP95 bool              `json:"meets_slo_p95"`
+	MeetsP99 bool              `json:"meets_slo_p99"`
+}
+
+type sweepReport struct {
+	Fleet       string     `json:"fleet"`
+	TTFTLimit   float64    `json:"ttft_limit_seconds"`
+	TPOTLimit   float64    `json:"tpot_limit_seconds"`
+	Rows        []sweepRow `json:"rows"`
+	SmallestP95 int        `json:"smallest_meeting_p95"` // 0: none in the range
+	SmallestP99 int        `json:"smallest_meeting_p99"`
+}
+
+func (r sweepReport) Text(w io.Writer) error {
+	fmt.Fprintf(w, "%s, SLO TTFT %s and TPOT %s\n", r.Fleet, compare.Seconds(r.TTFTLimit), compare.Seconds(r.TPOTLimit))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "replicas\tTTFT p50 / p95 / p99\tTPOT p50 / p95 / p99\tmeets at p95\tat p99\t\n")
+	yes := map[bool]string{true: "yes", false: "no"}
+	for _, row := range r.Rows {
+		fmt.Fprintf(tw, "%d\t%s / %s / %s\t%s / %s / %s\t%s\t%s\t\n", row.Replicas,
+			compare.Seconds(float64(row.TTFT.P50)), compare.Seconds(float64(row.TTFT.P95)), compare.Seconds(float64(row.TTFT.P99)),
+			compare.Seconds(float64(row.TPOT.P50)), compare.Seconds(float64(row.TPOT.P95)), compare.Seconds(float64(row.TPOT.P99)),
+			yes[row.MeetsP95], yes[row.MeetsP99])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	say := func(n int, at string) {
+		if n == 0 {
+			fmt.Fprintf(w, "no fleet in the range meets the SLO at %s\n", at)
+		} else {
+			fmt.Fprintf(w, "smallest fleet meeting the SLO at %s: %d replicas\n", at, n)
+		}
+	}
+	say(r.SmallestP95, "p95")
+	say(r.SmallestP99, "p99")
+	return nil
+}
+
+func (s simulation) sweep(stdout, stderr io.Writer, from, to int, limits sloLimits, asJSON bool) int {
+	cal, err := s.calibrate(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
+		return 1
+	}
+	base := s.target()
+	rep := sweepReport{
+		Fleet:     describe(replay.Fleet{Replicas: 0, Engine: base.Engine, Router: base.Router, MaxNumSeqs: base.MaxNumSeqs, KVBlocks: base.KVBlocks}, s.rateScale),
+		TTFTLimit: limits.ttft, TPOTLimit: limits.tpot,
+	}
+	rep.Fleet = strings.Replace(rep.Fleet, "0 x ", "", 1)
+	wl := s.workload.Scaled(s.rateScale)
+	for n := from; n <= to; n++ {
+		f := base
+		f.Replicas = n
+		predicted, err := replay.Simulate(wl, f, cal, time.Unix(0, 0))
+		if err != nil {
+			fmt.Fprintf(stderr, "servescope replay: %v\n", err)
+			return 1
+		}
+		var ttft, tpot []float64
+		for _, r := range predicted {
+			ttft = append(ttft, r.TTFT)
+			if !math.IsNaN(r.TPOT) {
+				tpot = append(tpot, r.TPOT)
+			}
+		}
+		sort.Float64s(ttft)
+		sort.Float64s(tpot)
+		row := sweepRow{Replicas: n, TTFT: compare.QuantilesOf(ttft), TPOT: compare.QuantilesOf(tpot)}
+		row.MeetsP95 = float64(row.TTFT.P95) <= limits.ttft && float64(row.TPOT.P95) <= limits.tpot
+		row.MeetsP99 = float64(row.TTFT.P99) <= limits.ttft && float64(row.TPOT.P99) <= limits.tpot
+		if row.MeetsP95 && rep.SmallestP95 == 0 {
+			rep.SmallestP95 = n
+		}
+		if row.MeetsP99 && rep.SmallestP99 == 0 {
+			rep.SmallestP99 = n
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	return write(stdout, stderr, rep, asJSON)
+}
