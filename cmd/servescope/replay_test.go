@@ -3,83 +3,24 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/servescope/servescope/internal/replay"
+	"github.com/servescope/servescope/internal/replay/replaytest"
 	"github.com/servescope/servescope/internal/spanfile"
 )
-
-// standIn is an OpenAI-compatible completions server on loopback: it streams max_tokens chunks, 2 ms
-// apart, and keeps what each request asked for and when it came.
-type standIn struct {
-	mu       sync.Mutex
-	received []received
-	fail     func(n int) bool
-}
-
-type received struct {
-	at        time.Time
-	model     string
-	words     []string
-	maxTokens int
-	minTokens int
-	ignoreEOS bool
-}
-
-func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/completions" || r.Method != http.MethodPost {
-		http.NotFound(w, r)
-		return
-	}
-	var body struct {
-		Model     string `json:"model"`
-		Prompt    string `json:"prompt"`
-		MaxTokens int    `json:"max_tokens"`
-		MinTokens int    `json:"min_tokens"`
-		IgnoreEOS bool   `json:"ignore_eos"`
-		Stream    bool   `json:"stream"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || !body.Stream {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	s.mu.Lock()
-	n := len(s.received)
-	s.received = append(s.received, received{
-		at: time.Now(), model: body.Model, words: strings.Fields(body.Prompt),
-		maxTokens: body.MaxTokens, minTokens: body.MinTokens, ignoreEOS: body.IgnoreEOS,
-	})
-	s.mu.Unlock()
-	if s.fail != nil && s.fail(n) {
-		http.Error(w, "overloaded", http.StatusServiceUnavailable)
-		return
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	flusher := w.(http.Flusher)
-	for i := range body.MaxTokens {
-		fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\" t%d\"}]}\n\n", i)
-		flusher.Flush()
-		time.Sleep(2 * time.Millisecond)
-	}
-	fmt.Fprintf(w, "data: {\"choices\":[],\"usage\":{\"completion_tokens\":%d}}\n\ndata: [DONE]\n\n", body.MaxTokens)
-}
 
 // The recorded spike, its first 25 requests, sent 20 times faster to a stand-in: each request carries the
 // recorded prompt length (one word a token) and output length, in the recorded order and at the recorded
 // times (scaled), and the report counts what was sent and seen.
 func TestReplayAgainstAStandIn(t *testing.T) {
-	srv := &standIn{}
+	srv := &replaytest.StandIn{}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 	var stdout, stderr bytes.Buffer
@@ -91,22 +32,20 @@ func TestReplayAgainstAStandIn(t *testing.T) {
 	wl, _ := replay.FromRequests(f.Requests)
 	wl = wl.Scaled(20)[:25]
 
-	srv.mu.Lock()
-	got := append([]received(nil), srv.received...)
-	srv.mu.Unlock()
+	got := srv.Requests()
 	require.Len(t, got, 25, "bounded by --max-requests")
 	byLength := map[[2]int]int{}
 	for _, r := range wl {
 		byLength[[2]int{r.PromptTokens, r.OutputTokens}]++
 	}
-	first := got[0].at
+	first := got[0].At
 	for i, r := range got {
-		assert.Equal(t, "staging-model", r.model)
-		assert.Equal(t, r.maxTokens, r.minTokens, "exactly the recorded output length")
-		assert.True(t, r.ignoreEOS)
-		byLength[[2]int{len(r.words), r.maxTokens}]--
+		assert.Equal(t, "staging-model", r.Model)
+		assert.Equal(t, r.MaxTokens, r.MinTokens, "exactly the recorded output length")
+		assert.True(t, r.IgnoreEOS)
+		byLength[[2]int{len(r.Words), r.MaxTokens}]--
 		// Arrival times: the stand-in sees request i when it was due, within the scheduler's jitter.
-		assert.InDelta(t, wl[i].At.Seconds(), r.at.Sub(first).Seconds(), 0.25, "request %d", i)
+		assert.InDelta(t, wl[i].At.Seconds(), r.At.Sub(first).Seconds(), 0.25, "request %d", i)
 	}
 	for k, n := range byLength {
 		assert.Zero(t, n, "prompt/output lengths %v: sent as recorded", k)
@@ -117,7 +56,7 @@ func TestReplayAgainstAStandIn(t *testing.T) {
 }
 
 func TestReplayBoundsAndFailures(t *testing.T) {
-	srv := &standIn{fail: func(n int) bool { return n%2 == 1 }}
+	srv := &replaytest.StandIn{Fail: func(n int) bool { return n%2 == 1 }}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 	var stdout, stderr bytes.Buffer
@@ -131,9 +70,7 @@ func TestReplayBoundsAndFailures(t *testing.T) {
 	assert.Equal(t, rep.Workload, rep.Sent+rep.NotSentBounds+rep.NotSentInFlight)
 	assert.Equal(t, rep.Sent/2, rep.Failed, "every other request answered 503")
 	assert.Equal(t, rep.Failed, rep.Errors["HTTP 503: overloaded"])
-	srv.mu.Lock()
-	assert.Len(t, srv.received, rep.Sent)
-	srv.mu.Unlock()
+	assert.Len(t, srv.Requests(), rep.Sent)
 }
 
 func TestReplayMooncakeExportImport(t *testing.T) {
@@ -146,7 +83,7 @@ func TestReplayMooncakeExportImport(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(raw), `"hash_ids":[`)
 
-	srv := &standIn{}
+	srv := &replaytest.StandIn{}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 	stdout.Reset()
