@@ -50,6 +50,7 @@ func TestGoldenEngines(t *testing.T) {
 		{"triton_datadog", capture("triton_trtllm/datadog_nvidia_triton_metrics.txt"), schema.EngineTriton},
 		{"triton_tensorrtllm_backend_ifb", capture("triton_trtllm/tensorrtllm_backend_README_triton_metrics_example_ifb.txt"), schema.EngineTriton},
 		{"tensorrt_llm_2026", recorded("tensorrtllmreceiver", "prometheus_metrics_2026.txt"), schema.EngineTensorrtLLM},
+		{"lmdeploy_v0.16.0", recorded("lmdeployreceiver", "metrics_v0.16.0.txt"), schema.EngineLmdeploy},
 		{"dcgm_datadog", capture("dcgm/datadog_dcgm_metrics.txt"), ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

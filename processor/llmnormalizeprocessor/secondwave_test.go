@@ -1,0 +1,105 @@
+package llmnormalizeprocessor
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/servescope/servescope/internal/enginescrape"
+	"github.com/servescope/servescope/internal/fixtures"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// receiverPage reads a page kept in an engine receiver's own testdata (written from the engine's source
+// where no real capture is public; each folder's README.md says which).
+func receiverPage(t *testing.T, receiver, file string) []byte {
+	t.Helper()
+	body, err := os.ReadFile(filepath.Join("..", "..", "receiver", receiver, "testdata", file))
+	require.NoError(t, err)
+	return body
+}
+
+// The engines of the second wave, each with the engine name its receiver stamps: gauges carry the page's
+// values under canonical names, counters its totals, and every family left under the engine's own names is
+// a documented pass-through.
+func TestNormalizesSecondWaveEngines(t *testing.T) {
+	s := mustSchema(t)
+	for _, c := range []struct {
+		name, engine string
+		body         func(t *testing.T) []byte
+		// own says whether a family left over is the engine's own (and so must be explained).
+		own      func(name string) bool
+		gauges   map[string]string // wire family -> canonical gauge
+		counters map[string]string // wire family -> canonical counter (compared by total)
+	}{
+		{
+			name: "lmdeploy_v0.16.0", engine: schema.EngineLmdeploy,
+			body: func(t *testing.T) []byte { return receiverPage(t, "lmdeployreceiver", "metrics_v0.16.0.txt") },
+			own:  func(name string) bool { return strings.HasPrefix(name, "lmdeploy:") },
+			gauges: map[string]string{
+				"lmdeploy:num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting, "lmdeploy:num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+				"lmdeploy:gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization, "lmdeploy:prefix_cache_hit_rate": schema.MetricLLMPrefixCacheHitRatio,
+				"lmdeploy:spec_decode_mean_accept_length": schema.MetricLLMSpecDecodeAcceptLength,
+			},
+			counters: map[string]string{
+				"lmdeploy:prompt_tokens_total": schema.MetricLLMTokensPrompt, "lmdeploy:generation_tokens_total": schema.MetricLLMTokensGeneration,
+				"lmdeploy:cached_tokens_total": schema.MetricLLMTokensPromptCached, "lmdeploy:request_success_total": schema.MetricLLMRequestsFinished,
+				"lmdeploy:spec_decode_num_accepted_tokens_per_pos_total": schema.MetricLLMSpecDecodeAcceptedTokensByPosition,
+			},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := c.body(t)
+			md := enginescrape.ExpositionToMetrics(body, time.Now())
+			md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, c.engine)
+			out := normalize(t, &Config{}, md).out
+			for wire, canonical := range c.gauges {
+				want := fixtures.Samples(body, wire)
+				require.NotEmpty(t, want, wire)
+				m := single(t, out, canonical)
+				require.Equal(t, pmetric.MetricTypeGauge, m.Type(), canonical)
+				require.Equal(t, len(want), m.Gauge().DataPoints().Len(), canonical)
+				for i, w := range want {
+					assert.Equal(t, w.Value, m.Gauge().DataPoints().At(i).DoubleValue(), "%s from %s", canonical, wire)
+				}
+			}
+			for wire, canonical := range c.counters {
+				require.NotEmpty(t, fixtures.Samples(body, wire), wire)
+				assert.Equal(t, fixtures.Sum(body, wire), sumOf(single(t, out, canonical)), "%s from %s", canonical, wire)
+			}
+			for name := range metrics(out) {
+				if c.own(name) {
+					assert.NotEmpty(t, s.Engines[c.engine].PassthroughReason(name), "%s is neither mapped nor a documented pass-through", name)
+				}
+			}
+		})
+	}
+}
+
+// LMDeploy's labels: the data-parallel rank is the engine index, the finish reason keeps LMDeploy's values.
+func TestLMDeployLabels(t *testing.T) {
+	body := receiverPage(t, "lmdeployreceiver", "metrics_v0.16.0.txt")
+	md := enginescrape.ExpositionToMetrics(body, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineLmdeploy)
+	out := normalize(t, &Config{}, md).out
+	finished := single(t, out, schema.MetricLLMRequestsFinished)
+	reasons := map[string]float64{}
+	for _, dp := range finished.Sum().DataPoints().All() {
+		attrs := dp.Attributes().AsRaw()
+		assert.Equal(t, "0", attrs[schema.AttrLLMEngineIndex])
+		assert.Equal(t, "internlm/internlm2_5-7b-chat", attrs[schema.AttrGenAIRequestModel])
+		reasons[attrs[schema.AttrLLMFinishReason].(string)] = dp.DoubleValue()
+	}
+	for _, w := range fixtures.Samples(body, "lmdeploy:request_success_total") {
+		assert.Equal(t, w.Value, reasons[labelValue(w.Labels, "finished_reason")], labelValue(w.Labels, "finished_reason"))
+	}
+	ttft := single(t, out, schema.MetricGenAIServerTimeToFirstToken)
+	assert.Equal(t, "s", ttft.Unit())
+	assert.InDelta(t, fixtures.Sum(body, "lmdeploy:time_to_first_token_seconds_sum"), ttft.Histogram().DataPoints().At(0).Sum(), 1e-9)
+}
