@@ -49,6 +49,7 @@ import (
 	rayservereceiver "github.com/servescope/servescope/receiver/rayservereceiver"
 	tritonreceiver "github.com/servescope/servescope/receiver/tritonreceiver"
 	lmdeployreceiver "github.com/servescope/servescope/receiver/lmdeployreceiver"
+	nimreceiver "github.com/servescope/servescope/receiver/nimreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -102,6 +103,7 @@ func components() (otelcol.Factories, error) {
 		rayservereceiver.NewFactory(),
 		tritonreceiver.NewFactory(),
 		lmdeployreceiver.NewFactory(),
+		nimreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -119,6 +121,7 @@ func components() (otelcol.Factories, error) {
 		rayservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		tritonreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		lmdeployreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		nimreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -322,7 +322,7 @@ const (
 
 // Canonical attribute names.
 const (
-	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy).
+	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy, nim).
 	AttrLLMEngineName = "llm.engine.name"
 	// AttrLLMEngineVersion: The engine's release, as its version endpoint reports it.
 	AttrLLMEngineVersion = "llm.engine.version"
@@ -575,6 +575,7 @@ const (
 	EngineDcgmExporter = "dcgm_exporter"
 	EngineLlamaCpp     = "llama_cpp"
 	EngineLmdeploy     = "lmdeploy"
+	EngineNim          = "nim"
 	EngineRayServe     = "ray_serve"
 	EngineSglang       = "sglang"
 	EngineTensorrtLLM  = "tensorrt_llm"

@@ -51,6 +51,7 @@ func TestGoldenEngines(t *testing.T) {
 		{"triton_tensorrtllm_backend_ifb", capture("triton_trtllm/tensorrtllm_backend_README_triton_metrics_example_ifb.txt"), schema.EngineTriton},
 		{"tensorrt_llm_2026", recorded("tensorrtllmreceiver", "prometheus_metrics_2026.txt"), schema.EngineTensorrtLLM},
 		{"lmdeploy_v0.16.0", recorded("lmdeployreceiver", "metrics_v0.16.0.txt"), schema.EngineLmdeploy},
+		{"nim_datadog", capture("nim/datadog_nvidia_nim_metrics.txt"), schema.EngineNim},
 		{"dcgm_datadog", capture("dcgm/datadog_dcgm_metrics.txt"), ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

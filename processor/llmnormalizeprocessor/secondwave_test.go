@@ -53,6 +53,22 @@ func TestNormalizesSecondWaveEngines(t *testing.T) {
 				"lmdeploy:spec_decode_num_accepted_tokens_per_pos_total": schema.MetricLLMSpecDecodeAcceptedTokensByPosition,
 			},
 		},
+		{
+			name: "nim_datadog", engine: schema.EngineNim,
+			body: func(t *testing.T) []byte { return fixtures.Read(t, "nim/datadog_nvidia_nim_metrics.txt") },
+			// NIM's names carry no prefix: every family that is not the process's or Python's is NIM's.
+			own: func(name string) bool {
+				return !strings.Contains(name, ".") && !strings.HasPrefix(name, "process_") && !strings.HasPrefix(name, "python_")
+			},
+			gauges: map[string]string{
+				"num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting, "num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+				"num_request_max": schema.MetricLLMSchedulerRequestsMaxRunning, "gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
+			},
+			counters: map[string]string{
+				"prompt_tokens_total": schema.MetricLLMTokensPrompt, "generation_tokens_total": schema.MetricLLMTokensGeneration,
+				"request_finish_total": schema.MetricLLMRequestsFinished, "request_failure_total": schema.MetricLLMRequestsErrors,
+			},
+		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := c.body(t)
@@ -102,4 +118,46 @@ func TestLMDeployLabels(t *testing.T) {
 	ttft := single(t, out, schema.MetricGenAIServerTimeToFirstToken)
 	assert.Equal(t, "s", ttft.Unit())
 	assert.InDelta(t, fixtures.Sum(body, "lmdeploy:time_to_first_token_seconds_sum"), ttft.Histogram().DataPoints().At(0).Sum(), 1e-9)
+}
+
+// NIM's bare names are the receiver's to claim: under llm.engine.name nim they map, with no engine name
+// they stay as they are (a guess from the names could as well say TensorRT-LLM's first release candidates,
+// which wrote num_requests_running bare too), and under tensorrt_llm they map by TensorRT-LLM's rules.
+func TestNIMNamesMapOnlyUnderTheReceiversEngineName(t *testing.T) {
+	body := fixtures.Read(t, "nim/datadog_nvidia_nim_metrics.txt")
+	run := func(engine string) pmetric.Metrics {
+		md := enginescrape.ExpositionToMetrics(body, time.Now())
+		if engine != "" {
+			md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, engine)
+		}
+		return normalize(t, &Config{}, md).out
+	}
+	nim := metrics(run(schema.EngineNim))
+	assert.Contains(t, nim, schema.MetricLLMSchedulerRequestsMaxRunning)
+	assert.NotContains(t, nim, "num_request_max")
+
+	unnamed := metrics(run(""))
+	assert.NotContains(t, unnamed, schema.MetricLLMSchedulerRequestsRunning, "no engine is guessed from bare names")
+	assert.Contains(t, unnamed, "num_requests_running")
+
+	trtllm := metrics(run(schema.EngineTensorrtLLM))
+	assert.Contains(t, trtllm, schema.MetricLLMSchedulerRequestsRunning, "TensorRT-LLM's bare spelling")
+	assert.NotContains(t, trtllm, schema.MetricLLMSchedulerRequestsMaxRunning, "num_request_max is NIM's, not TensorRT-LLM's")
+}
+
+// NIM's finish reasons and its one histogram unit: seconds stay seconds, the finish reason is NIM's label.
+func TestNIMFinishReasonsAndLatency(t *testing.T) {
+	body := fixtures.Read(t, "nim/datadog_nvidia_nim_metrics.txt")
+	md := enginescrape.ExpositionToMetrics(body, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineNim)
+	out := normalize(t, &Config{}, md).out
+	finished := single(t, out, schema.MetricLLMRequestsFinished)
+	require.Equal(t, 1, finished.Sum().DataPoints().Len())
+	attrs := finished.Sum().DataPoints().At(0).Attributes().AsRaw()
+	assert.Equal(t, "length", attrs[schema.AttrLLMFinishReason])
+	assert.Equal(t, "meta/llama-3.1-8b-instruct", attrs[schema.AttrGenAIRequestModel])
+	e2e := single(t, out, schema.MetricGenAIServerRequestDuration)
+	assert.Equal(t, "s", e2e.Unit())
+	assert.Equal(t, uint64(fixtures.Sum(body, "e2e_request_latency_seconds_count")), e2e.Histogram().DataPoints().At(0).Count())
+	assert.InDelta(t, fixtures.Sum(body, "e2e_request_latency_seconds_sum"), e2e.Histogram().DataPoints().At(0).Sum(), 1e-12)
 }

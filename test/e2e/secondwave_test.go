@@ -46,6 +46,15 @@ var secondWavePages = []secondWavePage{
 			"lmdeploy:gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
 		},
 	},
+	{
+		receiver: "nim", capture: "nim/datadog_nvidia_nim_metrics.txt", metricsPath: "/v1/metrics",
+		gauges: map[string]string{
+			"num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+			"num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			"num_request_max":      schema.MetricLLMSchedulerRequestsMaxRunning,
+			"gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
+		},
+	},
 }
 
 // Each second-wave engine's page, served where the engine serves it, goes through its receiver and

@@ -25,6 +25,8 @@ type BadInput struct {
 	MetricsPath string
 	// Gauge is a gauge family of Page before its last sample line, which a page cut short keeps.
 	Gauge string
+	// Others are the engine's other endpoints (its version), answered as they would be, by path.
+	Others map[string][]byte
 }
 
 // CheckBadInput runs the receiver's scraper against the ways an engine endpoint fails: a body cut short
@@ -42,6 +44,10 @@ func CheckBadInput(t *testing.T, in BadInput) {
 
 	serve := func(t *testing.T, status int, contentType string, body []byte) string {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if other, ok := in.Others[r.URL.Path]; ok {
+				_, _ = w.Write(other)
+				return
+			}
 			if r.URL.Path != in.MetricsPath {
 				http.NotFound(w, r)
 				return
