@@ -50,6 +50,7 @@ import (
 	tritonreceiver "github.com/servescope/servescope/receiver/tritonreceiver"
 	lmdeployreceiver "github.com/servescope/servescope/receiver/lmdeployreceiver"
 	nimreceiver "github.com/servescope/servescope/receiver/nimreceiver"
+	kservereceiver "github.com/servescope/servescope/receiver/kservereceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -104,6 +105,7 @@ func components() (otelcol.Factories, error) {
 		tritonreceiver.NewFactory(),
 		lmdeployreceiver.NewFactory(),
 		nimreceiver.NewFactory(),
+		kservereceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -122,6 +124,7 @@ func components() (otelcol.Factories, error) {
 		tritonreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		lmdeployreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		nimreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		kservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -69,6 +69,26 @@ func TestNormalizesSecondWaveEngines(t *testing.T) {
 				"request_finish_total": schema.MetricLLMRequestsFinished, "request_failure_total": schema.MetricLLMRequestsErrors,
 			},
 		},
+		{
+			name: "kserve_hf_vllm_v0.20", engine: schema.EngineKserve,
+			body: func(t *testing.T) []byte { return receiverPage(t, "kservereceiver", "metrics_hf_vllm_v0.20.txt") },
+			own:  func(name string) bool { return strings.HasPrefix(name, "request_") || strings.HasPrefix(name, "vllm:") },
+			gauges: map[string]string{
+				"vllm:num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting, "vllm:num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+				"vllm:kv_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
+			},
+			counters: map[string]string{
+				"vllm:prompt_tokens_total": schema.MetricLLMTokensPrompt, "vllm:generation_tokens_total": schema.MetricLLMTokensGeneration,
+				"vllm:request_success_total": schema.MetricLLMRequestsFinished,
+			},
+		},
+		{
+			name: "kserve_qpext_v0.20", engine: schema.EngineKserve,
+			body: func(t *testing.T) []byte { return receiverPage(t, "kservereceiver", "metrics_qpext_v0.20.txt") },
+			own: func(name string) bool {
+				return strings.HasPrefix(name, "request_") || strings.HasPrefix(name, "revision_")
+			},
+		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := c.body(t)
@@ -91,7 +111,7 @@ func TestNormalizesSecondWaveEngines(t *testing.T) {
 			}
 			for name := range metrics(out) {
 				if c.own(name) {
-					assert.NotEmpty(t, s.Engines[c.engine].PassthroughReason(name), "%s is neither mapped nor a documented pass-through", name)
+					assert.NotEmpty(t, passthroughReason(s, c.engine, name), "%s is neither mapped nor a documented pass-through", name)
 				}
 			}
 		})
@@ -160,4 +180,49 @@ func TestNIMFinishReasonsAndLatency(t *testing.T) {
 	assert.Equal(t, "s", e2e.Unit())
 	assert.Equal(t, uint64(fixtures.Sum(body, "e2e_request_latency_seconds_count")), e2e.Histogram().DataPoints().At(0).Count())
 	assert.InDelta(t, fixtures.Sum(body, "e2e_request_latency_seconds_sum"), e2e.Histogram().DataPoints().At(0).Sum(), 1e-12)
+}
+
+// passthroughReason is the engine's reason for leaving a family unmapped, or that of an engine it embeds.
+func passthroughReason(s *schema.Schema, engine, family string) string {
+	if reason := s.Engines[engine].PassthroughReason(family); reason != "" {
+		return reason
+	}
+	for _, embedded := range s.Engines[engine].Embeds {
+		if reason := s.Engines[embedded].PassthroughReason(family); reason != "" {
+			return reason
+		}
+	}
+	return ""
+}
+
+// KServe's step histograms keep their seconds and model; the vLLM backend's families on the same page map
+// by vLLM's rules into the same resource: one replica.
+func TestKServeStepsAndItsVLLMBackend(t *testing.T) {
+	qp := receiverPage(t, "kservereceiver", "metrics_qpext_v0.20.txt")
+	md := enginescrape.ExpositionToMetrics(qp, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineKserve)
+	out := normalize(t, &Config{}, md).out
+	for wire, canonical := range map[string]string{
+		"request_preprocess_seconds": schema.MetricLLMServePreprocessTime, "request_predict_seconds": schema.MetricLLMServePredictTime,
+		"request_postprocess_seconds": schema.MetricLLMServePostprocessTime,
+	} {
+		m := single(t, out, canonical)
+		assert.Equal(t, "s", m.Unit())
+		dp := m.Histogram().DataPoints().At(0)
+		assert.Equal(t, uint64(fixtures.Sum(qp, wire+"_count")), dp.Count(), canonical)
+		assert.InDelta(t, fixtures.Sum(qp, wire+"_sum"), dp.Sum(), 1e-9, canonical)
+		assert.Equal(t, "fraud-detector", dp.Attributes().AsRaw()[schema.AttrGenAIRequestModel])
+	}
+	assert.Contains(t, metrics(out), "revision_queue_depth", "the queue proxy's families pass through")
+
+	hf := receiverPage(t, "kservereceiver", "metrics_hf_vllm_v0.20.txt")
+	md = enginescrape.ExpositionToMetrics(hf, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineKserve)
+	out = normalize(t, &Config{}, md).out
+	require.Equal(t, 1, out.ResourceMetrics().Len())
+	running := single(t, out, schema.MetricLLMSchedulerRequestsRunning)
+	require.Equal(t, 1, running.Gauge().DataPoints().Len())
+	assert.Equal(t, map[string]any{schema.AttrGenAIRequestModel: "qwen2-5-7b-instruct", schema.AttrLLMEngineIndex: "0"},
+		running.Gauge().DataPoints().At(0).Attributes().AsRaw(), "vLLM's label renames apply")
+	assert.NotContains(t, metrics(out), schema.MetricLLMServePredictTime, "declared but never observed: no series")
 }

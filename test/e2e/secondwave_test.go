@@ -24,6 +24,7 @@ type secondWavePage struct {
 	page        string // under receiver/<pkg>/testdata/, when capture is ""
 	pkg         string
 	metricsPath string
+	backend     string // llm.engine.backend the replica must carry, or "" for none
 	// gauges maps wire families to the canonical gauges that must carry their values.
 	gauges map[string]string
 }
@@ -55,6 +56,14 @@ var secondWavePages = []secondWavePage{
 			"gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
 		},
 	},
+	{
+		receiver: "kserve", pkg: "kservereceiver", page: "metrics_hf_vllm_v0.20.txt", metricsPath: "/metrics", backend: "vllm",
+		gauges: map[string]string{
+			"vllm:num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+			"vllm:num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			"vllm:kv_cache_usage_perc":  schema.MetricLLMKVCacheUtilization,
+		},
+	},
 }
 
 // Each second-wave engine's page, served where the engine serves it, goes through its receiver and
@@ -78,7 +87,14 @@ func TestSecondWaveEnginesThroughTheBinary(t *testing.T) {
 			block := fmt.Sprintf("%s:\n    endpoint: %s\n    collection_interval: 300ms", p.receiver, srv.URL)
 			startCollector(t, pipelineConfig(p.receiver, block, sink.URL))
 			md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
-			assert.Equal(t, p.receiver, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])
+			require.Equal(t, 1, md.ResourceMetrics().Len(), "one replica")
+			res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
+			assert.Equal(t, p.receiver, res[schema.AttrLLMEngineName])
+			if p.backend != "" {
+				assert.Equal(t, p.backend, res[schema.AttrLLMEngineBackend])
+			} else {
+				assert.NotContains(t, res, schema.AttrLLMEngineBackend)
+			}
 			for wire, canonical := range p.gauges {
 				got := find(md, canonical)
 				require.Len(t, got, 1, canonical)
