@@ -34,6 +34,9 @@ import (
 	tensorrtllmreceiver "github.com/servescope/servescope/receiver/tensorrtllmreceiver"
 	rayservereceiver "github.com/servescope/servescope/receiver/rayservereceiver"
 	tritonreceiver "github.com/servescope/servescope/receiver/tritonreceiver"
+	lmdeployreceiver "github.com/servescope/servescope/receiver/lmdeployreceiver"
+	nimreceiver "github.com/servescope/servescope/receiver/nimreceiver"
+	kservereceiver "github.com/servescope/servescope/receiver/kservereceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -78,6 +81,9 @@ func components() (otelcol.Factories, error) {
 		tensorrtllmreceiver.NewFactory(),
 		rayservereceiver.NewFactory(),
 		tritonreceiver.NewFactory(),
+		lmdeployreceiver.NewFactory(),
+		nimreceiver.NewFactory(),
+		kservereceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -92,6 +98,9 @@ func components() (otelcol.Factories, error) {
 		tensorrtllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		rayservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		tritonreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		lmdeployreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		nimreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		kservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -228,6 +228,12 @@ var (
 	LLMServeRequests = Counter{definition{name: schema.MetricLLMServeRequests, unit: "{request}", description: "Requests a Ray Serve replica processed."}}
 	// LLMServeProcessingTime builds llm.serve.processing_time, a histogram in s.
 	LLMServeProcessingTime = Histogram{definition{name: schema.MetricLLMServeProcessingTime, unit: "s", description: "Time a Ray Serve replica spent processing each request (the whole replica call)."}}
+	// LLMServePreprocessTime builds llm.serve.preprocess_time, a histogram in s.
+	LLMServePreprocessTime = Histogram{definition{name: schema.MetricLLMServePreprocessTime, unit: "s", description: "Time a model server spent preprocessing each request before the model (KServe's preprocess step)."}}
+	// LLMServePredictTime builds llm.serve.predict_time, a histogram in s.
+	LLMServePredictTime = Histogram{definition{name: schema.MetricLLMServePredictTime, unit: "s", description: "Time a model server spent in the model's predict step for each request (KServe's predict; for an LLM runtime the whole generation of a non-streamed request)."}}
+	// LLMServePostprocessTime builds llm.serve.postprocess_time, a histogram in s.
+	LLMServePostprocessTime = Histogram{definition{name: schema.MetricLLMServePostprocessTime, unit: "s", description: "Time a model server spent postprocessing each request after the model (KServe's postprocess step)."}}
 	// LLMServeReplicaHealthy builds llm.serve.replica.healthy, a gauge in 1.
 	LLMServeReplicaHealthy = Gauge{definition{name: schema.MetricLLMServeReplicaHealthy, unit: "1", description: "1 while a Ray Serve replica passes its health check, else 0."}}
 	// LLMServeReplicas builds llm.serve.replicas, a gauge in {replica}.
@@ -435,6 +441,9 @@ var byName = map[string]Metric{
 	schema.MetricLLMServeRequestDuration:               LLMServeRequestDuration,
 	schema.MetricLLMServeRequests:                      LLMServeRequests,
 	schema.MetricLLMServeProcessingTime:                LLMServeProcessingTime,
+	schema.MetricLLMServePreprocessTime:                LLMServePreprocessTime,
+	schema.MetricLLMServePredictTime:                   LLMServePredictTime,
+	schema.MetricLLMServePostprocessTime:               LLMServePostprocessTime,
 	schema.MetricLLMServeReplicaHealthy:                LLMServeReplicaHealthy,
 	schema.MetricLLMServeReplicas:                      LLMServeReplicas,
 	schema.MetricLLMServeReplicasTarget:                LLMServeReplicasTarget,

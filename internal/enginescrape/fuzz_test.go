@@ -3,6 +3,8 @@ package enginescrape
 import (
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,6 +20,19 @@ import (
 func FuzzExpositionToMetrics(f *testing.F) {
 	for _, rel := range fixtures.Glob(f, "*/*.txt") {
 		f.Add(fixtures.Read(f, rel))
+	}
+	// Pages written from an engine's source where no capture is public (LMDeploy, ...) live in the receivers'
+	// own testdata; they are seeds too, since this parser is theirs.
+	pages, err := filepath.Glob(filepath.Join("..", "..", "receiver", "*", "testdata", "*.txt"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, page := range pages {
+		body, err := os.ReadFile(page)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(body)
 	}
 	f.Add([]byte("# TYPE h histogram\nh_bucket{le=\"1\"} 5\nh_bucket{le=\"0.5\"} 7\nh_bucket{le=\"+Inf\"} 3\nh_count 2\n"))
 	f.Add([]byte("# TYPE c counter\nc_total 1\nc_created -1\nc_total NaN\n# TYPE s summary\ns{quantile=\"x\"} 1\ns_count -3\n"))

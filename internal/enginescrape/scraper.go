@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -44,6 +45,16 @@ type Engine struct {
 	// Spans, when set, is an endpoint of per-request records that the receiver's traces signal turns into
 	// spans.
 	Spans *SpanSource
+	// Backends name the engines a serving system may run inside it, by the prefix of their families: a
+	// scrape with such a family says its backend in llm.engine.backend (KServe's Hugging Face runtime
+	// serving vLLM's vllm:* families on its own page).
+	Backends []Backend
+}
+
+// Backend is an engine whose families a serving system's page carries beside its own.
+type Backend struct {
+	Name     string   // the value of llm.engine.backend
+	Prefixes []string // family-name prefixes that mean this backend
 }
 
 // Scraper scrapes one engine endpoint. It is not safe for concurrent scrapes; the scraper controller
@@ -154,7 +165,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	if answered { // an engine that answers without Prometheus series may still serve its standalone state
 		s.pollState(ctx, now, sm.Metrics(), rm.Resource().Attributes(), up)
 	}
-	s.fillResource(rm.Resource().Attributes())
+	s.fillResource(rm.Resource().Attributes(), s.backend(sm.Metrics()))
 	appendUp(sm.Metrics(), up, now)
 	if !up {
 		s.telemetry.ScrapeFailures.Add(ctx, 1, s.telemetry.attrs)
@@ -329,8 +340,25 @@ func (s *Scraper) refreshVersion(ctx context.Context) {
 		zap.String("path", s.engine.VersionPath), zap.Error(err))
 }
 
-func (s *Scraper) fillResource(attrs pcommon.Map) {
+// backend names the first of the engine's backends whose families the scrape carries ("" for none).
+func (s *Scraper) backend(ms pmetric.MetricSlice) string {
+	for _, b := range s.engine.Backends {
+		for i := 0; i < ms.Len(); i++ {
+			for _, prefix := range b.Prefixes {
+				if strings.HasPrefix(ms.At(i).Name(), prefix) {
+					return b.Name
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func (s *Scraper) fillResource(attrs pcommon.Map, backend string) {
 	attrs.PutStr(schema.AttrLLMEngineName, s.engine.Name)
+	if backend != "" {
+		attrs.PutStr(schema.AttrLLMEngineBackend, backend)
+	}
 	if s.version != "" {
 		attrs.PutStr(schema.AttrLLMEngineVersion, s.version)
 	}

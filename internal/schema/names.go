@@ -226,6 +226,12 @@ const (
 	MetricLLMServeRequests = "llm.serve.requests"
 	// MetricLLMServeProcessingTime: Time a Ray Serve replica spent processing each request (the whole replica call).
 	MetricLLMServeProcessingTime = "llm.serve.processing_time"
+	// MetricLLMServePreprocessTime: Time a model server spent preprocessing each request before the model (KServe's preprocess step).
+	MetricLLMServePreprocessTime = "llm.serve.preprocess_time"
+	// MetricLLMServePredictTime: Time a model server spent in the model's predict step for each request (KServe's predict; for an LLM runtime the whole generation of a non-streamed request).
+	MetricLLMServePredictTime = "llm.serve.predict_time"
+	// MetricLLMServePostprocessTime: Time a model server spent postprocessing each request after the model (KServe's postprocess step).
+	MetricLLMServePostprocessTime = "llm.serve.postprocess_time"
 	// MetricLLMServeReplicaHealthy: 1 while a Ray Serve replica passes its health check, else 0.
 	MetricLLMServeReplicaHealthy = "llm.serve.replica.healthy"
 	// MetricLLMServeReplicas: Ray Serve replicas per deployment and state, from the Serve REST API.
@@ -322,8 +328,10 @@ const (
 
 // Canonical attribute names.
 const (
-	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp).
+	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy, nim, kserve; a serving system's backend is llm.engine.backend).
 	AttrLLMEngineName = "llm.engine.name"
+	// AttrLLMEngineBackend: The engine a serving system runs inside it, where its page says so (vllm under KServe's Hugging Face runtime).
+	AttrLLMEngineBackend = "llm.engine.backend"
 	// AttrLLMEngineVersion: The engine's release, as its version endpoint reports it.
 	AttrLLMEngineVersion = "llm.engine.version"
 	// AttrServiceInstanceID: The replica; host:port of the scraped endpoint unless configured otherwise.
@@ -589,7 +597,10 @@ const (
 // Engine names, the values of llm.engine.name.
 const (
 	EngineDcgmExporter = "dcgm_exporter"
+	EngineKserve       = "kserve"
 	EngineLlamaCpp     = "llama_cpp"
+	EngineLmdeploy     = "lmdeploy"
+	EngineNim          = "nim"
 	EngineRayServe     = "ray_serve"
 	EngineSglang       = "sglang"
 	EngineTensorrtLLM  = "tensorrt_llm"

@@ -119,7 +119,11 @@ func RenderMarkdown(s *Schema) []byte {
 		if e.Receiver != "" {
 			fmt.Fprintf(&b, "Scraped by the `%s` receiver. ", e.Receiver)
 		}
-		fmt.Fprintf(&b, "Families start with %s.", codeList(e.MetricPrefixes))
+		if len(e.MetricPrefixes) > 0 {
+			fmt.Fprintf(&b, "Families start with %s.", codeList(e.MetricPrefixes))
+		} else {
+			b.WriteString("Families carry no prefix: only the llm.engine.name its receiver stamps identifies the engine.")
+		}
 		var aliases []string
 		unprefixed := false
 		for _, a := range e.AliasPrefixes {

@@ -216,8 +216,10 @@ func (s *Schema) validate() error {
 				errs = append(errs, fmt.Errorf("engine %s: embeds unknown engine %q", name, embedded))
 			}
 		}
-		if len(e.MetricPrefixes) == 0 {
-			errs = append(errs, fmt.Errorf("engine %s: no metric_prefixes", name))
+		// An engine whose families carry no prefix (NVIDIA NIM) is recognised only by the llm.engine.name its
+		// receiver stamps, so it needs a receiver; any other engine needs a prefix to be recognised by.
+		if len(e.MetricPrefixes) == 0 && e.Receiver == "" {
+			errs = append(errs, fmt.Errorf("engine %s: no metric_prefixes and no receiver to name it", name))
 		}
 		if t := e.SpanTree; t != nil {
 			re, err := regexp.Compile(t.RequestName)

@@ -231,3 +231,18 @@ func TestTritonBackendInDocs(t *testing.T) {
 		assert.NotEqual(t, "nv_trt_llm_", p.Match, "the pending select-by-label note is gone")
 	}
 }
+
+// An engine without a prefix (NVIDIA NIM's bare names) is only recognised by its receiver's llm.engine.name:
+// it is accepted with a receiver and rejected without one.
+func TestUnprefixedEngineNeedsAReceiver(t *testing.T) {
+	doc := func(engine string) string {
+		return "version: 1\nattributes: []\nengines:\n  bare: " + engine + "\nmetrics:\n" +
+			"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {bare: [{name: x, versions: all}]}}\n"
+	}
+	_, err := Parse([]byte(doc(`{description: d, metric_prefixes: []}`)))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "engine bare: no metric_prefixes and no receiver")
+	s, err := Parse([]byte(doc(`{description: d, receiver: bare, metric_prefixes: []}`)))
+	require.NoError(t, err)
+	assert.Contains(t, string(RenderMarkdown(s)), "Families carry no prefix")
+}

@@ -50,6 +50,10 @@ func TestGoldenEngines(t *testing.T) {
 		{"triton_datadog", capture("triton_trtllm/datadog_nvidia_triton_metrics.txt"), schema.EngineTriton},
 		{"triton_tensorrtllm_backend_ifb", capture("triton_trtllm/tensorrtllm_backend_README_triton_metrics_example_ifb.txt"), schema.EngineTriton},
 		{"tensorrt_llm_2026", recorded("tensorrtllmreceiver", "prometheus_metrics_2026.txt"), schema.EngineTensorrtLLM},
+		{"lmdeploy_v0.16.0", recorded("lmdeployreceiver", "metrics_v0.16.0.txt"), schema.EngineLmdeploy},
+		{"nim_datadog", capture("nim/datadog_nvidia_nim_metrics.txt"), schema.EngineNim},
+		{"kserve_hf_vllm_v0.20", recorded("kservereceiver", "metrics_hf_vllm_v0.20.txt"), schema.EngineKserve},
+		{"kserve_qpext_v0.20", recorded("kservereceiver", "metrics_qpext_v0.20.txt"), schema.EngineKserve},
 		{"dcgm_datadog", capture("dcgm/datadog_dcgm_metrics.txt"), ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -40,8 +40,14 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { fleet.Close() })
 
+	// Beside the simulated fleet, one replica of each second-wave engine, serving its page as it would.
+	var extra []string
+	for _, p := range secondWavePages {
+		extra = append(extra, fmt.Sprintf("%s/secondwave:\n    endpoint: %s\n    collection_interval: 1s\n", p.receiver, p.serve(t)))
+	}
+
 	promAddr, exporterAddr, otlpAddr := freePort(t), freePort(t), freePort(t)
-	startCollector(t, collectorForPrometheus(eps, otlpAddr, exporterAddr, promAddr))
+	startCollector(t, collectorForPrometheus(eps, otlpAddr, exporterAddr, promAddr, extra...))
 	dir := t.TempDir()
 	rules, err := filepath.Abs("../../alerts/servescope-rules.yaml")
 	require.NoError(t, err)
@@ -105,6 +111,8 @@ scrape_configs:
 	assert.True(t, firing["LLM_SchedulerSaturation"], "the spike saturates the schedulers: its alert expression has data")
 	assert.False(t, firing["LLMEngineDown"], "both engines answer")
 
+	checkSecondWaveReplicas(t, sch, set, promAddr)
+
 	// The prometheus_remote_write exporter wrote the same canonical series, marked by its external label.
 	n, err := query(promAddr, fmt.Sprintf(`%s{written_by="remote_write"}`, "llm_scheduler_requests_waiting"))
 	require.NoError(t, err)
@@ -134,8 +142,12 @@ func query(promAddr, expr string) (int, error) {
 	return len(resp.Data.Result), nil
 }
 
-func collectorForPrometheus(eps []fleetsim.Endpoint, otlpAddr, exporterAddr, promAddr string) string {
+func collectorForPrometheus(eps []fleetsim.Endpoint, otlpAddr, exporterAddr, promAddr string, extra ...string) string {
 	var recv, names, dcgm strings.Builder
+	for _, block := range extra { // "<type>/<name>:\n    endpoint: ...\n"
+		fmt.Fprintf(&recv, "  %s", block)
+		fmt.Fprintf(&names, "%s, ", block[:strings.IndexByte(block, ':')])
+	}
 	for i, ep := range eps {
 		fmt.Fprintf(&recv, "  %s/%d:\n    endpoint: %s\n    collection_interval: 1s\n", strings.ReplaceAll(ep.Engine, "llamacpp", "llama_cpp"), i, ep.URL)
 		fmt.Fprintf(&names, "%s/%d, ", ep.Engine, i)

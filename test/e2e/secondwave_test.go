@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/servescope/servescope/internal/dashboards"
+	"github.com/servescope/servescope/internal/fixtures"
+	"github.com/servescope/servescope/internal/promnames"
+	"github.com/servescope/servescope/internal/schema"
+)
+
+// secondWavePage is an engine page for the second-wave receivers: a real capture from testdata/ where one is
+// public, else the page the receiver's own testdata has, written from the engine's source.
+type secondWavePage struct {
+	receiver    string // component type
+	capture     string // under testdata/, or ""
+	page        string // under receiver/<pkg>/testdata/, when capture is ""
+	pkg         string
+	metricsPath string
+	backend     string // llm.engine.backend the replica must carry, or "" for none
+	// gauges maps wire families to the canonical gauges that must carry their values.
+	gauges map[string]string
+}
+
+func (p secondWavePage) body(t *testing.T) []byte {
+	if p.capture != "" {
+		return fixtures.Read(t, p.capture)
+	}
+	body, err := os.ReadFile(filepath.Join("..", "..", "receiver", p.pkg, "testdata", p.page))
+	require.NoError(t, err)
+	return body
+}
+
+var secondWavePages = []secondWavePage{
+	{
+		receiver: "lmdeploy", pkg: "lmdeployreceiver", page: "metrics_v0.16.0.txt", metricsPath: "/metrics",
+		gauges: map[string]string{
+			"lmdeploy:num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+			"lmdeploy:num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			"lmdeploy:gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
+		},
+	},
+	{
+		receiver: "nim", capture: "nim/datadog_nvidia_nim_metrics.txt", metricsPath: "/v1/metrics",
+		gauges: map[string]string{
+			"num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+			"num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			"num_request_max":      schema.MetricLLMSchedulerRequestsMaxRunning,
+			"gpu_cache_usage_perc": schema.MetricLLMKVCacheUtilization,
+		},
+	},
+	{
+		receiver: "kserve", pkg: "kservereceiver", page: "metrics_hf_vllm_v0.20.txt", metricsPath: "/metrics", backend: "vllm",
+		gauges: map[string]string{
+			"vllm:num_requests_running": schema.MetricLLMSchedulerRequestsRunning,
+			"vllm:num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			"vllm:kv_cache_usage_perc":  schema.MetricLLMKVCacheUtilization,
+		},
+	},
+}
+
+// serve starts a stand-in engine that serves the page at its metrics path and returns its URL.
+func (p secondWavePage) serve(t *testing.T) string {
+	body := p.body(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != p.metricsPath {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// checkSecondWaveReplicas: every canonical metric a dashboard or alert reads, where a second-wave engine's
+// page carries a family that feeds it (by the engine's rules or those of the engine it embeds), is in
+// Prometheus under that engine's replica, and each engine is one replica. The dashboards are unchanged:
+// they read the same names for these engines as for the simulated vLLM and SGLang fleet.
+func checkSecondWaveReplicas(t *testing.T, sch *schema.Schema, set []dashboards.Dashboard, promAddr string) {
+	t.Helper()
+	var exprs strings.Builder
+	for _, d := range set {
+		for _, p := range d.Panels {
+			for _, e := range p.Exprs {
+				exprs.WriteString(e.Query + "\n")
+			}
+		}
+	}
+	for _, r := range dashboards.Rules(sch) {
+		exprs.WriteString(r.Expr + "\n")
+	}
+	read := exprs.String()
+	engineLabel := promnames.Label(schema.AttrLLMEngineName)
+	for _, p := range secondWavePages {
+		t.Run("dashboards/"+p.receiver, func(t *testing.T) {
+			body := string(p.body(t))
+			engines := append([]string{p.receiver}, sch.Engines[p.receiver].Embeds...)
+			var checked []string
+			for _, m := range sch.Metrics {
+				name := promnames.Name(m)
+				if !strings.Contains(read, name) || !fedBy(sch, m, engines, body) {
+					continue
+				}
+				series := name
+				if m.Instrument == schema.Histogram {
+					series += "_count"
+				}
+				n, err := query(promAddr, fmt.Sprintf(`count by (instance) (%s{%s=%q})`, series, engineLabel, p.receiver))
+				require.NoError(t, err)
+				assert.Equal(t, 1, n, "%s: one replica of %s carries what the dashboards read", series, p.receiver)
+				checked = append(checked, series)
+			}
+			assert.GreaterOrEqual(t, len(checked), 4, "the dashboards read several of %s's canonical metrics", p.receiver)
+			t.Logf("%s: the dashboards read %s, all present", p.receiver, strings.Join(checked, ", "))
+		})
+	}
+}
+
+// fedBy says whether the page carries a family that one of the engines maps onto the metric.
+func fedBy(sch *schema.Schema, m *schema.Metric, engines []string, body string) bool {
+	for _, engine := range engines {
+		for _, src := range m.Sources[engine] {
+			for _, spelling := range sch.Engines[engine].Spellings(src.Name) {
+				if strings.Contains(body, "\n"+spelling+"{") || strings.Contains(body, "\n"+spelling+"_bucket{") || strings.HasPrefix(body, spelling+"{") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Each second-wave engine's page, served where the engine serves it, goes through its receiver and
+// llm_normalize in the built binary and comes out under canonical names with the page's values (read from
+// the page's text), stamped with the receiver's engine name.
+func TestSecondWaveEnginesThroughTheBinary(t *testing.T) {
+	for _, p := range secondWavePages {
+		t.Run(p.receiver, func(t *testing.T) {
+			t.Parallel()
+			body := p.body(t)
+			url := p.serve(t)
+			sink := newOTLPSink(t)
+			block := fmt.Sprintf("%s:\n    endpoint: %s\n    collection_interval: 300ms", p.receiver, url)
+			startCollector(t, pipelineConfig(p.receiver, block, sink.URL))
+			md := sink.waitFor(t, schema.MetricLLMSchedulerRequestsRunning, 30*time.Second)
+			require.Equal(t, 1, md.ResourceMetrics().Len(), "one replica")
+			res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
+			assert.Equal(t, p.receiver, res[schema.AttrLLMEngineName])
+			if p.backend != "" {
+				assert.Equal(t, p.backend, res[schema.AttrLLMEngineBackend])
+			} else {
+				assert.NotContains(t, res, schema.AttrLLMEngineBackend)
+			}
+			for wire, canonical := range p.gauges {
+				got := find(md, canonical)
+				require.Len(t, got, 1, canonical)
+				assert.Equal(t, rawValues(fixtures.Samples(body, wire)), gaugeValues(got[0]), "%s from %s", canonical, wire)
+				assert.Empty(t, find(md, wire), "the vendor original %s is replaced", wire)
+			}
+		})
+	}
+}
