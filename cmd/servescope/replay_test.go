@@ -6,13 +6,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/servescope/servescope/internal/replay"
 	"github.com/servescope/servescope/internal/replay/replaytest"
+	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/internal/spanfile"
 )
 
@@ -130,4 +133,52 @@ func TestReplaySimulatedGolden(t *testing.T) {
 	assert.Contains(t, stderr.String(), "--slo: want ttft=DURATION")
 	assert.Equal(t, 1, run([]string{"replay", twoReplicas, "--router", "random"}, &stdout, &stderr))
 	assert.Contains(t, stderr.String(), `router "random"`)
+}
+
+// Each model is a pool of its own: calibrated on its own requests, replayed on its own fleet. The
+// two-replica recording with the second replica's requests renamed to another model gives two pools of one
+// replica each.
+func TestReplayEachModelIsAPool(t *testing.T) {
+	out := bytes.TrimSpace(gunzip(t, twoReplicas))
+	second := "" // the replica that sorts last
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(line)
+		require.NoError(t, err)
+		for _, rs := range td.ResourceSpans().All() {
+			if replica, _ := rs.Resource().Attributes().Get(schema.AttrServiceInstanceID); replica.Str() > second {
+				second = replica.Str()
+			}
+		}
+	}
+	var renamed []byte
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(line)
+		require.NoError(t, err)
+		for _, rs := range td.ResourceSpans().All() {
+			if replica, _ := rs.Resource().Attributes().Get(schema.AttrServiceInstanceID); replica.Str() == second {
+				for _, ss := range rs.ScopeSpans().All() {
+					for _, span := range ss.Spans().All() {
+						span.Attributes().PutStr(schema.AttrGenAIRequestModel, "other-model")
+					}
+				}
+			}
+		}
+		b, err := (&ptrace.JSONMarshaler{}).MarshalTraces(td)
+		require.NoError(t, err)
+		renamed = append(append(renamed, b...), '\n')
+	}
+	path := filepath.Join(t.TempDir(), "two-models.jsonl")
+	require.NoError(t, os.WriteFile(path, renamed, 0o644))
+
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"replay", path}, &stdout, &stderr), stderr.String())
+	assert.Equal(t, 2, strings.Count(stderr.String(), "calibrated on"), stderr.String())
+	assert.Contains(t, stderr.String(), "other-model: calibrated on")
+	assert.Contains(t, stderr.String(), "and 1 x vllm")
+	assert.Contains(t, stdout.String(), "\nother-model\n")
+	assert.Contains(t, stdout.String(), "\nQwen/Qwen2.5-32B-Instruct\n")
+
+	stdout.Reset()
+	require.Equal(t, 0, run([]string{"replay", path, "--sweep", "replicas=1..2", "--json"}, &stdout, &stderr), stderr.String())
+	assert.Equal(t, 2, strings.Count(stdout.String(), `"model":`))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,7 +17,9 @@ import (
 	"github.com/servescope/servescope/internal/spanfile"
 )
 
-// simulation is a replay on a simulated fleet: the recording, its workload, and the fleet to try.
+// simulation is a replay on a simulated fleet: the recording, its workload, and the fleet to try. Each
+// model is a pool of its own, calibrated on its own requests and replayed on its own fleet (the flags
+// describe each pool's).
 type simulation struct {
 	recording *spanfile.Window
 	workload  replay.Workload
@@ -24,10 +27,53 @@ type simulation struct {
 	rateScale float64
 }
 
-// recordedFleet is the fleet the recording came from: its replicas and their most common engine.
-func (s simulation) recordedFleet() replay.Fleet {
-	replicas, engines := map[string]bool{}, map[string]int{}
+// pool is one model's part of the recording.
+type pool struct {
+	model    string
+	recorded []spanfile.Request
+	workload replay.Workload
+	// fleet is the fleet it was recorded on (its replicas, their most common engine); target the one to
+	// replay on: the flags, the recorded fleet's where they say nothing.
+	fleet, target replay.Fleet
+	cal           replay.Calibration
+}
+
+// pools splits the recording by model, busiest first.
+func (s simulation) pools() []*pool {
+	byModel := map[string]*pool{}
+	var order []*pool
 	for _, r := range s.recording.Requests {
+		p := byModel[r.Model]
+		if p == nil {
+			p = &pool{model: r.Model}
+			byModel[r.Model] = p
+			order = append(order, p)
+		}
+		p.recorded = append(p.recorded, r)
+	}
+	for _, r := range s.workload {
+		if p := byModel[r.Model]; p != nil {
+			p.workload = append(p.workload, r)
+		}
+	}
+	for _, p := range order {
+		p.fleet = recordedFleet(p.recorded)
+		p.target = s.fleet
+		if p.target.Replicas == 0 {
+			p.target.Replicas = p.fleet.Replicas
+		}
+		if p.target.Engine == "" {
+			p.target.Engine = p.fleet.Engine
+		}
+	}
+	sort.SliceStable(order, func(i, j int) bool { return len(order[i].workload) > len(order[j].workload) })
+	return order
+}
+
+// recordedFleet is the fleet requests came from: their replicas and the replicas' most common engine.
+func recordedFleet(requests []spanfile.Request) replay.Fleet {
+	replicas, engines := map[string]bool{}, map[string]int{}
+	for _, r := range requests {
 		replicas[r.Replica] = true
 		if r.Engine != "" {
 			engines[r.Engine]++
@@ -43,44 +89,41 @@ func (s simulation) recordedFleet() replay.Fleet {
 	return f
 }
 
-// target is the fleet asked for: what the flags say, the recorded fleet's where they say nothing.
-func (s simulation) target() replay.Fleet {
-	f, rec := s.fleet, s.recordedFleet()
-	if f.Replicas == 0 {
-		f.Replicas = rec.Replicas
+// calibrate fits each pool's engine model to its recorded requests and says what it found.
+func (s simulation) calibrate(stderr io.Writer) ([]*pool, error) {
+	pools := s.pools()
+	for _, p := range pools {
+		cal, err := replay.Calibrate(p.workload, p.fleet)
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", p.model, err)
+		}
+		p.cal = cal
+		fmt.Fprintf(stderr, "%s: calibrated on %d requests and %d x %s: prefill %s per 1k computed tokens (recorded %s), TPOT %s (recorded %s); prefill MFU %.2f, decode HBM efficiency %.2f\n",
+			p.model, len(p.workload), p.fleet.Replicas, p.fleet.Engine, compare.Seconds(1000*cal.PredictedPrefillPerToken), compare.Seconds(1000*cal.RecordedPrefillPerToken),
+			compare.Seconds(cal.PredictedTPOT), compare.Seconds(cal.RecordedTPOT), cal.MFU, cal.HBMEfficiency)
 	}
-	if f.Engine == "" {
-		f.Engine = rec.Engine
-	}
-	return f
-}
-
-func (s simulation) calibrate(stderr io.Writer) (replay.Calibration, error) {
-	cal, err := replay.Calibrate(s.workload, s.recordedFleet())
-	if err != nil {
-		return cal, err
-	}
-	rec := s.recordedFleet()
-	fmt.Fprintf(stderr, "calibrated on %d requests and %d x %s: prefill %s per 1k computed tokens (recorded %s), TPOT %s (recorded %s); prefill MFU %.2f, decode HBM efficiency %.2f\n",
-		len(s.workload), rec.Replicas, rec.Engine, compare.Seconds(1000*cal.PredictedPrefillPerToken), compare.Seconds(1000*cal.RecordedPrefillPerToken),
-		compare.Seconds(cal.PredictedTPOT), compare.Seconds(cal.RecordedTPOT), cal.MFU, cal.HBMEfficiency)
-	return cal, nil
+	return pools, nil
 }
 
 func (s simulation) run(stdout, stderr io.Writer, asJSON bool) int {
-	cal, err := s.calibrate(stderr)
+	pools, err := s.calibrate(stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
 		return 1
 	}
-	fleet := s.target()
 	epoch := s.recording.Requests[0].Start
-	predicted, err := replay.Simulate(s.workload.Scaled(s.rateScale), fleet, cal, epoch)
-	if err != nil {
-		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
-		return 1
+	var predicted []spanfile.Request
+	var names []string
+	for _, p := range pools {
+		got, err := replay.Simulate(p.workload.Scaled(s.rateScale), p.target, p.cal, epoch)
+		if err != nil {
+			fmt.Fprintf(stderr, "servescope replay: model %s: %v\n", p.model, err)
+			return 1
+		}
+		predicted = append(predicted, got...)
+		names = append(names, describe(p.target, s.rateScale))
 	}
-	name := describe(fleet, s.rateScale)
+	name := strings.Join(slices.Compact(names), "; ")
 	side := &spanfile.Window{Source: spanfile.Source{Path: name}, File: &spanfile.File{Path: name}, Requests: predicted}
 	rep := compare.Periods(s.recording, side, compare.ByModel)
 	rep.Names = [2]string{"recorded", "predicted"}
@@ -151,81 +194,92 @@ type sweepRow struct {
 	MeetsP99 bool              `json:"meets_slo_p99"`
 }
 
-type sweepReport struct {
+// poolSweep is one model pool's sweep.
+type poolSweep struct {
+	Model       string     `json:"model"`
 	Fleet       string     `json:"fleet"`
-	TTFTLimit   float64    `json:"ttft_limit_seconds"`
-	TPOTLimit   float64    `json:"tpot_limit_seconds"`
 	Rows        []sweepRow `json:"rows"`
 	SmallestP95 int        `json:"smallest_meeting_p95"` // 0: none in the range
 	SmallestP99 int        `json:"smallest_meeting_p99"`
 }
 
+type sweepReport struct {
+	TTFTLimit float64     `json:"ttft_limit_seconds"`
+	TPOTLimit float64     `json:"tpot_limit_seconds"`
+	Pools     []poolSweep `json:"pools"`
+}
+
 func (r sweepReport) Text(w io.Writer) error {
-	fmt.Fprintf(w, "%s, SLO TTFT %s and TPOT %s\n", r.Fleet, compare.Seconds(r.TTFTLimit), compare.Seconds(r.TPOTLimit))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "replicas\tTTFT p50 / p95 / p99\tTPOT p50 / p95 / p99\tmeets at p95\tat p99\t\n")
-	yes := map[bool]string{true: "yes", false: "no"}
-	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%d\t%s / %s / %s\t%s / %s / %s\t%s\t%s\t\n", row.Replicas,
-			compare.Seconds(float64(row.TTFT.P50)), compare.Seconds(float64(row.TTFT.P95)), compare.Seconds(float64(row.TTFT.P99)),
-			compare.Seconds(float64(row.TPOT.P50)), compare.Seconds(float64(row.TPOT.P95)), compare.Seconds(float64(row.TPOT.P99)),
-			yes[row.MeetsP95], yes[row.MeetsP99])
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	say := func(n int, at string) {
-		if n == 0 {
-			fmt.Fprintf(w, "no fleet in the range meets the SLO at %s\n", at)
-		} else {
-			fmt.Fprintf(w, "smallest fleet meeting the SLO at %s: %d replicas\n", at, n)
+	for i, p := range r.Pools {
+		if i > 0 {
+			fmt.Fprintln(w)
 		}
+		fmt.Fprintf(w, "%s on %s, SLO TTFT %s and TPOT %s\n", p.Model, p.Fleet, compare.Seconds(r.TTFTLimit), compare.Seconds(r.TPOTLimit))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "replicas\tTTFT p50 / p95 / p99\tTPOT p50 / p95 / p99\tmeets at p95\tat p99\t\n")
+		yes := map[bool]string{true: "yes", false: "no"}
+		for _, row := range p.Rows {
+			fmt.Fprintf(tw, "%d\t%s / %s / %s\t%s / %s / %s\t%s\t%s\t\n", row.Replicas,
+				compare.Seconds(float64(row.TTFT.P50)), compare.Seconds(float64(row.TTFT.P95)), compare.Seconds(float64(row.TTFT.P99)),
+				compare.Seconds(float64(row.TPOT.P50)), compare.Seconds(float64(row.TPOT.P95)), compare.Seconds(float64(row.TPOT.P99)),
+				yes[row.MeetsP95], yes[row.MeetsP99])
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		say := func(n int, at string) {
+			if n == 0 {
+				fmt.Fprintf(w, "no fleet in the range meets the SLO at %s\n", at)
+			} else {
+				fmt.Fprintf(w, "smallest fleet meeting the SLO at %s: %d replicas\n", at, n)
+			}
+		}
+		say(p.SmallestP95, "p95")
+		say(p.SmallestP99, "p99")
 	}
-	say(r.SmallestP95, "p95")
-	say(r.SmallestP99, "p99")
 	return nil
 }
 
 func (s simulation) sweep(stdout, stderr io.Writer, from, to int, limits sloLimits, asJSON bool) int {
-	cal, err := s.calibrate(stderr)
+	pools, err := s.calibrate(stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "servescope replay: %v\n", err)
 		return 1
 	}
-	base := s.target()
-	rep := sweepReport{
-		Fleet:     describe(replay.Fleet{Replicas: 0, Engine: base.Engine, Router: base.Router, MaxNumSeqs: base.MaxNumSeqs, KVBlocks: base.KVBlocks}, s.rateScale),
-		TTFTLimit: limits.ttft, TPOTLimit: limits.tpot,
-	}
-	rep.Fleet = strings.Replace(rep.Fleet, "0 x ", "", 1)
-	wl := s.workload.Scaled(s.rateScale)
-	for n := from; n <= to; n++ {
-		f := base
-		f.Replicas = n
-		predicted, err := replay.Simulate(wl, f, cal, time.Unix(0, 0))
-		if err != nil {
-			fmt.Fprintf(stderr, "servescope replay: %v\n", err)
-			return 1
-		}
-		var ttft, tpot []float64
-		for _, r := range predicted {
-			ttft = append(ttft, r.TTFT)
-			if !math.IsNaN(r.TPOT) {
-				tpot = append(tpot, r.TPOT)
+	rep := sweepReport{TTFTLimit: limits.ttft, TPOTLimit: limits.tpot}
+	for _, p := range pools {
+		fleet := strings.Replace(describe(replay.Fleet{Engine: p.target.Engine, Router: p.target.Router, MaxNumSeqs: p.target.MaxNumSeqs, KVBlocks: p.target.KVBlocks}, s.rateScale), "0 x ", "", 1)
+		ps := poolSweep{Model: p.model, Fleet: fleet}
+		wl := p.workload.Scaled(s.rateScale)
+		for n := from; n <= to; n++ {
+			f := p.target
+			f.Replicas = n
+			predicted, err := replay.Simulate(wl, f, p.cal, time.Unix(0, 0))
+			if err != nil {
+				fmt.Fprintf(stderr, "servescope replay: model %s: %v\n", p.model, err)
+				return 1
 			}
+			var ttft, tpot []float64
+			for _, r := range predicted {
+				ttft = append(ttft, r.TTFT)
+				if !math.IsNaN(r.TPOT) {
+					tpot = append(tpot, r.TPOT)
+				}
+			}
+			sort.Float64s(ttft)
+			sort.Float64s(tpot)
+			row := sweepRow{Replicas: n, TTFT: compare.QuantilesOf(ttft), TPOT: compare.QuantilesOf(tpot)}
+			row.MeetsP95 = float64(row.TTFT.P95) <= limits.ttft && float64(row.TPOT.P95) <= limits.tpot
+			row.MeetsP99 = float64(row.TTFT.P99) <= limits.ttft && float64(row.TPOT.P99) <= limits.tpot
+			if row.MeetsP95 && ps.SmallestP95 == 0 {
+				ps.SmallestP95 = n
+			}
+			if row.MeetsP99 && ps.SmallestP99 == 0 {
+				ps.SmallestP99 = n
+			}
+			ps.Rows = append(ps.Rows, row)
 		}
-		sort.Float64s(ttft)
-		sort.Float64s(tpot)
-		row := sweepRow{Replicas: n, TTFT: compare.QuantilesOf(ttft), TPOT: compare.QuantilesOf(tpot)}
-		row.MeetsP95 = float64(row.TTFT.P95) <= limits.ttft && float64(row.TPOT.P95) <= limits.tpot
-		row.MeetsP99 = float64(row.TTFT.P99) <= limits.ttft && float64(row.TPOT.P99) <= limits.tpot
-		if row.MeetsP95 && rep.SmallestP95 == 0 {
-			rep.SmallestP95 = n
-		}
-		if row.MeetsP99 && rep.SmallestP99 == 0 {
-			rep.SmallestP99 = n
-		}
-		rep.Rows = append(rep.Rows, row)
+		rep.Pools = append(rep.Pools, ps)
 	}
 	return write(stdout, stderr, rep, asJSON)
 }
