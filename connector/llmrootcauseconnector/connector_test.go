@@ -155,7 +155,7 @@ func TestMetricsOutput(t *testing.T) {
 	last := md[len(md)-1]
 	phases := map[string]uint64{}
 	var exemplarTraces []pcommon.TraceID
-	forEachHistogram(t, last, schema.MetricLLMRequestPhaseDuration, func(dp pmetric.HistogramDataPoint) {
+	forEachPhaseDuration(t, last, func(dp pmetric.HistogramDataPoint) {
 		a := dp.Attributes().AsRaw()
 		assert.Equal(t, testModel, a[schema.AttrGenAIRequestModel])
 		assert.Equal(t, "r1", a[schema.AttrServiceInstanceID])
@@ -222,7 +222,7 @@ func TestCardinalityIsCapped(t *testing.T) {
 	r.shutdown()
 	md := r.metrics.AllMetrics()
 	series, overflow := 0, 0
-	forEachHistogram(t, md[len(md)-1], schema.MetricLLMRequestPhaseDuration, func(dp pmetric.HistogramDataPoint) {
+	forEachPhaseDuration(t, md[len(md)-1], func(dp pmetric.HistogramDataPoint) {
 		series++
 		if _, ok := dp.Attributes().Get(overflowAttribute); ok {
 			overflow++
@@ -433,10 +433,11 @@ func forEachPoint(t *testing.T, md pmetric.Metrics, name string, fn func(pmetric
 	}
 }
 
-func forEachHistogram(t *testing.T, md pmetric.Metrics, name string, fn func(pmetric.HistogramDataPoint)) {
+// forEachPhaseDuration calls fn with each point of llm.request.phase.duration, which must be there.
+func forEachPhaseDuration(t *testing.T, md pmetric.Metrics, fn func(pmetric.HistogramDataPoint)) {
 	t.Helper()
-	dps := metricstest.Histograms(md, name)
-	require.NotEmpty(t, dps, "no %s", name)
+	dps := metricstest.Histograms(md, schema.MetricLLMRequestPhaseDuration)
+	require.NotEmpty(t, dps, "no %s", schema.MetricLLMRequestPhaseDuration)
 	for _, dp := range dps {
 		fn(dp)
 	}

@@ -60,7 +60,7 @@ func TestOneExtremeSpanWedgesNothing(t *testing.T) {
 	forEachPoint(t, md[len(md)-1], schema.MetricLLMTenantTokens, func(dp pmetric.NumberDataPoint) {
 		assert.Less(t, dp.DoubleValue(), 1e9, "the extreme span's tokens are not counted")
 	})
-	forEachHistogram(t, md[len(md)-1], schema.MetricLLMRequestPhaseDuration, func(dp pmetric.HistogramDataPoint) {
+	forEachPhaseDuration(t, md[len(md)-1], func(dp pmetric.HistogramDataPoint) {
 		assert.Less(t, dp.Sum(), 1e6, "the extreme span's latency is not in the histograms")
 	})
 }

@@ -221,7 +221,7 @@ func checkOnce(t *testing.T, r *rig, name string, want phasesMS, prompt, gen int
 	forEachPoint(t, md, schema.MetricLLMRequestRootCause, func(dp pmetric.NumberDataPoint) { causes += dp.DoubleValue() })
 	assert.Equal(t, 1.0, causes, "root causes count the request once")
 	phases := map[string]uint64{}
-	forEachHistogram(t, md, schema.MetricLLMRequestPhaseDuration, func(dp pmetric.HistogramDataPoint) {
+	forEachPhaseDuration(t, md, func(dp pmetric.HistogramDataPoint) {
 		p, _ := dp.Attributes().Get(schema.AttrLLMPhase)
 		phases[p.Str()] += dp.Count()
 	})
