@@ -34,8 +34,8 @@ func equalsPage(limits *[]int) PageParser {
 				r.Errors = append(r.Errors, promtext.LineError{Line: i + 1, Reason: "not name=value", Text: string(line)})
 				continue
 			}
-			r.Families = append(r.Families, &promtext.Family{Name: string(name), Type: promtext.TypeGauge,
-				Samples: []promtext.Sample{{Name: string(name), Value: v}}})
+			sample := promtext.Sample{Name: string(name), Value: v}
+			r.Families = append(r.Families, &promtext.Family{Name: sample.Name, Type: promtext.TypeGauge, Samples: []promtext.Sample{sample}})
 			r.Samples++
 		}
 		return r
