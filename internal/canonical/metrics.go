@@ -270,6 +270,14 @@ var (
 	LLMKVCacheCapacity = Gauge{definition{name: schema.MetricLLMKVCacheCapacity, unit: "{token}", description: "Tokens the KV cache can hold (llama.cpp, from /slots, the sum of the slots' context sizes)."}}
 	// LLMThroughputGeneration builds llm.throughput.generation, a gauge in {token}/s.
 	LLMThroughputGeneration = Gauge{definition{name: schema.MetricLLMThroughputGeneration, unit: "{token}/s", description: "Generation throughput as the engine averages it itself (prefer the rate of llm.tokens.generation where it exists)."}}
+	// LLMThroughputPrompt builds llm.throughput.prompt, a gauge in {token}/s.
+	LLMThroughputPrompt = Gauge{definition{name: schema.MetricLLMThroughputPrompt, unit: "{token}/s", description: "Prompt (prefill) throughput as the engine averages it itself (prefer the rate of llm.tokens.prompt_computed over that of llm.engine.prefill.duration where both exist)."}}
+	// LLMRequestLastTimeToFirstToken builds llm.request.last.time_to_first_token, a gauge in s.
+	LLMRequestLastTimeToFirstToken = Gauge{definition{name: schema.MetricLLMRequestLastTimeToFirstToken, unit: "s", description: "Time to first token of the request that finished last, for an engine that reports no distribution (prefer gen_ai.server.time_to_first_token where it exists)."}}
+	// LLMRequestLastInterTokenLatency builds llm.request.last.inter_token_latency, a gauge in s.
+	LLMRequestLastInterTokenLatency = Gauge{definition{name: schema.MetricLLMRequestLastInterTokenLatency, unit: "s", description: "Mean time per output token of the request that finished last, as the engine computes it (MLC LLM divides the whole request's time, first token included, by its output tokens; not the TPOT of gen_ai.server.time_per_output_token)."}}
+	// LLMRequestLastDuration builds llm.request.last.duration, a gauge in s.
+	LLMRequestLastDuration = Gauge{definition{name: schema.MetricLLMRequestLastDuration, unit: "s", description: "End-to-end time of the request that finished last, from its arrival at the engine to its last token (prefer gen_ai.server.request.duration where it exists)."}}
 	// LLMPrefixCacheHitRatio builds llm.prefix_cache.hit_ratio, a gauge in 1.
 	LLMPrefixCacheHitRatio = Gauge{definition{name: schema.MetricLLMPrefixCacheHitRatio, unit: "1", description: "Fraction (0-1) of prompt tokens found in the prefix cache. SGLang reports it as a ratio over its recent prefill batches; where an engine exposes hit and query counters (vLLM) llm_normalize derives it as hits / queries of the cumulative counters."}}
 	// LLMSpecDecodeAcceptLength builds llm.spec_decode.accept_length, a gauge in {token}.
@@ -462,6 +470,10 @@ var byName = map[string]Metric{
 	schema.MetricLLMKVCacheUsedTokens:                  LLMKVCacheUsedTokens,
 	schema.MetricLLMKVCacheCapacity:                    LLMKVCacheCapacity,
 	schema.MetricLLMThroughputGeneration:               LLMThroughputGeneration,
+	schema.MetricLLMThroughputPrompt:                   LLMThroughputPrompt,
+	schema.MetricLLMRequestLastTimeToFirstToken:        LLMRequestLastTimeToFirstToken,
+	schema.MetricLLMRequestLastInterTokenLatency:       LLMRequestLastInterTokenLatency,
+	schema.MetricLLMRequestLastDuration:                LLMRequestLastDuration,
 	schema.MetricLLMPrefixCacheHitRatio:                LLMPrefixCacheHitRatio,
 	schema.MetricLLMSpecDecodeAcceptLength:             LLMSpecDecodeAcceptLength,
 	schema.MetricLLMSpecDecodeAcceptRate:               LLMSpecDecodeAcceptRate,

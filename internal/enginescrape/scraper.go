@@ -49,6 +49,22 @@ type Engine struct {
 	// scrape with such a family says its backend in llm.engine.backend (KServe's Hugging Face runtime
 	// serving vLLM's vllm:* families on its own page).
 	Backends []Backend
+	// ParsePage reads the metrics page into the form the Prometheus parser gives, for an engine whose page
+	// is not the exposition format (MLC LLM's tab-separated lines); nil means promtext.ParseLimit. It must
+	// honour maxSamples (0: no bound) as ParseLimit does, and never fail as a whole: what it cannot read
+	// goes into the Result's errors, so scraping, llm.engine.up, the warnings and the self-telemetry stay
+	// the shared ones.
+	ParsePage PageParser
+}
+
+// PageParser reads a metrics page; see Engine.ParsePage.
+type PageParser func(body []byte, maxSamples int) promtext.Result
+
+func (e Engine) pageParser() PageParser {
+	if e.ParsePage != nil {
+		return e.ParsePage
+	}
+	return promtext.ParseLimit
 }
 
 // Backend is an engine whose families a serving system's page carries beside its own.
@@ -195,7 +211,7 @@ func (s *Scraper) scrapeMetrics(ctx context.Context, now pcommon.Timestamp, ms p
 		return false, false
 	}
 
-	parsed := promtext.ParseLimit(body, s.cfg.SampleLimit)
+	parsed := s.engine.pageParser()(body, s.cfg.SampleLimit)
 	if parsed.OverLimit {
 		// Rejected whole, as Prometheus does: a page cut at an arbitrary series would make sums and ratios
 		// lie, and the parser stopped at the limit, so a huge page costs only sample_limit samples.

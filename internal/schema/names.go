@@ -268,6 +268,14 @@ const (
 	MetricLLMKVCacheCapacity = "llm.kv_cache.capacity"
 	// MetricLLMThroughputGeneration: Generation throughput as the engine averages it itself (prefer the rate of llm.tokens.generation where it exists).
 	MetricLLMThroughputGeneration = "llm.throughput.generation"
+	// MetricLLMThroughputPrompt: Prompt (prefill) throughput as the engine averages it itself (prefer the rate of llm.tokens.prompt_computed over that of llm.engine.prefill.duration where both exist).
+	MetricLLMThroughputPrompt = "llm.throughput.prompt"
+	// MetricLLMRequestLastTimeToFirstToken: Time to first token of the request that finished last, for an engine that reports no distribution (prefer gen_ai.server.time_to_first_token where it exists).
+	MetricLLMRequestLastTimeToFirstToken = "llm.request.last.time_to_first_token"
+	// MetricLLMRequestLastInterTokenLatency: Mean time per output token of the request that finished last, as the engine computes it (MLC LLM divides the whole request's time, first token included, by its output tokens; not the TPOT of gen_ai.server.time_per_output_token).
+	MetricLLMRequestLastInterTokenLatency = "llm.request.last.inter_token_latency"
+	// MetricLLMRequestLastDuration: End-to-end time of the request that finished last, from its arrival at the engine to its last token (prefer gen_ai.server.request.duration where it exists).
+	MetricLLMRequestLastDuration = "llm.request.last.duration"
 	// MetricLLMPrefixCacheHitRatio: Fraction (0-1) of prompt tokens found in the prefix cache. SGLang reports it as a ratio over its recent prefill batches; where an engine exposes hit and query counters (vLLM) llm_normalize derives it as hits / queries of the cumulative counters.
 	MetricLLMPrefixCacheHitRatio = "llm.prefix_cache.hit_ratio"
 	// MetricLLMSpecDecodeAcceptLength: Mean accepted draft length per verification step.
@@ -328,7 +336,7 @@ const (
 
 // Canonical attribute names.
 const (
-	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy, nim, kserve; a serving system's backend is llm.engine.backend).
+	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy, nim, kserve, mlc_llm; a serving system's backend is llm.engine.backend).
 	AttrLLMEngineName = "llm.engine.name"
 	// AttrLLMEngineBackend: The engine a serving system runs inside it, where its page says so (vllm under KServe's Hugging Face runtime).
 	AttrLLMEngineBackend = "llm.engine.backend"
@@ -600,6 +608,7 @@ const (
 	EngineKserve       = "kserve"
 	EngineLlamaCpp     = "llama_cpp"
 	EngineLmdeploy     = "lmdeploy"
+	EngineMlcLLM       = "mlc_llm"
 	EngineNim          = "nim"
 	EngineRayServe     = "ray_serve"
 	EngineSglang       = "sglang"

@@ -16,6 +16,8 @@ import (
 	"github.com/servescope/servescope/internal/enginescrape/enginescrapetest"
 	"github.com/servescope/servescope/internal/fixtures"
 	"github.com/servescope/servescope/internal/golden"
+	"github.com/servescope/servescope/internal/mlcmetrics"
+	"github.com/servescope/servescope/internal/promtext"
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/processor/llmnormalizeprocessor/internal/metadata"
 )
@@ -54,6 +56,7 @@ func TestGoldenEngines(t *testing.T) {
 		{"nim_datadog", capture("nim/datadog_nvidia_nim_metrics.txt"), schema.EngineNim},
 		{"kserve_hf_vllm_v0.20", recorded("kservereceiver", "metrics_hf_vllm_v0.20.txt"), schema.EngineKserve},
 		{"kserve_qpext_v0.20", recorded("kservereceiver", "metrics_qpext_v0.20.txt"), schema.EngineKserve},
+		{"mlc_llm_v0.20.0", recorded("mlcllmreceiver", "metrics_v0.20.0.txt"), schema.EngineMlcLLM},
 		{"dcgm_datadog", capture("dcgm/datadog_dcgm_metrics.txt"), ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -67,7 +70,11 @@ func TestGoldenEngines(t *testing.T) {
 				require.NoError(t, sub.Unmarshal(cfg))
 				require.NoError(t, cfg.Validate())
 			}
-			in := enginescrape.ExpositionToMetrics(c.body(t), enginescrapetest.GoldenScrapeTime.AsTime())
+			parse := enginescrape.PageParser(promtext.ParseLimit)
+			if own, ok := ownPageParsers[c.engine]; ok {
+				parse = own
+			}
+			in := enginescrape.PageToMetrics(parse, c.body(t), enginescrapetest.GoldenScrapeTime.AsTime())
 			if c.engine != "" {
 				in.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, c.engine)
 			}
@@ -75,6 +82,10 @@ func TestGoldenEngines(t *testing.T) {
 		})
 	}
 }
+
+// ownPageParsers are the parsers of the engines whose page is not the exposition format, as their
+// receivers read it.
+var ownPageParsers = map[string]enginescrape.PageParser{schema.EngineMlcLLM: mlcmetrics.Parse}
 
 // normalizeOnce is the processor as the collector builds it, fed one batch.
 func normalizeOnce(t *testing.T, cfg *Config, md pmetric.Metrics) pmetric.Metrics {

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -171,4 +172,64 @@ func TestSecondWaveEnginesThroughTheBinary(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mlcLLMValue reads key's value from MLC LLM's page as it is written, `key<TAB>value` (not the exposition
+// format, so not through internal/fixtures).
+func mlcLLMValue(t *testing.T, body []byte, key string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(string(body), "\n") {
+		if k, v, ok := strings.Cut(line, "\t"); ok && k == key {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err, line)
+			return f
+		}
+	}
+	require.Failf(t, "key not on the page", "%s", key)
+	return 0
+}
+
+// MLC LLM's page (tab-separated lines, written from its source), served at /metrics, goes through the
+// mlc_llm receiver and llm_normalize in the built binary: the canonical gauges and counters carry the
+// page's values, stamped with the receiver's engine name. It is not among secondWavePages: the page has no
+// scheduler gauges, which those checks wait for and the dashboards read.
+func TestSecondWaveMLCLLMThroughTheBinary(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("..", "..", "receiver", "mlcllmreceiver", "testdata", "metrics_v0.20.0.txt"))
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8") // FastAPI's PlainTextResponse
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	sink := newOTLPSink(t)
+	block := fmt.Sprintf("mlc_llm:\n    endpoint: %s\n    collection_interval: 300ms", srv.URL)
+	startCollector(t, pipelineConfig("mlc_llm", block, sink.URL))
+	md := sink.waitFor(t, schema.MetricLLMThroughputPrompt, 30*time.Second)
+	require.Equal(t, 1, md.ResourceMetrics().Len(), "one replica")
+	assert.Equal(t, schema.EngineMlcLLM, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMEngineName])
+	for key, canonical := range map[string]string{
+		"prefill_tokens_per_s": schema.MetricLLMThroughputPrompt, "decode_tokens_per_s": schema.MetricLLMThroughputGeneration,
+		"last_finished_request_ttft_s":                schema.MetricLLMRequestLastTimeToFirstToken,
+		"last_finished_request_inter_token_latency_s": schema.MetricLLMRequestLastInterTokenLatency,
+		"last_finished_request_end_to_end_latency_s":  schema.MetricLLMRequestLastDuration,
+	} {
+		got := find(md, canonical)
+		require.Len(t, got, 1, canonical)
+		assert.Equal(t, []float64{mlcLLMValue(t, body, key)}, gaugeValues(got[0]), "%s from %s", canonical, key)
+		assert.Empty(t, find(md, key), "the vendor original %s is replaced", key)
+	}
+	for key, canonical := range map[string]string{
+		"engine_prefill_time_sum": schema.MetricLLMEnginePrefillDuration, "engine_decode_time_sum": schema.MetricLLMEngineDecodeDuration,
+		"prompt_tokens_sum": schema.MetricLLMTokensPrompt, "completion_tokens_sum": schema.MetricLLMTokensGeneration,
+		"prefill_tokens_sum": schema.MetricLLMTokensPromptComputed,
+	} {
+		got := find(md, canonical)
+		require.Len(t, got, 1, canonical)
+		assert.Equal(t, mlcLLMValue(t, body, key), sumValues(got[0]), "%s from %s", canonical, key)
+	}
+	assert.Equal(t, "s", find(md, schema.MetricLLMEnginePrefillDuration)[0].Unit(), "MLC LLM's seconds are the schema's")
 }
