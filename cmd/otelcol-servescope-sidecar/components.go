@@ -37,6 +37,7 @@ import (
 	lmdeployreceiver "github.com/servescope/servescope/receiver/lmdeployreceiver"
 	nimreceiver "github.com/servescope/servescope/receiver/nimreceiver"
 	kservereceiver "github.com/servescope/servescope/receiver/kservereceiver"
+	dynamoreceiver "github.com/servescope/servescope/receiver/dynamoreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -84,6 +85,7 @@ func components() (otelcol.Factories, error) {
 		lmdeployreceiver.NewFactory(),
 		nimreceiver.NewFactory(),
 		kservereceiver.NewFactory(),
+		dynamoreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -101,6 +103,7 @@ func components() (otelcol.Factories, error) {
 		lmdeployreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		nimreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		kservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		dynamoreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

@@ -51,6 +51,7 @@ import (
 	lmdeployreceiver "github.com/servescope/servescope/receiver/lmdeployreceiver"
 	nimreceiver "github.com/servescope/servescope/receiver/nimreceiver"
 	kservereceiver "github.com/servescope/servescope/receiver/kservereceiver"
+	dynamoreceiver "github.com/servescope/servescope/receiver/dynamoreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -106,6 +107,7 @@ func components() (otelcol.Factories, error) {
 		lmdeployreceiver.NewFactory(),
 		nimreceiver.NewFactory(),
 		kservereceiver.NewFactory(),
+		dynamoreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -125,6 +127,7 @@ func components() (otelcol.Factories, error) {
 		lmdeployreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		nimreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		kservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		dynamoreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](

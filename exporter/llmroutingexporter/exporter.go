@@ -410,6 +410,10 @@ func accumulate(prev, v float64, first bool) float64 {
 }
 
 func (e *routingExporter) replicaKey(attrs, res pcommon.Map) string {
+	// A frontend tier (Dynamo's) reports the pool behind it, not a replica a router could pick.
+	if tier, ok := res.Get(schema.AttrLLMServeTier); ok && tier.AsString() == schema.ServeTierFrontend {
+		return ""
+	}
 	for _, m := range []pcommon.Map{attrs, res} {
 		for _, k := range e.cfg.ReplicaKeys {
 			if v := boundedText(m, k); v != "" {
