@@ -344,6 +344,17 @@ func TestFrontendTierIsNoReplica(t *testing.T) {
 			schema.MetricLLMKVCacheUtilization: 0.29, schema.MetricLLMKVCacheBlockSize: 16, schema.MetricLLMKVCacheBlocksTotal: 12307,
 		}).md
 	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMServeTier, schema.ServeTierFrontend)
+	// The worker's runtime says its block count beside its engine's (the same pool, the same engine core).
+	blocks := md.ResourceMetrics().At(1).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < blocks.Len(); i++ {
+		if blocks.At(i).Name() == schema.MetricLLMKVCacheBlocksTotal {
+			dps := blocks.At(i).Gauge().DataPoints()
+			dps.At(0).Attributes().PutStr(schema.AttrLLMEngineIndex, "0")
+			again := dps.AppendEmpty()
+			dps.At(0).CopyTo(again)
+			again.Attributes().PutStr("dynamo_component", "backend")
+		}
+	}
 	require.NoError(t, e.consume(context.Background(), md))
 	status, body := get(t, srv.URL+"/v1/replicas")
 	require.Equal(t, http.StatusOK, status)
