@@ -97,3 +97,14 @@ func TestReceiverLifecycle(t *testing.T) {
 	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{"/metrics": {Body: enginescrapetest.Testdata(t, frontendPage)}})
 	enginescrapetest.CheckLifecycle(t, NewFactory(), srv.URL)
 }
+
+// A frontend with the KV router also writes the router's dynamo_component_router_* families; it is still
+// the frontend.
+func TestFrontendWithKVRouterIsTheFrontend(t *testing.T) {
+	body := append(enginescrapetest.Testdata(t, frontendPage), []byte("# TYPE dynamo_component_router_requests_total counter\n"+
+		`dynamo_component_router_requests_total{dynamo_component="router",dynamo_namespace="dynamo"} 1206`+"\n")...)
+	srv := enginescrapetest.NewServer(t, map[string]enginescrapetest.Route{"/metrics": {Body: body}})
+	r := enginescrapetest.NewRig(t, metadata.Type, defaultConfig(), engine, srv.URL)
+	md := r.Scrape(t, 1)
+	assert.Equal(t, schema.ServeTierFrontend, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[schema.AttrLLMServeTier])
+}
