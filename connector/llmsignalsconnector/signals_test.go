@@ -884,3 +884,17 @@ func TestConfig(t *testing.T) {
 	configtest.Sections(t, "testdata/config.yaml", createDefaultConfig,
 		map[string]string{"llm_signals": "", "llm_signals/custom": "", "llm_signals/bad": "stale: must be at least the interval"})
 }
+
+// A serving system's frontend tier (Dynamo's) reports the pool behind it with the same canonical metrics a
+// replica has (its model's max_num_seqs, KV blocks, queue): beside two workers it is no third replica.
+func TestFrontendTierIsNoReplica(t *testing.T) {
+	r := newRig(t)
+	r.run([]string{"worker-0", "worker-1", "frontend"}, 60, func(rep string, _ float64, s *replicaState) {
+		if rep == "frontend" {
+			s.gpus = nil
+			s.values[schema.MetricLLMSchedulerRequestsMaxRunning] = 256
+			s.resource = map[string]string{schema.AttrLLMServeTier: schema.ServeTierFrontend}
+		}
+	})
+	assert.Equal(t, map[string]float64{model: 2}, r.lastGauges(schema.MetricLLMPoolReplicas))
+}

@@ -296,6 +296,10 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 	}
 	dps := m.Gauge().DataPoints()
 	seen := map[*replica]bool{}
+	// Block counts add up across a replica's engine cores (llm.engine.index); two series of the same core are
+	// two sources of the same pool (a Dynamo worker's runtime statistics beside its vLLM engine's own), not
+	// two pools.
+	var blocksByCore map[*replica]map[string]float64
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		v := dp.DoubleValue()
@@ -365,7 +369,18 @@ func (e *routingExporter) apply(m pmetric.Metric, res pcommon.Map, engine string
 			case schema.MetricLLMKVCacheBlockSize:
 				r.BlockSize = v
 			case schema.MetricLLMKVCacheBlocksTotal:
-				r.NumBlocks = accumulate(r.NumBlocks, v, first)
+				if blocksByCore == nil {
+					blocksByCore = map[*replica]map[string]float64{}
+				}
+				if blocksByCore[r] == nil {
+					blocksByCore[r] = map[string]float64{}
+				}
+				core := boundedText(attrs, schema.AttrLLMEngineIndex)
+				blocksByCore[r][core] = math.Max(blocksByCore[r][core], v)
+				r.NumBlocks = 0
+				for _, n := range blocksByCore[r] {
+					r.NumBlocks += n
+				}
 			case schema.MetricLLMLoRARequestsInfo:
 				r.LoRA = &lora{
 					Max: boundedText(attrs, schema.AttrLLMLoRAMaxAdapters), Running: boundedText(attrs, schema.AttrLLMLoRARunningAdapters),
@@ -410,6 +425,10 @@ func accumulate(prev, v float64, first bool) float64 {
 }
 
 func (e *routingExporter) replicaKey(attrs, res pcommon.Map) string {
+	// A frontend tier (Dynamo's) reports the pool behind it, not a replica a router could pick.
+	if tier, ok := res.Get(schema.AttrLLMServeTier); ok && tier.AsString() == schema.ServeTierFrontend {
+		return ""
+	}
 	for _, m := range []pcommon.Map{attrs, res} {
 		for _, k := range e.cfg.ReplicaKeys {
 			if v := boundedText(m, k); v != "" {

@@ -330,3 +330,36 @@ func TestLifecycleAndConfig(t *testing.T) {
 			"llm_routing/no_pools": "max_pools: must be at least 1", "llm_routing/short_expiry": "pool_expiry: must be at least stale (1m0s)",
 		})
 }
+
+// A serving system's frontend tier (Dynamo's) carries its model's block size and block count, but it is the
+// pool's router, not a replica an endpoint picker could choose: it is not listed; the workers are.
+func TestFrontendTierIsNoReplica(t *testing.T) {
+	e, srv := newServed(t)
+	md := newBatch().
+		engine("dynamo-frontend:8000", "dynamo", model, time.Second, map[string]float64{
+			schema.MetricLLMSchedulerRequestsMaxRunning: 256, schema.MetricLLMKVCacheBlockSize: 16, schema.MetricLLMKVCacheBlocksTotal: 12307,
+		}).
+		engine("dynamo-worker-0:8081", "dynamo", model, time.Second, map[string]float64{
+			schema.MetricLLMSchedulerRequestsWaiting: 0, schema.MetricLLMSchedulerRequestsRunning: 5,
+			schema.MetricLLMKVCacheUtilization: 0.29, schema.MetricLLMKVCacheBlockSize: 16, schema.MetricLLMKVCacheBlocksTotal: 12307,
+		}).md
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMServeTier, schema.ServeTierFrontend)
+	// The worker's runtime says its block count beside its engine's (the same pool, the same engine core).
+	blocks := md.ResourceMetrics().At(1).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < blocks.Len(); i++ {
+		if blocks.At(i).Name() == schema.MetricLLMKVCacheBlocksTotal {
+			dps := blocks.At(i).Gauge().DataPoints()
+			dps.At(0).Attributes().PutStr(schema.AttrLLMEngineIndex, "0")
+			again := dps.AppendEmpty()
+			dps.At(0).CopyTo(again)
+			again.Attributes().PutStr("dynamo_component", "backend")
+		}
+	}
+	require.NoError(t, e.consume(context.Background(), md))
+	status, body := get(t, srv.URL+"/v1/replicas")
+	require.Equal(t, http.StatusOK, status)
+	assert.NotContains(t, body, "dynamo-frontend")
+	assert.Contains(t, body, "dynamo-worker-0:8081")
+	_, page := get(t, srv.URL+"/model-server/dynamo-worker-0:8081/metrics")
+	assert.Contains(t, page, `block_size="16",num_gpu_blocks="12307"`)
+}

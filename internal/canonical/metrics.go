@@ -219,15 +219,25 @@ var (
 	// LLMSchedulerRequestsPaused builds llm.scheduler.requests.paused, a gauge in {request}.
 	LLMSchedulerRequestsPaused = Gauge{definition{name: schema.MetricLLMSchedulerRequestsPaused, unit: "{request}", description: "Requests paused by the in-flight batcher (TensorRT-LLM's form of preemption)."}}
 	// LLMServeRequestsQueued builds llm.serve.requests.queued, a gauge in {request}.
-	LLMServeRequestsQueued = Gauge{definition{name: schema.MetricLLMServeRequestsQueued, unit: "{request}", description: "Requests waiting in Ray Serve's router for a replica slot (before any engine queue)."}}
+	LLMServeRequestsQueued = Gauge{definition{name: schema.MetricLLMServeRequestsQueued, unit: "{request}", description: "Requests waiting in a serving system's router tier before any engine queue (Ray Serve's router, for a replica slot; Dynamo's frontend, for their first response)."}}
 	// LLMServeRequestsProcessing builds llm.serve.requests.processing, a gauge in {request}.
-	LLMServeRequestsProcessing = Gauge{definition{name: schema.MetricLLMServeRequestsProcessing, unit: "{request}", description: "Requests a Ray Serve replica is executing (the engine inside may queue some of them)."}}
+	LLMServeRequestsProcessing = Gauge{definition{name: schema.MetricLLMServeRequestsProcessing, unit: "{request}", description: "Requests a serving replica is executing (a Ray Serve replica, a Dynamo worker's work handler; the engine inside may queue some of them)."}}
 	// LLMServeRequestDuration builds llm.serve.request.duration, a histogram in s.
-	LLMServeRequestDuration = Histogram{definition{name: schema.MetricLLMServeRequestDuration, unit: "s", description: "End-to-end request latency measured at the Ray Serve HTTP proxy."}}
+	LLMServeRequestDuration = Histogram{definition{name: schema.MetricLLMServeRequestDuration, unit: "s", description: "End-to-end request latency measured at the serving system's HTTP tier (Ray Serve's proxy, Dynamo's frontend)."}}
 	// LLMServeRequests builds llm.serve.requests, a counter in {request}.
 	LLMServeRequests = Counter{definition{name: schema.MetricLLMServeRequests, unit: "{request}", description: "Requests a Ray Serve replica processed."}}
 	// LLMServeProcessingTime builds llm.serve.processing_time, a histogram in s.
-	LLMServeProcessingTime = Histogram{definition{name: schema.MetricLLMServeProcessingTime, unit: "s", description: "Time a Ray Serve replica spent processing each request (the whole replica call)."}}
+	LLMServeProcessingTime = Histogram{definition{name: schema.MetricLLMServeProcessingTime, unit: "s", description: "Time a serving replica spent processing each request (the whole Ray Serve replica call; a Dynamo worker's work handler)."}}
+	// LLMServeRequestsInflight builds llm.serve.requests.inflight, a gauge in {request}.
+	LLMServeRequestsInflight = Gauge{definition{name: schema.MetricLLMServeRequestsInflight, unit: "{request}", description: "Requests a router tier has sent on to the workers and not yet finished (Dynamo's frontend); the workers' engines count them as running or waiting."}}
+	// LLMServeTimeToFirstToken builds llm.serve.time_to_first_token, a histogram in s.
+	LLMServeTimeToFirstToken = Histogram{definition{name: schema.MetricLLMServeTimeToFirstToken, unit: "s", description: "Time to first token as a router tier sees it (Dynamo's frontend), including routing and transport; llm.request.time_to_first_token is the engine's."}}
+	// LLMServeInterTokenLatency builds llm.serve.inter_token_latency, a histogram in s.
+	LLMServeInterTokenLatency = Histogram{definition{name: schema.MetricLLMServeInterTokenLatency, unit: "s", description: "Time between output tokens as a router tier sees it (Dynamo's frontend)."}}
+	// LLMServeRequestInputTokens builds llm.serve.request.input_tokens, a histogram in {token}.
+	LLMServeRequestInputTokens = Histogram{definition{name: schema.MetricLLMServeRequestInputTokens, unit: "{token}", description: "Prompt length of each request as a router tier sees it (Dynamo's frontend)."}}
+	// LLMServeRequestOutputTokens builds llm.serve.request.output_tokens, a histogram in {token}.
+	LLMServeRequestOutputTokens = Histogram{definition{name: schema.MetricLLMServeRequestOutputTokens, unit: "{token}", description: "Output length of each request as a router tier sees it (Dynamo's frontend)."}}
 	// LLMServePreprocessTime builds llm.serve.preprocess_time, a histogram in s.
 	LLMServePreprocessTime = Histogram{definition{name: schema.MetricLLMServePreprocessTime, unit: "s", description: "Time a model server spent preprocessing each request before the model (KServe's preprocess step)."}}
 	// LLMServePredictTime builds llm.serve.predict_time, a histogram in s.
@@ -449,6 +459,11 @@ var byName = map[string]Metric{
 	schema.MetricLLMServeRequestDuration:               LLMServeRequestDuration,
 	schema.MetricLLMServeRequests:                      LLMServeRequests,
 	schema.MetricLLMServeProcessingTime:                LLMServeProcessingTime,
+	schema.MetricLLMServeRequestsInflight:              LLMServeRequestsInflight,
+	schema.MetricLLMServeTimeToFirstToken:              LLMServeTimeToFirstToken,
+	schema.MetricLLMServeInterTokenLatency:             LLMServeInterTokenLatency,
+	schema.MetricLLMServeRequestInputTokens:            LLMServeRequestInputTokens,
+	schema.MetricLLMServeRequestOutputTokens:           LLMServeRequestOutputTokens,
 	schema.MetricLLMServePreprocessTime:                LLMServePreprocessTime,
 	schema.MetricLLMServePredictTime:                   LLMServePredictTime,
 	schema.MetricLLMServePostprocessTime:               LLMServePostprocessTime,

@@ -49,6 +49,11 @@ type Engine struct {
 	// scrape with such a family says its backend in llm.engine.backend (KServe's Hugging Face runtime
 	// serving vLLM's vllm:* families on its own page).
 	Backends []Backend
+	// Tiers name the tiers of a serving system that serves one page per tier, by the prefix of the families
+	// only that tier writes: a scrape with such a family says its tier in llm.serve.tier (Dynamo's frontend,
+	// whose series describe the worker pool and which is therefore no replica, and its workers). The first
+	// tier with a family on the page wins.
+	Tiers []Tier
 	// ParsePage reads the metrics page into the form the Prometheus parser gives, for an engine whose page
 	// is not the exposition format (MLC LLM's tab-separated lines); nil means promtext.ParseLimit. It must
 	// honour maxSamples (0: no bound) as ParseLimit does, and never fail as a whole: what it cannot read
@@ -71,6 +76,12 @@ func (e Engine) pageParser() PageParser {
 type Backend struct {
 	Name     string   // the value of llm.engine.backend
 	Prefixes []string // family-name prefixes that mean this backend
+}
+
+// Tier is one tier of a serving system, known by the families its page carries.
+type Tier struct {
+	Name     string   // the value of llm.serve.tier
+	Prefixes []string // family-name prefixes that mean this tier
 }
 
 // Scraper scrapes one engine endpoint. It is not safe for concurrent scrapes; the scraper controller
@@ -181,7 +192,7 @@ func (s *Scraper) Scrape(ctx context.Context) (pmetric.Metrics, error) {
 	if answered { // an engine that answers without Prometheus series may still serve its standalone state
 		s.pollState(ctx, now, sm.Metrics(), rm.Resource().Attributes(), up)
 	}
-	s.fillResource(rm.Resource().Attributes(), s.backend(sm.Metrics()))
+	s.fillResource(rm.Resource().Attributes(), s.backend(sm.Metrics()), s.tier(sm.Metrics()))
 	appendUp(sm.Metrics(), up, now)
 	if !up {
 		s.telemetry.ScrapeFailures.Add(ctx, 1, s.telemetry.attrs)
@@ -359,21 +370,41 @@ func (s *Scraper) refreshVersion(ctx context.Context) {
 // backend names the first of the engine's backends whose families the scrape carries ("" for none).
 func (s *Scraper) backend(ms pmetric.MetricSlice) string {
 	for _, b := range s.engine.Backends {
-		for i := 0; i < ms.Len(); i++ {
-			for _, prefix := range b.Prefixes {
-				if strings.HasPrefix(ms.At(i).Name(), prefix) {
-					return b.Name
-				}
-			}
+		if carriesPrefix(ms, b.Prefixes) {
+			return b.Name
 		}
 	}
 	return ""
 }
 
-func (s *Scraper) fillResource(attrs pcommon.Map, backend string) {
+// tier names the first of the engine's tiers whose families the scrape carries ("" for none).
+func (s *Scraper) tier(ms pmetric.MetricSlice) string {
+	for _, t := range s.engine.Tiers {
+		if carriesPrefix(ms, t.Prefixes) {
+			return t.Name
+		}
+	}
+	return ""
+}
+
+func carriesPrefix(ms pmetric.MetricSlice, prefixes []string) bool {
+	for i := 0; i < ms.Len(); i++ {
+		for _, prefix := range prefixes {
+			if strings.HasPrefix(ms.At(i).Name(), prefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Scraper) fillResource(attrs pcommon.Map, backend, tier string) {
 	attrs.PutStr(schema.AttrLLMEngineName, s.engine.Name)
 	if backend != "" {
 		attrs.PutStr(schema.AttrLLMEngineBackend, backend)
+	}
+	if tier != "" {
+		attrs.PutStr(schema.AttrLLMServeTier, tier)
 	}
 	if s.version != "" {
 		attrs.PutStr(schema.AttrLLMEngineVersion, s.version)

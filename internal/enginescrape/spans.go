@@ -120,7 +120,7 @@ func (s *SpanScraper) Poll(ctx context.Context) ptrace.Traces {
 	if ss.Spans().Len() == 0 {
 		return ptrace.NewTraces()
 	}
-	s.scraper.fillResource(rs.Resource().Attributes(), "")
+	s.scraper.fillResource(rs.Resource().Attributes(), "", "")
 	return td
 }
 

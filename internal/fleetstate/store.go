@@ -162,8 +162,13 @@ func New(cfg Config) *Store {
 	}
 }
 
-// ReplicaKey names the replica a resource belongs to, "" when none of the configured keys is present.
+// ReplicaKey names the replica a resource belongs to, "" when none of the configured keys is present or the
+// resource is a serving system's frontend tier (Dynamo's frontend: its series describe the pool of workers
+// behind it, whose own pages are the replicas).
 func (s *Store) ReplicaKey(res pcommon.Map) string {
+	if tier, ok := res.Get(schema.AttrLLMServeTier); ok && tier.AsString() == schema.ServeTierFrontend {
+		return ""
+	}
 	for _, k := range s.cfg.ReplicaKeys {
 		if v, ok := res.Get(k); ok && v.AsString() != "" {
 			return labelcap.Cut(v.AsString(), s.cfg.MaxLabelLength)

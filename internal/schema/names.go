@@ -216,16 +216,26 @@ const (
 	MetricLLMSchedulerRequestsMaxRunning = "llm.scheduler.requests.max_running"
 	// MetricLLMSchedulerRequestsPaused: Requests paused by the in-flight batcher (TensorRT-LLM's form of preemption).
 	MetricLLMSchedulerRequestsPaused = "llm.scheduler.requests.paused"
-	// MetricLLMServeRequestsQueued: Requests waiting in Ray Serve's router for a replica slot (before any engine queue).
+	// MetricLLMServeRequestsQueued: Requests waiting in a serving system's router tier before any engine queue (Ray Serve's router, for a replica slot; Dynamo's frontend, for their first response).
 	MetricLLMServeRequestsQueued = "llm.serve.requests.queued"
-	// MetricLLMServeRequestsProcessing: Requests a Ray Serve replica is executing (the engine inside may queue some of them).
+	// MetricLLMServeRequestsProcessing: Requests a serving replica is executing (a Ray Serve replica, a Dynamo worker's work handler; the engine inside may queue some of them).
 	MetricLLMServeRequestsProcessing = "llm.serve.requests.processing"
-	// MetricLLMServeRequestDuration: End-to-end request latency measured at the Ray Serve HTTP proxy.
+	// MetricLLMServeRequestDuration: End-to-end request latency measured at the serving system's HTTP tier (Ray Serve's proxy, Dynamo's frontend).
 	MetricLLMServeRequestDuration = "llm.serve.request.duration"
 	// MetricLLMServeRequests: Requests a Ray Serve replica processed.
 	MetricLLMServeRequests = "llm.serve.requests"
-	// MetricLLMServeProcessingTime: Time a Ray Serve replica spent processing each request (the whole replica call).
+	// MetricLLMServeProcessingTime: Time a serving replica spent processing each request (the whole Ray Serve replica call; a Dynamo worker's work handler).
 	MetricLLMServeProcessingTime = "llm.serve.processing_time"
+	// MetricLLMServeRequestsInflight: Requests a router tier has sent on to the workers and not yet finished (Dynamo's frontend); the workers' engines count them as running or waiting.
+	MetricLLMServeRequestsInflight = "llm.serve.requests.inflight"
+	// MetricLLMServeTimeToFirstToken: Time to first token as a router tier sees it (Dynamo's frontend), including routing and transport; llm.request.time_to_first_token is the engine's.
+	MetricLLMServeTimeToFirstToken = "llm.serve.time_to_first_token"
+	// MetricLLMServeInterTokenLatency: Time between output tokens as a router tier sees it (Dynamo's frontend).
+	MetricLLMServeInterTokenLatency = "llm.serve.inter_token_latency"
+	// MetricLLMServeRequestInputTokens: Prompt length of each request as a router tier sees it (Dynamo's frontend).
+	MetricLLMServeRequestInputTokens = "llm.serve.request.input_tokens"
+	// MetricLLMServeRequestOutputTokens: Output length of each request as a router tier sees it (Dynamo's frontend).
+	MetricLLMServeRequestOutputTokens = "llm.serve.request.output_tokens"
 	// MetricLLMServePreprocessTime: Time a model server spent preprocessing each request before the model (KServe's preprocess step).
 	MetricLLMServePreprocessTime = "llm.serve.preprocess_time"
 	// MetricLLMServePredictTime: Time a model server spent in the model's predict step for each request (KServe's predict; for an LLM runtime the whole generation of a non-streamed request).
@@ -336,10 +346,12 @@ const (
 
 // Canonical attribute names.
 const (
-	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy, nim, kserve, mlc_llm; a serving system's backend is llm.engine.backend).
+	// AttrLLMEngineName: The inference engine behind the replica (vllm, sglang, tensorrt_llm, ray_serve, llama_cpp, triton, lmdeploy, nim, kserve, mlc_llm, dynamo; a serving system's backend is llm.engine.backend).
 	AttrLLMEngineName = "llm.engine.name"
-	// AttrLLMEngineBackend: The engine a serving system runs inside it, where its page says so (vllm under KServe's Hugging Face runtime).
+	// AttrLLMEngineBackend: The engine a serving system runs inside it, where its page says so (vllm under KServe's Hugging Face runtime; vllm, sglang or tensorrt_llm under a Dynamo worker).
 	AttrLLMEngineBackend = "llm.engine.backend"
+	// AttrLLMServeTier: Which tier of a serving system a scrape comes from, where the system has more than one (Dynamo's frontend, a router in front of the worker pool, or a worker). A frontend's series describe the pool behind it, so it is not counted as a replica.
+	AttrLLMServeTier = "llm.serve.tier"
 	// AttrLLMEngineVersion: The engine's release, as its version endpoint reports it.
 	AttrLLMEngineVersion = "llm.engine.version"
 	// AttrServiceInstanceID: The replica; host:port of the scraped endpoint unless configured otherwise.
@@ -605,6 +617,7 @@ const (
 // Engine names, the values of llm.engine.name.
 const (
 	EngineDcgmExporter = "dcgm_exporter"
+	EngineDynamo       = "dynamo"
 	EngineKserve       = "kserve"
 	EngineLlamaCpp     = "llama_cpp"
 	EngineLmdeploy     = "lmdeploy"
@@ -616,6 +629,19 @@ const (
 	EngineTriton       = "triton"
 	EngineVLLM         = "vllm"
 )
+
+// Values of llm.serve.tier: Which tier of a serving system a scrape comes from, where the system has more than one (Dynamo's frontend, a router in front of the worker pool, or a worker). A frontend's series describe the pool behind it, so it is not counted as a replica.
+const (
+	// ServeTierFrontend: A router tier in front of the worker pool (Dynamo's frontend): its series describe the pool, and it is not a replica.
+	ServeTierFrontend = "frontend"
+	// ServeTierWorker: A worker that runs an engine: one replica.
+	ServeTierWorker = "worker"
+)
+
+// ServeTierValues returns every value of llm.serve.tier, in the schema's order.
+func ServeTierValues() []string {
+	return []string{ServeTierFrontend, ServeTierWorker}
+}
 
 // Values of llm.root_cause: Why a request was slow; the causes measured per request come first, then the two verdicts. Also set on the span.
 const (

@@ -144,11 +144,19 @@ type Source struct {
 	// that carries one quantity per label value (Triton's nv_trt_llm_request_metrics{request_type="waiting"})
 	// feeds several canonical metrics, one source per value. Series no source selects stay unmapped.
 	Select map[string]string `yaml:"select"`
-	Note   string            `yaml:"note"`
+	// FromLabel reads the canonical gauge's value from this label of each series instead of the series'
+	// value: an info metric (value 1) that carries a configuration fact in a label (vLLM's
+	// cache_config_info{block_size="16"}). The canonical points keep only the labels the engine renames to
+	// canonical attributes; a series whose label is not a finite number gives no point.
+	FromLabel string `yaml:"from_label"`
+	Note      string `yaml:"note"`
 }
 
 // Display is the source as docs/schema.md writes it: the family, with its selected label values.
 func (src *Source) Display() string {
+	if src.FromLabel != "" {
+		return src.Name + " (label " + src.FromLabel + ")"
+	}
 	if len(src.Select) == 0 {
 		return src.Name
 	}
@@ -279,6 +287,9 @@ func (s *Schema) validate() error {
 				}
 				seenSource[engine+"/"+src.Display()] = m.Name
 				errs = append(errs, validateSelect(engine, m.Name, src, selectedOn)...)
+				if src.FromLabel != "" && (m.Instrument != Gauge || len(src.Select) > 0 || src.Labels[src.FromLabel] != "") {
+					errs = append(errs, fmt.Errorf("metric %q: source %q: from_label needs a gauge, and neither select nor a rename of the label", m.Name, src.Name))
+				}
 				if src.Versions == "" {
 					errs = append(errs, fmt.Errorf("metric %q: source %q: versions is required", m.Name, src.Name))
 				}

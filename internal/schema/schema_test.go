@@ -106,8 +106,10 @@ metrics:
 			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {type: a}, versions: all}]}}`, "selects on different labels"},
 		"same selection twice": {"  - {name: llm.a.b, instrument: gauge, unit: \"1\", description: d, sources: {vllm: [{name: \"vllm:x\", select: {kind: a}, versions: all}]}}\n" +
 			`  - {name: llm.a.c, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: a}, versions: all}]}}`, "mapped twice"},
-		"empty selected value": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: ""}, versions: all}]}}`, "select needs a label and a value"},
-		"selected and renamed": {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: a}, labels: {kind: gen_ai.request.model}, versions: all}]}}`, "both selected"},
+		"empty selected value":    {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: ""}, versions: all}]}}`, "select needs a label and a value"},
+		"from_label on a counter": {`  - {name: llm.a.b, instrument: counter, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", from_label: size, versions: all}]}}`, "from_label needs a gauge"},
+		"from_label and select":   {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", from_label: size, select: {kind: a}, versions: all}]}}`, "from_label needs a gauge"},
+		"selected and renamed":    {`  - {name: llm.a.b, instrument: gauge, unit: "1", description: d, sources: {vllm: [{name: "vllm:x", select: {kind: a}, labels: {kind: gen_ai.request.model}, versions: all}]}}`, "both selected"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -57,6 +57,9 @@ func TestGoldenEngines(t *testing.T) {
 		{"kserve_hf_vllm_v0.20", recorded("kservereceiver", "metrics_hf_vllm_v0.20.txt"), schema.EngineKserve},
 		{"kserve_qpext_v0.20", recorded("kservereceiver", "metrics_qpext_v0.20.txt"), schema.EngineKserve},
 		{"mlc_llm_v0.20.0", recorded("mlcllmreceiver", "metrics_v0.20.0.txt"), schema.EngineMlcLLM},
+		{"dynamo_frontend_2026", recorded("dynamoreceiver", "metrics_frontend_2026.txt"), schema.EngineDynamo},
+		{"dynamo_worker_vllm_2026", recorded("dynamoreceiver", "metrics_worker_vllm_2026.txt"), schema.EngineDynamo},
+		{"dynamo_worker_sglang_2025", recorded("dynamoreceiver", "metrics_worker_sglang_2025.txt"), schema.EngineDynamo},
 		{"dcgm_datadog", capture("dcgm/datadog_dcgm_metrics.txt"), ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

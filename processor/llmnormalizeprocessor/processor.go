@@ -3,7 +3,9 @@ package llmnormalizeprocessor
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/collector/component"
@@ -148,8 +150,15 @@ func (n *normalizer) processScope(ms pmetric.MetricSlice, rules engineRules, c *
 	for i := 0; i < original; i++ {
 		m := ms.At(i)
 		f := rules[m.Name()]
+		if f != nil {
+			for _, r := range f.fromLabel {
+				if mp, ok := n.readLabel(ms, i, r); ok {
+					group(mp)
+				}
+			}
+		}
 		switch {
-		case f == nil:
+		case f == nil, f.whole == nil && f.split == nil: // a family read only for its labels stays as it came
 			unmapped(i)
 		case f.split != nil:
 			split, left := n.splitOut(ms, i, f.split)
@@ -251,6 +260,55 @@ func (n *normalizer) splitOut(ms pmetric.MetricSlice, i int, sp *split) (out []m
 		return taken && !n.cfg.KeepOriginals
 	})
 	return out, left
+}
+
+// readLabel appends to ms a gauge whose points are ms[i]'s series with the value of r's label as their
+// value (vLLM's cache_config_info{block_size="16"} 1 gives 16), keeping of the other labels only those the
+// engine renames to canonical attributes (the replica's engine index, the model): the rest of an info
+// metric's labels are configuration, not identity. A series whose label is missing or not a finite number
+// gives no point; when none gives one, nothing is appended.
+func (n *normalizer) readLabel(ms pmetric.MetricSlice, i int, r *rule) (mapped, bool) {
+	m := ms.At(i)
+	if m.Type() != pmetric.MetricTypeGauge && m.Type() != pmetric.MetricTypeSum {
+		n.warnOnce(m.Name()+"/"+r.fromLabel, fmt.Sprintf("%s arrives as %s; %s is read from a gauge's labels only", m.Name(), m.Type(), r.metric.Name))
+		return mapped{}, false
+	}
+	keep := make(map[string]bool, len(r.renames))
+	for _, rn := range r.renames {
+		keep[rn[0]] = true
+	}
+	src := m.Gauge().DataPoints()
+	if m.Type() == pmetric.MetricTypeSum {
+		src = m.Sum().DataPoints()
+	}
+	points := pmetric.NewNumberDataPointSlice()
+	for _, dp := range src.All() {
+		label, ok := dp.Attributes().Get(r.fromLabel)
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(label.AsString(), 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			continue // vLLM writes "None" for a configuration it has not resolved
+		}
+		p := points.AppendEmpty()
+		p.SetStartTimestamp(dp.StartTimestamp())
+		p.SetTimestamp(dp.Timestamp())
+		p.SetDoubleValue(v)
+		dp.Attributes().Range(func(k string, val pcommon.Value) bool {
+			if keep[k] {
+				val.CopyTo(p.Attributes().PutEmpty(k))
+			}
+			return true
+		})
+	}
+	if points.Len() == 0 {
+		return mapped{}, false
+	}
+	t := ms.AppendEmpty()
+	t.SetName(m.Name())
+	points.MoveAndAppendTo(t.SetEmptyGauge().DataPoints())
+	return mapped{idx: ms.Len() - 1, r: r, fresh: true}, true
 }
 
 // pointAttributes returns the attributes of every data point of m, whatever its type.

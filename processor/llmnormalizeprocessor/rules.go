@@ -22,6 +22,8 @@ type rule struct {
 	replicated [][2]string
 	// set are constant attributes added to every data point.
 	set [][2]string
+	// fromLabel is the label whose number is the value (an info metric's configuration fact), "" for none.
+	fromLabel string
 }
 
 // family is how one wire family maps: whole onto one canonical metric, or split by the values of its
@@ -29,6 +31,8 @@ type rule struct {
 type family struct {
 	whole *rule
 	split *split
+	// fromLabel are the canonical gauges read from the family's labels, beside whatever the family maps to.
+	fromLabel []*rule
 }
 
 // split routes each series of a family by the values of the selecting labels.
@@ -124,6 +128,7 @@ func buildRules(s *schema.Schema, only []string) *ruleSet {
 				r := &rule{
 					metric: m, id: id, rank: rank, scale: scale, renames: renames(e.LabelRenames, src.Labels),
 					replicated: renames(e.ReplicatedLabels, nil), set: renames(src.SetAttributes, nil),
+					fromLabel: src.FromLabel,
 				}
 				for _, spelling := range e.Spellings(src.Name) {
 					rules.add(spelling, src.Select, r)
@@ -176,6 +181,10 @@ func (er engineRules) add(spelling string, selected map[string]string, r *rule) 
 	if f == nil {
 		f = &family{}
 		er[spelling] = f
+	}
+	if r.fromLabel != "" {
+		f.fromLabel = append(f.fromLabel, r)
+		return
 	}
 	if len(selected) == 0 {
 		f.whole = r

@@ -3,6 +3,7 @@ package llmnormalizeprocessor
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,40 @@ func TestNormalizesSecondWaveEngines(t *testing.T) {
 			counters: map[string]string{
 				"vllm:prompt_tokens_total": schema.MetricLLMTokensPrompt, "vllm:generation_tokens_total": schema.MetricLLMTokensGeneration,
 				"vllm:request_success_total": schema.MetricLLMRequestsFinished,
+			},
+		},
+		{
+			name: "dynamo_frontend_2026", engine: schema.EngineDynamo,
+			body: func(t *testing.T) []byte { return receiverPage(t, "dynamoreceiver", "metrics_frontend_2026.txt") },
+			own:  func(name string) bool { return strings.HasPrefix(name, "dynamo_") },
+			gauges: map[string]string{
+				"dynamo_frontend_queued_requests": schema.MetricLLMServeRequestsQueued, "dynamo_frontend_inflight_requests": schema.MetricLLMServeRequestsInflight,
+				"dynamo_frontend_model_kv_cache_block_size": schema.MetricLLMKVCacheBlockSize, "dynamo_frontend_model_total_kv_blocks": schema.MetricLLMKVCacheBlocksTotal,
+				"dynamo_frontend_model_max_num_seqs": schema.MetricLLMSchedulerRequestsMaxRunning,
+			},
+		},
+		{
+			name: "dynamo_worker_sglang_2025", engine: schema.EngineDynamo,
+			body: func(t *testing.T) []byte { return receiverPage(t, "dynamoreceiver", "metrics_worker_sglang_2025.txt") },
+			own: func(name string) bool {
+				return strings.HasPrefix(name, "dynamo_") || strings.HasPrefix(name, "sglang:")
+			},
+			gauges: map[string]string{
+				"dynamo_component_kvstats_active_blocks": schema.MetricLLMKVCacheBlocksUsed, "dynamo_component_kvstats_total_blocks": schema.MetricLLMKVCacheBlocksTotal,
+				"dynamo_component_kvstats_gpu_prefix_cache_hit_rate": schema.MetricLLMPrefixCacheHitRatio,
+				"dynamo_component_inflight_requests":                 schema.MetricLLMServeRequestsProcessing, "sglang:num_running_reqs": schema.MetricLLMSchedulerRequestsRunning,
+			},
+		},
+		{
+			name: "dynamo_worker_vllm_2026", engine: schema.EngineDynamo,
+			body: func(t *testing.T) []byte { return receiverPage(t, "dynamoreceiver", "metrics_worker_vllm_2026.txt") },
+			own:  func(name string) bool { return strings.HasPrefix(name, "dynamo_") || strings.HasPrefix(name, "vllm:") },
+			gauges: map[string]string{
+				"dynamo_component_inflight_requests": schema.MetricLLMServeRequestsProcessing,
+				"vllm:num_requests_running":          schema.MetricLLMSchedulerRequestsRunning, "vllm:num_requests_waiting": schema.MetricLLMSchedulerRequestsWaiting,
+			},
+			counters: map[string]string{
+				"vllm:prompt_tokens_total": schema.MetricLLMTokensPrompt, "vllm:request_success_total": schema.MetricLLMRequestsFinished,
 			},
 		},
 		{
@@ -225,4 +260,38 @@ func TestKServeStepsAndItsVLLMBackend(t *testing.T) {
 	assert.Equal(t, map[string]any{schema.AttrGenAIRequestModel: "qwen2-5-7b-instruct", schema.AttrLLMEngineIndex: "0"},
 		running.Gauge().DataPoints().At(0).Attributes().AsRaw(), "vLLM's label renames apply")
 	assert.NotContains(t, metrics(out), schema.MetricLLMServePredictTime, "declared but never observed: no series")
+}
+
+// A Dynamo frontend's request histograms keep their counts under the serving tier's names, never the
+// engine's (the workers' engines report those); a worker's two block counts (the runtime's and vLLM's
+// own) carry the same number, and the older kvstats_ spelling maps as the newer one does.
+func TestDynamoTiers(t *testing.T) {
+	front := receiverPage(t, "dynamoreceiver", "metrics_frontend_2026.txt")
+	md := enginescrape.ExpositionToMetrics(front, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineDynamo)
+	out := normalize(t, &Config{}, md).out
+	for wire, canonical := range map[string]string{
+		"dynamo_frontend_time_to_first_token_seconds": schema.MetricLLMServeTimeToFirstToken, "dynamo_frontend_inter_token_latency_seconds": schema.MetricLLMServeInterTokenLatency,
+		"dynamo_frontend_request_duration_seconds": schema.MetricLLMServeRequestDuration, "dynamo_frontend_input_sequence_tokens": schema.MetricLLMServeRequestInputTokens,
+		"dynamo_frontend_output_sequence_tokens": schema.MetricLLMServeRequestOutputTokens,
+	} {
+		dp := single(t, out, canonical).Histogram().DataPoints().At(0)
+		assert.Equal(t, uint64(fixtures.Sum(front, wire+"_count")), dp.Count(), canonical)
+		assert.InDelta(t, fixtures.Sum(front, wire+"_sum"), dp.Sum(), 1e-9, canonical)
+		assert.Equal(t, "qwen/qwen3-0.6b", dp.Attributes().AsRaw()[schema.AttrGenAIRequestModel])
+	}
+	assert.NotContains(t, metrics(out), schema.MetricGenAIServerTimeToFirstToken, "the frontend is no engine")
+
+	worker := receiverPage(t, "dynamoreceiver", "metrics_worker_vllm_2026.txt")
+	md = enginescrape.ExpositionToMetrics(worker, time.Now())
+	md.ResourceMetrics().At(0).Resource().Attributes().PutStr(schema.AttrLLMEngineName, schema.EngineDynamo)
+	out = normalize(t, &Config{}, md).out
+	blocks := single(t, out, schema.MetricLLMKVCacheBlocksTotal)
+	require.Equal(t, 2, blocks.Gauge().DataPoints().Len(), "the runtime's and the engine's")
+	for _, dp := range blocks.Gauge().DataPoints().All() {
+		assert.Equal(t, fixtures.Samples(worker, "dynamo_component_total_blocks")[0].Value, dp.DoubleValue())
+		assert.Equal(t, "0", dp.Attributes().AsRaw()[schema.AttrLLMEngineIndex])
+	}
+	size := labelValue(fixtures.Samples(worker, "vllm:cache_config_info")[0].Labels, "block_size")
+	assert.Equal(t, size, strconv.FormatFloat(single(t, out, schema.MetricLLMKVCacheBlockSize).Gauge().DataPoints().At(0).DoubleValue(), 'f', -1, 64))
 }

@@ -68,6 +68,15 @@ var secondWavePages = []secondWavePage{
 			"vllm:kv_cache_usage_perc":  schema.MetricLLMKVCacheUtilization,
 		},
 	},
+	{
+		// A Dynamo worker's system port: the runtime's families and its vLLM engine's, one replica.
+		receiver: "dynamo", pkg: "dynamoreceiver", page: "metrics_worker_vllm_2026.txt", metricsPath: "/metrics", backend: "vllm",
+		gauges: map[string]string{
+			"vllm:num_requests_running":          schema.MetricLLMSchedulerRequestsRunning,
+			"vllm:num_requests_waiting":          schema.MetricLLMSchedulerRequestsWaiting,
+			"dynamo_component_inflight_requests": schema.MetricLLMServeRequestsProcessing,
+		},
+	},
 }
 
 // serve starts a stand-in engine that serves the page at its metrics path and returns its URL.
@@ -232,4 +241,121 @@ func TestSecondWaveMLCLLMThroughTheBinary(t *testing.T) {
 		assert.Equal(t, mlcLLMValue(t, body, key), sumValues(got[0]), "%s from %s", canonical, key)
 	}
 	assert.Equal(t, "s", find(md, schema.MetricLLMEnginePrefillDuration)[0].Unit(), "MLC LLM's seconds are the schema's")
+}
+
+// A Dynamo frontend and one worker through the binary, with llm_signals and llm_routing: the frontend's
+// resource says its tier and carries the page's values under the serving tier's names and the model's
+// configuration as canonical gauges, the pool counts one replica (the worker, not the frontend), and the
+// router lists the worker alone, with the block size and count its vLLM engine's labels say.
+func TestSecondWaveDynamoFrontendAndWorker(t *testing.T) {
+	frontend := secondWavePage{receiver: "dynamo", pkg: "dynamoreceiver", page: "metrics_frontend_2026.txt", metricsPath: "/metrics"}
+	worker := secondWavePage{receiver: "dynamo", pkg: "dynamoreceiver", page: "metrics_worker_vllm_2026.txt", metricsPath: "/metrics"}
+	frontendBody, workerBody := frontend.body(t), worker.body(t)
+	frontendURL, workerURL := frontend.serve(t), worker.serve(t)
+	sink := newOTLPSink(t)
+	routing := freePort(t)
+	startCollector(t, fmt.Sprintf(`
+receivers:
+  dynamo/frontend:
+    endpoint: %s
+    collection_interval: 300ms
+  dynamo/worker:
+    endpoint: %s
+    collection_interval: 300ms
+processors:
+  llm_normalize: {}
+connectors:
+  llm_signals:
+    interval: 1s
+    stale: 10s
+exporters:
+  otlp_http:
+    endpoint: %s
+    compression: none
+    retry_on_failure:
+      enabled: false
+  llm_routing:
+    endpoint: %s
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [dynamo/frontend, dynamo/worker]
+      processors: [llm_normalize]
+      exporters: [otlp_http, llm_signals, llm_routing]
+    metrics/signals:
+      receivers: [llm_signals]
+      exporters: [otlp_http, llm_routing]
+`, frontendURL, workerURL, sink.URL, routing))
+
+	md := sink.waitFor(t, schema.MetricLLMServeTimeToFirstToken, 30*time.Second)
+	var front map[string]any
+	for _, rm := range md.ResourceMetrics().All() {
+		if res := rm.Resource().Attributes().AsRaw(); res[schema.AttrLLMServeTier] == schema.ServeTierFrontend {
+			front = res
+		}
+	}
+	require.NotNil(t, front, "the frontend's resource says its tier")
+	assert.Equal(t, "dynamo", front[schema.AttrLLMEngineName])
+	assert.NotContains(t, front, schema.AttrLLMEngineBackend)
+	for wire, canonical := range map[string]string{
+		"dynamo_frontend_queued_requests":           schema.MetricLLMServeRequestsQueued,
+		"dynamo_frontend_inflight_requests":         schema.MetricLLMServeRequestsInflight,
+		"dynamo_frontend_model_kv_cache_block_size": schema.MetricLLMKVCacheBlockSize,
+		"dynamo_frontend_model_max_num_seqs":        schema.MetricLLMSchedulerRequestsMaxRunning,
+	} {
+		got := find(md, canonical)
+		require.Len(t, got, 1, canonical)
+		assert.Equal(t, rawValues(fixtures.Samples(frontendBody, wire)), gaugeValues(got[0]), "%s from %s", canonical, wire)
+	}
+	ttft := find(md, schema.MetricLLMServeTimeToFirstToken)[0].Histogram().DataPoints().At(0)
+	assert.Equal(t, uint64(fixtures.Sum(frontendBody, "dynamo_frontend_time_to_first_token_seconds_count")), ttft.Count())
+
+	const model = "qwen/qwen3-0.6b"
+	poolSizes := func() []float64 {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		var out []float64
+		for _, md := range sink.batches {
+			for _, m := range find(md, schema.MetricLLMPoolReplicas) {
+				for _, dp := range m.Gauge().DataPoints().All() {
+					if dp.Attributes().AsRaw()[schema.AttrGenAIRequestModel] == model {
+						out = append(out, dp.DoubleValue())
+					}
+				}
+			}
+		}
+		return out
+	}
+	require.Eventually(t, func() bool { return len(poolSizes()) >= 3 }, 30*time.Second, 200*time.Millisecond, "llm_signals reports the pool")
+	sizes := poolSizes()
+	assert.Equal(t, 1.0, sizes[len(sizes)-1], "the worker is the one replica; the frontend is none")
+	assert.NotContains(t, sizes, 2.0, "the frontend was never counted")
+
+	var replicas string
+	require.Eventually(t, func() bool {
+		var status int
+		status, replicas = fetch("http://" + routing + "/v1/replicas")
+		return status == http.StatusOK && strings.Contains(replicas, "dynamo")
+	}, 30*time.Second, 200*time.Millisecond, "the router lists the worker")
+	workerInstance := strings.TrimPrefix(workerURL, "http://")
+	assert.Contains(t, replicas, workerInstance)
+	assert.NotContains(t, replicas, strings.TrimPrefix(frontendURL, "http://"), "the frontend is no replica to route to")
+	info := fixtures.Samples(workerBody, "vllm:cache_config_info")
+	require.Len(t, info, 1)
+	_, page := fetch("http://" + routing + "/model-server/" + workerInstance + "/metrics")
+	assert.Contains(t, page, fmt.Sprintf(`block_size=%q,num_gpu_blocks=%q`, rawLabel(info[0].Labels, "block_size"), rawLabel(info[0].Labels, "num_gpu_blocks")),
+		"the block data the engine's labels say, counted once")
+}
+
+// rawLabel is the value of label name in a raw sample's label text (values without commas or quotes).
+func rawLabel(labels, name string) string {
+	for _, part := range strings.Split(labels, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(part), name+"="); ok {
+			return strings.Trim(v, `"{}`)
+		}
+	}
+	return ""
 }
