@@ -38,6 +38,7 @@ import (
 	nimreceiver "github.com/servescope/servescope/receiver/nimreceiver"
 	kservereceiver "github.com/servescope/servescope/receiver/kservereceiver"
 	mlcllmreceiver "github.com/servescope/servescope/receiver/mlcllmreceiver"
+	dynamoreceiver "github.com/servescope/servescope/receiver/dynamoreceiver"
 )
 
 type aliasProvider interface{ DeprecatedAlias() component.Type }
@@ -86,6 +87,7 @@ func components() (otelcol.Factories, error) {
 		nimreceiver.NewFactory(),
 		kservereceiver.NewFactory(),
 		mlcllmreceiver.NewFactory(),
+		dynamoreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
@@ -104,6 +106,7 @@ func components() (otelcol.Factories, error) {
 		nimreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		kservereceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 		mlcllmreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
+		dynamoreceiver.NewFactory().Type(): "github.com/servescope/servescope v0.0.0",
 	})
 
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
