@@ -8,7 +8,6 @@
 package mlcllmreceiver
 
 import (
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/servescope/servescope/internal/enginescrape"
@@ -35,13 +34,9 @@ func NewFactory() receiver.Factory {
 }
 
 // telemetry is this receiver's self-telemetry, from its metadata.yaml, for the shared scraper.
-func telemetry(set component.TelemetrySettings) (enginescrape.Telemetry, error) {
-	tb, err := metadata.NewTelemetryBuilder(set)
-	if err != nil {
-		return enginescrape.Telemetry{}, err
-	}
+var telemetry = enginescrape.TelemetryFrom(metadata.NewTelemetryBuilder, func(tb *metadata.TelemetryBuilder) enginescrape.Telemetry {
 	return enginescrape.Telemetry{
 		ScrapeFailures: tb.EngineScrapeFailures, RejectedLines: tb.EngineScrapeRejectedLines,
 		DroppedPoints: tb.EngineScrapeDroppedPoints, CounterResets: tb.EngineCounterResets,
-	}, nil
-}
+	}
+})
