@@ -14,6 +14,7 @@ import (
 	"github.com/servescope/servescope/internal/compare"
 	"github.com/servescope/servescope/internal/fleetsim"
 	"github.com/servescope/servescope/internal/replay"
+	"github.com/servescope/servescope/internal/spanfile"
 )
 
 // runReplay replays a recorded workload on a simulated fleet (calibrated to the recording), sends it to a
@@ -61,8 +62,9 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	var (
-		wl      replay.Workload
-		skipped int
+		wl        replay.Workload
+		skipped   int
+		recording *spanfile.Window // nil for a Mooncake trace
 	)
 	switch {
 	case *importFormat != "":
@@ -91,6 +93,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		recording = w
 		if wl, skipped = replay.FromRequests(w.Requests); len(wl) == 0 {
 			return fail(fmt.Errorf("%s: no request carries both its prompt and output length", positional[0]))
 		}
@@ -114,12 +117,11 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *target == "" {
-		if *importFormat != "" {
+		if recording == nil {
 			return usageErr("a Mooncake trace has no recorded latencies to calibrate on: give --target URL to send it to a server")
 		}
-		w, _ := load(positional[0]) // read again above without error
 		sim := simulation{
-			recording: w, workload: wl, rateScale: *rateScale,
+			recording: recording, workload: wl, rateScale: *rateScale,
 			fleet: replay.Fleet{Replicas: *replicas, Engine: *engine, MaxNumSeqs: *maxNumSeqs, KVBlocks: *kvBlocks, Router: *router},
 		}
 		if *sweep != "" {

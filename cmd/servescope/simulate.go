@@ -130,8 +130,13 @@ func (s simulation) run(stdout, stderr io.Writer, asJSON bool) int {
 	return write(stdout, stderr, rep, asJSON)
 }
 
+// describe names a simulated fleet ("simulated 4 x vllm, router round_robin"); with no replicas (a sweep,
+// which varies them) it names the engine alone.
 func describe(f replay.Fleet, rateScale float64) string {
-	parts := []string{fmt.Sprintf("%d x %s", f.Replicas, f.Engine)}
+	parts := []string{f.Engine}
+	if f.Replicas > 0 {
+		parts[0] = fmt.Sprintf("%d x %s", f.Replicas, f.Engine)
+	}
 	if f.Router != "" {
 		parts = append(parts, "router "+f.Router)
 	}
@@ -248,8 +253,9 @@ func (s simulation) sweep(stdout, stderr io.Writer, from, to int, limits sloLimi
 	}
 	rep := sweepReport{TTFTLimit: limits.ttft, TPOTLimit: limits.tpot}
 	for _, p := range pools {
-		fleet := strings.Replace(describe(replay.Fleet{Engine: p.target.Engine, Router: p.target.Router, MaxNumSeqs: p.target.MaxNumSeqs, KVBlocks: p.target.KVBlocks}, s.rateScale), "0 x ", "", 1)
-		ps := poolSweep{Model: p.model, Fleet: fleet}
+		unsized := p.target
+		unsized.Replicas = 0
+		ps := poolSweep{Model: p.model, Fleet: describe(unsized, s.rateScale)}
 		wl := p.workload.Scaled(s.rateScale)
 		for n := from; n <= to; n++ {
 			f := p.target
