@@ -16,11 +16,19 @@ type modelBaseline struct {
 	// in, and the rest of e2e (detokenization, the HTTP hop).
 	queue, ttftOverhead, other *decayedQuantiles
 	tpotByBatch                [batchBuckets]*decayedQuantiles
+	// running is the batch the model's healthy requests ran in: how big a batch gets when nothing is wrong.
+	running *decayedQuantiles
 }
 
 // batchBuckets split TPOT by the running batch the request shared (1, 2-3, 4-7, ... 128+): decode time per
-// token grows with the batch, so a request in a big batch is not slow for being in it.
-const batchBuckets = 8
+// token grows with the batch, so a request in a batch of the size the model runs when healthy is not slow
+// for being in it. A batch bigger than healthy ones get (healthyBatchQuantile of them) is a decode batch
+// that is too big: its requests are judged at the pace of the biggest healthy batch, and decode_contention
+// names them.
+const (
+	batchBuckets         = 8
+	healthyBatchQuantile = 0.9
+)
 
 func batchBucket(running float64) int {
 	if !(running >= 1) {
@@ -33,7 +41,7 @@ func newModelBaseline(halfLife time.Duration) *modelBaseline {
 	q := func() *decayedQuantiles { return newDecayedQuantiles(halfLife) }
 	b := &modelBaseline{
 		ttft: q(), tpot: q(), e2e: q(), promptTokens: q(), genTokens: q(), prefillPerUncachedToken: q(),
-		queue: q(), ttftOverhead: q(), other: q(),
+		queue: q(), ttftOverhead: q(), other: q(), running: q(),
 	}
 	for i := range b.tpotByBatch {
 		b.tpotByBatch[i] = q()
@@ -58,6 +66,7 @@ func (b *modelBaseline) add(r *request, running float64, t int64) {
 	}
 	if i := batchBucket(running); i >= 0 {
 		b.tpotByBatch[i].add(r.tpot, t)
+		b.running.add(running, t)
 	}
 }
 
@@ -76,6 +85,9 @@ func (b *modelBaseline) expected(r *request, running float64, minSamples int) (t
 	ttft = queue + prefill + med(b.ttftOverhead)
 	tpot = med(b.tpot)
 	if i := batchBucket(running); i >= 0 {
+		if healthy := batchBucket(b.running.quantile(healthyBatchQuantile, minSamples)); healthy >= 0 && i > healthy {
+			i = healthy
+		}
 		if v := med(b.tpotByBatch[i]); !math.IsNaN(v) {
 			tpot = v
 		}

@@ -409,6 +409,74 @@ func TestExpectedTimeWhenNoSLOIsSet(t *testing.T) {
 	})
 }
 
+// A decode batch far bigger than the model runs when healthy is a batch too big, not a pace to learn: its
+// requests are judged at the pace of the biggest healthy batch, however many of them escaped being slow.
+func TestABatchTooBigIsJudgedAtTheHealthyPace(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait, c.SLO.Models, c.Baseline.MinSamples = 0, nil, 50 })
+	crowded := func(sec float64) map[string]float64 {
+		v := steady(sec)
+		v[schema.MetricLLMSchedulerRequestsRunning] = 64
+		return v
+	}
+	for sec := 0.0; sec <= 3600; sec += 10 {
+		r.state(fleetstatetest.Engine("r1", testModel, sec, steady(sec)))
+		r.state(fleetstatetest.Engine("crowded", testModel, sec, crowded(sec)))
+	}
+	// A thousand healthy requests in r1's batch of 16, at 20 ms a token, within the state window.
+	var calls []call
+	for i := range 1000 {
+		calls = append(calls, with(normal(), func(c *call) { c.replica, c.id, c.start = "r1", fmt.Sprint("h", i), 2800 + 0.6*float64(i) }))
+	}
+	r.send(batchOf(calls...))
+	// Sixty in a batch of 64 at 36 ms a token: under twice the healthy pace, so none is slow.
+	calls = nil
+	for i := range 60 {
+		calls = append(calls, with(normal(), func(c *call) { c.replica, c.id, c.start, c.decode = "crowded", fmt.Sprint("c", i), 2800 + 10*float64(i), 99 * 0.036 }))
+	}
+	r.send(batchOf(calls...))
+	for i := range 60 {
+		require.Equal(t, false, r.explained()[fmt.Sprint("c", i)][schema.AttrLLMSlow], "c%d", i)
+	}
+	// Then one at 60 ms a token in the same batch: three times the healthy pace.
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start, c.decode = "crowded", "too-big", 3450, 99 * 0.06 })))
+	got := r.explained()["too-big"]
+	assert.Equal(t, true, got[schema.AttrLLMSlow], "judged at the healthy batch's 20 ms, not at the 36 ms the crowded batch taught")
+	assert.Equal(t, slowTPOT, got[schema.AttrLLMSlowReason])
+	assert.Equal(t, schema.RootCauseDecodeContention, got[schema.AttrLLMRootCause])
+}
+
+// The requests of an incident that escaped being slow still ran beside the slow ones (behind their queue, in
+// their batch): they teach nothing about the healthy pace, or an incident's near misses become the usual.
+func TestRequestsBesideASlowOneAreNotLearnedFrom(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait, c.SLO.Models, c.Baseline.MinSamples = 0, nil, 50 })
+	scraped := 0.0
+	scrapeUntil := func(until float64) { // as a collector sees it: the state up to now, not the future's
+		for ; scraped <= until; scraped += 10 {
+			r.state(fleetstatetest.Engine("r1", testModel, scraped, steady(scraped)))
+		}
+	}
+	scrapeUntil(100)
+	r.send(batchOf(usual(false)...))
+	// For half an hour, each minute: ten requests queue 2 s (slow against the usual 0.12 s first token and
+	// the 1 s margin) and ten queue 0.9 s (not slow), all on r1 at once.
+	last := ""
+	for minute := range 30 {
+		scrapeUntil(170 + 60*float64(minute))
+		var calls []call
+		for i := range 10 {
+			start := 100 + 60*float64(minute) + 5*float64(i)
+			last = fmt.Sprintf("slow-%d-%d", minute, i)
+			calls = append(calls,
+				with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", last, start, 2 }),
+				with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", fmt.Sprintf("near-%d-%d", minute, i), start + 1, 0.9 }))
+		}
+		r.send(batchOf(calls...))
+	}
+	got := r.explained()[last]
+	assert.Equal(t, true, got[schema.AttrLLMSlow], "the incident's last request is still slow")
+	assert.Less(t, got[keySLO], 1.2, "the limit is still the healthy one: the usual first token plus the 1 s margin")
+}
+
 func TestConfig(t *testing.T) {
 	configtest.Sections(t, "testdata/config.yaml", createDefaultConfig, map[string]string{
 		"llm_root_cause":      "",

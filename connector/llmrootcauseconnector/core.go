@@ -496,7 +496,7 @@ func (c *core) explain(b *batch) output {
 			enrich(r, v)
 		}
 		c.agg.record(r, v, c.now())
-		c.learn(r, v, circ.state.RunningMax)
+		c.learn(r, v, &circ.state)
 		c.requests.Add(b.ctx, 1, metric.WithAttributes(attribute.String(schema.AttrLLMRootCause, v.cause)))
 		if v.slow && c.logsOut != nil {
 			c.appendLog(out.logs, r, v)
@@ -632,16 +632,21 @@ func (c *core) usualShare(r *request) float64 {
 
 // learn adds a judged request to the baselines, after judging, so a request is never compared with itself.
 // Only requests that were not slow are learned from, and a slow one marks its replica unhealthy for its
-// lifetime, so the replica's usual levels (running batch, hit ratio) leave that time out too.
-func (c *core) learn(r *request, v verdict, running float64) {
+// lifetime, so the replica's usual levels (running batch, hit ratio) leave that time out too. Nor is a
+// request learned from that shared its replica with a slow one: in an incident the requests that escaped
+// it still ran beside it (in its batch, behind its queue), and the usual is what a healthy replica does.
+func (c *core) learn(r *request, v verdict, st *fleetstate.Summary) {
 	if v.slow {
 		if r.replica != "" {
 			c.store.MarkUnhealthy(r.replica, r.start, r.end)
 		}
 		return
 	}
+	if st.MarkedUnhealthy {
+		return
+	}
 	t := c.now().UnixNano()
-	c.baselineFor(r.modelSlot).add(r, running, t)
+	c.baselineFor(r.modelSlot).add(r, st.RunningMax, t)
 	if r.familySlot != "" && r.promptTokens > 0 && !math.IsNaN(r.prefill) {
 		p := c.paces[r.familySlot]
 		if p == nil && len(c.paces) < c.cfg.MaxTenants {

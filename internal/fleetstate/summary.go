@@ -76,6 +76,9 @@ type Summary struct {
 	TTFTUsual float64
 	// MaxRunning is the engine's configured capacity (latest), NaN when it does not report one.
 	MaxRunning float64
+	// MarkedUnhealthy is true when time the caller marked unhealthy (MarkUnhealthy: a slow request, an open
+	// incident) meets the interval: what ran then is no example of the replica's healthy pace.
+	MarkedUnhealthy bool
 	// Newest is the time of the replica's newest engine snapshot (unix ns), 0 when none.
 	Newest int64
 
@@ -150,6 +153,7 @@ func (s *Store) Summarize(key string, from, to int64) Summary {
 			sum.MaxRunning = r.snaps.at(r.snaps.n - 1).MaxRunning
 		}
 		sum.RunningUsual, sum.PrefixHitRatioUsual, sum.TTFTUsual = r.runningUsual, r.hitRatioUsual, r.ttftUsual
+		sum.MarkedUnhealthy = r.unhealthy.overlaps(from, to)
 		summarizeEngine(&r.snaps, from, to, s.cfg.MinPrefixQueries, &sum)
 	}
 	var gpus []*gpu

@@ -422,6 +422,12 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 			if got.slow == truth.Slow {
 				tl.slowAgree++
 			}
+			// SERVESCOPE_ACCURACY_SHOW=truth>ours (e.g. prefix_cache_miss>long_prompt, or none>unknown for fast
+			// requests judged slow) logs those requests' evidence.
+			if show == truth.Cause+">"+got.cause {
+				t.Logf("%s: %s %s %s fam=%v prompt=%d cached=%d ttft=%.3fs tpot=%.1fms: %s [%s]", mode(m), truth.Replica, truth.Engine, truth.Tenant,
+					got.family, truth.PromptTokens, truth.CachedTokens, truth.TTFTS, 1000*truth.TPOTS, got.evidence, got.numbers)
+			}
 			if !truth.Slow {
 				tl.fast++
 				if got.slow {
@@ -442,11 +448,6 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 				if got.cause == truth.Cause {
 					tl.longMatch++
 				}
-			}
-			// SERVESCOPE_ACCURACY_SHOW=truth>ours (e.g. prefix_cache_miss>long_prompt) logs those requests' evidence.
-			if show == truth.Cause+">"+got.cause {
-				t.Logf("%s: %s %s %s fam=%v prompt=%d cached=%d: %s [%s]", mode(m), truth.Replica, truth.Engine, truth.Tenant,
-					got.family, truth.PromptTokens, truth.CachedTokens, got.evidence, got.numbers)
 			}
 		}
 		res.modes[m] = tl
