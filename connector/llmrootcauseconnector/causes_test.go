@@ -272,6 +272,20 @@ func TestRootCauses(t *testing.T) {
 			wantSentence: []string{"SM clock down to 30% of its peak while busy"},
 		},
 		{
+			// At the usual pace the 8000-token prompt takes 1.6 s, 1.5 s more than a usual one; the throttled GPU
+			// took 3.2 s beyond that pace. Blaming the whole prefill on the prompt's length named long_prompt.
+			name: "a long prompt on a throttled GPU: throttling explains more, long_prompt is secondary",
+			gpu: func(sec float64) []string {
+				if sec >= 100 {
+					return []string{"hw_slowdown"}
+				}
+				return nil
+			},
+			req:      with(normal(), func(c *call) { c.prompt, c.prefill = 8000, 4.8 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseGPUThrottling, wantSecondary: schema.RootCauseLongPrompt,
+			wantSentence: []string{"clocks throttled (hw_slowdown)", "also long_prompt: prompt of 8000 tokens"},
+		},
+		{
 			name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
 			gpu: func(sec float64) []string {
 				if sec >= 100 {

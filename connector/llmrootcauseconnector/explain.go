@@ -68,12 +68,12 @@ type candidate struct {
 type usualFigures struct {
 	tpot, tpotPace          float64 // s per output token: median, and uncontended (fast decile)
 	promptLong, genLong     float64 // tokens at rules.long_quantile
-	genMedian               float64 // tokens
+	promptMedian, genMedian float64 // tokens
 	prefillPerUncachedToken float64 // s
 }
 
 func modelUsual(base *modelBaseline, cfg *Config) usualFigures {
-	u := usualFigures{math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()}
+	u := usualFigures{math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()}
 	if base == nil {
 		return u
 	}
@@ -83,6 +83,7 @@ func modelUsual(base *modelBaseline, cfg *Config) usualFigures {
 	u.tpot = q(base.tpot, 0.5)
 	u.tpotPace = q(base.tpot, 0.1)
 	u.genMedian = q(base.genTokens, 0.5)
+	u.promptMedian = q(base.promptTokens, 0.5)
 	u.promptLong = q(base.promptTokens, cfg.Rules.LongQuantile)
 	u.genLong = q(base.genTokens, cfg.Rules.LongQuantile)
 	u.prefillPerUncachedToken = q(base.prefillPerUncachedToken, 0.5)
@@ -446,8 +447,14 @@ var rootCauseRules = []rootCauseRule{
 			if !j.prefillDominates() || j.missedPrefix() != "" || !(j.r.promptTokens >= j.usual.promptLong) {
 				return candidate{}, false
 			}
+			// Blamed: what the tokens beyond a usual prompt take at the usual pace (like long_generation's),
+			// not the whole prefill: a long prompt on a throttled GPU is slow mostly for the throttling.
+			blame := j.r.prefill
+			if extra := j.usual.prefillPerUncachedToken * (j.r.promptTokens - j.usual.promptMedian); !math.IsNaN(extra) {
+				blame = math.Min(blame, math.Max(0, extra))
+			}
 			return candidate{
-				schema.RootCauseLongPrompt, j.r.prefill,
+				schema.RootCauseLongPrompt, blame,
 				fmt.Sprintf("prompt of %s tokens, above this model's p%.0f of %s", num(j.r.promptTokens), 100*j.rules.LongQuantile, num(j.usual.promptLong)),
 			}, true
 		},
