@@ -425,20 +425,22 @@ func TestABatchTooBigIsJudgedAtTheHealthyPace(t *testing.T) {
 	// A thousand healthy requests in r1's batch of 16, at 20 ms a token, within the state window.
 	var calls []call
 	for i := range 1000 {
-		calls = append(calls, with(normal(), func(c *call) { c.replica, c.id, c.start = "r1", fmt.Sprint("h", i), 2800 + 0.6*float64(i) }))
+		calls = append(calls, with(normal(), func(c *call) { c.replica, c.id, c.start = "r1", fmt.Sprint("h", i), 2800+0.6*float64(i) }))
 	}
 	r.send(batchOf(calls...))
 	// Sixty in a batch of 64 at 36 ms a token: under twice the healthy pace, so none is slow.
 	calls = nil
 	for i := range 60 {
-		calls = append(calls, with(normal(), func(c *call) { c.replica, c.id, c.start, c.decode = "crowded", fmt.Sprint("c", i), 2800 + 10*float64(i), 99 * 0.036 }))
+		calls = append(calls, with(normal(), func(c *call) {
+			c.replica, c.id, c.start, c.decode = "crowded", fmt.Sprint("c", i), 2800+10*float64(i), 99*0.036
+		}))
 	}
 	r.send(batchOf(calls...))
 	for i := range 60 {
 		require.Equal(t, false, r.explained()[fmt.Sprint("c", i)][schema.AttrLLMSlow], "c%d", i)
 	}
 	// Then one at 60 ms a token in the same batch: three times the healthy pace.
-	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start, c.decode = "crowded", "too-big", 3450, 99 * 0.06 })))
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start, c.decode = "crowded", "too-big", 3450, 99*0.06 })))
 	got := r.explained()["too-big"]
 	assert.Equal(t, true, got[schema.AttrLLMSlow], "judged at the healthy batch's 20 ms, not at the 36 ms the crowded batch taught")
 	assert.Equal(t, slowTPOT, got[schema.AttrLLMSlowReason])
@@ -468,13 +470,45 @@ func TestRequestsBesideASlowOneAreNotLearnedFrom(t *testing.T) {
 			last = fmt.Sprintf("slow-%d-%d", minute, i)
 			calls = append(calls,
 				with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", last, start, 2 }),
-				with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", fmt.Sprintf("near-%d-%d", minute, i), start + 1, 0.9 }))
+				with(normal(), func(c *call) {
+					c.replica, c.id, c.start, c.queue = "r1", fmt.Sprintf("near-%d-%d", minute, i), start+1, 0.9
+				}))
 		}
 		r.send(batchOf(calls...))
 	}
 	got := r.explained()[last]
 	assert.Equal(t, true, got[schema.AttrLLMSlow], "the incident's last request is still slow")
 	assert.Less(t, got[keySLO], 1.2, "the limit is still the healthy one: the usual first token plus the 1 s margin")
+}
+
+// Outside an incident a slow request now and then must not stop the learning: here one request in twenty
+// queues 3 s and then decodes for a minute, so every other request shares r1 with a slow one; the model
+// still leaves its fallback limits.
+func TestASlowRequestNowAndThenStopsNoLearning(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxWait, c.SLO.Models, c.Baseline.MinSamples = 0, nil, 50 })
+	scraped := 0.0
+	for batch := range 10 {
+		for ; scraped <= 100+20*float64(batch+1)+70; scraped += 10 {
+			r.state(fleetstatetest.Engine("r1", testModel, scraped, steady(scraped)))
+		}
+		var calls []call
+		for i := range 20 {
+			start := 100 + 20*float64(batch) + float64(i)
+			if i == 0 {
+				calls = append(calls, with(normal(), func(c *call) {
+					c.replica, c.id, c.start, c.queue, c.decode = "r1", fmt.Sprint("slow-", batch), start, 3, 60
+				}))
+				continue
+			}
+			calls = append(calls, with(normal(), func(c *call) { c.replica, c.id, c.start = "r1", fmt.Sprintf("ok-%d-%d", batch, i), start }))
+		}
+		r.send(batchOf(calls...))
+	}
+	require.Equal(t, true, r.explained()["slow-9"][schema.AttrLLMSlow])
+	r.send(batchOf(with(normal(), func(c *call) { c.replica, c.id, c.start, c.queue = "r1", "after", 310, 1.5 })))
+	got := r.explained()["after"]
+	assert.Equal(t, true, got[schema.AttrLLMSlow], "judged against the learned first token (0.12 s and the 1 s margin), not the 2 s fallback")
+	assert.Less(t, got[keySLO], 1.2)
 }
 
 func TestConfig(t *testing.T) {

@@ -54,6 +54,7 @@ type core struct {
 	tenantSlots, familySlots, modelSlots *heavyhitters.Tracker
 	bounds                               requestBounds
 	work                                 map[string]*workLog
+	verdicts                             map[string]*recentVerdicts // by replica
 	origins                              *fifoCache[spanKey, who]
 	trees                                *treeIndex
 	byRequest                            *fifoCache[string, who]
@@ -102,7 +103,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		tenantSlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window), familySlots: heavyhitters.New(cfg.MaxTenants, cfg.Baseline.Window),
 		modelSlots: heavyhitters.New(cfg.MaxModels, cfg.Baseline.Window),
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
-		work:       map[string]*workLog{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
+		work:       map[string]*workLog{}, verdicts: map[string]*recentVerdicts{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
 		byRequest: newFIFOCache[string, who](cfg.RequestIDCache),
 		trees:     newTreeIndex(cfg.RequestIDCache),
 	}
@@ -632,17 +633,29 @@ func (c *core) usualShare(r *request) float64 {
 
 // learn adds a judged request to the baselines, after judging, so a request is never compared with itself.
 // Only requests that were not slow are learned from, and a slow one marks its replica unhealthy for its
-// lifetime, so the replica's usual levels (running batch, hit ratio) leave that time out too. Nor is a
-// request learned from that shared its replica with a slow one: in an incident the requests that escaped
-// it still ran beside it (in its batch, behind its queue), and the usual is what a healthy replica does.
+// lifetime, so the replica's usual levels (running batch, hit ratio) leave that time out too. Nor, while its
+// replica is in an incident (see recentVerdicts), is a request learned from that shared the replica with a
+// slow one: the requests that escaped the incident still ran beside it (in its batch, behind its queue),
+// and the usual is what a healthy replica does.
 func (c *core) learn(r *request, v verdict, st *fleetstate.Summary) {
+	var recent *recentVerdicts
+	if r.replica != "" {
+		if recent = c.verdicts[r.replica]; recent == nil {
+			if len(c.verdicts) >= c.cfg.MaxReplicas {
+				clear(c.verdicts)
+			}
+			recent = &recentVerdicts{}
+			c.verdicts[r.replica] = recent
+		}
+		recent.add(v.slow)
+	}
 	if v.slow {
 		if r.replica != "" {
 			c.store.MarkUnhealthy(r.replica, r.start, r.end)
 		}
 		return
 	}
-	if st.MarkedUnhealthy {
+	if st.MarkedUnhealthy && recent != nil && recent.inIncident() {
 		return
 	}
 	t := c.now().UnixNano()
