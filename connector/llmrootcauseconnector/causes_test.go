@@ -286,6 +286,20 @@ func TestRootCauses(t *testing.T) {
 			wantSentence: []string{"clocks throttled (hw_slowdown)", "also long_prompt: prompt of 8000 tokens"},
 		},
 		{
+			// The clock at 30% of its peak: of the 2 s queue, 1.4 s is the throttling's, with the prefill's
+			// 0.7 s beyond its usual 0.1 s that is more than the queue alone.
+			name: "a queue on a replica whose clock fell is the throttling's in the share the clock lost", state: queueGrowing,
+			clock: func(sec float64) float64 {
+				if sec >= 100 {
+					return 594e6
+				}
+				return 1980e6
+			},
+			req:      with(normal(), func(c *call) { c.queue, c.prefill = 2, 0.8 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseGPUThrottling, wantSecondary: schema.RootCauseQueueSaturation,
+			wantSentence: []string{"SM clock down to 30% of its peak while busy", "also queue_saturation"},
+		},
+		{
 			name: "queueing and throttling: the larger share wins, the other is secondary", state: queueGrowing,
 			gpu: func(sec float64) []string {
 				if sec >= 100 {

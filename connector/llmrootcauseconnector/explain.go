@@ -519,6 +519,11 @@ var rootCauseRules = []rootCauseRule{
 			if j.waitingOnPeers {
 				blame += j.waitShare * j.engineTime()
 			}
+			// A replica whose clock fell serves its queue that much slower: of a queue in scope, the share
+			// the clock lost is the throttling's doing.
+			if j.clockDrop && j.inScope[schema.PhaseQueue] && !math.IsNaN(j.r.queue) {
+				blame += (1 - j.st.SMClockRatio) * j.r.queue
+			}
 			return candidate{schema.RootCauseGPUThrottling, blame, strings.Join(what, " and ") + " on the replica's GPUs during the request"}, true
 		},
 		lacks: func(j *judgement) string {
