@@ -9,6 +9,10 @@
 //     through the stock span_metrics connector;
 //  3. sidecar footprint: the embedded default configuration, idle and with one engine scraped every second and
 //     100 requests a second of spans.
+//
+// -only runs some of the paths (scrape, spans, flood, sidecar; comma-separated). -cpuprofile DIR adds the
+// pprof extension to every collector configuration and writes a CPU profile of each measured run to
+// DIR/<path>-<ours|stock>-<run>.pprof, to see where a path's time goes.
 package main
 
 import (
@@ -16,11 +20,13 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +38,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/servescope/servescope/internal/schema"
 )
@@ -42,6 +49,28 @@ type options struct {
 	targets           int
 	spanRate          int
 	runs              int
+	only              map[string]bool // the paths to run; empty runs them all
+	cpuProfiles       string          // where to write a CPU profile of each measured run; "" for none
+}
+
+// paths are the names -only takes.
+var paths = []string{"scrape", "spans", "flood", "sidecar"}
+
+// measures tells whether the path is to be measured.
+func (o options) measures(path string) bool { return len(o.only) == 0 || o.only[path] }
+
+func parseOnly(list string) (map[string]bool, error) {
+	only := map[string]bool{}
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !slices.Contains(paths, p) {
+			return nil, fmt.Errorf("-only: unknown path %q (the paths are %s)", p, strings.Join(paths, ", "))
+		}
+		only[p] = true
+	}
+	return only, nil
 }
 
 func main() {
@@ -58,7 +87,14 @@ func main() {
 	flag.IntVar(&o.targets, "targets", 20, "simulated vLLM targets for the scrape path")
 	flag.IntVar(&o.spanRate, "span-rate", 10000, "spans per second for the span path")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each configuration; the table shows the medians")
+	only := flag.String("only", "", "measure only these paths, comma-separated: "+strings.Join(paths, ", ")+" (default all)")
+	flag.StringVar(&o.cpuProfiles, "cpuprofile", "", "write a CPU profile of each measured run into this directory (the collectors get the pprof extension)")
 	flag.Parse()
+	var err error
+	if o.only, err = parseOnly(*only); err != nil {
+		fmt.Fprintln(os.Stderr, "servescope-bench:", err)
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "servescope-bench:", err)
 		os.Exit(1)
@@ -88,72 +124,88 @@ func run(o options) error {
 		"after %s of warm-up; CPU is the collector process's user+system time over the run, RSS its peak.\n",
 		time.Now().UTC().Format("2006-01-02"), cores, o.runs, o.duration, o.warmup)
 
+	if o.cpuProfiles != "" {
+		if err := os.MkdirAll(o.cpuProfiles, 0o755); err != nil {
+			return err
+		}
+	}
+	if o.measures("scrape") || o.measures("spans") || o.measures("flood") {
+		add("| path | servescope | CPU s | peak RSS | stock | CPU s | peak RSS | CPU ratio |")
+		add("|---|---|---|---|---|---|---|---|")
+	}
+
 	// 1. scrape path
-	targets := make([]string, o.targets)
-	for i := range targets {
-		srv, addr, err := serve(capture)
+	if o.measures("scrape") {
+		targets := make([]string, o.targets)
+		for i := range targets {
+			srv, addr, err := serve(capture)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			targets[i] = addr
+		}
+		ours, err := measureMedian(o, "scrape-ours", scrapeOurs(targets), nil)
+		if err != nil {
+			return err
+		}
+		stock, err := measureMedian(o, "scrape-stock", scrapeStock(targets, sch), nil)
+		if err != nil {
+			return err
+		}
+		add("| scrape: %d vLLM targets at 1 s | `vllm` + `llm_normalize` | %.2f | %.0f MiB | `prometheus` + `transform` (%d OTTL renames) | %.2f | %.0f MiB | %.2f× |",
+			o.targets, ours.cpuSeconds, ours.peakRSSMiB, len(transformStatements(sch)), stock.cpuSeconds, stock.peakRSSMiB, ours.cpuSeconds/stock.cpuSeconds)
+	}
+
+	// 2. span path at a fixed rate
+	if o.measures("spans") {
+		ours, err := measureMedian(o, "spans-ours", spansOurs(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
+		if err != nil {
+			return err
+		}
+		stock, err := measureMedian(o, "spans-stock", spansStock(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
+		if err != nil {
+			return err
+		}
+		add("| spans: %d/s over OTLP/HTTP | `llm_root_cause` (%s) | %.2f | %.0f MiB | `span_metrics` (%s) | %.2f | %.0f MiB | %.2f× |",
+			o.spanRate, ours.note, ours.cpuSeconds, ours.peakRSSMiB, stock.note, stock.cpuSeconds, stock.peakRSSMiB, ours.cpuSeconds/stock.cpuSeconds)
+	}
+
+	// 2b. the highest rate each sustains: as many senders as it takes, for the run, spans accepted per second
+	if o.measures("flood") {
+		oursMax, err := measureMedian(o, "flood-ours", spansOurs(), func(otlp string, stop <-chan struct{}) string { return flood(otlp, stop) })
+		if err != nil {
+			return err
+		}
+		stockMax, err := measureMedian(o, "flood-stock", spansStock(), func(otlp string, stop <-chan struct{}) string { return flood(otlp, stop) })
+		if err != nil {
+			return err
+		}
+		add("| spans: as fast as accepted (4 senders) | `llm_root_cause`: %s | %.2f | %.0f MiB | `span_metrics`: %s | %.2f | %.0f MiB | %.2f× |",
+			oursMax.note, oursMax.cpuSeconds, oursMax.peakRSSMiB, stockMax.note, stockMax.cpuSeconds, stockMax.peakRSSMiB, oursMax.cpuSeconds/stockMax.cpuSeconds)
+	}
+
+	// 3. sidecar footprint: the default configuration
+	if o.measures("sidecar") {
+		idle, err := measureMedian(o, "sidecar-idle", sidecar(""), nil)
+		if err != nil {
+			return err
+		}
+		srv, engineAddr, err := serve(capture)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
-		targets[i] = addr
+		busy, err := measureMedian(o, "sidecar-busy", sidecar("http://"+engineAddr), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, 200, stop) })
+		if err != nil {
+			return err
+		}
+		add("\n| sidecar (embedded default configuration) | CPU (%% of one core) | peak RSS |")
+		add("|---|---|---|")
+		add("| idle (engine unreachable, no spans) | %.2f%% | %.0f MiB |", 100*idle.cpuSeconds/o.duration.Seconds(), idle.peakRSSMiB)
+		add("| one engine scraped every second (the default is 10 s; 1 s here), 100 requests/s of spans (gateway + engine span each) | %.2f%% | %.0f MiB |",
+			100*busy.cpuSeconds/o.duration.Seconds(), busy.peakRSSMiB)
 	}
-	ours, err := measureMedian(o, scrapeOurs(targets), nil)
-	if err != nil {
-		return err
-	}
-	stock, err := measureMedian(o, scrapeStock(targets, sch), nil)
-	if err != nil {
-		return err
-	}
-	add("| path | servescope | CPU s | peak RSS | stock | CPU s | peak RSS | CPU ratio |")
-	add("|---|---|---|---|---|---|---|---|")
-	add("| scrape: %d vLLM targets at 1 s | `vllm` + `llm_normalize` | %.2f | %.0f MiB | `prometheus` + `transform` (%d OTTL renames) | %.2f | %.0f MiB | %.2f× |",
-		o.targets, ours.cpuSeconds, ours.peakRSSMiB, len(transformStatements(sch)), stock.cpuSeconds, stock.peakRSSMiB, ours.cpuSeconds/stock.cpuSeconds)
-
-	// 2. span path at a fixed rate
-	ours, err = measureMedian(o, spansOurs(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
-	if err != nil {
-		return err
-	}
-	stock, err = measureMedian(o, spansStock(), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, o.spanRate, stop) })
-	if err != nil {
-		return err
-	}
-	add("| spans: %d/s over OTLP/HTTP | `llm_root_cause` (%s) | %.2f | %.0f MiB | `span_metrics` (%s) | %.2f | %.0f MiB | %.2f× |",
-		o.spanRate, ours.note, ours.cpuSeconds, ours.peakRSSMiB, stock.note, stock.cpuSeconds, stock.peakRSSMiB, ours.cpuSeconds/stock.cpuSeconds)
-
-	// 2b. the highest rate each sustains: as many senders as it takes, for the run, spans accepted per second
-	oursMax, err := measureMedian(o, spansOurs(), func(otlp string, stop <-chan struct{}) string { return flood(otlp, stop) })
-	if err != nil {
-		return err
-	}
-	stockMax, err := measureMedian(o, spansStock(), func(otlp string, stop <-chan struct{}) string { return flood(otlp, stop) })
-	if err != nil {
-		return err
-	}
-	add("| spans: as fast as accepted (4 senders) | `llm_root_cause`: %s | %.2f | %.0f MiB | `span_metrics`: %s | %.2f | %.0f MiB | %.2f× |",
-		oursMax.note, oursMax.cpuSeconds, oursMax.peakRSSMiB, stockMax.note, stockMax.cpuSeconds, stockMax.peakRSSMiB, oursMax.cpuSeconds/stockMax.cpuSeconds)
-
-	// 3. sidecar footprint: the default configuration
-	idle, err := measureMedian(o, sidecar(""), nil)
-	if err != nil {
-		return err
-	}
-	srv, engineAddr, err := serve(capture)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	busy, err := measureMedian(o, sidecar("http://"+engineAddr), func(otlp string, stop <-chan struct{}) string { return sendSpans(otlp, 200, stop) })
-	if err != nil {
-		return err
-	}
-	add("\n| sidecar (embedded default configuration) | CPU (%% of one core) | peak RSS |")
-	add("|---|---|---|")
-	add("| idle (engine unreachable, no spans) | %.2f%% | %.0f MiB |", 100*idle.cpuSeconds/o.duration.Seconds(), idle.peakRSSMiB)
-	add("| one engine scraped every second (the default is 10 s; 1 s here), 100 requests/s of spans (gateway + engine span each) | %.2f%% | %.0f MiB |",
-		100*busy.cpuSeconds/o.duration.Seconds(), busy.peakRSSMiB)
 
 	table := strings.Join(rows, "\n") + "\n"
 	fmt.Print(table)
@@ -204,11 +256,16 @@ func freeAddr() string {
 // config builds a collector configuration for an OTLP address.
 type config func(otlp string) string
 
-// measureMedian runs measure o.runs times and keeps the median CPU and RSS.
-func measureMedian(o options, cfg config, load func(otlp string, stop <-chan struct{}) string) (usage, error) {
+// measureMedian runs measure o.runs times and keeps the median CPU and RSS; name (the path and side) names
+// the runs' profiles.
+func measureMedian(o options, name string, cfg config, load func(otlp string, stop <-chan struct{}) string) (usage, error) {
 	var runs []usage
 	for i := 0; i < max(1, o.runs); i++ {
-		u, err := measure(o, cfg, load)
+		profile := ""
+		if o.cpuProfiles != "" {
+			profile = filepath.Join(o.cpuProfiles, fmt.Sprintf("%s-%d.pprof", name, i+1))
+		}
+		u, err := measure(o, cfg, load, profile)
 		if err != nil {
 			return usage{}, err
 		}
@@ -229,16 +286,25 @@ func median(v []float64) float64 {
 }
 
 // measure starts the collector with cfg, waits the warm-up, then measures CPU and peak RSS over the run while
-// load (if any) runs against its OTLP endpoint.
-func measure(o options, cfg config, load func(otlp string, stop <-chan struct{}) string) (usage, error) {
+// load (if any) runs against its OTLP endpoint. With a profile path, the collector runs the pprof extension
+// and a CPU profile of the measured run is written there.
+func measure(o options, cfg config, load func(otlp string, stop <-chan struct{}) string, profile string) (usage, error) {
 	otlp := freeAddr()
 	dir, err := os.MkdirTemp("", "servescope-bench")
 	if err != nil {
 		return usage{}, err
 	}
 	defer os.RemoveAll(dir)
+	text := cfg(otlp)
+	pprofAddr := ""
+	if profile != "" {
+		pprofAddr = freeAddr()
+		if text, err = withPprof(text, pprofAddr); err != nil {
+			return usage{}, err
+		}
+	}
 	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg(otlp)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return usage{}, err
 	}
 	var logs bytes.Buffer
@@ -263,14 +329,28 @@ func measure(o options, cfg config, load func(otlp string, stop <-chan struct{})
 	if cmd.ProcessState != nil {
 		return usage{}, fmt.Errorf("collector exited: %s", logs.String())
 	}
+	profiled := make(chan error, 1)
+	if profile != "" {
+		if err := waitListening(pprofAddr, 30*time.Second); err != nil {
+			return usage{}, fmt.Errorf("%w; collector output: %s", err, logs.String())
+		}
+	}
 	before, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
 		return usage{}, fmt.Errorf("%w; collector output: %s", err, logs.String())
+	}
+	if profile != "" {
+		go func() { profiled <- fetchProfile(pprofAddr, o.duration, profile) }()
 	}
 	time.Sleep(o.duration)
 	after, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
 		return usage{}, err
+	}
+	if profile != "" {
+		if err := <-profiled; err != nil {
+			return usage{}, err
+		}
 	}
 	u := usage{cpuSeconds: after - before, peakRSSMiB: peakRSS(cmd.Process.Pid)}
 	close(stop)
@@ -278,6 +358,48 @@ func measure(o options, cfg config, load func(otlp string, stop <-chan struct{})
 		u.note = <-note
 	}
 	return u, nil
+}
+
+// withPprof adds the pprof extension, listening on addr, to a collector configuration.
+func withPprof(text, addr string) (string, error) {
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
+		return "", fmt.Errorf("reading the collector configuration: %w", err)
+	}
+	extensions, _ := cfg["extensions"].(map[string]any)
+	if extensions == nil {
+		extensions = map[string]any{}
+	}
+	extensions["pprof"] = map[string]any{"endpoint": addr}
+	cfg["extensions"] = extensions
+	service, _ := cfg["service"].(map[string]any)
+	if service == nil {
+		return "", fmt.Errorf("the collector configuration has no service section")
+	}
+	enabled, _ := service["extensions"].([]any)
+	service["extensions"] = append(enabled, "pprof")
+	out, err := yaml.Marshal(cfg)
+	return string(out), err
+}
+
+// fetchProfile asks the pprof extension for a CPU profile of the next d (whole seconds, at least one) and
+// writes it to path.
+func fetchProfile(addr string, d time.Duration, path string) error {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	client := &http.Client{Timeout: d + 30*time.Second}
+	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	if err != nil {
+		return fmt.Errorf("fetching the CPU profile: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("fetching the CPU profile: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetching the CPU profile: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return os.WriteFile(path, body, 0o644)
 }
 
 func waitListening(addr string, timeout time.Duration) error {

@@ -57,6 +57,8 @@ type core struct {
 	verdicts                             map[string]*recentVerdicts // by replica
 	origins                              *fifoCache[spanKey, who]
 	trees                                *treeIndex
+	roles                                []spanRole    // scratch for collect: each span's role in a batch
+	circ                                 circumstances // scratch for explain: the request being judged
 	byRequest                            *fifoCache[string, who]
 	agg                                  *aggregator
 	pending                              []*batch
@@ -72,6 +74,8 @@ type core struct {
 	beforeJudge func(*request)
 
 	requests metric.Int64Counter
+	// byCause is the attribute option of the requests counter per root cause, made once per cause.
+	byCause  map[string]metric.AddOption
 	forced   metric.Int64Counter
 	waiting  metric.Int64UpDownCounter
 	rejected metric.Int64Counter
@@ -391,7 +395,10 @@ func (c *core) emit(ctx context.Context, o output) error {
 // thread spans to the request trees, and reads the batch's request spans; joined is true when the batch had
 // any part of a request tree.
 func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, joined bool) {
-	joined = c.indexTrees(td)
+	roles := c.classifyBatch(td)
+	defer clear(roles) // the scratch keeps no labels of this batch alive
+	joined = c.indexTrees(td, roles)
+	n := 0
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		res := rss.At(i).Resource().Attributes()
@@ -399,7 +406,8 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 		for j := 0; j < sss.Len(); j++ {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
-				span := spans.At(k)
+				span, role := spans.At(k), &roles[n]
+				n++
 				w := who{
 					tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), res)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res)),
 					traceID: span.TraceID(), spanID: span.SpanID(),
@@ -409,7 +417,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 				}
 				// Thread spans, slices and the prefill side of a disaggregated request are parts of a
 				// request explained once, on its request span.
-				part, tree := c.treeRequest(span)
+				part, tree := c.treeRequest(span, role)
 				if part {
 					continue
 				}
@@ -428,6 +436,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 				}
 				r := readRequest(span, res)
 				r.tree = tree
+				r.own = who{tenant: w.tenant, family: w.family}
 				r.requestID, r.model, r.engine = c.label(r.requestID), c.label(r.model), c.label(r.engine)
 				r.replicaKey = c.store.ReplicaKey(res)
 				reqs = append(reqs, r)
@@ -475,7 +484,9 @@ func (c *core) explain(b *batch) output {
 		wl.add(admitted{from: r.start + int64(r.queue*1e9), to: r.end, tenant: r.tenantSlot, traceID: r.span.TraceID(), spanID: r.span.SpanID()})
 	}
 	for _, r := range b.requests {
-		circ := &circumstances{limits: c.cfg.limits(r.model), usualCachedShare: math.NaN()}
+		// One request's circumstances at a time, in the core's scratch: judge keeps nothing of them.
+		circ := &c.circ
+		*circ = circumstances{limits: c.cfg.limits(r.model), usualCachedShare: math.NaN()}
 		circ.state = c.store.Summarize(r.replica, r.start, r.end) // "" (no replica joined): all unknown
 		circ.baseline = c.baselineFor(r.modelSlot)
 		if wl := c.work[firstNonEmpty(r.replica, r.replicaKey)]; wl != nil && !math.IsNaN(r.queue) {
@@ -498,14 +509,33 @@ func (c *core) explain(b *batch) output {
 		}
 		c.agg.record(r, v, c.now())
 		c.learn(r, v, &circ.state)
-		c.requests.Add(b.ctx, 1, metric.WithAttributes(attribute.String(schema.AttrLLMRootCause, v.cause)))
+		c.requests.Add(b.ctx, 1, c.causeAttribute(v.cause))
 		if v.slow && c.logsOut != nil {
 			c.appendLog(out.logs, r, v)
 			out.hasLog = true
 		}
 	}
+	c.circ = circumstances{} // the last request's batch is not kept alive by the scratch
 	return out
 }
+
+// causeAttribute is the requests counter's attribute for a root cause. The causes are the schema's few, so
+// each option is made once; the map is capped all the same.
+func (c *core) causeAttribute(cause string) metric.AddOption {
+	if o, ok := c.byCause[cause]; ok {
+		return o
+	}
+	o := metric.WithAttributes(attribute.String(schema.AttrLLMRootCause, cause))
+	if c.byCause == nil {
+		c.byCause = map[string]metric.AddOption{}
+	}
+	if len(c.byCause) < maxCauseAttributes {
+		c.byCause[cause] = o
+	}
+	return o
+}
+
+const maxCauseAttributes = 64
 
 // resolve settles a request's replica, model, tenant and prompt family, linking it to the gateway span that
 // shares its request id.
@@ -519,7 +549,7 @@ func (c *core) resolve(r *request, link bool) {
 		r.engine = firstNonEmpty(r.engine, engine)
 	}
 	span := r.span
-	w := who{tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), r.resource)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), r.resource))}
+	w := r.own
 	fill := func(o who) {
 		w.tenant = firstNonEmpty(w.tenant, o.tenant)
 		w.family = firstNonEmpty(w.family, o.family)

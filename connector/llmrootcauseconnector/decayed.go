@@ -18,8 +18,18 @@ type decayedQuantiles struct {
 	latest    int64
 	anchored  bool
 	sinceMemo int
-	memo      map[float64]float64
+	// memo holds the quantiles asked since it was last cleared (every memoEvery samples): the few a baseline
+	// asks (median, deciles, the long quantile) in place, any others in more.
+	memo    [memoSlots]quantileMemo
+	memoN   int
+	more    map[float64]float64
+	countOK bool    // counted is count() of the current weights
+	counted float64 // (count computes an exponential, and is asked before every quantile)
 }
+
+type quantileMemo struct{ q, v float64 }
+
+const memoSlots = 8
 
 const (
 	sketchBuckets = 400
@@ -33,7 +43,7 @@ const (
 var logGamma = math.Log(sketchGamma)
 
 func newDecayedQuantiles(halfLife time.Duration) *decayedQuantiles {
-	return &decayedQuantiles{lambda: math.Ln2 / float64(max(halfLife, time.Second)), memo: map[float64]float64{}}
+	return &decayedQuantiles{lambda: math.Ln2 / float64(max(halfLife, time.Second))}
 }
 
 func bucketOf(v float64) int {
@@ -75,6 +85,7 @@ func (d *decayedQuantiles) add(v float64, t int64) {
 	d.buckets[bucketOf(v)] += w
 	d.total += w
 	d.sinceMemo++
+	d.countOK = false
 }
 
 // rescale moves the landmark to t, dividing every weight by the weight of an event at t.
@@ -85,6 +96,7 @@ func (d *decayedQuantiles) rescale(t int64) {
 	}
 	d.total *= f
 	d.landmark = t
+	d.countOK = false
 }
 
 // count is the effective number of samples: each weighs 1 when new and half as much a half-life later.
@@ -92,7 +104,10 @@ func (d *decayedQuantiles) count() float64 {
 	if d.total == 0 {
 		return 0
 	}
-	return d.total / math.Exp(d.lambda*float64(d.latest-d.landmark))
+	if !d.countOK {
+		d.counted, d.countOK = d.total/math.Exp(d.lambda*float64(d.latest-d.landmark)), true
+	}
+	return d.counted
 }
 
 // quantile returns the q-quantile, or NaN with fewer than minSamples effective samples.
@@ -101,10 +116,16 @@ func (d *decayedQuantiles) quantile(q float64, minSamples int) float64 {
 		return math.NaN()
 	}
 	if d.sinceMemo >= memoEvery {
-		clear(d.memo)
+		d.memoN = 0
+		clear(d.more)
 		d.sinceMemo = 0
 	}
-	if v, ok := d.memo[q]; ok {
+	for _, m := range d.memo[:d.memoN] {
+		if m.q == q {
+			return m.v
+		}
+	}
+	if v, ok := d.more[q]; ok {
 		return v
 	}
 	rank := q * d.total
@@ -117,8 +138,20 @@ func (d *decayedQuantiles) quantile(q float64, minSamples int) float64 {
 			break
 		}
 	}
-	d.memo[q] = v
+	d.remember(q, v)
 	return v
+}
+
+func (d *decayedQuantiles) remember(q, v float64) {
+	if d.memoN < memoSlots {
+		d.memo[d.memoN] = quantileMemo{q, v}
+		d.memoN++
+		return
+	}
+	if d.more == nil {
+		d.more = map[float64]float64{}
+	}
+	d.more[q] = v
 }
 
 // decayedRatio is a ratio of two decayed sums (cached prompt tokens over prompt tokens), with the effective

@@ -36,12 +36,26 @@ const (
 	keyStateAge         = schema.AttrLLMEvidenceStateAge
 )
 
+// enrichedAttributes is how many attributes enrich writes at most besides the verdict's evidence: seven
+// latencies, three token counts, tenant, model, prompt family, slow, slow reason, root cause, secondary cause
+// and the evidence sentence.
+const enrichedAttributes = 18
+
 // enrich writes the breakdown, the verdict and its evidence onto the request's span. Unknown numbers are
 // left out rather than written as zero: a missing attribute reads "no evidence", a zero reads "evidence of none".
 func enrich(r *request, v verdict) {
 	a := r.span.Attributes()
+	// Room for every attribute written below at once: appended one by one, the span's attributes would be
+	// copied each time they outgrow their slice. Evidence numbers that are unknown are not written.
+	known := 0
+	for _, n := range v.numbers {
+		if finite(n.value) {
+			known++
+		}
+	}
+	a.EnsureCapacity(a.Len() + enrichedAttributes + known + len(v.text) + len(v.flags))
 	putNumber := func(key string, value float64) {
-		if !math.IsNaN(value) && !math.IsInf(value, 0) {
+		if finite(value) {
 			a.PutDouble(key, value)
 		}
 	}
@@ -93,3 +107,5 @@ func enrich(r *request, v verdict) {
 		a.PutBool(f.key, f.value)
 	}
 }
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -616,16 +616,23 @@ func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
 }
 
 func breakdown(r *request) string {
-	var b strings.Builder
-	b.Grow(80)
+	b := make([]byte, 0, 96) // the figures go straight into one buffer: written for every request
 	for _, p := range [...]struct {
 		label string
 		v     float64
 	}{{"queue ", r.queue}, {", prefill ", r.prefill}, {", decode ", r.decode}, {", other ", r.other}, {" of ", r.e2e}} {
-		b.WriteString(p.label)
-		b.WriteString(sec(p.v))
+		b = append(b, p.label...)
+		b = appendSec(b, p.v)
 	}
-	return b.String()
+	return string(b)
+}
+
+// appendSec appends what sec says of v.
+func appendSec(b []byte, v float64) []byte {
+	if math.IsNaN(v) {
+		return append(b, '?')
+	}
+	return append(strconv.AppendFloat(b, v, 'f', 2, 64), " s"...)
 }
 
 func seconds(r *request, reason string) string {

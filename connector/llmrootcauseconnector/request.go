@@ -19,8 +19,11 @@ type request struct {
 	replica    string // the replica in the state it joined, "" when none
 	model      string
 	engine     string
-	tenant     string // as the request's spans name it (cut to max_label_length)
-	family     string
+	// own is the tenant and prompt family the request span and its resource name themselves (cut to
+	// max_label_length), read once when the span is collected; resolve fills what they leave out.
+	own    who
+	tenant string // as the request's spans name it (cut to max_label_length)
+	family string
 	// tenantSlot and familySlot are the names metrics and baselines use: the tenant's own or `_other`, the
 	// family's own or "" (see core.tenantSlot).
 	tenantSlot string

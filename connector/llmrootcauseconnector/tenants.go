@@ -27,8 +27,11 @@ func newFIFOCache[K comparable, V any](size int) *fifoCache[K, V] {
 }
 
 func (c *fifoCache[K, V]) put(k K, v V) {
-	if _, ok := c.entries[k]; ok {
-		c.entries[k] = v
+	// One lookup: the entry is set first, and only a key new to the cache (the map grew) takes a place in
+	// the order, pushing the oldest out once the cache is full.
+	had := len(c.entries)
+	c.entries[k] = v
+	if len(c.entries) == had {
 		return
 	}
 	if len(c.order) < c.size {
@@ -38,7 +41,6 @@ func (c *fifoCache[K, V]) put(k K, v V) {
 		c.order[c.next] = k
 		c.next = (c.next + 1) % len(c.order)
 	}
-	c.entries[k] = v
 }
 
 func (c *fifoCache[K, V]) get(k K) (V, bool) {
@@ -114,7 +116,8 @@ func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (
 		tenant string
 		held   float64 // ns in the batch within [from, to], weighted for the unseen
 	}
-	var byTenant []share
+	var room [16]share // on the stack unless more tenants than that ran
+	byTenant := room[:0]
 	total, n := 0.0, 0
 	for _, e := range w.entries {
 		if e.spanID == skip || e.from >= to || e.to <= from {

@@ -416,10 +416,25 @@ func (ix *treeIndex) forget(ref treeRef, tp treePhases) {
 type treeShape struct {
 	stages map[string]int // stage-span name -> phase index
 	specs  []*schema.SpanTree
+	// names remembers which engine's request-span pattern each span name seen matches, so the patterns run
+	// once per name rather than once per span; at most maxRememberedNames names (then the patterns run).
+	// Used under the core's lock.
+	names map[string]nameMatch
 }
 
+// nameMatch is what the request-span patterns say of one span name: the first engine's whose pattern
+// matches it (-1 for none) and the side it names.
+type nameMatch struct {
+	spec int
+	role string
+}
+
+// maxRememberedNames bounds treeShape.names: span names are few in practice (an engine's handful, a
+// gateway's routes), but nothing stops a client from putting an id in one.
+const maxRememberedNames = 4096
+
 func newTreeShape(sch *schema.Schema) treeShape {
-	s := treeShape{stages: map[string]int{}, specs: sch.SpanTrees()}
+	s := treeShape{stages: map[string]int{}, specs: sch.SpanTrees(), names: map[string]nameMatch{}}
 	for name, phase := range sch.SpanStages() {
 		if i := phaseIndex(phase); i >= 0 {
 			s.stages[name] = i
@@ -480,77 +495,124 @@ func rankValue(attrs pcommon.Map, key string) int64 {
 
 // request tells a request span of a tree-shaped engine, with its side and its partner key.
 func (s treeShape) request(span ptrace.Span) (bool, string, string) {
-	for _, spec := range s.specs {
-		ok, role := spec.Match(span.Name())
-		if !ok {
-			continue
-		}
-		partner := ""
-		for _, key := range spec.PartnerAttributes {
-			if v, ok := span.Attributes().Get(key); ok && v.AsString() != "" {
-				partner = key + "=" + v.AsString()
-				break
-			}
-		}
-		return true, role, partner
+	m := s.matchName(span.Name())
+	if m.spec < 0 {
+		return false, "", ""
 	}
-	return false, "", ""
+	partner := ""
+	for _, key := range s.specs[m.spec].PartnerAttributes {
+		if v, ok := span.Attributes().Get(key); ok && v.AsString() != "" {
+			partner = key + "=" + v.AsString()
+			break
+		}
+	}
+	return true, m.role, partner
 }
 
-// indexTrees adds a batch's stage slices, thread spans and request parts to the index; true when it had
-// any (a request held for its tree may be complete now).
-func (c *core) indexTrees(td ptrace.Traces) bool {
+// matchName is the first engine whose request-span pattern matches name, remembered per name.
+func (s treeShape) matchName(name string) nameMatch {
+	if m, ok := s.names[name]; ok {
+		return m
+	}
+	m := nameMatch{spec: -1}
+	for i, spec := range s.specs {
+		if ok, role := spec.Match(name); ok {
+			m = nameMatch{spec: i, role: role}
+			break
+		}
+	}
+	if s.names != nil && len(s.names) < maxRememberedNames {
+		s.names[name] = m
+	}
+	return m
+}
+
+// spanRole is what a span is in the engines' request trees, read once per span of a batch: both the tree
+// index and the reading of request spans ask it.
+type spanRole struct {
+	phase   int // the phase of a stage slice, -1 for any other span
+	thread  bool
+	label   string
+	rank    [4]int64
+	request bool   // named as a tree-shaped engine's request span
+	side    string // of a disaggregated request: "prefill" or "decode"; "" when unified
+	partner string
+}
+
+func (s treeShape) classify(span ptrace.Span) spanRole {
+	r := spanRole{phase: s.slicePhase(span)}
+	r.thread, r.label, r.rank = s.thread(span)
+	r.request, r.side, r.partner = s.request(span)
+	return r
+}
+
+// classifyBatch reads every span's role into c.roles, in the order the batch's spans are walked.
+func (c *core) classifyBatch(td ptrace.Traces) []spanRole {
+	roles := c.roles[:0]
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				roles = append(roles, c.shape.classify(spans.At(k)))
+			}
+		}
+	}
+	c.roles = roles
+	return roles
+}
+
+// indexTrees adds a batch's stage slices, thread spans and request parts to the index, given each span's
+// role (classifyBatch, same order); true when it had any (a request held for its tree may be complete now).
+func (c *core) indexTrees(td ptrace.Traces, roles []spanRole) bool {
 	added := false
-	each := func(fn func(ptrace.Span)) {
+	each := func(fn func(ptrace.Span, *spanRole)) {
+		n := 0
 		rss := td.ResourceSpans()
 		for i := 0; i < rss.Len(); i++ {
 			sss := rss.At(i).ScopeSpans()
 			for j := 0; j < sss.Len(); j++ {
 				spans := sss.At(j).Spans()
 				for k := 0; k < spans.Len(); k++ {
-					fn(spans.At(k))
+					fn(spans.At(k), &roles[n])
+					n++
 				}
 			}
 		}
 	}
 	// Slices first, so the spans they hang from, in the same batch, find their groups.
-	each(func(span ptrace.Span) {
-		if p := c.shape.slicePhase(span); p >= 0 {
-			c.trees.addSlice(span, p)
+	each(func(span ptrace.Span, role *spanRole) {
+		if role.phase >= 0 {
+			c.trees.addSlice(span, role.phase)
 			added = true
 		}
 	})
-	each(func(span ptrace.Span) {
-		if thread, label, rank := c.shape.thread(span); thread {
-			c.trees.link(span, true, label, rank)
+	each(func(span ptrace.Span, role *spanRole) {
+		if role.thread {
+			c.trees.link(span, true, role.label, role.rank)
 			added = true
 		} else if c.trees.hasGroup(span.TraceID(), span.SpanID()) {
-			c.trees.link(span, false, "", rank)
+			c.trees.link(span, false, "", role.rank)
 		}
-		if ok, role, partner := c.shape.request(span); ok && role == "prefill" {
-			c.trees.addPart(span.TraceID(), span.SpanID(), treePart{role: role, partner: partner})
+		if role.request && role.side == "prefill" {
+			c.trees.addPart(span.TraceID(), span.SpanID(), treePart{role: role.side, partner: role.partner})
 			added = true
 		}
 	})
 	return added
 }
 
-// treeRequest tells what a span is in a request tree: a part never explained on its own (a thread span, a
-// slice, the prefill side of a disaggregated request), or the request span the tree explains (ref set).
-func (c *core) treeRequest(span ptrace.Span) (part bool, ref *treeRef) {
-	if c.shape.slicePhase(span) >= 0 {
-		return true, nil
-	}
-	if thread, _, _ := c.shape.thread(span); thread {
-		return true, nil
-	}
-	ok, role, partner := c.shape.request(span)
-	if ok && role == "prefill" {
+// treeRequest tells what a span is in a request tree, given its role: a part never explained on its own (a
+// thread span, a slice, the prefill side of a disaggregated request), or the request span the tree explains
+// (ref set).
+func (c *core) treeRequest(span ptrace.Span, role *spanRole) (part bool, ref *treeRef) {
+	if role.phase >= 0 || role.thread || role.request && role.side == "prefill" {
 		return true, nil
 	}
 	// A span named like a request span is one when it is an engine's (latency attributes) or has slices.
-	if hasSlices := c.trees.hasGroup(span.TraceID(), span.SpanID()); hasSlices || ok && isEngineRequest(span) {
-		return false, &treeRef{trace: span.TraceID(), span: span.SpanID(), role: role, partner: partner}
+	if hasSlices := c.trees.hasGroup(span.TraceID(), span.SpanID()); hasSlices || role.request && isEngineRequest(span) {
+		return false, &treeRef{trace: span.TraceID(), span: span.SpanID(), role: role.side, partner: role.partner}
 	}
 	return false, nil
 }

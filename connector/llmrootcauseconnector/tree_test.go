@@ -1,11 +1,15 @@
 package llmrootcauseconnector
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/servescope/servescope/internal/schema"
 )
 
 func TestIntervalSetIsAUnion(t *testing.T) {
@@ -57,4 +61,28 @@ func TestTreeIndexIsBounded(t *testing.T) {
 	}
 	assert.Equal(t, n, ix.entries, "the count is what the trees hold")
 	assert.LessOrEqual(t, len(ix.order), 2*ix.maxTraces+1)
+}
+
+// The request-span patterns' answers are remembered per span name, at most maxRememberedNames of them;
+// names past the bound are still matched, by the patterns.
+func TestRequestNamesRememberedAreBounded(t *testing.T) {
+	sch, err := schema.Default()
+	require.NoError(t, err)
+	shape := newTreeShape(sch)
+	for i := range 2 * maxRememberedNames {
+		assert.Equal(t, -1, shape.matchName(fmt.Sprintf("GET /users/%d", i)).spec)
+	}
+	assert.LessOrEqual(t, len(shape.names), maxRememberedNames, "the names remembered stay within their bound")
+	for range 2 { // once by the patterns, once more the same way: the memo is full
+		m := shape.matchName("prefill Req 1a2b")
+		assert.GreaterOrEqual(t, m.spec, 0)
+		assert.Equal(t, "prefill", m.role)
+	}
+	fresh := newTreeShape(sch)
+	for range 2 { // once by the patterns, once from memory
+		m := fresh.matchName("Req 7")
+		assert.GreaterOrEqual(t, m.spec, 0)
+		assert.Empty(t, m.role)
+	}
+	assert.Len(t, fresh.names, 1)
 }
