@@ -549,18 +549,23 @@ func (s treeShape) classify(span ptrace.Span) spanRole {
 // classifyBatch reads every span's role into c.roles, in the order the batch's spans are walked.
 func (c *core) classifyBatch(td ptrace.Traces) []spanRole {
 	roles := c.roles[:0]
+	walkSpans(td, func(span ptrace.Span) { roles = append(roles, c.shape.classify(span)) })
+	c.roles = roles
+	return roles
+}
+
+// walkSpans calls fn for every span of td, in order.
+func walkSpans(td ptrace.Traces, fn func(ptrace.Span)) {
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		sss := rss.At(i).ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
-				roles = append(roles, c.shape.classify(spans.At(k)))
+				fn(spans.At(k))
 			}
 		}
 	}
-	c.roles = roles
-	return roles
 }
 
 // indexTrees adds a batch's stage slices, thread spans and request parts to the index, given each span's
@@ -569,17 +574,10 @@ func (c *core) indexTrees(td ptrace.Traces, roles []spanRole) bool {
 	added := false
 	each := func(fn func(ptrace.Span, *spanRole)) {
 		n := 0
-		rss := td.ResourceSpans()
-		for i := 0; i < rss.Len(); i++ {
-			sss := rss.At(i).ScopeSpans()
-			for j := 0; j < sss.Len(); j++ {
-				spans := sss.At(j).Spans()
-				for k := 0; k < spans.Len(); k++ {
-					fn(spans.At(k), &roles[n])
-					n++
-				}
-			}
-		}
+		walkSpans(td, func(span ptrace.Span) {
+			fn(span, &roles[n])
+			n++
+		})
 	}
 	// Slices first, so the spans they hang from, in the same batch, find their groups.
 	each(func(span ptrace.Span, role *spanRole) {
