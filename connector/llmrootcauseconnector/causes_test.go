@@ -59,6 +59,7 @@ type scenario struct {
 	others      []call // requests sent with the one under test
 	req         call
 	limits      *Limits
+	noSLO       bool // no SLO for the model: judged against its healthy baseline
 
 	wantSlow      bool
 	wantReason    string
@@ -73,6 +74,9 @@ func (sc scenario) run(t *testing.T) map[string]any {
 		c.MaxWait = 0 // the state is all there before the spans; waiting has its own tests
 		if sc.limits != nil {
 			c.SLO.Models[testModel] = *sc.limits
+		}
+		if sc.noSLO {
+			delete(c.SLO.Models, testModel)
 		}
 	})
 	for sec := -300.0; sec <= 200; sec += 10 {
@@ -244,6 +248,35 @@ func TestRootCauses(t *testing.T) {
 			wantSlow: true, wantReason: slowTPOT, wantCause: schema.RootCauseDecodeContention,
 			wantEvidence: map[string]any{keyRunningMax: 40.0, keyRunningUsual: 16.0, keyTPOTUsual: approx{0.02, 0.05}, keyTPOTPace: approx{0.02, 0.05}},
 			wantSentence: []string{"80 ms per token against an uncontended", "with up to 40 requests running (usually 16)"},
+		},
+		{
+			// Both SLOs broken, the first token by more: the decode's 9.9 s past its usual time outweighs the
+			// 3 s queue, so the decode's cause names it (scoped to the first token alone, the queue did).
+			name: "past two SLOs: every phase is in scope and the larger excess wins",
+			state: func(sec float64, v map[string]float64) {
+				queueGrowing(sec, v)
+				if sec >= 100 {
+					v[schema.MetricLLMSchedulerRequestsRunning] = 40
+				}
+			},
+			limits:   &Limits{TTFT: time.Second, TPOT: 50 * time.Millisecond, E2E: time.Minute},
+			req:      with(normal(), func(c *call) { c.queue, c.decode = 3, 11.88 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseDecodeContention,
+			wantSentence: []string{"slow ttft (ttft 3.10 s over 1.00 s); root cause decode_contention: 120 ms per token against an uncontended"},
+		},
+		{
+			// Without SLOs the widest limit alone sets the scope: a queueing replica's full batch usually runs
+			// past twice the healthy pace, and the wait is what the queue rules explain (docs/accuracy.md).
+			name: "past two limits without SLOs: the widest one's phases are in scope",
+			state: func(sec float64, v map[string]float64) {
+				queueGrowing(sec, v)
+				if sec >= 100 {
+					v[schema.MetricLLMSchedulerRequestsRunning] = 40
+				}
+			},
+			noSLO:    true,
+			req:      with(normal(), func(c *call) { c.queue, c.decode = 6, 11.88 }),
+			wantSlow: true, wantReason: slowTTFT, wantCause: schema.RootCauseQueueSaturation,
 		},
 		{
 			name: "GPU throttling",

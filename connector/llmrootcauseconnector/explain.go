@@ -34,15 +34,19 @@ type circumstances struct {
 }
 
 type verdict struct {
-	slow      bool
-	reason    string
-	limit     float64 // s; NaN when not slow
-	cause     string
-	secondary string
-	sentence  string
-	numbers   []evidenceNumber
-	text      []evidenceText
-	flags     []evidenceFlag
+	slow   bool
+	reason string  // the limit exceeded most
+	limit  float64 // s; NaN when not slow
+	// brokenLimits is how many of its SLOs (TTFT, TPOT, e2e) the request exceeded: past more than one, every
+	// phase is in scope, so a slow first token does not hide a slower decode. Limits from the baseline are not
+	// counted (README.md, "Root causes", says why).
+	brokenLimits int
+	cause        string
+	secondary    string
+	sentence     string
+	numbers      []evidenceNumber
+	text         []evidenceText
+	flags        []evidenceFlag
 }
 
 type evidenceNumber struct {
@@ -94,7 +98,7 @@ func modelUsual(base *modelBaseline, cfg *Config) usualFigures {
 // the rule cannot hold, and a slow request no rule explains is `unknown`.
 func judge(r *request, c *circumstances, cfg *Config) verdict {
 	v := verdict{cause: schema.RootCauseNone, limit: math.NaN()}
-	v.slow, v.reason, v.limit = isSlow(r, c, cfg)
+	v.slow, v.reason, v.limit, v.brokenLimits = isSlow(r, c, cfg)
 	usual := modelUsual(c.baseline, cfg)
 	st := c.state
 	v.numbers = []evidenceNumber{
@@ -218,11 +222,15 @@ type judgement struct {
 
 func newJudgement(r *request, c *circumstances, cfg *Config, v *verdict, usual usualFigures) *judgement {
 	j := &judgement{r: r, c: c, st: c.state, rules: &cfg.Rules, usual: usual, v: v, inScope: map[string]bool{}}
-	switch v.reason {
-	case slowTTFT:
+	switch {
+	case v.brokenLimits > 1:
+		// Past the widest limit too: every phase is in scope (as for e2e), and the candidates' blame decides.
+		j.scope = r.e2e
+		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill], j.inScope[schema.PhaseDecode] = true, true, true
+	case v.reason == slowTTFT:
 		j.scope = sumKnown(r.queue, r.prefill)
 		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill] = true, true
-	case slowTPOT:
+	case v.reason == slowTPOT:
 		j.scope = sumKnown(r.decode)
 		j.inScope[schema.PhaseDecode] = true
 	default:
@@ -586,12 +594,13 @@ func mergeSameCause(cands []candidate) []candidate {
 // limit is the SLO where one is set; otherwise what the request should have taken, from the model's healthy
 // baseline (exceeded by both baseline.slow_factor and baseline.slow_margin), or baseline.fallback until the
 // model has baseline.min_samples healthy requests. Never "the top 5%": a healthy replica has no slow requests.
-func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
+func isSlow(r *request, c *circumstances, cfg *Config) (slow bool, reason string, limit float64, broken int) {
 	expTTFT, expTPOT, expE2E := math.NaN(), math.NaN(), math.NaN()
 	if c.baseline != nil {
 		expTTFT, expTPOT, expE2E = c.baseline.expected(r, c.state.RunningMax, cfg.Baseline.MinSamples)
 	}
-	best, reason, limit := 1.0, "", math.NaN()
+	best := 1.0
+	limit = math.NaN()
 	check := func(name string, value float64, slo time.Duration, expected float64, margin, fallback time.Duration) {
 		threshold := slo.Seconds()
 		switch {
@@ -604,7 +613,11 @@ func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
 		if math.IsNaN(value) || !(threshold > 0) {
 			return
 		}
-		if ratio := value / threshold; ratio > best {
+		ratio := value / threshold
+		if ratio > 1 && slo > 0 {
+			broken++
+		}
+		if ratio > best {
 			best, reason, limit = ratio, name, threshold
 		}
 	}
@@ -612,7 +625,7 @@ func isSlow(r *request, c *circumstances, cfg *Config) (bool, string, float64) {
 	check(slowTTFT, r.ttft, c.limits.TTFT, expTTFT, b.SlowMargin.TTFT, b.Fallback.TTFT)
 	check(slowTPOT, r.tpot, c.limits.TPOT, expTPOT, b.SlowMargin.TPOT, b.Fallback.TPOT)
 	check(slowE2E, r.e2e, c.limits.E2E, expE2E, b.SlowMargin.E2E, b.Fallback.E2E)
-	return reason != "", reason, limit
+	return reason != "", reason, limit, broken
 }
 
 func breakdown(r *request) string {

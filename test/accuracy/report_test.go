@@ -60,6 +60,19 @@ func report(results []result) string {
 			slo.match, mismatches(slo.confusion, 3), none.caught, none.falseSlow, none.match, mismatches(none.confusion, 3))
 	}
 
+	b.WriteString("\nWhile the fault was on: the simulator's slow requests, beyond long answers, that arrived between the fault's " +
+		"start and end, and the share whose cause matches. What the other figures add to these is the rest of the run: " +
+		"for the one-minute scenarios, a cold start (no baseline yet, empty prefix caches) and the drain.\n\n")
+	b.WriteString("| case | seed | slow while on | SLO cause | no-SLO cause |\n|---|---|---|---|---|\n")
+	for _, r := range results {
+		if !r.hasCause {
+			continue
+		}
+		slo, none := r.modes[withSLO], r.modes[withoutSLO]
+		fmt.Fprintf(&b, "| `%s` | %d | %d | %s | %s |\n", r.c.name, r.seed, none.duringFault,
+			pct(share(slo.duringFaultMatch, slo.duringFault)), pct(share(none.duringFaultMatch, none.duringFault)))
+	}
+
 	for _, r := range results {
 		if r.modes[withSLO].periods != nil {
 			b.WriteString(periodTable(r))
