@@ -59,6 +59,7 @@ type core struct {
 	trees                                *treeIndex
 	roles                                []spanRole    // scratch for collect: each span's role in a batch
 	circ                                 circumstances // scratch for explain: the request being judged
+	judging                              judgeScratch  // scratch for explain: the verdict being made
 	byRequest                            *fifoCache[string, who]
 	agg                                  *aggregator
 	pending                              []*batch
@@ -503,7 +504,7 @@ func (c *core) explain(b *batch) output {
 		if c.beforeJudge != nil {
 			c.beforeJudge(r)
 		}
-		v := judge(r, circ, c.cfg)
+		v := judge(r, circ, c.cfg, &c.judging)
 		if enrichSpans {
 			enrich(r, v)
 		}
@@ -516,6 +517,7 @@ func (c *core) explain(b *batch) output {
 		}
 	}
 	c.circ = circumstances{} // the last request's batch is not kept alive by the scratch
+	c.judging.v, c.judging.j = verdict{}, judgement{}
 	return out
 }
 

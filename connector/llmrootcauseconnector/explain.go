@@ -94,36 +94,50 @@ func modelUsual(base *modelBaseline, cfg *Config) usualFigures {
 	return u
 }
 
+// judgeScratch is what judge works in, kept by its caller and reused request after request: every request
+// needs a verdict, its evidence numbers and, when slow, a judgement and its candidates, and the verdict
+// returned (its numbers included) is only read until the next request is judged.
+type judgeScratch struct {
+	v          verdict
+	numbers    []evidenceNumber
+	j          judgement
+	candidates []candidate
+	missing    []string
+}
+
 // judge decides whether r is slow and why. Rules never fire without their evidence: a missing metric means
-// the rule cannot hold, and a slow request no rule explains is `unknown`.
-func judge(r *request, c *circumstances, cfg *Config) verdict {
-	v := verdict{cause: schema.RootCauseNone, limit: math.NaN()}
+// the rule cannot hold, and a slow request no rule explains is `unknown`. The verdict's slices live in
+// scratch until the next call.
+func judge(r *request, c *circumstances, cfg *Config, scratch *judgeScratch) verdict {
+	scratch.v = verdict{cause: schema.RootCauseNone, limit: math.NaN()}
+	v := &scratch.v
 	v.slow, v.reason, v.limit, v.brokenLimits = isSlow(r, c, cfg)
 	usual := modelUsual(c.baseline, cfg)
 	st := c.state
-	v.numbers = []evidenceNumber{
-		{keyWaitingAtArrival, st.WaitingAtArrival},
-		{keyWaitingMax, st.WaitingMax},
-		{keyQueueGrowth, st.QueueGrowthPerMinute},
-		{keyKVMax, st.KVUtilizationMax},
-		{keyPreemptions, st.Preemptions},
-		{keyHitRatio, st.PrefixHitRatio},
-		{keyHitRatioUsual, st.PrefixHitRatioUsual},
-		{keyTenantHitUsual, c.usualCachedShare},
-		{keyRunningMax, st.RunningMax},
-		{keyRunningUsual, st.RunningUsual},
-		{keyTPOTUsual, usual.tpot},
-		{keyTPOTPace, usual.tpotPace},
-		{keyPromptP90, usual.promptLong},
-		{keyGenP90, usual.genLong},
-		{keyGPUUtil, st.GPUUtilizationMean},
-		{keyXID, st.XIDErrors},
-		{keySLO, v.limit},
-		{keyClockRatio, st.SMClockRatio},
-		{keyCollectiveShare, st.CollectiveWaitShare},
-		{keyCollectiveSkew, st.CollectiveSkewMean},
-		{keyStateAge, st.StateAge},
-	}
+	v.numbers = append(scratch.numbers[:0],
+		evidenceNumber{keyWaitingAtArrival, st.WaitingAtArrival},
+		evidenceNumber{keyWaitingMax, st.WaitingMax},
+		evidenceNumber{keyQueueGrowth, st.QueueGrowthPerMinute},
+		evidenceNumber{keyKVMax, st.KVUtilizationMax},
+		evidenceNumber{keyPreemptions, st.Preemptions},
+		evidenceNumber{keyHitRatio, st.PrefixHitRatio},
+		evidenceNumber{keyHitRatioUsual, st.PrefixHitRatioUsual},
+		evidenceNumber{keyTenantHitUsual, c.usualCachedShare},
+		evidenceNumber{keyRunningMax, st.RunningMax},
+		evidenceNumber{keyRunningUsual, st.RunningUsual},
+		evidenceNumber{keyTPOTUsual, usual.tpot},
+		evidenceNumber{keyTPOTPace, usual.tpotPace},
+		evidenceNumber{keyPromptP90, usual.promptLong},
+		evidenceNumber{keyGenP90, usual.genLong},
+		evidenceNumber{keyGPUUtil, st.GPUUtilizationMean},
+		evidenceNumber{keyXID, st.XIDErrors},
+		evidenceNumber{keySLO, v.limit},
+		evidenceNumber{keyClockRatio, st.SMClockRatio},
+		evidenceNumber{keyCollectiveShare, st.CollectiveWaitShare},
+		evidenceNumber{keyCollectiveSkew, st.CollectiveSkewMean},
+		evidenceNumber{keyStateAge, st.StateAge},
+	)
+	scratch.numbers = v.numbers[:0] // the next request appends over these: keep what the buffer grew to
 	if len(st.ThrottleReasons) > 0 {
 		v.text = append(v.text, evidenceText{keyThrottle, strings.Join(st.ThrottleReasons, ",")})
 	}
@@ -135,12 +149,12 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	}
 	if !v.slow {
 		v.sentence = breakdown(r) + "; not slow"
-		return v
+		return *v
 	}
 
-	j := newJudgement(r, c, cfg, &v, usual)
-	var cands []candidate
-	var missing []string
+	j := &scratch.j
+	j.reset(r, c, cfg, v, usual)
+	cands, missing := scratch.candidates[:0], scratch.missing[:0]
 	for _, rule := range rootCauseRules {
 		if cand, holds := rule.holds(j); holds {
 			cands = append(cands, cand)
@@ -152,6 +166,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 		}
 	}
 
+	scratch.candidates, scratch.missing = cands[:0], missing[:0]
 	cands = mergeSameCause(cands)
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].blame > cands[j].blame })
 	var because []string
@@ -177,7 +192,7 @@ func judge(r *request, c *circumstances, cfg *Config) verdict {
 	if st.StateAge > staleStateAge(cfg) {
 		v.sentence += fmt.Sprintf(" (replica state from %.0f s before the request ended)", st.StateAge)
 	}
-	return v
+	return *v
 }
 
 // judgement is one slow request as its rules see it: the request, its circumstances and the rule
@@ -191,7 +206,7 @@ type judgement struct {
 	v     *verdict // where a rule adds the evidence it gathered (the tenant holding the batch)
 
 	// The scope of the slowness: slow to first token is queue and prefill; slow per token is decode; e2e all three.
-	inScope map[string]bool
+	inScope phaseSet
 	scope   float64 // s
 	// usualPrefill is the prefill the model usually needs for this request's uncached prompt.
 	usualPrefill float64
@@ -220,29 +235,33 @@ type judgement struct {
 	prefixMiss        string // why the prefill is a prefix-cache miss, "" when it is not one
 }
 
-func newJudgement(r *request, c *circumstances, cfg *Config, v *verdict, usual usualFigures) *judgement {
-	j := &judgement{r: r, c: c, st: c.state, rules: &cfg.Rules, usual: usual, v: v, inScope: map[string]bool{}}
+// phaseSet is which of a request's phases a judgement looks at.
+type phaseSet struct{ queue, prefill, decode bool }
+
+// reset makes j the judgement of r, forgetting the previous request's.
+func (j *judgement) reset(r *request, c *circumstances, cfg *Config, v *verdict, usual usualFigures) {
+	*j = judgement{r: r, c: c, st: c.state, rules: &cfg.Rules, usual: usual, v: v}
 	switch {
 	case v.brokenLimits > 1:
 		// Past the widest limit too: every phase is in scope (as for e2e), and the candidates' blame decides.
 		j.scope = r.e2e
-		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill], j.inScope[schema.PhaseDecode] = true, true, true
+		j.inScope = phaseSet{queue: true, prefill: true, decode: true}
 	case v.reason == slowTTFT:
 		j.scope = sumKnown(r.queue, r.prefill)
-		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill] = true, true
+		j.inScope = phaseSet{queue: true, prefill: true}
 	case v.reason == slowTPOT:
 		j.scope = sumKnown(r.decode)
-		j.inScope[schema.PhaseDecode] = true
+		j.inScope = phaseSet{decode: true}
 	default:
 		j.scope = r.e2e
-		j.inScope[schema.PhaseQueue], j.inScope[schema.PhasePrefill], j.inScope[schema.PhaseDecode] = true, true, true
+		j.inScope = phaseSet{queue: true, prefill: true, decode: true}
 	}
 	j.usualPrefill = usual.prefillPerUncachedToken * r.uncachedPrompt()
 	usualDecode := usual.tpot * math.Max(0, r.genTokens-1)
-	if j.inScope[schema.PhasePrefill] {
+	if j.inScope.prefill {
 		j.engineExcess += excessOver(r.prefill, j.usualPrefill)
 	}
-	if j.inScope[schema.PhaseDecode] {
+	if j.inScope.decode {
 		j.engineExcess += excessOver(r.decode, usualDecode)
 	}
 	st, rules := &j.st, j.rules
@@ -253,7 +272,6 @@ func newJudgement(r *request, c *circumstances, cfg *Config, v *verdict, usual u
 	if j.waitingOnPeers {
 		j.waitShare = st.CollectiveWaitShare
 	}
-	return j
 }
 
 // share is a phase's share of the slow scope (0 when unknown).
@@ -279,10 +297,10 @@ func excessOver(actual, usual float64) float64 {
 // engineTime is the prefill and decode in scope (s).
 func (j *judgement) engineTime() float64 {
 	t := 0.0
-	if j.inScope[schema.PhasePrefill] {
+	if j.inScope.prefill {
 		t += sumKnown(j.r.prefill)
 	}
-	if j.inScope[schema.PhaseDecode] {
+	if j.inScope.decode {
 		t += sumKnown(j.r.decode)
 	}
 	return t
@@ -290,7 +308,7 @@ func (j *judgement) engineTime() float64 {
 
 // queuedLong: the queue is in scope and long enough, in seconds and as a share of the scope, to blame.
 func (j *judgement) queuedLong() bool {
-	return j.inScope[schema.PhaseQueue] && j.r.queue >= j.rules.MinQueue.Seconds() && j.share(j.r.queue) >= j.rules.QueueShare
+	return j.inScope.queue && j.r.queue >= j.rules.MinQueue.Seconds() && j.share(j.r.queue) >= j.rules.QueueShare
 }
 
 // queueIsTheBatchs: requests waited during the request and the KV cache did not run out, so the queue is the
@@ -317,7 +335,7 @@ func (j *judgement) tenantHeldTheBatch() bool {
 
 // prefillDominates: the prefill is in scope and a large enough share of it to blame.
 func (j *judgement) prefillDominates() bool {
-	return j.inScope[schema.PhasePrefill] && j.share(j.r.prefill) >= j.rules.PrefillShare
+	return j.inScope.prefill && j.share(j.r.prefill) >= j.rules.PrefillShare
 }
 
 // missedPrefix says why the prefill is a prefix-cache miss ("" when it is not): the request's cached share
@@ -347,7 +365,7 @@ func (j *judgement) missedPrefix() string {
 
 // decodeJudgeable: the decode is in scope, measured, and the model has an uncontended pace to compare with.
 func (j *judgement) decodeJudgeable() bool {
-	return j.inScope[schema.PhaseDecode] && !math.IsNaN(j.r.decode) && !math.IsNaN(j.usual.tpotPace)
+	return j.inScope.decode && !math.IsNaN(j.r.decode) && !math.IsNaN(j.usual.tpotPace)
 }
 
 // rootCauseRule is one rule of the taxonomy README.md documents: when it holds, the candidate names its cause,
@@ -529,7 +547,7 @@ var rootCauseRules = []rootCauseRule{
 			}
 			// A replica whose clock fell serves its queue that much slower: of a queue in scope, the share
 			// the clock lost is the throttling's doing.
-			if j.clockDrop && j.inScope[schema.PhaseQueue] && !math.IsNaN(j.r.queue) {
+			if j.clockDrop && j.inScope.queue && !math.IsNaN(j.r.queue) {
 				blame += (1 - j.st.SMClockRatio) * j.r.queue
 			}
 			return candidate{schema.RootCauseGPUThrottling, blame, strings.Join(what, " and ") + " on the replica's GPUs during the request"}, true

@@ -68,6 +68,29 @@ type aggregator struct {
 	tokens     *family
 	// promptFamilies are the prompt families with their own series: the max_prompt_families busiest.
 	promptFamilies *heavyhitters.Tracker
+	// rows finds the series of one set of dimension values with one lookup: a request adds to about ten
+	// series, and each lookup in a family's map hashes and compares six strings. Cleared whenever series
+	// are dropped (forget), so a row never points at a series that is gone; at most max_series rows, and
+	// as many prompt-family pairs among them (promptPairs counts those).
+	rows        map[dimensionKey]*seriesRow
+	promptPairs int
+}
+
+// dimensionKey is a request's dimension values, in the configured order.
+type dimensionKey [maxDimensions]string
+
+// seriesRow is every series a set of dimension values has been seen adding to, by the family's own value.
+type seriesRow struct {
+	dims               dimensionKey
+	phases             [4]*series // queue, prefill, decode, other
+	causes, reasons    []namedSeries
+	prompt, generation *series
+	promptCache        map[string]*[2]*series // by prompt family: cached, uncached
+}
+
+type namedSeries struct {
+	name string
+	s    *series
 }
 
 func newAggregator(cfg *Config, start time.Time) *aggregator {
@@ -82,6 +105,7 @@ func newAggregator(cfg *Config, start time.Time) *aggregator {
 		},
 		tokens:         &family{metric: canonical.LLMTenantTokens, attr: schema.AttrLLMTokenType, series: map[seriesKey]*series{}},
 		promptFamilies: heavyhitters.New(cfg.MaxPromptFamilies, cfg.Baseline.Window),
+		rows:           map[dimensionKey]*seriesRow{},
 	}
 }
 
@@ -105,6 +129,7 @@ func (a *aggregator) promptFamily(f string, now time.Time) string {
 // its place), so the series of those that hold places stay within max_series. A series that comes back
 // starts again from zero with a new start time, as a restarted counter does.
 func (a *aggregator) forget(attr, value string) {
+	a.clearRows()
 	for _, f := range []*family{a.phases, a.rootCauses, a.slow, a.tenantToks, a.tokens} {
 		kept := f.order[:0]
 		for _, key := range f.order {
@@ -128,8 +153,56 @@ func (s *series) has(attr, value string) bool {
 	return false
 }
 
-// dimensions fills key[1:] with the request's dimension values, in the configured order.
-func (a *aggregator) dimensions(r *request, key *seriesKey) {
+// row is the series row of the request's dimension values.
+func (a *aggregator) row(r *request) *seriesRow {
+	var dims dimensionKey
+	a.dimensions(r, &dims)
+	if row := a.rows[dims]; row != nil {
+		return row
+	}
+	if len(a.rows) >= a.cfg.MaxSeries {
+		a.clearRows()
+	}
+	row := &seriesRow{dims: dims}
+	a.rows[dims] = row
+	return row
+}
+
+func (a *aggregator) clearRows() {
+	clear(a.rows)
+	a.promptPairs = 0
+}
+
+// key is the series key of the row's dimensions with the family's own value (and second value, if any).
+func (row *seriesRow) key(own, extra string) seriesKey {
+	key := seriesKey{own}
+	copy(key[1:], row.dims[:])
+	key[extraSlot] = extra
+	return key
+}
+
+// named is the row's series of family f whose own value is name, found among those seen before or got.
+func (a *aggregator) named(row *seriesRow, seen *[]namedSeries, f *family, name string) *series {
+	for _, n := range *seen {
+		if n.name == name {
+			return n.s
+		}
+	}
+	s := a.get(f, row.key(name, ""), false)
+	*seen = append(*seen, namedSeries{name, s})
+	return s
+}
+
+// once is *slot, got from family f the first time.
+func (a *aggregator) once(slot **series, row *seriesRow, f *family, own string, histogram bool) *series {
+	if *slot == nil {
+		*slot = a.get(f, row.key(own, ""), histogram)
+	}
+	return *slot
+}
+
+// dimensions fills dims with the request's dimension values, in the configured order.
+func (a *aggregator) dimensions(r *request, dims *dimensionKey) {
 	for i, d := range a.cfg.Dimensions {
 		var v string
 		switch d {
@@ -142,7 +215,7 @@ func (a *aggregator) dimensions(r *request, key *seriesKey) {
 		case schema.AttrServiceInstanceID:
 			v = firstNonEmpty(r.replica, r.replicaKey)
 		}
-		key[1+i] = orUnknown(v)
+		dims[i] = orUnknown(v)
 	}
 }
 
@@ -187,49 +260,55 @@ func (a *aggregator) get(f *family, key seriesKey, histogram bool) *series {
 }
 
 func (a *aggregator) record(r *request, v verdict, now time.Time) {
-	var key seriesKey
-	a.dimensions(r, &key)
+	row := a.row(r)
 	ex := exemplar{traceID: r.span.TraceID(), spanID: r.span.SpanID(), value: r.e2e, time: r.span.EndTimestamp()}
-	for _, p := range [...]struct {
+	for i, p := range [len(row.phases)]struct {
 		name  string
 		value float64
 	}{{schema.PhaseQueue, r.queue}, {schema.PhasePrefill, r.prefill}, {schema.PhaseDecode, r.decode}, {schema.PhaseOther, r.other}} {
 		if math.IsNaN(p.value) {
 			continue
 		}
-		key[0] = p.name
-		s := a.get(a.phases, key, true)
+		s := a.once(&row.phases[i], row, a.phases, p.name, true)
 		s.count++
 		s.sum += p.value
 		s.buckets[sort.SearchFloat64s(a.cfg.HistogramBuckets, p.value)]++
 		s.setExemplar(ex, p.value)
 	}
-	key[0] = v.cause
-	s := a.get(a.rootCauses, key, false)
+	s := a.named(row, &row.causes, a.rootCauses, v.cause)
 	s.value++
 	s.setExemplar(ex, ex.value)
 	if v.slow {
-		key[0] = v.reason
-		s := a.get(a.slow, key, false)
+		s := a.named(row, &row.reasons, a.slow, v.reason)
 		s.value++
 		s.setExemplar(ex, ex.value)
 	}
 	if !math.IsNaN(r.promptTokens) {
-		key[0] = "prompt"
-		a.get(a.tokens, key, false).value += r.promptTokens
+		a.once(&row.prompt, row, a.tokens, "prompt", false).value += r.promptTokens
 	}
 	if !math.IsNaN(r.genTokens) {
-		key[0] = "generation"
-		a.get(a.tokens, key, false).value += r.genTokens
+		a.once(&row.generation, row, a.tokens, "generation", false).value += r.genTokens
 	}
 	if !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens) {
 		cached := math.Min(r.cachedTokens, r.promptTokens)
-		fk := key
-		fk[extraSlot] = a.promptFamily(r.family, now)
-		fk[0] = "cached"
-		a.get(a.tenantToks, fk, false).value += cached
-		fk[0] = "uncached"
-		a.get(a.tenantToks, fk, false).value += r.promptTokens - cached
+		// Placing the family may drop another one's series, and with them every row: look the row up after.
+		family := a.promptFamily(r.family, now)
+		row = a.row(r)
+		pair := row.promptCache[family]
+		if pair == nil {
+			if a.promptPairs >= a.cfg.MaxSeries {
+				a.clearRows()
+				row = a.row(r)
+			}
+			a.promptPairs++
+			if row.promptCache == nil {
+				row.promptCache = map[string]*[2]*series{}
+			}
+			pair = &[2]*series{a.get(a.tenantToks, row.key("cached", family), false), a.get(a.tenantToks, row.key("uncached", family), false)}
+			row.promptCache[family] = pair
+		}
+		pair[0].value += cached
+		pair[1].value += r.promptTokens - cached
 	}
 }
 
