@@ -47,8 +47,12 @@ func TestReplayAgainstAStandIn(t *testing.T) {
 		assert.Equal(t, r.MaxTokens, r.MinTokens, "exactly the recorded output length")
 		assert.True(t, r.IgnoreEOS)
 		byLength[[2]int{len(r.Words), r.MaxTokens}]--
-		// Arrival times: the stand-in sees request i when it was due, within the scheduler's jitter.
-		assert.InDelta(t, wl[i].At.Seconds(), r.At.Sub(first).Seconds(), 0.25, "request %d", i)
+		// Arrival times: the stand-in sees request i when it was due: never much before (a replay that did
+		// not pace its requests would send them all at once), and late by no more than a loaded machine's
+		// scheduling makes it (under the race detector on two busy cores, 0.3-0.4 s by the 25th request).
+		seen, due := r.At.Sub(first).Seconds(), wl[i].At.Seconds()
+		assert.GreaterOrEqual(t, seen, due-0.1, "request %d came %.3f s before it was due", i, due-seen)
+		assert.LessOrEqual(t, seen, due+1.5, "request %d came %.3f s after it was due", i, seen-due)
 	}
 	for k, n := range byLength {
 		assert.Zero(t, n, "prompt/output lengths %v: sent as recorded", k)
