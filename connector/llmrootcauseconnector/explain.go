@@ -606,12 +606,11 @@ func mergeSameCause(cands []candidate) []candidate {
 	return out
 }
 
-// isSlow compares the request with its SLO, or the model's rolling quantile where no SLO is set, and names
-// the limit broken by the widest margin.
 // isSlow compares the request's TTFT, TPOT and e2e with their limits and names the one it exceeds most. A
 // limit is the SLO where one is set; otherwise what the request should have taken, from the model's healthy
 // baseline (exceeded by both baseline.slow_factor and baseline.slow_margin), or baseline.fallback until the
 // model has baseline.min_samples healthy requests. Never "the top 5%": a healthy replica has no slow requests.
+// broken counts the SLOs exceeded (verdict.brokenLimits).
 func isSlow(r *request, c *circumstances, cfg *Config) (slow bool, reason string, limit float64, broken int) {
 	expTTFT, expTPOT, expE2E := math.NaN(), math.NaN(), math.NaN()
 	if c.baseline != nil {

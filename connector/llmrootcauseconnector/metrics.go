@@ -260,6 +260,13 @@ func (a *aggregator) get(f *family, key seriesKey, histogram bool) *series {
 }
 
 func (a *aggregator) record(r *request, v verdict, now time.Time) {
+	// Placing the prompt family may drop another one's series, and with them every row: placed first, so
+	// the row looked up below stays good for the whole request.
+	hasCached := !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens)
+	family := ""
+	if hasCached {
+		family = a.promptFamily(r.family, now)
+	}
 	row := a.row(r)
 	ex := exemplar{traceID: r.span.TraceID(), spanID: r.span.SpanID(), value: r.e2e, time: r.span.EndTimestamp()}
 	for i, p := range [len(row.phases)]struct {
@@ -289,11 +296,8 @@ func (a *aggregator) record(r *request, v verdict, now time.Time) {
 	if !math.IsNaN(r.genTokens) {
 		a.once(&row.generation, row, a.tokens, "generation", false).value += r.genTokens
 	}
-	if !math.IsNaN(r.cachedTokens) && !math.IsNaN(r.promptTokens) {
+	if hasCached {
 		cached := math.Min(r.cachedTokens, r.promptTokens)
-		// Placing the family may drop another one's series, and with them every row: look the row up after.
-		family := a.promptFamily(r.family, now)
-		row = a.row(r)
 		pair := row.promptCache[family]
 		if pair == nil {
 			if a.promptPairs >= a.cfg.MaxSeries {
