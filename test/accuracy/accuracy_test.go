@@ -171,15 +171,11 @@ const period = 5 * time.Minute
 // showMatches says whether SERVESCOPE_ACCURACY_SHOW's truth>ours pattern covers this pair.
 func showMatches(pattern, truth, ours string) bool {
 	want, got, ok := strings.Cut(pattern, ">")
-	switch {
-	case !ok:
+	if !ok {
 		return false
-	case want == "*" && got == "*":
-		return truth != ours
-	case want == "*":
-		return got == ours && truth != ours
-	case got == "*":
-		return want == truth && truth != ours
+	}
+	if want == "*" || got == "*" { // a star matches only mismatches
+		return truth != ours && (want == "*" || want == truth) && (got == "*" || got == ours)
 	}
 	return want == truth && got == ours
 }
