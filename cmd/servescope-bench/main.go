@@ -244,13 +244,24 @@ func serve(body []byte) (*http.Server, string, error) {
 	return srv, l.Addr().String(), nil
 }
 
+// givenAddrs are the addresses freeAddr has returned: each is closed before its collector listens on it, so
+// the kernel may offer it again meanwhile, and one collector given two equal addresses does not start.
+var givenAddrs = map[string]bool{}
+
+// freeAddr returns a loopback address that is free now and that it has not returned before (one goroutine).
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !givenAddrs[addr] {
+			givenAddrs[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // config builds a collector configuration for an OTLP address.

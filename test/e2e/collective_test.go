@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -295,31 +294,4 @@ func simulatorBinary(t *testing.T) string {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, string(out))
 	return bin
-}
-
-// freePortRange returns the first of n consecutive ports that are free on loopback now.
-func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 50; try++ {
-		first, err := strconv.Atoi(strings.TrimPrefix(freePort(t), "127.0.0.1:"))
-		require.NoError(t, err)
-		var held []net.Listener
-		ok := true
-		for p := first; p < first+n; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			held = append(held, l)
-		}
-		for _, l := range held {
-			l.Close()
-		}
-		if ok {
-			return first
-		}
-	}
-	t.Fatalf("no %d consecutive free ports", n)
-	return 0
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -290,10 +291,69 @@ func fetch(url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// handedOut holds every loopback port freePort and freePortRange have given this test process. A port is
+// closed again before the collector that is to listen on it has started, so the kernel may offer it once more
+// meanwhile; two collectors given one port is a test that fails for no reason of the code (it did once in CI:
+// a sidecar and its gateway both given one port, started 20 ms apart).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePort returns a loopback address whose port is free now and has not been handed out before.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	return "127.0.0.1:" + strconv.Itoa(freePortRange(t, 1))
+}
+
+// freePortRange returns the first of n consecutive loopback ports that are free now and none of which has
+// been handed out before.
+func freePortRange(t *testing.T, n int) int {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for try := 0; try < 100; try++ {
+		first, _ := listenAndClose(t, 0)
+		ok := !handedOut.ports[first]
+		for p := first + 1; ok && p < first+n; p++ {
+			_, free := listenAndClose(t, p)
+			ok = free && !handedOut.ports[p]
+		}
+		if ok {
+			for p := first; p < first+n; p++ {
+				handedOut.ports[p] = true
+			}
+			return first
+		}
+	}
+	t.Fatalf("no %d consecutive free loopback ports", n)
+	return 0
+}
+
+// listenAndClose listens on the loopback port (0: one the kernel picks) and closes it again, returning the
+// port and whether it could be listened on.
+func listenAndClose(t *testing.T, port int) (int, bool) {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		if port == 0 {
+			require.NoError(t, err)
+		}
+		return port, false
+	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().(*net.TCPAddr).Port, true
+}
+
+// The port helpers must not give one port twice, even though each port is closed before it is returned.
+func TestFreePortsAreNeverGivenTwice(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 300; i++ {
+		addr := freePort(t)
+		require.False(t, seen[addr], "%s given twice", addr)
+		seen[addr] = true
+	}
+	first := freePortRange(t, 3)
+	for p := first; p < first+3; p++ {
+		require.False(t, seen["127.0.0.1:"+strconv.Itoa(p)], "port %d of a range was given before", p)
+	}
 }
