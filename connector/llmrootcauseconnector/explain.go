@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -102,7 +101,8 @@ type judgeScratch struct {
 	numbers    []evidenceNumber
 	j          judgement
 	candidates []candidate
-	missing    []string
+	missing    []byte // what the rules lacked, "; " between them
+	text       []byte // the sentence being written
 }
 
 // judge decides whether r is slow and why. Rules never fire without their evidence: a missing metric means
@@ -147,8 +147,11 @@ func judge(r *request, c *circumstances, cfg *Config, scratch *judgeScratch) ver
 	if !math.IsNaN(st.CollectiveObservable) {
 		v.flags = append(v.flags, evidenceFlag{keyCollectiveSeen, st.CollectiveObservable > 0})
 	}
+	text := appendBreakdown(scratch.text[:0], r)
+	defer func() { scratch.text = text[:0] }() // the next request writes over it: keep what it grew to
 	if !v.slow {
-		v.sentence = breakdown(r) + "; not slow"
+		text = append(text, "; not slow"...)
+		v.sentence = string(text)
 		return *v
 	}
 
@@ -160,8 +163,15 @@ func judge(r *request, c *circumstances, cfg *Config, scratch *judgeScratch) ver
 			cands = append(cands, cand)
 		}
 		if rule.lacks != nil {
-			if what := rule.lacks(j); what != "" {
-				missing = append(missing, what)
+			// Each rule's lack is written after the previous one's, "; " between them.
+			before := len(missing)
+			if before > 0 {
+				missing = append(missing, "; "...)
+			}
+			if lacked := rule.lacks(j, missing); len(lacked) > len(missing) {
+				missing = lacked
+			} else {
+				missing = missing[:before]
 			}
 		}
 	}
@@ -169,29 +179,39 @@ func judge(r *request, c *circumstances, cfg *Config, scratch *judgeScratch) ver
 	scratch.candidates, scratch.missing = cands[:0], missing[:0]
 	cands = mergeSameCause(cands)
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].blame > cands[j].blame })
-	var because []string
+	text = append(text, "; slow "...)
+	text = append(text, v.reason...)
+	text = append(text, " ("...)
+	text = appendSlowFigure(text, r, v.reason)
+	text = append(text, " over "...)
+	text = appendFixed(text, v.limit, 2)
 	switch {
 	case len(cands) == 0 || cands[0].blame <= 0:
 		v.cause = schema.RootCauseUnknown
-		reason := "no rule has evidence"
+		text = append(text, " s); root cause "+schema.RootCauseUnknown+": no rule has evidence"...)
 		if len(missing) > 0 {
-			reason += " (" + strings.Join(missing, "; ") + ")"
+			text = append(append(append(text, " ("...), missing...), ')')
 		}
-		because = append(because, reason)
 	default:
 		v.cause = cands[0].cause
-		because = append(because, cands[0].because)
+		text = append(text, " s); root cause "...)
+		text = append(text, v.cause...)
+		text = append(text, ": "...)
+		text = append(text, cands[0].because...)
 		if len(cands) > 1 && cands[1].blame > 0 {
 			v.secondary = cands[1].cause
-			because = append(because, "also "+cands[1].cause+": "+cands[1].because)
+			text = append(text, "; also "...)
+			text = append(text, v.secondary...)
+			text = append(text, ": "...)
+			text = append(text, cands[1].because...)
 		}
 	}
-	v.sentence = fmt.Sprintf("%s; slow %s (%s over %.2f s); root cause %s: %s", breakdown(r), v.reason,
-		seconds(r, v.reason), v.limit, v.cause, strings.Join(because, "; "))
 	// Scrapes that stopped (an engine outage) leave the evidence describing an earlier moment: say so.
 	if st.StateAge > staleStateAge(cfg) {
-		v.sentence += fmt.Sprintf(" (replica state from %.0f s before the request ended)", st.StateAge)
+		text = append(text, " (replica state from "...)
+		text = append(appendFixed(text, st.StateAge, 0), " s before the request ended)"...)
 	}
+	v.sentence = string(text)
 	return *v
 }
 
@@ -369,12 +389,12 @@ func (j *judgement) decodeJudgeable() bool {
 }
 
 // rootCauseRule is one rule of the taxonomy README.md documents: when it holds, the candidate names its cause,
-// the seconds of the slow scope it explains and why; lacks says what evidence the rule had none of (""
+// the seconds of the slow scope it explains and why; lacks appends what evidence the rule had none of (nothing
 // when it had what it needs), for the sentence of an `unknown` verdict.
 type rootCauseRule struct {
 	cause string
 	holds func(j *judgement) (candidate, bool)
-	lacks func(j *judgement) string
+	lacks func(j *judgement, b []byte) []byte
 }
 
 // rootCauseRules, in the order they are evaluated: among causes blaming as many seconds, the earlier wins. The
@@ -396,11 +416,12 @@ var rootCauseRules = []rootCauseRule{
 				fmt.Sprintf("%s waiting at arrival, up to %s during the request%s", num(st.WaitingAtArrival), num(st.WaitingMax), growth),
 			}, true
 		},
-		lacks: func(j *judgement) string {
+		lacks: func(j *judgement, b []byte) []byte {
 			if j.queuedLong() && math.IsNaN(j.st.WaitingMax) {
-				return fmt.Sprintf("queued %.2f s but no scheduler state for replica %s", j.r.queue, orDash(j.st.Replica))
+				b = appendFixed(append(b, "queued "...), j.r.queue, 2)
+				return append(append(b, " s but no scheduler state for replica "...), orDash(j.st.Replica)...)
 			}
-			return ""
+			return b
 		},
 	},
 	{
@@ -442,11 +463,11 @@ var rootCauseRules = []rootCauseRule{
 				fmt.Sprintf("%s preemptions on the replica during the request with KV cache at %.0f%%", num(st.Preemptions), 100*st.KVUtilizationMax),
 			}, true
 		},
-		lacks: func(j *judgement) string {
+		lacks: func(j *judgement, b []byte) []byte {
 			if math.IsNaN(j.st.Preemptions) && math.IsNaN(j.st.KVUtilizationMax) {
-				return "no KV-cache state"
+				return append(b, "no KV-cache state"...)
 			}
-			return ""
+			return b
 		},
 	},
 	{
@@ -552,11 +573,11 @@ var rootCauseRules = []rootCauseRule{
 			}
 			return candidate{schema.RootCauseGPUThrottling, blame, strings.Join(what, " and ") + " on the replica's GPUs during the request"}, true
 		},
-		lacks: func(j *judgement) string {
+		lacks: func(j *judgement, b []byte) []byte {
 			if !(j.throttled && j.engineExcess > 0) && !j.st.HasGPU {
-				return "no GPU state"
+				return append(b, "no GPU state"...)
 			}
-			return ""
+			return b
 		},
 	},
 	// The engine's time in scope stretched by the share of time its collectives waited for a late rank.
@@ -577,11 +598,11 @@ var rootCauseRules = []rootCauseRule{
 					100*st.CollectiveWaitShare, late, 1000*st.CollectiveSkewMean),
 			}, true
 		},
-		lacks: func(j *judgement) string {
+		lacks: func(j *judgement, b []byte) []byte {
 			if !j.waitingOnPeers && j.st.CollectiveObservable == 0 {
-				return "collective time not observable (" + orDash(j.st.CollectiveObservableReason) + ")"
+				return append(append(append(b, "collective time not observable ("...), orDash(j.st.CollectiveObservableReason)...), ')')
 			}
-			return ""
+			return b
 		},
 	},
 }
@@ -643,50 +664,6 @@ func isSlow(r *request, c *circumstances, cfg *Config) (slow bool, reason string
 	check(slowTPOT, r.tpot, c.limits.TPOT, expTPOT, b.SlowMargin.TPOT, b.Fallback.TPOT)
 	check(slowE2E, r.e2e, c.limits.E2E, expE2E, b.SlowMargin.E2E, b.Fallback.E2E)
 	return reason != "", reason, limit, broken
-}
-
-func breakdown(r *request) string {
-	b := make([]byte, 0, 96) // the figures go straight into one buffer: written for every request
-	for _, p := range [...]struct {
-		label string
-		v     float64
-	}{{"queue ", r.queue}, {", prefill ", r.prefill}, {", decode ", r.decode}, {", other ", r.other}, {" of ", r.e2e}} {
-		b = append(b, p.label...)
-		b = appendSec(b, p.v)
-	}
-	return string(b)
-}
-
-// appendSec appends what sec says of v.
-func appendSec(b []byte, v float64) []byte {
-	if math.IsNaN(v) {
-		return append(b, '?')
-	}
-	return append(strconv.AppendFloat(b, v, 'f', 2, 64), " s"...)
-}
-
-func seconds(r *request, reason string) string {
-	switch reason {
-	case slowTTFT:
-		return "ttft " + sec(r.ttft)
-	case slowTPOT:
-		return fmt.Sprintf("%.0f ms per token", 1000*r.tpot)
-	}
-	return "e2e " + sec(r.e2e)
-}
-
-func sec(v float64) string {
-	if math.IsNaN(v) {
-		return "?"
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64) + " s"
-}
-
-func num(v float64) string {
-	if math.IsNaN(v) {
-		return "?"
-	}
-	return fmt.Sprintf("%.0f", v)
 }
 
 func orDash(s string) string {
