@@ -42,6 +42,7 @@ type fifoEntry[K comparable, V any] struct {
 }
 
 func newFIFOCache[K comparable, V any](size int) *fifoCache[K, V] {
+	// Places in the ring are int32s: a bound past two billion entries (tens of GiB) is taken as that.
 	return &fifoCache[K, V]{seed: maphash.MakeSeed(), index: make([]fifoSlot, 16), size: min(max(size, 1), math.MaxInt32-1)}
 }
 

@@ -39,7 +39,10 @@ type admitted struct {
 // workLog is a replica's most recent admitted requests, at most workLogSize.
 type workLog struct {
 	entries []admitted
-	next    int
+	// stays holds each entry's from and to again, packed: contention scans the whole log for every slow
+	// request that queued, and most entries did not overlap its wait; 16 bytes an entry to read, not 72.
+	stays []stay
+	next  int
 	// newest is the latest end among the requests logged: how far the log can see.
 	newest int64
 }
@@ -50,13 +53,18 @@ const workLogSize = 1024
 // contention): a few long requests must not outvote the batch.
 const maxUnseenWeight = 8
 
+// stay is an admitted request's time in the batch: unix ns, scheduled and finished.
+type stay struct{ from, to int64 }
+
 func (w *workLog) add(a admitted) {
 	w.newest = max(w.newest, a.to)
 	if len(w.entries) < workLogSize {
 		w.entries = append(w.entries, a)
+		w.stays = append(w.stays, stay{a.from, a.to})
 		return
 	}
 	w.entries[w.next] = a
+	w.stays[w.next] = stay{a.from, a.to}
 	w.next = (w.next + 1) % workLogSize
 }
 
@@ -82,8 +90,12 @@ func (w *workLog) contention(self string, from, to int64, skip pcommon.SpanID) (
 	var room [16]share // on the stack unless more tenants than that ran
 	byTenant := room[:0]
 	total, n := 0.0, 0
-	for _, e := range w.entries {
-		if e.spanID == skip || e.from >= to || e.to <= from {
+	for i, st := range w.stays {
+		if st.from >= to || st.to <= from {
+			continue
+		}
+		e := &w.entries[i]
+		if e.spanID == skip {
 			continue
 		}
 		held := float64(min(e.to, to) - max(e.from, from))

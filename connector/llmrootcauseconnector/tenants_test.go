@@ -58,3 +58,21 @@ func TestContentionCountsTheLongRequestsStillRunning(t *testing.T) {
 	// Each counted once, chat would hold 4.5 of 6.5 place-seconds: above the 60% that makes it contention.
 	assert.Less(t, share, NewFactory().CreateDefaultConfig().(*Config).Rules.TenantShare)
 }
+
+// The log keeps the latest workLogSize requests: one written over is gone, its time in the batch with it.
+func TestContentionForgetsRequestsWrittenOver(t *testing.T) {
+	w := &workLog{}
+	for i := range workLogSize {
+		w.add(admitted{from: secondsNS(10), to: secondsNS(12), tenant: "bulk", spanID: pcommon.SpanID{1, byte(i), byte(i >> 8)}})
+	}
+	top, _, n := w.contention("self", secondsNS(10), secondsNS(12), pcommon.SpanID{})
+	assert.Equal(t, "bulk", top)
+	assert.Equal(t, workLogSize, n)
+	// As many later requests, all of them after the wait: nothing of the log ran during it any more.
+	for i := range workLogSize {
+		w.add(admitted{from: secondsNS(20), to: secondsNS(21), tenant: "chat", spanID: pcommon.SpanID{2, byte(i), byte(i >> 8)}})
+	}
+	top, _, n = w.contention("self", secondsNS(10), secondsNS(12), pcommon.SpanID{})
+	assert.Equal(t, "", top)
+	assert.Zero(t, n)
+}
