@@ -43,14 +43,6 @@ func appendSec(b []byte, v float64) []byte {
 	return append(appendFixed(b, v, 2), " s"...)
 }
 
-// appendNum appends v as a whole number (a count of tokens, requests or errors), "?" when unknown.
-func appendNum(b []byte, v float64) []byte {
-	if math.IsNaN(v) {
-		return append(b, '?')
-	}
-	return appendFixed(b, v, 0)
-}
-
 // appendBreakdown appends the request's phases: "queue 0.01 s, prefill 0.10 s, decode 1.98 s, other 0.01 s
 // of 2.10 s".
 func appendBreakdown(b []byte, r *request) []byte {

@@ -73,6 +73,6 @@ func TestContentionForgetsRequestsWrittenOver(t *testing.T) {
 		w.add(admitted{from: secondsNS(20), to: secondsNS(21), tenant: "chat", spanID: pcommon.SpanID{2, byte(i), byte(i >> 8)}})
 	}
 	top, _, n = w.contention("self", secondsNS(10), secondsNS(12), pcommon.SpanID{})
-	assert.Equal(t, "", top)
+	assert.Empty(t, top)
 	assert.Zero(t, n)
 }
