@@ -144,6 +144,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 -benchtime 20000x ./processor/llmnormalizeprocessor/
 	$(GO) test -run '^$$' -bench BenchmarkSpans -benchmem -count 6 -benchtime 2s -cpu 1 ./connector/llmrootcauseconnector/
 	$(GO) test -run '^$$' -bench BenchmarkBoundedState -benchtime 1x -cpu 1 ./connector/llmrootcauseconnector/
+	$(GO) test -run '^$$' -bench BenchmarkSpanPath -benchmem -count 6 -cpu 1 ./cmd/servescope-bench/
 	$(GO) test -run '^$$' -bench BenchmarkInterval -benchmem -count 6 -benchtime 20x -cpu 1 ./connector/llmsignalsconnector/
 	$(MAKE) build
 	$(GO) run ./cmd/servescope-bench -bin $(BIN) -out bin/bench-e2e.md
