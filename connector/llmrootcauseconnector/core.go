@@ -60,7 +60,7 @@ type core struct {
 	roles                                []spanRole    // scratch for collect: each span's role in a batch
 	circ                                 circumstances // scratch for explain: the request being judged
 	judging                              judgeScratch  // scratch for explain: the verdict being made
-	byRequest                            *fifoCache[string, who]
+	byRequest                            *fifoCache[string, namedBy]
 	agg                                  *aggregator
 	pending                              []*batch
 	pendingN                             int
@@ -109,7 +109,7 @@ func newCore(cfg *Config, set component.TelemetrySettings) (*core, error) {
 		modelSlots: heavyhitters.New(cfg.MaxModels, cfg.Baseline.Window),
 		bounds:     requestBounds{maxTokens: float64(cfg.MaxRequestTokens), maxSeconds: cfg.MaxRequestDuration.Seconds()},
 		work:       map[string]*workLog{}, verdicts: map[string]*recentVerdicts{}, origins: newFIFOCache[spanKey, who](cfg.RequestIDCache),
-		byRequest: newFIFOCache[string, who](cfg.RequestIDCache),
+		byRequest: newFIFOCache[string, namedBy](cfg.RequestIDCache),
 		trees:     newTreeIndex(cfg.RequestIDCache),
 	}
 	telemetry, err := metadata.NewTelemetryBuilder(set)
@@ -409,10 +409,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 			for k := 0; k < spans.Len(); k++ {
 				span, role := spans.At(k), &roles[n]
 				n++
-				w := who{
-					tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), res)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res)),
-					traceID: span.TraceID(), spanID: span.SpanID(),
-				}
+				w := who{tenant: c.label(lookup(c.cfg.TenantKeys, span.Attributes(), res)), family: c.label(lookup(c.cfg.PromptFamilyKeys, span.Attributes(), res))}
 				if w.tenant != "" || w.family != "" {
 					c.origins.put(spanKey{span.TraceID(), span.SpanID()}, w)
 				}
@@ -424,7 +421,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 				}
 				if !isEngineRequest(span) && tree == nil {
 					if id := c.label(attrvalue.String(span.Attributes(), schema.AttrGenAIRequestID)); id != "" && (w.tenant != "" || w.family != "") {
-						c.byRequest.put(id, w)
+						c.byRequest.put(id, namedBy{w, span.TraceID(), span.SpanID()})
 					}
 					continue
 				}
@@ -437,7 +434,7 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 				}
 				r := readRequest(span, res)
 				r.tree = tree
-				r.own = who{tenant: w.tenant, family: w.family}
+				r.own = w
 				r.requestID, r.model, r.engine = c.label(r.requestID), c.label(r.model), c.label(r.engine)
 				r.replicaKey = c.store.ReplicaKey(res)
 				reqs = append(reqs, r)
@@ -563,7 +560,7 @@ func (c *core) resolve(r *request, link bool) {
 	}
 	if r.requestID != "" {
 		if gw, ok := c.byRequest.get(r.requestID); ok {
-			fill(gw)
+			fill(gw.who)
 			if link && !(gw.traceID == span.TraceID() && gw.spanID == span.ParentSpanID()) && !alreadyLinked(span, gw) {
 				l := span.Links().AppendEmpty()
 				l.SetTraceID(gw.traceID)
@@ -579,7 +576,7 @@ func (c *core) resolve(r *request, link bool) {
 	r.modelSlot = c.modelSlot(r.model)
 }
 
-func alreadyLinked(span ptrace.Span, w who) bool {
+func alreadyLinked(span ptrace.Span, w namedBy) bool {
 	for i := 0; i < span.Links().Len(); i++ {
 		if l := span.Links().At(i); l.TraceID() == w.traceID && l.SpanID() == w.spanID {
 			return true
