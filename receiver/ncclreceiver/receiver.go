@@ -104,9 +104,7 @@ func (r *ncclReceiver) run(ctx context.Context) {
 func (r *ncclReceiver) collect(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.agg.begin(time.Now())
-	b := budget{bytes: r.cfg.MaxBytesPerInterval, records: r.cfg.MaxRecordsPerInterval}
-	caughtUp := r.tail.poll(&b, r.agg)
+	md, caughtUp := readInterval(r.cfg, r.tail, r.agg, time.Now())
 	switch {
 	case !caughtUp && !r.behind:
 		r.behind = true
@@ -116,7 +114,6 @@ func (r *ncclReceiver) collect(ctx context.Context) {
 		r.behind = false
 		r.logger.Info("NCCL Inspector files read up to date again")
 	}
-	md := r.agg.emit()
 	r.flushTelemetry(ctx)
 	if md.DataPointCount() > 0 {
 		if err := r.next.ConsumeMetrics(ctx, md); err != nil {
