@@ -600,6 +600,8 @@ type ReplicaState struct {
 	Finished      float64 `json:"finished"`
 	// SMClock is the GPUs' SM clock as a share of the maximum (the lowest of the replica's GPUs).
 	SMClock float64 `json:"sm_clock"`
+	// NCCLFiles is the glob of the replica's NCCL Inspector files, as Endpoint.NCCLFiles.
+	NCCLFiles string `json:"nccl_files,omitempty"`
 }
 
 // State returns a snapshot of every replica.
@@ -616,7 +618,7 @@ func (f *Fleet) State() []ReplicaState {
 			Name: rp.name, Engine: rp.engine, Instance: rp.instance, Waiting: len(rp.waiting), Running: len(rp.running),
 			KVUsage: rp.kv.usage(), Preemptions: rp.stats.preemptions, PrefixQueries: rp.stats.prefixQueries,
 			PrefixHits: rp.stats.prefixHits, Steps: rp.stats.steps, StepSeconds: rp.stats.stepSeconds,
-			Finished: rp.stats.requests, SMClock: clock,
+			Finished: rp.stats.requests, SMClock: clock, NCCLFiles: rp.ncclFiles(),
 		}
 	}
 	return out

@@ -1,7 +1,8 @@
 // Package accuracy measures how often llm_root_cause names the cause the fleet simulator measured, scenario
 // by scenario. The simulator runs in virtual time; every second its replicas' expositions go through the
-// same conversion the engine receivers use and through llm_normalize, its dcgm-exporter pages too, and the
-// request spans it emitted go into the connector: the real code path minus HTTP, so a run takes a second.
+// same conversion the engine receivers use and through llm_normalize, its dcgm-exporter pages too, the NCCL
+// Inspector files of tensor-parallel ranks are read as the nccl receiver reads them, and the request spans
+// it emitted go into the connector: the real code path minus HTTP, so a run takes a second.
 //
 // Every run feeds two connectors the same data: one told the simulator's SLOs, one with no SLO at all (the
 // embedded default configuration), and every case runs with the seed the rules are tuned on and with a
@@ -13,6 +14,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -31,12 +33,14 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/processortest"
+	"go.uber.org/zap"
 
 	"github.com/servescope/servescope/connector/llmrootcauseconnector"
 	"github.com/servescope/servescope/internal/enginescrape"
 	"github.com/servescope/servescope/internal/fleetsim"
 	"github.com/servescope/servescope/internal/schema"
 	"github.com/servescope/servescope/processor/llmnormalizeprocessor"
+	"github.com/servescope/servescope/receiver/ncclreceiver"
 )
 
 // mode is how the connector under test is configured.
@@ -96,7 +100,7 @@ var floorsSLO = map[string]float64{
 	"prompt_family_change": 0.68,
 	"kv_pressure":          0.75,
 	"gpu_throttling":       0.85,
-	"tp_imbalance":         0.00, // collective_wait needs NCCL timings, which this harness does not feed: never guessed (test/e2e measures it with them)
+	"tp_imbalance":         0.85, // 88-92% since the ranks' Inspector files are read here (3-7% without them: collective_wait is never guessed)
 	// 95-96% since a GPU's peak clock is kept past the window (37% before: the throttled clock became the peak).
 	"gpu_throttling_30m":        0.92,
 	"prompt_family_change_warm": 0.85,
@@ -115,7 +119,7 @@ var floorsNoSLO = map[string]float64{
 	"prompt_family_change":      0.48,
 	"kv_pressure":               0.58,
 	"gpu_throttling":            0.65,
-	"tp_imbalance":              0, // as with SLOs: no NCCL timings here
+	"tp_imbalance":              0.70,
 	"gpu_throttling_30m":        0.75,
 	"prompt_family_change_warm": 0.65,
 	"healthy_hour":              0.02, // its slow requests are long answers, not slow without an SLO (docs/accuracy.md)
@@ -357,6 +361,7 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 	cfg.Scenario = sc
 	cfg.Engines = []string{fleetsim.EngineVLLM, fleetsim.EngineSGLang, fleetsim.EngineVLLM, fleetsim.EngineSGLang}
 	cfg.Epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	cfg.NCCLDir = t.TempDir() // only replicas with tensor parallelism write there
 	fleet, err := fleetsim.New(cfg)
 	require.NoError(t, err)
 
@@ -387,6 +392,7 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 	}
 
 	states := fleet.State()
+	nccl := ncclReader(t, fleet.Config(), states)
 	end := cfg.Duration + cfg.Drain
 	for at := time.Second; at <= end+time.Second; at += time.Second {
 		fleet.Advance(at.Seconds())
@@ -399,6 +405,12 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 			gpus := enginescrape.ExpositionToMetrics(fleet.RenderDCGM(i), wall)
 			stamp(gpus, st.Instance, "")
 			feedMetrics(gpus)
+		}
+		if nccl != nil {
+			// What the ranks' Inspector files gained this second, read as the nccl receiver reads them.
+			if md, _ := nccl.Read(wall); md.DataPointCount() > 0 {
+				feedMetrics(md)
+			}
 		}
 		feedTraces(fleet.TakeTraces())
 	}
@@ -474,6 +486,30 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 		res.modes[m] = tl
 	}
 	return res
+}
+
+// ncclReader reads the Inspector files of the fleet's tensor-parallel replicas as the nccl receiver does,
+// on the simulation's clock: one rule per replica (its files, its instance and layout), every all-reduce
+// through NCCL as the simulator models it. nil when no replica writes any.
+func ncclReader(t *testing.T, cfg fleetsim.Config, states []fleetsim.ReplicaState) *ncclreceiver.FileReader {
+	rcfg := ncclreceiver.NewFactory().CreateDefaultConfig().(*ncclreceiver.Config)
+	rcfg.Include = []string{filepath.Join(cfg.NCCLDir, "*.log")}
+	rcfg.GPULookup = "none"
+	for _, st := range states {
+		if st.NCCLFiles == "" {
+			continue
+		}
+		rcfg.Replicas = append(rcfg.Replicas, ncclreceiver.ReplicaRule{
+			Files: st.NCCLFiles, ServiceInstanceID: st.Instance, Engine: st.Engine,
+			TensorParallelSize: cfg.TP, AllReduce: "nccl",
+		})
+	}
+	if len(rcfg.Replicas) == 0 {
+		return nil
+	}
+	r, err := ncclreceiver.NewFileReader(rcfg, zap.NewNop(), cfg.Epoch)
+	require.NoError(t, err)
+	return r
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
