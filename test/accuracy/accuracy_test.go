@@ -407,8 +407,11 @@ func run(t *testing.T, c accuracyCase, seed uint64) result {
 			feedMetrics(gpus)
 		}
 		if nccl != nil {
-			// What the ranks' Inspector files gained this second, read as the nccl receiver reads them.
-			if md, _ := nccl.Read(wall); md.DataPointCount() > 0 {
+			// What the ranks' Inspector files gained this second, read as the nccl receiver reads them; a
+			// second's records must fit one interval's budget, or the timings would lag the spans.
+			md, caughtUp := nccl.Read(wall)
+			require.True(t, caughtUp, "the Inspector files outgrew one interval's read budget at %s", at)
+			if md.DataPointCount() > 0 {
 				feedMetrics(md)
 			}
 		}
