@@ -425,14 +425,15 @@ func (c *core) collect(ctx context.Context, td ptrace.Traces) (reqs []*request, 
 					}
 					continue
 				}
-				if field := c.bounds.violation(span); field != "" {
+				fields := readSpanFields(span.Attributes())
+				if field := c.bounds.violation(&fields, span); field != "" {
 					c.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("attribute", field)))
 					c.warnOnce("bounds:"+field, "llm_root_cause: a request span is outside the bounds of one request; it goes on unexplained (said once per attribute, counted in otelcol_llm_root_cause_rejected_spans)",
 						zap.String("attribute", field), zap.Int64("max_request_tokens", c.cfg.MaxRequestTokens),
 						zap.Duration("max_request_duration", c.cfg.MaxRequestDuration))
 					continue
 				}
-				r := readRequest(span, res)
+				r := readRequest(span, res, &fields)
 				r.tree = tree
 				r.own = w
 				r.requestID, r.model, r.engine = c.label(r.requestID), c.label(r.model), c.label(r.engine)

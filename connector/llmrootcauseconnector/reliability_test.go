@@ -102,12 +102,14 @@ func TestRequestBounds(t *testing.T) {
 		case string:
 			span.Attributes().PutStr(tc.key, v)
 		}
-		assert.Equal(t, tc.want, b.violation(span), "%s = %v", tc.key, tc.value)
+		fields := readSpanFields(span.Attributes())
+		assert.Equal(t, tc.want, b.violation(&fields, span), "%s = %v", tc.key, tc.value)
 	}
 	week := ptrace.NewSpan()
 	week.SetEndTimestamp(pcommon.Timestamp(7 * 24 * time.Hour))
 	week.SetStartTimestamp(1)
-	assert.Equal(t, "span duration", b.violation(week))
+	fields := readSpanFields(week.Attributes())
+	assert.Equal(t, "span duration", b.violation(&fields, week))
 }
 
 // A bug reached by one batch costs that batch's explanations: its spans go on, and the next batch is

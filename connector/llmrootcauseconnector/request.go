@@ -49,11 +49,11 @@ func isEngineRequest(span ptrace.Span) bool {
 	return e2e || queue || ttft
 }
 
-// number reads a duration or a count. Negative and infinite values are not durations or counts: they read
-// as unknown, like a missing attribute, so one broken field costs its evidence and nothing else.
-func number(attrs pcommon.Map, key string) float64 {
-	f, ok := attrvalue.Float(attrs, key)
-	if !ok || f < 0 || math.IsInf(f, 0) {
+// number is a duration or a count as the explanation reads it. Negative and infinite values are not durations
+// or counts: they read as unknown, like a missing attribute, so one broken field costs its evidence and
+// nothing else.
+func number(f float64) float64 {
+	if f < 0 || math.IsInf(f, 0) {
 		return math.NaN()
 	}
 	return f
@@ -65,42 +65,110 @@ type requestBounds struct {
 	maxSeconds float64
 }
 
-// boundedAttributes are the numbers of an engine span that the explanation reads.
-var boundedAttributes = [...]struct {
-	key     string
-	isCount bool
-}{
-	{schema.AttrGenAILatencyTimeInQueue, false},
-	{schema.AttrGenAILatencyTimeInModelPrefill, false},
-	{schema.AttrGenAILatencyTimeInModelDecode, false},
-	{schema.AttrGenAILatencyTimeInModelInference, false},
-	{schema.AttrGenAILatencyTimeToFirstToken, false},
-	{schema.AttrGenAILatencyE2e, false},
-	{schema.AttrGenAIUsagePromptTokens, true},
-	{schema.AttrGenAIUsageCompletionTokens, true},
-	{schema.AttrGenAIUsageCachedTokens, true},
+// The numbers of an engine span that the explanation reads, in the order violation checks them.
+const (
+	fieldQueue = iota
+	fieldPrefill
+	fieldDecode
+	fieldInference
+	fieldTTFT
+	fieldE2E
+	fieldPromptTokens
+	fieldCompletionTokens
+	fieldCachedTokens
+	numFields
+)
+
+// boundedAttributes are those numbers' keys; the first fieldPromptTokens are seconds, the rest counts.
+var boundedAttributes = [numFields]string{
+	fieldQueue:            schema.AttrGenAILatencyTimeInQueue,
+	fieldPrefill:          schema.AttrGenAILatencyTimeInModelPrefill,
+	fieldDecode:           schema.AttrGenAILatencyTimeInModelDecode,
+	fieldInference:        schema.AttrGenAILatencyTimeInModelInference,
+	fieldTTFT:             schema.AttrGenAILatencyTimeToFirstToken,
+	fieldE2E:              schema.AttrGenAILatencyE2e,
+	fieldPromptTokens:     schema.AttrGenAIUsagePromptTokens,
+	fieldCompletionTokens: schema.AttrGenAIUsageCompletionTokens,
+	fieldCachedTokens:     schema.AttrGenAIUsageCachedTokens,
+}
+
+// spanFields are the attributes of an engine span the explanation reads, found in one pass over the span's
+// attributes: a lookup per key scans them once for each of the dozen keys, for every request.
+type spanFields struct {
+	// numbers are as the span says them; NaN where missing or not a number.
+	numbers [numFields]float64
+	// seen says which keys the span has, numbers or not (the first of a key counts, as with Get); numeric,
+	// which of them are numbers (double or int).
+	seen, numeric uint16
+
+	requestID, responseModel, requestModel string
+}
+
+func readSpanFields(attrs pcommon.Map) spanFields {
+	var f spanFields
+	for i := range f.numbers {
+		f.numbers[i] = math.NaN()
+	}
+	var idSeen, responseSeen, requestSeen bool
+	for k, v := range attrs.All() {
+		i := -1
+		switch k {
+		case schema.AttrGenAILatencyTimeInQueue:
+			i = fieldQueue
+		case schema.AttrGenAILatencyTimeInModelPrefill:
+			i = fieldPrefill
+		case schema.AttrGenAILatencyTimeInModelDecode:
+			i = fieldDecode
+		case schema.AttrGenAILatencyTimeInModelInference:
+			i = fieldInference
+		case schema.AttrGenAILatencyTimeToFirstToken:
+			i = fieldTTFT
+		case schema.AttrGenAILatencyE2e:
+			i = fieldE2E
+		case schema.AttrGenAIUsagePromptTokens:
+			i = fieldPromptTokens
+		case schema.AttrGenAIUsageCompletionTokens:
+			i = fieldCompletionTokens
+		case schema.AttrGenAIUsageCachedTokens:
+			i = fieldCachedTokens
+		case schema.AttrGenAIRequestID:
+			if !idSeen {
+				idSeen, f.requestID = true, v.AsString()
+			}
+		case schema.AttrGenAIResponseModel:
+			if !responseSeen {
+				responseSeen, f.responseModel = true, v.AsString()
+			}
+		case schema.AttrGenAIRequestModel:
+			if !requestSeen {
+				requestSeen, f.requestModel = true, v.AsString()
+			}
+		}
+		if i < 0 || f.seen&(1<<i) != 0 {
+			continue
+		}
+		f.seen |= 1 << i
+		if x, ok := attrvalue.Number(v); ok {
+			f.numbers[i], f.numeric = x, f.numeric|1<<i
+		}
+	}
+	return f
 }
 
 // violation names the first number of the span outside the bounds (negative, NaN, infinite, or more than
 // one request can be), "" when all are within them. A number of another type (a string) reads as unknown
 // later and is not a violation: it is missing evidence, not a false one.
-func (b requestBounds) violation(span ptrace.Span) string {
-	attrs := span.Attributes()
-	for _, f := range boundedAttributes {
-		v, ok := attrs.Get(f.key)
-		if !ok {
-			continue
-		}
-		x, ok := attrvalue.Number(v)
-		if !ok {
+func (b requestBounds) violation(f *spanFields, span ptrace.Span) string {
+	for i, x := range f.numbers {
+		if f.numeric&(1<<i) == 0 {
 			continue
 		}
 		limit := b.maxSeconds
-		if f.isCount {
+		if i >= fieldPromptTokens {
 			limit = b.maxTokens
 		}
 		if !(x >= 0 && x <= limit) {
-			return f.key
+			return boundedAttributes[i]
 		}
 	}
 	if start, end := span.StartTimestamp(), span.EndTimestamp(); end > start && float64(end-start)/1e9 > b.maxSeconds {
@@ -112,25 +180,24 @@ func (b requestBounds) violation(span ptrace.Span) string {
 // readRequest turns an engine span into a breakdown. The phases always add up to e2e: other is what is left
 // (tokenization, detokenization, the HTTP hop), never negative; when the engine's phases overrun e2e by
 // rounding, e2e is what the phases say.
-func readRequest(span ptrace.Span, res pcommon.Map) *request {
-	a := span.Attributes()
+func readRequest(span ptrace.Span, res pcommon.Map, f *spanFields) *request {
+	n := &f.numbers
 	r := &request{
 		span: span, resource: res,
 		start: int64(span.StartTimestamp()), end: int64(span.EndTimestamp()),
-		queue: number(a, schema.AttrGenAILatencyTimeInQueue), prefill: number(a, schema.AttrGenAILatencyTimeInModelPrefill),
-		decode: number(a, schema.AttrGenAILatencyTimeInModelDecode), ttft: number(a, schema.AttrGenAILatencyTimeToFirstToken),
-		e2e:          number(a, schema.AttrGenAILatencyE2e),
-		promptTokens: number(a, schema.AttrGenAIUsagePromptTokens), genTokens: number(a, schema.AttrGenAIUsageCompletionTokens),
-		cachedTokens: number(a, schema.AttrGenAIUsageCachedTokens),
-		requestID:    attrvalue.String(a, schema.AttrGenAIRequestID),
-		model:        firstNonEmpty(attrvalue.String(a, schema.AttrGenAIResponseModel), attrvalue.String(a, schema.AttrGenAIRequestModel)),
+		queue: number(n[fieldQueue]), prefill: number(n[fieldPrefill]), decode: number(n[fieldDecode]),
+		ttft: number(n[fieldTTFT]), e2e: number(n[fieldE2E]),
+		promptTokens: number(n[fieldPromptTokens]), genTokens: number(n[fieldCompletionTokens]),
+		cachedTokens: number(n[fieldCachedTokens]),
+		requestID:    f.requestID,
+		model:        firstNonEmpty(f.responseModel, f.requestModel),
 		engine:       attrvalue.String(res, schema.AttrLLMEngineName),
 	}
 	if math.IsNaN(r.e2e) && r.end > r.start {
 		r.e2e = float64(r.end-r.start) / 1e9
 	}
 	// Only inference time given (some engines): the decode is what follows the first token.
-	if inference := number(a, schema.AttrGenAILatencyTimeInModelInference); math.IsNaN(r.decode) && !math.IsNaN(inference) && !math.IsNaN(r.prefill) {
+	if inference := number(n[fieldInference]); math.IsNaN(r.decode) && !math.IsNaN(inference) && !math.IsNaN(r.prefill) {
 		r.decode = math.Max(0, inference-r.prefill)
 	}
 	if r.start == 0 && r.end > 0 && !math.IsNaN(r.e2e) {
