@@ -79,6 +79,13 @@ const (
 	numFields
 )
 
+// The strings it reads, numbered after the numbers so that one bit set tells which keys the span has.
+const (
+	textRequestID = numFields + iota
+	textResponseModel
+	textRequestModel
+)
+
 // boundedAttributes are those numbers' keys; the first fieldPromptTokens are seconds, the rest counts.
 var boundedAttributes = [numFields]string{
 	fieldQueue:            schema.AttrGenAILatencyTimeInQueue,
@@ -97,8 +104,8 @@ var boundedAttributes = [numFields]string{
 type spanFields struct {
 	// numbers are as the span says them; NaN where missing or not a number.
 	numbers [numFields]float64
-	// seen says which keys the span has, numbers or not (the first of a key counts, as with Get); numeric,
-	// which of them are numbers (double or int).
+	// seen says which keys the span has, numbers or not, strings too (the first of a key counts, as with
+	// Get); numeric, which of the numbers' keys hold numbers (double or int).
 	seen, numeric uint16
 
 	requestID, responseModel, requestModel string
@@ -109,9 +116,8 @@ func readSpanFields(attrs pcommon.Map) spanFields {
 	for i := range f.numbers {
 		f.numbers[i] = math.NaN()
 	}
-	var idSeen, responseSeen, requestSeen bool
 	for k, v := range attrs.All() {
-		i := -1
+		i, text := -1, (*string)(nil)
 		// A switch on the key rather than a map or a loop over boundedAttributes: most of a span's attributes
 		// are none of these, and the switch turns each of them away in a few comparisons.
 		switch k {
@@ -134,23 +140,19 @@ func readSpanFields(attrs pcommon.Map) spanFields {
 		case schema.AttrGenAIUsageCachedTokens:
 			i = fieldCachedTokens
 		case schema.AttrGenAIRequestID:
-			if !idSeen {
-				idSeen, f.requestID = true, v.AsString()
-			}
+			i, text = textRequestID, &f.requestID
 		case schema.AttrGenAIResponseModel:
-			if !responseSeen {
-				responseSeen, f.responseModel = true, v.AsString()
-			}
+			i, text = textResponseModel, &f.responseModel
 		case schema.AttrGenAIRequestModel:
-			if !requestSeen {
-				requestSeen, f.requestModel = true, v.AsString()
-			}
+			i, text = textRequestModel, &f.requestModel
 		}
 		if i < 0 || f.seen&(1<<i) != 0 {
 			continue
 		}
 		f.seen |= 1 << i
-		if x, ok := attrvalue.Number(v); ok {
+		if text != nil {
+			*text = v.AsString()
+		} else if x, ok := attrvalue.Number(v); ok {
 			f.numbers[i], f.numeric = x, f.numeric|1<<i
 		}
 	}

@@ -164,7 +164,7 @@ func run(t *testing.T, cfg *Config, h host, next consumer.Metrics) {
 	require.Eventually(t, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return r.agg.interval >= 1
+		return r.files.agg.interval >= 1
 	}, 5*time.Second, time.Millisecond)
 	require.NoError(t, r.Shutdown(context.Background()))
 }

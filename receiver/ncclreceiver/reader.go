@@ -11,7 +11,7 @@ import (
 // files gained since the previous one and returns the metrics as of the moment it is given. The receiver
 // reads on the wall clock; a simulation or a replay that runs faster than real time reads on its own clock,
 // so that the metrics' timestamps and the staleness of replicas follow that clock and not the machine's.
-// It looks up no GPUs (records carry none) and checkpoints nothing.
+// Made with NewFileReader it looks up no GPUs (records carry none); it never checkpoints (the receiver does).
 type FileReader struct {
 	cfg  *Config
 	tail *tailer
@@ -23,18 +23,19 @@ func NewFileReader(cfg *Config, logger *zap.Logger, start time.Time) (*FileReade
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &FileReader{cfg: cfg, tail: newTailer(cfg, logger), agg: newAggregator(cfg, logger, nil, "", start)}, nil
+	return newFileReader(cfg, logger, nil, "", start), nil
 }
 
-// Read reads one interval at now; caughtUp is false when the interval's budget ran out before the files' ends.
+// newFileReader is the reader the receiver runs on its ticker too, with its GPU lookup and host name.
+func newFileReader(cfg *Config, logger *zap.Logger, loc gpuLocator, hostname string, start time.Time) *FileReader {
+	return &FileReader{cfg: cfg, tail: newTailer(cfg, logger), agg: newAggregator(cfg, logger, loc, hostname, start)}
+}
+
+// Read reads what the files gained, within one interval's budget, and builds the interval's metrics as of
+// now; caughtUp is false when the budget ran out before the files' ends.
 func (r *FileReader) Read(now time.Time) (md pmetric.Metrics, caughtUp bool) {
-	return readInterval(r.cfg, r.tail, r.agg, now)
-}
-
-// readInterval reads what the files gained, within one interval's budget, and builds the interval's metrics.
-func readInterval(cfg *Config, tail *tailer, agg *aggregator, now time.Time) (pmetric.Metrics, bool) {
-	agg.begin(now)
-	b := budget{bytes: cfg.MaxBytesPerInterval, records: cfg.MaxRecordsPerInterval}
-	caughtUp := tail.poll(&b, agg)
-	return agg.emit(), caughtUp
+	r.agg.begin(now)
+	b := budget{bytes: r.cfg.MaxBytesPerInterval, records: r.cfg.MaxRecordsPerInterval}
+	caughtUp = r.tail.poll(&b, r.agg)
+	return r.agg.emit(), caughtUp
 }

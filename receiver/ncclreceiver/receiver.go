@@ -23,8 +23,7 @@ type ncclReceiver struct {
 	set    receiver.Settings
 	next   consumer.Metrics
 	logger *zap.Logger
-	tail   *tailer
-	agg    *aggregator
+	files  *FileReader
 	loc    gpuLocator
 	client storage.Client
 
@@ -46,8 +45,7 @@ type ncclReceiver struct {
 func newReceiver(cfg *Config, set receiver.Settings, next consumer.Metrics, loc gpuLocator) (*ncclReceiver, error) {
 	host, _ := os.Hostname()
 	r := &ncclReceiver{cfg: cfg, set: set, next: next, logger: set.Logger, loc: loc}
-	r.tail = newTailer(cfg, set.Logger)
-	r.agg = newAggregator(cfg, set.Logger, loc, host, time.Now())
+	r.files = newFileReader(cfg, set.Logger, loc, host, time.Now())
 	telemetry, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
 	if err != nil {
 		return nil, err
@@ -70,7 +68,7 @@ func (r *ncclReceiver) Start(ctx context.Context, host component.Host) error {
 		if err != nil {
 			return fmt.Errorf("storage: reading the checkpoint: %w", err)
 		}
-		if err := r.tail.load(b); err != nil {
+		if err := r.files.tail.load(b); err != nil {
 			// A checkpoint we cannot read must not stop the collector; starting over may count some
 			// records twice, which the warning says.
 			r.logger.Warn("NCCL offsets checkpoint is unreadable; reading files as if for the first time", zap.Error(err))
@@ -104,7 +102,7 @@ func (r *ncclReceiver) run(ctx context.Context) {
 func (r *ncclReceiver) collect(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	md, caughtUp := readInterval(r.cfg, r.tail, r.agg, time.Now())
+	md, caughtUp := r.files.Read(time.Now())
 	switch {
 	case !caughtUp && !r.behind:
 		r.behind = true
@@ -130,7 +128,7 @@ func (r *ncclReceiver) checkpoint(ctx context.Context) {
 	if r.client == nil {
 		return
 	}
-	if err := r.client.Set(ctx, checkpointKey, r.tail.snapshot()); err != nil {
+	if err := r.client.Set(ctx, checkpointKey, r.files.tail.snapshot()); err != nil {
 		if !r.failing {
 			r.failing = true
 			r.logger.Warn("Cannot write the NCCL offsets checkpoint; a restart now would re-read records", zap.Error(err))
@@ -141,7 +139,7 @@ func (r *ncclReceiver) checkpoint(ctx context.Context) {
 }
 
 func (r *ncclReceiver) flushTelemetry(ctx context.Context) {
-	a := r.agg
+	a := r.files.agg
 	if a.records > 0 {
 		r.telemetry.records.Add(ctx, a.records, r.telemetry.attrs)
 	}

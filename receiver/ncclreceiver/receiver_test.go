@@ -60,7 +60,7 @@ func newRig(t *testing.T, cfg *Config) *rig {
 func (g *rig) intervals() uint64 {
 	g.r.mu.Lock()
 	defer g.r.mu.Unlock()
-	return g.r.agg.interval
+	return g.r.files.agg.interval
 }
 
 func (g *rig) tick() { g.r.collect(context.Background()) }
@@ -438,7 +438,7 @@ func TestRecordsGoQuietAfterExpectRecordsWithin(t *testing.T) {
 	cfg.Replicas = []ReplicaRule{{Host: "node-a", ServiceInstanceID: "a:8000", AllReduce: "nccl"}}
 	g := newRig(t, cfg)
 	g.r.mu.Lock()
-	g.r.agg.replicas[0].lastRecord = time.Now().Add(-2 * time.Minute) // as if the records stopped two minutes ago
+	g.r.files.agg.replicas[0].lastRecord = time.Now().Add(-2 * time.Minute) // as if the records stopped two minutes ago
 	g.r.mu.Unlock()
 	g.tick()
 	obs := points(g.last(), schema.MetricLLMCollectiveObservability)
@@ -489,7 +489,7 @@ func newRigOnHost(t *testing.T, cfg *Config, loc gpuLocator, host string) *rig {
 	sink := new(consumertest.MetricsSink)
 	r, err := newReceiver(cfg, set, sink, loc)
 	require.NoError(t, err)
-	r.agg.hostname = host
+	r.files.agg.hostname = host
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, r.Shutdown(context.Background())) })
 	g := &rig{t: t, r: r, sink: sink, logs: logs}
