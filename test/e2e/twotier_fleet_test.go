@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,8 +56,11 @@ func TestFleetSidecarsToGateway(t *testing.T) {
 		spanEndpoints = append(spanEndpoints, "http://"+httpPorts[len(httpPorts)-1])
 	}
 	truthPath := filepath.Join(dir, "truth.jsonl")
+	// The replicas' ports come from the harness too: left to pick free ones itself, the simulator was once
+	// given a port just handed to a sidecar's OTLP receiver (closed until that sidecar started).
+	simPorts := freePortRange(t, 2*replicas)
 	st := startSimulator(t, sim, "-scenario", "traffic_spike", "-replicas", fmt.Sprint(replicas), "-engines", "vllm,sglang",
-		"-duration", "30s", "-drain", "5s", "-status-every", "0", "-ground-truth", truthPath,
+		"-duration", "30s", "-drain", "5s", "-status-every", "0", "-ground-truth", truthPath, "-base-port", strconv.Itoa(simPorts),
 		"-otlp-endpoint", strings.Join(spanEndpoints, ","))
 	require.Len(t, st.Replicas, replicas)
 
