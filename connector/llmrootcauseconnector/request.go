@@ -86,6 +86,10 @@ const (
 	textRequestModel
 )
 
+// Every key has its bit in spanFields.seen: one key too many and this constant overflows, so the build fails
+// instead of a bit silently wrapping.
+const _ uint16 = 1 << textRequestModel
+
 // boundedAttributes are those numbers' keys; the first fieldPromptTokens are seconds, the rest counts.
 var boundedAttributes = [numFields]string{
 	fieldQueue:            schema.AttrGenAILatencyTimeInQueue,
